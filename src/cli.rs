@@ -1,0 +1,213 @@
+//! Command-line interface: arguments, commands, exit codes.
+//!
+//! Exit codes: 0 success, 1 a stage (or the cache) failed, 2 a bad pipeline file or bad usage.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::console::Console;
+use crate::engine::plan::Plan;
+use crate::engine::runner::{Engine, EngineError, RunOptions};
+use crate::engine::spec::SpecFile;
+use crate::kinds;
+
+const AFTER_HELP: &str = "\
+Examples:
+  pipeline run                  bring every stage up to date
+  pipeline run train            bring `train` and what it needs up to date, nothing downstream
+  pipeline run --dry-run        say what would run and why, touching nothing
+  pipeline run --force resize   rerun `resize` even though it is fresh
+  pipeline status               each stage fresh or dirty, with the reason
+  pipeline status --json        the same, one JSON object per stage
+  pipeline dag                  the stages in dependency order
+
+Outputs live in `cache/` (content-addressed by stage key), `pipeline.lock` records what each stage
+last ran with, and published reports land in `reports/`.";
+
+/// A declarative, content-cached pipeline that trains a movie-poster genre classifier.
+#[derive(Debug, Parser)]
+#[command(name = "pipeline", version, after_help = AFTER_HELP)]
+pub struct Cli {
+    /// The pipeline file; its directory is the project root (cache, lock, reports).
+    #[arg(short = 'f', long = "file", global = true, default_value = "pipeline.yaml")]
+    pub file: PathBuf,
+    /// Worker threads per stage [default: number of cores]. Never part of a cache key.
+    #[arg(long, global = true, env = "PIPELINE_THREADS")]
+    pub threads: Option<usize>,
+    /// Say more: reasons for fresh stages, progress lines when not on a terminal, debug logs with -vv.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Bring stages up to date, running only what changed and what depends on it.
+    Run {
+        /// Stages to bring up to date, with everything they need [default: all].
+        stages: Vec<String>,
+        /// Rerun this stage even if it is fresh (repeatable).
+        #[arg(long, value_name = "STAGE")]
+        force: Vec<String>,
+        /// Print what would run and why; run nothing, write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Show whether each stage is fresh or dirty, and why.
+    Status {
+        /// One JSON object per stage: name, kind, state, reason, reasons, key.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the stages in dependency order with their inputs.
+    Dag,
+}
+
+/// Why the command failed, and with which exit code.
+enum Failure {
+    /// Bad pipeline file or usage: exit 2.
+    Usage(anyhow::Error),
+    /// A stage or the cache failed: exit 1.
+    Run(anyhow::Error),
+    /// Stages failed and were already reported: exit 1.
+    Reported,
+}
+
+/// Parses arguments, runs the command and returns the exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PIPELINE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let threads = cli.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(usize::from)
+            .unwrap_or(1)
+    });
+    // Stages that use rayon without their own pool (hashing, burn's CPU kernels) get this size too.
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global();
+    match execute(&cli, threads) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Usage(err)) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Run(err)) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(1)
+        }
+        Err(Failure::Reported) => ExitCode::from(1),
+    }
+}
+
+fn execute(cli: &Cli, threads: usize) -> Result<(), Failure> {
+    let spec = SpecFile::load(&cli.file).map_err(|e| Failure::Usage(e.into()))?;
+    let registry = kinds::registry();
+    let plan = Plan::build(&spec, &registry).map_err(|e| Failure::Usage(e.into()))?;
+    let engine = Engine::new(&plan);
+    let engine_err = |err: EngineError| match err {
+        EngineError::Usage(_) => Failure::Usage(err.into()),
+        other => Failure::Run(other.into()),
+    };
+    match &cli.command {
+        Command::Run {
+            stages,
+            force,
+            dry_run,
+        } => {
+            let console = Console::new(cli.verbose > 0);
+            let options = RunOptions {
+                targets: stages.clone(),
+                force: force.clone(),
+                dry_run: *dry_run,
+                threads,
+            };
+            let outcome = engine.run(&options, &console).map_err(engine_err)?;
+            if !outcome.failed.is_empty() {
+                eprintln!(
+                    "error: {} failed; see the message above. Fix it and rerun `pipeline run`.",
+                    outcome
+                        .failed
+                        .iter()
+                        .map(|s| format!("`{s}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                return Err(Failure::Reported);
+            }
+            if *dry_run {
+                if outcome.would_run.is_empty() {
+                    println!("Nothing to do: every selected stage is fresh.");
+                }
+            } else if outcome.ran.is_empty() {
+                println!("Nothing to do: every selected stage is fresh.");
+            }
+            for dir in &outcome.published {
+                let index = plan.root.join(dir).join("index.html");
+                if index.exists() {
+                    println!("Report: {}", dir.join("index.html").display());
+                }
+            }
+            Ok(())
+        }
+        Command::Status { json } => {
+            let statuses = engine.status().map_err(engine_err)?;
+            if *json {
+                let text = serde_json::to_string_pretty(&statuses)
+                    .context("serialising status")
+                    .map_err(Failure::Run)?;
+                println!("{text}");
+            } else {
+                let width = statuses.iter().map(|s| s.name.len()).max().unwrap_or(0);
+                for status in &statuses {
+                    if status.state == "fresh" {
+                        println!("{:width$}  fresh", status.name);
+                    } else {
+                        println!("{:width$}  dirty  {}", status.name, status.reason);
+                    }
+                }
+            }
+            Ok(())
+        }
+        Command::Dag => {
+            let width = plan.stages.iter().map(|s| s.name.len()).max().unwrap_or(0);
+            for stage in &plan.stages {
+                let inputs: Vec<String> = stage
+                    .inputs
+                    .iter()
+                    .map(|(role, up)| format!("{up} ({role})"))
+                    .chain(stage.files.values().map(|p| format!("`{p}`")))
+                    .collect();
+                let from = if inputs.is_empty() {
+                    String::new()
+                } else {
+                    format!(" <- {}", inputs.join(", "))
+                };
+                println!(
+                    "{:width$}  [{}] {}{from}",
+                    stage.name,
+                    stage.stage.kind(),
+                    stage.stage.describe()
+                );
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! Draws engine events for a person: one line per stage on stdout, progress bars on a terminal only.
+
+use std::io::IsTerminal;
+use std::path::Path;
+use std::time::Duration;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use pipeline_api::Progress;
+
+use crate::engine::dirty::{Reason, describe};
+use crate::engine::runner::Reporter;
+
+/// The command-line reporter.
+pub struct Console {
+    bars: MultiProgress,
+    interactive: bool,
+    verbose: bool,
+}
+
+impl Console {
+    /// A reporter that draws bars only when stderr is a terminal.
+    pub fn new(verbose: bool) -> Self {
+        let interactive = std::io::stderr().is_terminal();
+        let bars = MultiProgress::with_draw_target(if interactive {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        });
+        Self {
+            bars,
+            interactive,
+            verbose,
+        }
+    }
+
+    fn line(&self, text: &str) {
+        if self.interactive {
+            let _ = self.bars.println(text);
+        } else {
+            println!("{text}");
+        }
+    }
+}
+
+impl Reporter for Console {
+    fn waiting_for_lock(&self, lock: &Path) {
+        self.line(&format!(
+            "Waiting for another `pipeline run` on this project to finish (lock `{}`)...",
+            lock.display()
+        ));
+    }
+
+    fn fresh(&self, stage: &str, note: Option<&str>) {
+        match note {
+            Some(note) => self.line(&format!("Fresh {stage} ({note})")),
+            None => self.line(&format!("Fresh {stage}")),
+        }
+    }
+
+    fn would_run(&self, stage: &str, reasons: &[Reason]) {
+        self.line(&format!("Would run {stage} ({})", describe(reasons)));
+    }
+
+    fn started(&self, stage: &str, reasons: &[Reason]) -> Box<dyn Progress + '_> {
+        self.line(&format!("Running {stage} ({})", describe(reasons)));
+        let bar = if self.interactive {
+            let bar = self.bars.add(ProgressBar::new_spinner());
+            bar.set_style(
+                ProgressStyle::with_template("  {spinner} {prefix} {msg}").expect("valid template"),
+            );
+            bar.set_prefix(stage.to_string());
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        } else {
+            ProgressBar::hidden()
+        };
+        Box::new(StageBar {
+            bar,
+            stage: stage.to_string(),
+            verbose: self.verbose && !self.interactive,
+        })
+    }
+
+    fn finished(&self, stage: &str, seconds: f64, summary: &[String]) {
+        self.line(&format!("Finished {stage} in {seconds:.1}s"));
+        for line in summary {
+            self.line(&format!("  {line}"));
+        }
+    }
+
+    fn failed(&self, stage: &str, error: &str) {
+        self.line(&format!("Failed {stage}: {error}"));
+    }
+
+    fn skipped(&self, stage: &str, reasons: &[Reason]) {
+        self.line(&format!("Skipped {stage} ({})", describe(reasons)));
+    }
+
+    fn published(&self, stage: &str, dir: &Path) {
+        if self.verbose {
+            self.line(&format!("Published {stage} to `{}`", dir.display()));
+        }
+    }
+}
+
+/// Progress of one running stage.
+struct StageBar {
+    bar: ProgressBar,
+    stage: String,
+    verbose: bool,
+}
+
+impl Progress for StageBar {
+    fn start(&self, task: &str, total: u64) {
+        self.bar.set_style(
+            ProgressStyle::with_template(
+                "  {prefix} {msg:12} [{bar:30}] {pos}/{len} ({per_sec}, eta {eta})",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        self.bar.set_length(total);
+        self.bar.set_position(0);
+        self.bar.set_message(task.to_string());
+        if self.verbose {
+            println!("  {}: {task} ({total})", self.stage);
+        }
+    }
+
+    fn advance(&self, units: u64) {
+        self.bar.inc(units);
+    }
+
+    fn message(&self, message: &str) {
+        self.bar.set_message(message.to_string());
+        if self.verbose {
+            println!("  {}: {message}", self.stage);
+        }
+    }
+}
+
+impl Drop for StageBar {
+    fn drop(&mut self) {
+        self.bar.finish_and_clear();
+    }
+}

@@ -1,0 +1,323 @@
+//! Phase two: turns a parsed spec into a validated, topologically ordered plan.
+//!
+//! Every error names the pipeline file, the line and the key path, and says how to fix it:
+//! unknown kinds (with the closest known kind), unknown or missing input roles, inputs naming
+//! stages that do not exist, missing files, cycles, and params the kind rejects.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use pipeline_api::Stage;
+
+use super::spec::{SpecError, SpecFile};
+
+/// The stage kinds the engine can run, by kind name.
+#[derive(Default, Clone)]
+pub struct Registry {
+    kinds: BTreeMap<&'static str, Arc<dyn Stage>>,
+}
+
+impl Registry {
+    /// Adds a kind.
+    pub fn register(&mut self, stage: impl Stage + 'static) -> &mut Self {
+        self.kinds.insert(stage.kind(), Arc::new(stage));
+        self
+    }
+
+    /// The kind called `name`.
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn Stage>> {
+        self.kinds.get(name)
+    }
+
+    /// All kind names.
+    pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.kinds.keys().copied()
+    }
+}
+
+/// A validated stage, ready to be keyed and run.
+#[derive(Clone)]
+pub struct PlannedStage {
+    /// Name in the pipeline file.
+    pub name: String,
+    /// The kind's implementation.
+    pub stage: Arc<dyn Stage>,
+    /// Canonical params (defaults filled in).
+    pub params: serde_json::Value,
+    /// Role -> upstream stage name.
+    pub inputs: BTreeMap<String, String>,
+    /// Role -> path relative to the project root, as written.
+    pub files: BTreeMap<String, String>,
+    /// Directory (relative to the project root) that receives a copy of the output.
+    pub publish: Option<String>,
+}
+
+/// The whole validated pipeline.
+pub struct Plan {
+    /// The directory holding the pipeline file; workspace paths are relative to it.
+    pub root: PathBuf,
+    /// The pipeline file.
+    pub file: PathBuf,
+    /// Stages in dependency order (ties keep file order).
+    pub stages: Vec<PlannedStage>,
+}
+
+impl Plan {
+    /// Validates `spec` against the registered kinds.
+    pub fn build(spec: &SpecFile, registry: &Registry) -> Result<Self, SpecError> {
+        let mut planned = Vec::new();
+        if spec.spec.stages.is_empty() {
+            return Err(spec.error(
+                "stages",
+                "the pipeline has no stages",
+                Some("add at least one stage under `stages:`".into()),
+            ));
+        }
+        for name in &spec.order {
+            let stage_spec = &spec.spec.stages[name];
+            let key = format!("stages.{name}");
+            let Some(stage) = registry.get(&stage_spec.kind) else {
+                let suggestion = closest(&stage_spec.kind, registry.names());
+                let known: Vec<_> = registry.names().collect();
+                let help = match suggestion {
+                    Some(s) => format!("did you mean `{s}`? known kinds: {}", known.join(", ")),
+                    None => format!("known kinds: {}", known.join(", ")),
+                };
+                return Err(spec.error(
+                    &format!("{key}.kind"),
+                    format!("unknown stage kind `{}`", stage_spec.kind),
+                    Some(help),
+                ));
+            };
+            check_roles(
+                spec,
+                &format!("{key}.inputs"),
+                stage.input_roles(),
+                stage_spec.inputs.keys(),
+                "inputs",
+            )?;
+            check_roles(
+                spec,
+                &format!("{key}.files"),
+                stage.file_roles(),
+                stage_spec.files.keys(),
+                "files",
+            )?;
+            for (role, upstream) in &stage_spec.inputs {
+                if !spec.spec.stages.contains_key(upstream) {
+                    let help = closest(upstream, spec.order.iter().map(String::as_str))
+                        .map(|s| format!("did you mean `{s}`?"));
+                    return Err(spec.error(
+                        &format!("{key}.inputs.{role}"),
+                        format!("input `{role}` names stage `{upstream}`, which does not exist"),
+                        help,
+                    ));
+                }
+            }
+            let root = spec.path.parent().unwrap_or(Path::new("."));
+            for (role, path) in &stage_spec.files {
+                if !root.join(path).exists() {
+                    return Err(spec.error(
+                        &format!("{key}.files.{role}"),
+                        format!("file `{path}` does not exist"),
+                        Some("paths are relative to the directory of the pipeline file".into()),
+                    ));
+                }
+            }
+            let raw = yaml_to_json(&stage_spec.params).map_err(|message| {
+                spec.error(&format!("{key}.params"), message, None)
+            })?;
+            let params = stage.canonical_params(&raw).map_err(|err| {
+                let param_key = if err.path == "." || err.path.is_empty() {
+                    format!("{key}.params")
+                } else {
+                    format!("{key}.params.{}", err.path)
+                };
+                spec.error(
+                    &param_key,
+                    format!("invalid params for `{}`: {}", stage_spec.kind, err.message),
+                    None,
+                )
+            })?;
+            planned.push(PlannedStage {
+                name: name.clone(),
+                stage: stage.clone(),
+                params,
+                inputs: stage_spec.inputs.clone(),
+                files: stage_spec.files.clone(),
+                publish: stage_spec.publish.clone(),
+            });
+        }
+        let stages = topo_sort(spec, planned)?;
+        Ok(Self {
+            root: spec
+                .path
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| PathBuf::from(".")),
+            file: spec.path.clone(),
+            stages,
+        })
+    }
+
+    /// The stage called `name`.
+    pub fn stage(&self, name: &str) -> Option<&PlannedStage> {
+        self.stages.iter().find(|s| s.name == name)
+    }
+
+    /// `targets` and everything they depend on, in plan order; all stages when `targets` is empty.
+    pub fn with_upstream(&self, targets: &[String]) -> BTreeSet<String> {
+        if targets.is_empty() {
+            return self.stages.iter().map(|s| s.name.clone()).collect();
+        }
+        let mut selected = BTreeSet::new();
+        let mut todo: Vec<String> = targets.to_vec();
+        while let Some(name) = todo.pop() {
+            if selected.insert(name.clone())
+                && let Some(stage) = self.stage(&name)
+            {
+                todo.extend(stage.inputs.values().cloned());
+            }
+        }
+        selected
+    }
+
+    /// Checks that every name is a stage, suggesting the closest one otherwise.
+    pub fn check_names<'a>(&self, names: impl IntoIterator<Item = &'a String>) -> Result<(), String> {
+        for name in names {
+            if self.stage(name).is_none() {
+                let hint = closest(name, self.stages.iter().map(|s| s.name.as_str()))
+                    .map(|s| format!("; did you mean `{s}`?"))
+                    .unwrap_or_default();
+                return Err(format!("no stage named `{name}` in `{}`{hint}", self.file.display()));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_roles<'a>(
+    spec: &SpecFile,
+    key: &str,
+    expected: &[&str],
+    given: impl Iterator<Item = &'a String> + Clone,
+    what: &str,
+) -> Result<(), SpecError> {
+    for role in given.clone() {
+        if !expected.contains(&role.as_str()) {
+            let help = if expected.is_empty() {
+                format!("this kind takes no {what}")
+            } else {
+                format!("this kind takes {what}: {}", expected.join(", "))
+            };
+            return Err(spec.error(
+                &format!("{key}.{role}"),
+                format!("unknown {what} role `{role}`"),
+                Some(help),
+            ));
+        }
+    }
+    for role in expected {
+        if !given.clone().any(|g| g == role) {
+            return Err(spec.error(
+                key,
+                format!("missing {what} role `{role}`"),
+                Some(format!("add `{role}: ...` under `{what}:`")),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn topo_sort(spec: &SpecFile, stages: Vec<PlannedStage>) -> Result<Vec<PlannedStage>, SpecError> {
+    let mut done: BTreeSet<String> = BTreeSet::new();
+    let mut remaining = stages;
+    let mut ordered = Vec::with_capacity(remaining.len());
+    while !remaining.is_empty() {
+        let ready = remaining
+            .iter()
+            .position(|s| s.inputs.values().all(|up| done.contains(up)));
+        match ready {
+            Some(index) => {
+                let stage = remaining.remove(index);
+                done.insert(stage.name.clone());
+                ordered.push(stage);
+            }
+            None => {
+                let cycle = find_cycle(&remaining);
+                return Err(spec.error(
+                    &format!("stages.{}.inputs", cycle[0]),
+                    format!("the stages form a cycle: {}", cycle.join(" -> ")),
+                    Some("a stage cannot depend on its own output; remove one of these inputs".into()),
+                ));
+            }
+        }
+    }
+    Ok(ordered)
+}
+
+/// Walks inputs from some stuck stage until a name repeats.
+fn find_cycle(stuck: &[PlannedStage]) -> Vec<String> {
+    let by_name: BTreeMap<&str, &PlannedStage> =
+        stuck.iter().map(|s| (s.name.as_str(), s)).collect();
+    let mut path: Vec<String> = vec![stuck[0].name.clone()];
+    loop {
+        let current = by_name[path.last().unwrap().as_str()];
+        let next = current
+            .inputs
+            .values()
+            .find(|up| by_name.contains_key(up.as_str()))
+            .expect("a stuck stage has a stuck input")
+            .clone();
+        if let Some(start) = path.iter().position(|p| *p == next) {
+            let mut cycle = path[start..].to_vec();
+            cycle.push(next);
+            return cycle;
+        }
+        path.push(next);
+    }
+}
+
+fn yaml_to_json(value: &serde_yaml_ng::Value) -> Result<serde_json::Value, String> {
+    match value {
+        serde_yaml_ng::Value::Null => Ok(serde_json::Value::Object(Default::default())),
+        other => serde_json::to_value(other).map_err(|err| format!("params must be a map: {err}")),
+    }
+}
+
+/// The candidate closest to `word` by edit distance, if it is close enough to be a typo.
+pub fn closest<'a>(word: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .map(|c| (edit_distance(word, c), c))
+        .filter(|(d, c)| *d <= 2.max(c.len() / 3))
+        .min()
+        .map(|(_, c)| c)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let old = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(row[j + 1] + 1);
+            prev = old;
+        }
+    }
+    row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggests_close_kinds() {
+        let kinds = ["ingest", "resize", "split"];
+        assert_eq!(closest("resise", kinds.into_iter()), Some("resize"));
+        assert_eq!(closest("zzzzzzzz", kinds.into_iter()), None);
+    }
+}

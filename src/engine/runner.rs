@@ -1,0 +1,509 @@
+//! Walks the plan in dependency order: keys each stage, reuses fresh cache entries, runs the rest,
+//! and keeps `pipeline.lock` up to date after every stage. Emits events to a [`Reporter`]; draws nothing.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{File, TryLockError};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use pipeline_api::{Progress, StageContext};
+
+use super::dirty::{Current, Reason, explain};
+use super::key::{CACHE_FORMAT, StageKey, sorted_json};
+use super::lock::{LockFile, LockedFile, LockedInput, LockedOutputs, LockedStage};
+use super::plan::{Plan, PlannedStage};
+use super::store::{Manifest, Store, StoreError, path_digest, publish_tree};
+
+/// Receives what the engine does, to show it to a person.
+pub trait Reporter: Sync {
+    /// Another run holds the project lock; this one waits.
+    fn waiting_for_lock(&self, lock: &Path);
+    /// The stage's cached output is reused. `note` says why when it is not obvious.
+    fn fresh(&self, stage: &str, note: Option<&str>);
+    /// `--dry-run`: the stage would run, for these reasons.
+    fn would_run(&self, stage: &str, reasons: &[Reason]);
+    /// The stage starts running; progress goes to the returned handle.
+    fn started(&self, stage: &str, reasons: &[Reason]) -> Box<dyn Progress + '_>;
+    /// The stage succeeded.
+    fn finished(&self, stage: &str, seconds: f64, summary: &[String]);
+    /// The stage failed.
+    fn failed(&self, stage: &str, error: &str);
+    /// The stage is skipped because something it needs failed.
+    fn skipped(&self, stage: &str, reasons: &[Reason]);
+    /// A copy of the stage's output was published to `dir`.
+    fn published(&self, stage: &str, dir: &Path);
+}
+
+/// Errors of the engine itself (not of a stage).
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The cache could not be read or written.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A name on the command line is not a stage.
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// What `pipeline run` was asked to do.
+#[derive(Debug, Default, Clone)]
+pub struct RunOptions {
+    /// Stages to bring up to date (with what they need); all when empty.
+    pub targets: Vec<String>,
+    /// Stages to rerun even if fresh.
+    pub force: Vec<String>,
+    /// Only say what would run.
+    pub dry_run: bool,
+    /// Worker threads for stages (not part of any key).
+    pub threads: usize,
+}
+
+/// How one stage stands.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StageStatus {
+    /// Stage name.
+    pub name: String,
+    /// Kind.
+    pub kind: String,
+    /// `fresh` or `dirty`.
+    pub state: &'static str,
+    /// Why, as one line.
+    pub reason: String,
+    /// Why, as structured reasons (empty when fresh).
+    pub reasons: Vec<Reason>,
+    /// The key, when all inputs are known.
+    pub key: Option<String>,
+}
+
+/// The result of a run.
+#[derive(Debug, Default)]
+pub struct RunOutcome {
+    /// Stages that ran, in order.
+    pub ran: Vec<String>,
+    /// Stages reused from the cache.
+    pub fresh: Vec<String>,
+    /// Stages that would run (`--dry-run`).
+    pub would_run: Vec<String>,
+    /// Stages that failed.
+    pub failed: Vec<String>,
+    /// Directories that received published outputs.
+    pub published: Vec<PathBuf>,
+}
+
+/// The engine bound to one plan and its project directory.
+pub struct Engine<'a> {
+    plan: &'a Plan,
+    store: Store,
+    lock_path: PathBuf,
+}
+
+/// Outcome of assessing one stage without running it.
+enum Assessment {
+    Fresh {
+        key: String,
+        manifest: Manifest,
+        locked: LockedStage,
+    },
+    Dirty {
+        key: Option<String>,
+        reasons: Vec<Reason>,
+        locked: Option<LockedStage>,
+    },
+}
+
+impl<'a> Engine<'a> {
+    /// The engine for `plan`, with its cache in `<root>/cache` and lock in `<root>/pipeline.lock`.
+    pub fn new(plan: &'a Plan) -> Self {
+        Self {
+            store: Store::new(plan.root.join("cache")),
+            lock_path: plan.root.join("pipeline.lock"),
+            plan,
+        }
+    }
+
+    /// The state of every stage, without running anything.
+    pub fn status(&self) -> Result<Vec<StageStatus>, EngineError> {
+        let lock = LockFile::load(&self.lock_path);
+        let mut digests: BTreeMap<String, String> = BTreeMap::new();
+        let mut statuses = Vec::new();
+        for stage in &self.plan.stages {
+            let status = match self.assess(stage, &digests, &lock, false)? {
+                Assessment::Fresh { key, manifest, .. } => {
+                    digests.insert(stage.name.clone(), manifest.output_digest);
+                    StageStatus {
+                        name: stage.name.clone(),
+                        kind: stage.stage.kind().into(),
+                        state: "fresh",
+                        reason: "fresh".into(),
+                        reasons: vec![],
+                        key: Some(key),
+                    }
+                }
+                Assessment::Dirty { key, reasons, .. } => StageStatus {
+                    name: stage.name.clone(),
+                    kind: stage.stage.kind().into(),
+                    state: "dirty",
+                    reason: super::dirty::describe(&reasons),
+                    reasons,
+                    key,
+                },
+            };
+            statuses.push(status);
+        }
+        Ok(statuses)
+    }
+
+    /// Brings the selected stages up to date (or says what would run, with `dry_run`).
+    pub fn run(&self, options: &RunOptions, reporter: &dyn Reporter) -> Result<RunOutcome, EngineError> {
+        self.plan
+            .check_names(options.targets.iter().chain(&options.force))
+            .map_err(EngineError::Usage)?;
+        let mut selected = self.plan.with_upstream(&options.targets);
+        selected.extend(options.force.iter().cloned());
+        let force: BTreeSet<&String> = options.force.iter().collect();
+
+        self.store.init()?;
+        let _run_lock = if options.dry_run {
+            None
+        } else {
+            Some(self.acquire_run_lock(reporter)?)
+        };
+        if !options.dry_run {
+            self.store.clear_pending()?;
+        }
+
+        let mut lock = LockFile::load(&self.lock_path);
+        lock.version = 1;
+        let mut outcome = RunOutcome::default();
+        let mut digests: BTreeMap<String, String> = BTreeMap::new();
+        let mut entry_keys: BTreeMap<String, String> = BTreeMap::new();
+        let mut reran: BTreeSet<String> = BTreeSet::new();
+        let mut broken: BTreeSet<String> = BTreeSet::new();
+
+        for stage in self.plan.stages.iter().filter(|s| selected.contains(&s.name)) {
+            let blocked: Vec<String> = stage
+                .inputs
+                .values()
+                .filter(|up| broken.contains(*up))
+                .cloned()
+                .collect();
+            if !blocked.is_empty() {
+                broken.insert(stage.name.clone());
+                reporter.skipped(&stage.name, &[Reason::UpstreamFailed(blocked)]);
+                continue;
+            }
+            let forced = force.contains(&stage.name);
+            match self.assess(stage, &digests, &lock, forced)? {
+                Assessment::Fresh { manifest, locked, .. } => {
+                    let upstream_reran: Vec<&str> = stage
+                        .inputs
+                        .values()
+                        .filter(|up| reran.contains(*up))
+                        .map(String::as_str)
+                        .collect();
+                    let note = (!upstream_reran.is_empty()).then(|| {
+                        format!(
+                            "upstream {} reran with identical output",
+                            upstream_reran.join(", ")
+                        )
+                    });
+                    reporter.fresh(&stage.name, note.as_deref());
+                    digests.insert(stage.name.clone(), manifest.output_digest.clone());
+                    entry_keys.insert(stage.name.clone(), manifest.key.clone());
+                    outcome.fresh.push(stage.name.clone());
+                    if !options.dry_run {
+                        if lock.stages.get(&stage.name) != Some(&locked) {
+                            lock.stages.insert(stage.name.clone(), locked);
+                            lock.save(&self.lock_path)?;
+                        }
+                        self.publish(stage, &manifest.key, reporter, &mut outcome)?;
+                    }
+                }
+                Assessment::Dirty { key, reasons, locked } => {
+                    if options.dry_run {
+                        reporter.would_run(&stage.name, &reasons);
+                        outcome.would_run.push(stage.name.clone());
+                        // Downstream stages cannot be keyed until this one has run.
+                        broken.remove(&stage.name);
+                        continue;
+                    }
+                    let key = key.expect("inputs are known when not a dry run");
+                    let locked = locked.expect("a lock record whenever the key is known");
+                    match self.execute(stage, &key, &entry_keys, &reasons, options.threads, reporter) {
+                        Ok(manifest) => {
+                            let mut locked = locked;
+                            locked.outputs = outputs_of(&manifest);
+                            lock.stages.insert(stage.name.clone(), locked);
+                            lock.save(&self.lock_path)?;
+                            digests.insert(stage.name.clone(), manifest.output_digest.clone());
+                            entry_keys.insert(stage.name.clone(), key.clone());
+                            reran.insert(stage.name.clone());
+                            outcome.ran.push(stage.name.clone());
+                            self.publish(stage, &key, reporter, &mut outcome)?;
+                        }
+                        Err(message) => {
+                            reporter.failed(&stage.name, &message);
+                            outcome.failed.push(stage.name.clone());
+                            broken.insert(stage.name.clone());
+                            // Without --keep-going the first failure ends the run.
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(outcome)
+    }
+
+    fn acquire_run_lock(&self, reporter: &dyn Reporter) -> Result<File, EngineError> {
+        let path = self.store.lock_path();
+        let file = File::create(&path).map_err(|source| StoreError {
+            action: "create",
+            path: path.clone(),
+            source,
+        })?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                reporter.waiting_for_lock(&path);
+                file.lock().map_err(|source| StoreError {
+                    action: "lock",
+                    path: path.clone(),
+                    source,
+                })?;
+            }
+            Err(TryLockError::Error(source)) => {
+                return Err(StoreError {
+                    action: "lock",
+                    path,
+                    source,
+                }
+                .into());
+            }
+        }
+        Ok(file)
+    }
+
+    /// Keys the stage (if its inputs are known) and compares with the cache and the lock.
+    fn assess(
+        &self,
+        stage: &PlannedStage,
+        digests: &BTreeMap<String, String>,
+        lock: &LockFile,
+        forced: bool,
+    ) -> Result<Assessment, EngineError> {
+        let pending: Vec<String> = stage
+            .inputs
+            .values()
+            .filter(|up| !digests.contains_key(*up))
+            .cloned()
+            .collect();
+        if !pending.is_empty() {
+            let mut reasons = vec![Reason::UpstreamDirty(pending)];
+            if forced {
+                reasons.insert(0, Reason::Forced);
+            }
+            return Ok(Assessment::Dirty {
+                key: None,
+                reasons,
+                locked: None,
+            });
+        }
+        let mut file_digests: BTreeMap<&str, (&str, String)> = BTreeMap::new();
+        for (role, rel) in &stage.files {
+            let digest = path_digest(&self.plan.root.join(rel))?;
+            file_digests.insert(role.as_str(), (rel.as_str(), digest));
+        }
+        let params = sorted_json(&stage.params);
+        let key = StageKey {
+            format: CACHE_FORMAT,
+            kind: stage.stage.kind(),
+            version: stage.stage.version(),
+            params: params.clone(),
+            inputs: stage
+                .inputs
+                .iter()
+                .map(|(role, up)| (role.as_str(), digests[up].as_str()))
+                .collect(),
+            files: file_digests
+                .iter()
+                .map(|(role, (_, digest))| (*role, digest.as_str()))
+                .collect(),
+        }
+        .digest();
+        let fresh = if forced { None } else { self.store.fresh(&key) };
+        let locked = LockedStage {
+            kind: stage.stage.kind().into(),
+            version: stage.stage.version(),
+            key: key.clone(),
+            params: params.clone(),
+            inputs: stage
+                .inputs
+                .iter()
+                .map(|(role, up)| {
+                    (
+                        role.clone(),
+                        LockedInput {
+                            stage: up.clone(),
+                            digest: digests[up].clone(),
+                        },
+                    )
+                })
+                .collect(),
+            files: file_digests
+                .iter()
+                .map(|(role, (path, digest))| {
+                    (
+                        role.to_string(),
+                        LockedFile {
+                            path: path.to_string(),
+                            digest: digest.clone(),
+                        },
+                    )
+                })
+                .collect(),
+            outputs: LockedOutputs {
+                digest: String::new(),
+                files: 0,
+                bytes: 0,
+            },
+        };
+        if let Some(manifest) = fresh {
+            let locked = LockedStage {
+                outputs: outputs_of(&manifest),
+                ..locked
+            };
+            return Ok(Assessment::Fresh {
+                key,
+                manifest,
+                locked,
+            });
+        }
+        let reasons = if forced {
+            vec![Reason::Forced]
+        } else {
+            let current = Current {
+                name: &stage.name,
+                kind: stage.stage.kind(),
+                version: stage.stage.version(),
+                params: &params,
+                inputs: stage
+                    .inputs
+                    .iter()
+                    .map(|(role, up)| (role.as_str(), (up.as_str(), digests[up].as_str())))
+                    .collect(),
+                files: file_digests
+                    .iter()
+                    .map(|(role, (path, digest))| (*role, (*path, digest.as_str())))
+                    .collect(),
+                key: &key,
+            };
+            explain(&current, lock.stages.get(&stage.name), self.store.damage(&key))
+        };
+        Ok(Assessment::Dirty {
+            key: Some(key),
+            reasons,
+            locked: Some(locked),
+        })
+    }
+
+    /// Runs one stage into a pending entry and commits it; any failure discards the entry.
+    fn execute(
+        &self,
+        stage: &PlannedStage,
+        key: &str,
+        entry_keys: &BTreeMap<String, String>,
+        reasons: &[Reason],
+        threads: usize,
+        reporter: &dyn Reporter,
+    ) -> Result<Manifest, String> {
+        let progress = reporter.started(&stage.name, reasons);
+        let started = Instant::now();
+        let pending = self.store.begin(key).map_err(|e| e.to_string())?;
+        let out_dir = pending.out_dir();
+        let inputs: BTreeMap<String, PathBuf> = stage
+            .inputs
+            .iter()
+            .map(|(role, up)| (role.clone(), self.store.out_dir(&entry_keys[up])))
+            .collect();
+        let files: BTreeMap<String, PathBuf> = stage
+            .files
+            .iter()
+            .map(|(role, rel)| (role.clone(), self.plan.root.join(rel)))
+            .collect();
+        let ctx = StageContext {
+            name: &stage.name,
+            params: &stage.params,
+            inputs: &inputs,
+            files: &files,
+            out_dir: &out_dir,
+            threads: threads.max(1),
+            progress: progress.as_ref(),
+        };
+        let result = catch_unwind(AssertUnwindSafe(|| stage.stage.run(&ctx)));
+        drop(progress);
+        let summary = match result {
+            Ok(Ok(summary)) => summary,
+            Ok(Err(err)) => {
+                pending.discard();
+                return Err(error_chain(&err));
+            }
+            Err(panic) => {
+                pending.discard();
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                return Err(format!("the stage panicked: {message}"));
+            }
+        };
+        let seconds = started.elapsed().as_secs_f64();
+        let manifest = self
+            .store
+            .commit(pending, &stage.name, stage.stage.kind(), summary.lines.clone(), seconds)
+            .map_err(|e| e.to_string())?;
+        reporter.finished(&stage.name, seconds, &summary.lines);
+        Ok(manifest)
+    }
+
+    fn publish(
+        &self,
+        stage: &PlannedStage,
+        key: &str,
+        reporter: &dyn Reporter,
+        outcome: &mut RunOutcome,
+    ) -> Result<(), EngineError> {
+        if let Some(dir) = &stage.publish {
+            let target = self.plan.root.join(dir);
+            publish_tree(&self.store.out_dir(key), &target)?;
+            reporter.published(&stage.name, Path::new(dir));
+            outcome.published.push(PathBuf::from(dir));
+        }
+        Ok(())
+    }
+}
+
+fn outputs_of(manifest: &Manifest) -> LockedOutputs {
+    LockedOutputs {
+        digest: manifest.output_digest.clone(),
+        files: manifest.files.len(),
+        bytes: manifest.total_bytes(),
+    }
+}
+
+/// `error: cause: cause` from a std error and its sources.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,257 @@
+//! The serde mirror of `pipeline.yaml`, and finding the line of a key path in its text.
+//!
+//! Parsing is phase one of two: this module only checks the *shape* of the file. Whether kinds
+//! exist, inputs resolve and params type-check is [`super::plan`]'s job.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The whole pipeline file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineSpec {
+    /// Stage name -> stage.
+    pub stages: BTreeMap<String, StageSpec>,
+}
+
+/// One entry under `stages:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageSpec {
+    /// Which stage kind runs (`ingest`, `resize`, ...).
+    pub kind: String,
+    /// Role -> name of the upstream stage whose output fills it.
+    #[serde(default)]
+    pub inputs: BTreeMap<String, String>,
+    /// Role -> workspace path (relative to the pipeline file) whose contents the stage reads.
+    #[serde(default)]
+    pub files: BTreeMap<String, String>,
+    /// Kind-specific params; validated by the kind.
+    #[serde(default)]
+    pub params: serde_yaml_ng::Value,
+    /// A directory (relative to the pipeline file) that receives a copy of the output.
+    #[serde(default)]
+    pub publish: Option<String>,
+}
+
+/// The parsed file, its text (for line lookups) and the stage names in file order.
+#[derive(Debug)]
+pub struct SpecFile {
+    /// Where it was read from.
+    pub path: PathBuf,
+    /// Its text.
+    pub text: String,
+    /// The parsed spec.
+    pub spec: PipelineSpec,
+    /// Stage names in the order they appear in the file.
+    pub order: Vec<String>,
+}
+
+/// A problem in the pipeline file, located by line and key path.
+#[derive(Debug, thiserror::Error)]
+#[error("{}{}: {message}{}", path.display(), line.map(|l| format!(":{l}")).unwrap_or_default(), key_suffix(key, help))]
+pub struct SpecError {
+    /// The pipeline file.
+    pub path: PathBuf,
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    /// Dotted key path, e.g. `stages.resize.params.width`.
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+    /// How to fix it.
+    pub help: Option<String>,
+}
+
+fn key_suffix(key: &str, help: &Option<String>) -> String {
+    let mut out = String::new();
+    if !key.is_empty() {
+        out.push_str(&format!("\n  at key `{key}`"));
+    }
+    if let Some(help) = help {
+        out.push_str(&format!("\n  help: {help}"));
+    }
+    out
+}
+
+impl SpecFile {
+    /// Reads and parses the pipeline file.
+    pub fn load(path: &Path) -> Result<Self, SpecError> {
+        let text = std::fs::read_to_string(path).map_err(|err| SpecError {
+            path: path.to_path_buf(),
+            line: None,
+            key: String::new(),
+            message: format!("cannot read pipeline file: {err}"),
+            help: Some("run from the project directory or pass `--file PATH`".into()),
+        })?;
+        Self::parse(path, text)
+    }
+
+    /// Parses pipeline text that was read from `path`.
+    pub fn parse(path: &Path, text: String) -> Result<Self, SpecError> {
+        let deserializer = serde_yaml_ng::Deserializer::from_str(&text);
+        let spec: PipelineSpec = match serde_path_to_error::deserialize(deserializer) {
+            Ok(spec) => spec,
+            Err(err) => {
+                let key = err.path().to_string();
+                let inner = err.into_inner();
+                let line = inner
+                    .location()
+                    .map(|loc| loc.line())
+                    .or_else(|| line_of(&text, &key));
+                // serde_yaml_ng appends "at line X column Y"; the line is shown up front instead.
+                let mut message = inner.to_string();
+                if let Some(at) = message.find(" at line ") {
+                    message.truncate(at);
+                }
+                let help = message
+                    .contains("unknown field")
+                    .then(|| "a stage takes `kind`, `inputs`, `files`, `params` and `publish`".into());
+                return Err(SpecError {
+                    path: path.to_path_buf(),
+                    line,
+                    key: if key == "." { String::new() } else { key },
+                    message,
+                    help,
+                });
+            }
+        };
+        let order = stage_order(&text, &spec);
+        Ok(Self {
+            path: path.to_path_buf(),
+            text,
+            spec,
+            order,
+        })
+    }
+
+    /// Builds an error about `key`, looking up its line.
+    pub fn error(&self, key: &str, message: impl Into<String>, help: Option<String>) -> SpecError {
+        SpecError {
+            path: self.path.clone(),
+            line: line_of(&self.text, key),
+            key: key.to_string(),
+            message: message.into(),
+            help,
+        }
+    }
+}
+
+/// Stage names in file order (the typed spec is a `BTreeMap`, which sorts them).
+fn stage_order(text: &str, spec: &PipelineSpec) -> Vec<String> {
+    let mut named: Vec<(usize, &String)> = spec
+        .stages
+        .keys()
+        .map(|name| {
+            let line = line_of(text, &format!("stages.{name}")).unwrap_or(usize::MAX);
+            (line, name)
+        })
+        .collect();
+    named.sort();
+    named.into_iter().map(|(_, name)| name.clone()).collect()
+}
+
+/// Finds the 1-based line of a dotted key path in block-style YAML, e.g. `stages.resize.params.width`.
+///
+/// Falls back to the deepest ancestor found, and understands `key: {a: 1}` flow maps on one line.
+pub fn line_of(text: &str, key: &str) -> Option<usize> {
+    let wanted: Vec<&str> = key.split('.').filter(|k| !k.is_empty()).collect();
+    if wanted.is_empty() {
+        return None;
+    }
+    let mut stack: Vec<(usize, String)> = Vec::new();
+    let mut best: Option<(usize, usize)> = None; // (depth matched, line)
+    for (index, raw) in text.lines().enumerate() {
+        let line_no = index + 1;
+        let content = raw.split(" #").next().unwrap_or("");
+        let trimmed = content.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') || trimmed.starts_with("- ") {
+            continue;
+        }
+        let indent = content.len() - trimmed.len();
+        let Some(colon) = trimmed.find(':') else {
+            continue;
+        };
+        let name = trimmed[..colon].trim().trim_matches(|c| c == '"' || c == '\'');
+        while stack.last().is_some_and(|(i, _)| *i >= indent) {
+            stack.pop();
+        }
+        stack.push((indent, name.to_string()));
+        let depth = stack
+            .iter()
+            .zip(&wanted)
+            .take_while(|((_, have), want)| have == *want)
+            .count();
+        if depth == stack.len() && best.is_none_or(|(d, _)| depth > d) {
+            best = Some((depth, line_no));
+            if depth == wanted.len() {
+                return Some(line_no);
+            }
+            // `parent: {child: value}` on one line.
+            let rest = &trimmed[colon + 1..];
+            if depth + 1 == wanted.len() && rest.contains(&format!("{}:", wanted[depth])) {
+                return Some(line_no);
+            }
+        }
+    }
+    best.map(|(_, line)| line)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEXT: &str = "\
+# a comment
+stages:
+  ingest:
+    kind: ingest
+    files: {csv: data/movies.csv}
+  resize:
+    kind: resize
+    params:
+      width: 64   # pixels
+      height: 64
+";
+
+    #[test]
+    fn finds_nested_keys() {
+        assert_eq!(line_of(TEXT, "stages.resize.params.height"), Some(10));
+        assert_eq!(line_of(TEXT, "stages.resize.params.width"), Some(9));
+        assert_eq!(line_of(TEXT, "stages.ingest.kind"), Some(4));
+    }
+
+    #[test]
+    fn finds_keys_inside_flow_maps() {
+        assert_eq!(line_of(TEXT, "stages.ingest.files.csv"), Some(5));
+    }
+
+    #[test]
+    fn falls_back_to_the_deepest_ancestor() {
+        assert_eq!(line_of(TEXT, "stages.resize.params.depth"), Some(8));
+    }
+
+    #[test]
+    fn yaml_syntax_error_names_the_line() {
+        let err = SpecFile::parse(Path::new("p.yaml"), "stages:\n  a:\n    kind: [x\n".into())
+            .unwrap_err();
+        assert!(err.line.is_some(), "{err}");
+        assert!(err.to_string().starts_with("p.yaml:"), "{err}");
+    }
+
+    #[test]
+    fn unknown_field_names_key_and_line() {
+        let text = "stages:\n  a:\n    kind: ingest\n    parms: {}\n";
+        let err = SpecFile::parse(Path::new("p.yaml"), text.into()).unwrap_err();
+        assert_eq!(err.line, Some(4), "{err}");
+        assert!(err.message.contains("parms"), "{err}");
+    }
+
+    #[test]
+    fn stages_keep_file_order() {
+        let file = SpecFile::parse(Path::new("p.yaml"), TEXT.into()).unwrap();
+        assert_eq!(file.order, ["ingest", "resize"]);
+    }
+}

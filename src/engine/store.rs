@@ -1,0 +1,422 @@
+//! The content-addressed stage cache under `cache/`.
+//!
+//! ```text
+//! cache/
+//!   CACHEDIR.TAG, .gitignore     backup tools and git skip the cache
+//!   v1/entries/<key>/            one finished stage run, addressed by its key
+//!     out/...                    what the stage wrote
+//!     manifest.json              written last: every output file with size and blake3
+//!   v1/tmp/<key>.<pid>.<n>/      a run in progress; renamed into entries/ only after success
+//!   v1/run.lock                  held by the one `pipeline run` allowed at a time
+//! ```
+//!
+//! An entry is fresh only if its manifest exists and every file it lists exists with the listed
+//! size. Because the manifest is written last and the directory is renamed into place after it,
+//! a crash at any point leaves either no entry or a complete one.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::key::CACHE_FORMAT;
+
+/// An error of the cache store, naming the path involved.
+#[derive(Debug, thiserror::Error)]
+#[error("cache: cannot {action} `{}`: {source}", path.display())]
+pub struct StoreError {
+    /// What was being done (`read`, `create`, `rename`, ...).
+    pub action: &'static str,
+    /// The path.
+    pub path: PathBuf,
+    /// The cause.
+    pub source: io::Error,
+}
+
+fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+    move |source| StoreError {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// One output file as recorded in a manifest.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FileEntry {
+    /// Size in bytes.
+    pub size: u64,
+    /// blake3 of the content, hex.
+    pub blake3: String,
+}
+
+/// What a finished stage run produced; written last into its entry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    /// [`CACHE_FORMAT`] when written.
+    pub format: u32,
+    /// The stage key this entry is stored under.
+    pub key: String,
+    /// Stage kind.
+    pub kind: String,
+    /// Name of the stage that produced it (informational; not part of the key).
+    pub stage: String,
+    /// Digest over all output paths and contents: what downstream keys use.
+    pub output_digest: String,
+    /// Output files relative to `out/`.
+    pub files: BTreeMap<String, FileEntry>,
+    /// What the stage said about its run.
+    pub summary: Vec<String>,
+    /// Seconds the stage took.
+    pub seconds: f64,
+    /// Unix time of completion.
+    pub finished_unix: u64,
+}
+
+impl Manifest {
+    /// Total size of all outputs.
+    pub fn total_bytes(&self) -> u64 {
+        self.files.values().map(|f| f.size).sum()
+    }
+}
+
+/// The cache of one project.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+/// A run in progress: its output directory is handed to the stage.
+#[derive(Debug)]
+pub struct Pending {
+    dir: PathBuf,
+    key: String,
+}
+
+impl Pending {
+    /// Where the stage writes its outputs.
+    pub fn out_dir(&self) -> PathBuf {
+        self.dir.join("out")
+    }
+
+    /// Removes everything the failed run wrote.
+    pub fn discard(self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+static PENDING_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+impl Store {
+    /// The store rooted at `cache_dir` (created on first write).
+    pub fn new(cache_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            root: cache_dir.into(),
+        }
+    }
+
+    fn versioned(&self) -> PathBuf {
+        self.root.join(format!("v{CACHE_FORMAT}"))
+    }
+
+    /// The directory of the entry for `key`.
+    pub fn entry_dir(&self, key: &str) -> PathBuf {
+        self.versioned().join("entries").join(key)
+    }
+
+    /// The output directory of the entry for `key`.
+    pub fn out_dir(&self, key: &str) -> PathBuf {
+        self.entry_dir(key).join("out")
+    }
+
+    /// Path of the lock that serialises runs.
+    pub fn lock_path(&self) -> PathBuf {
+        self.versioned().join("run.lock")
+    }
+
+    /// Creates the cache root with its tag files.
+    pub fn init(&self) -> Result<(), StoreError> {
+        let versioned = self.versioned();
+        for dir in [versioned.join("entries"), versioned.join("tmp")] {
+            fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+        }
+        let tag = self.root.join("CACHEDIR.TAG");
+        if !tag.exists() {
+            fs::write(
+                &tag,
+                "Signature: 8a477f597d28d172789f06886806bc55\n# This is the cache of `pipeline`; see README.md.\n",
+            )
+            .map_err(io_err("write", &tag))?;
+        }
+        let ignore = self.root.join(".gitignore");
+        if !ignore.exists() {
+            fs::write(&ignore, "*\n").map_err(io_err("write", &ignore))?;
+        }
+        Ok(())
+    }
+
+    /// Removes leftovers of runs that died. Call only while holding the run lock.
+    pub fn clear_pending(&self) -> Result<usize, StoreError> {
+        let tmp = self.versioned().join("tmp");
+        let mut removed = 0;
+        if let Ok(entries) = fs::read_dir(&tmp) {
+            for entry in entries.flatten() {
+                fs::remove_dir_all(entry.path()).map_err(io_err("remove", &entry.path()))?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// The manifest of a complete entry, or `None` if the entry is missing or incomplete.
+    pub fn fresh(&self, key: &str) -> Option<Manifest> {
+        let dir = self.entry_dir(key);
+        let manifest: Manifest =
+            serde_json::from_slice(&fs::read(dir.join("manifest.json")).ok()?).ok()?;
+        if manifest.key != key || manifest.format != CACHE_FORMAT {
+            return None;
+        }
+        let out = dir.join("out");
+        let complete = manifest.files.iter().all(|(rel, entry)| {
+            fs::metadata(out.join(rel)).is_ok_and(|m| m.is_file() && m.len() == entry.size)
+        });
+        complete.then_some(manifest)
+    }
+
+    /// Why the entry for `key` is not fresh, when something of it exists.
+    pub fn damage(&self, key: &str) -> Option<String> {
+        let dir = self.entry_dir(key);
+        if !dir.exists() {
+            return None;
+        }
+        let Ok(bytes) = fs::read(dir.join("manifest.json")) else {
+            return Some("cache entry has no manifest".into());
+        };
+        let Ok(manifest) = serde_json::from_slice::<Manifest>(&bytes) else {
+            return Some("cache entry manifest is unreadable".into());
+        };
+        let out = dir.join("out");
+        for (rel, entry) in &manifest.files {
+            match fs::metadata(out.join(rel)) {
+                Err(_) => return Some(format!("output missing: `{rel}`")),
+                Ok(m) if m.len() != entry.size => {
+                    return Some(format!("output changed size: `{rel}`"));
+                }
+                Ok(_) => {}
+            }
+        }
+        None
+    }
+
+    /// Starts a run for `key` in a fresh temporary directory.
+    pub fn begin(&self, key: &str) -> Result<Pending, StoreError> {
+        let n = PENDING_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let dir = self
+            .versioned()
+            .join("tmp")
+            .join(format!("{key}.{}.{n}", std::process::id()));
+        let out = dir.join("out");
+        fs::create_dir_all(&out).map_err(io_err("create", &out))?;
+        Ok(Pending {
+            dir,
+            key: key.to_string(),
+        })
+    }
+
+    /// Hashes what the stage wrote, writes the manifest last and moves the entry into place.
+    pub fn commit(
+        &self,
+        pending: Pending,
+        stage: &str,
+        kind: &str,
+        summary: Vec<String>,
+        seconds: f64,
+    ) -> Result<Manifest, StoreError> {
+        let files = hash_tree(&pending.out_dir())?;
+        let manifest = Manifest {
+            format: CACHE_FORMAT,
+            key: pending.key.clone(),
+            kind: kind.to_string(),
+            stage: stage.to_string(),
+            output_digest: tree_digest(&files),
+            files,
+            summary,
+            seconds,
+            finished_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+        };
+        sync_tree(&pending.out_dir())?;
+        let manifest_path = pending.dir.join("manifest.json");
+        write_synced(
+            &manifest_path,
+            &serde_json::to_vec_pretty(&manifest).expect("manifest serialises"),
+        )?;
+        let target = self.entry_dir(&pending.key);
+        if target.exists() {
+            // An incomplete or damaged entry under the same key: move it aside, then drop it.
+            let aside = pending.dir.with_extension("old");
+            fs::rename(&target, &aside).map_err(io_err("rename", &target))?;
+            let _ = fs::remove_dir_all(&aside);
+        }
+        fs::rename(&pending.dir, &target).map_err(io_err("rename", &pending.dir))?;
+        if let Some(parent) = target.parent()
+            && let Ok(dir) = fs::File::open(parent)
+        {
+            let _ = dir.sync_all();
+        }
+        Ok(manifest)
+    }
+}
+
+/// Writes a file and flushes it to disk before returning.
+pub fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let mut file = fs::File::create(path).map_err(io_err("create", path))?;
+    file.write_all(bytes).map_err(io_err("write", path))?;
+    file.sync_all().map_err(io_err("sync", path))
+}
+
+/// Writes a file atomically: a temporary sibling, flushed, then renamed over the target.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    write_synced(&tmp, bytes)?;
+    fs::rename(&tmp, path).map_err(io_err("rename", &tmp))
+}
+
+fn sync_tree(dir: &Path) -> Result<(), StoreError> {
+    for path in list_files(dir)? {
+        let file = fs::File::open(&path).map_err(io_err("open", &path))?;
+        file.sync_all().map_err(io_err("sync", &path))?;
+    }
+    Ok(())
+}
+
+/// All regular files below `dir`, sorted.
+fn list_files(dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
+    let mut files = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(current) = todo.pop() {
+        for entry in fs::read_dir(&current).map_err(io_err("list", &current))? {
+            let entry = entry.map_err(io_err("list", &current))?;
+            let kind = entry.file_type().map_err(io_err("stat", &entry.path()))?;
+            if kind.is_dir() {
+                todo.push(entry.path());
+            } else if kind.is_file() {
+                files.push(entry.path());
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Hashes every file below `dir`, keyed by its `/`-separated path relative to `dir`.
+pub fn hash_tree(dir: &Path) -> Result<BTreeMap<String, FileEntry>, StoreError> {
+    let files = list_files(dir)?;
+    files
+        .par_iter()
+        .map(|path| {
+            let rel = path
+                .strip_prefix(dir)
+                .expect("listed below dir")
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy())
+                .collect::<Vec<_>>()
+                .join("/");
+            Ok((rel, hash_file(path)?))
+        })
+        .collect()
+}
+
+/// Size and blake3 of one file.
+pub fn hash_file(path: &Path) -> Result<FileEntry, StoreError> {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update_mmap(path).map_err(io_err("read", path))?;
+    let size = fs::metadata(path).map_err(io_err("stat", path))?.len();
+    Ok(FileEntry {
+        size,
+        blake3: hasher.finalize().to_hex().to_string(),
+    })
+}
+
+/// One digest over relative paths and contents: equal iff the trees are byte-identical.
+pub fn tree_digest(files: &BTreeMap<String, FileEntry>) -> String {
+    let mut hasher = blake3::Hasher::new();
+    for (rel, entry) in files {
+        hasher.update(rel.as_bytes());
+        hasher.update(&[0]);
+        hasher.update(entry.blake3.as_bytes());
+        hasher.update(&[b'\n']);
+    }
+    hasher.finalize().to_hex().to_string()
+}
+
+/// Content digest of a workspace file or directory (a directory hashes like an output tree).
+pub fn path_digest(path: &Path) -> Result<String, StoreError> {
+    let meta = fs::metadata(path).map_err(io_err("stat", path))?;
+    if meta.is_dir() {
+        Ok(tree_digest(&hash_tree(path)?))
+    } else {
+        Ok(hash_file(path)?.blake3)
+    }
+}
+
+/// Copies every file below `from` into `to`, replacing `to` as a whole.
+pub fn publish_tree(from: &Path, to: &Path) -> Result<(), StoreError> {
+    let staging = to.with_extension("publishing");
+    let _ = fs::remove_dir_all(&staging);
+    for file in list_files(from)? {
+        let rel = file.strip_prefix(from).expect("listed below from");
+        let dest = staging.join(rel);
+        if let Some(parent) = dest.parent() {
+            fs::create_dir_all(parent).map_err(io_err("create", parent))?;
+        }
+        fs::copy(&file, &dest).map_err(io_err("copy", &file))?;
+    }
+    fs::create_dir_all(&staging).map_err(io_err("create", &staging))?;
+    if to.exists() {
+        fs::remove_dir_all(to).map_err(io_err("remove", to))?;
+    }
+    fs::rename(&staging, to).map_err(io_err("rename", &staging))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commit_makes_an_entry_fresh_and_a_missing_file_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path().join("cache"));
+        store.init().unwrap();
+        let pending = store.begin("k1").unwrap();
+        fs::create_dir_all(pending.out_dir().join("sub")).unwrap();
+        fs::write(pending.out_dir().join("sub/a.txt"), b"hello").unwrap();
+        assert!(store.fresh("k1").is_none(), "nothing is fresh before commit");
+        let manifest = store.commit(pending, "s", "kind", vec![], 0.0).unwrap();
+        assert_eq!(manifest.files["sub/a.txt"].size, 5);
+        assert!(store.fresh("k1").is_some());
+        fs::remove_file(store.out_dir("k1").join("sub/a.txt")).unwrap();
+        assert!(store.fresh("k1").is_none());
+        assert_eq!(store.damage("k1").unwrap(), "output missing: `sub/a.txt`");
+    }
+
+    #[test]
+    fn digest_depends_on_names_and_contents() {
+        let entry = |h: &str| FileEntry {
+            size: 1,
+            blake3: h.into(),
+        };
+        let a = BTreeMap::from([("a".to_string(), entry("x"))]);
+        let b = BTreeMap::from([("b".to_string(), entry("x"))]);
+        let c = BTreeMap::from([("a".to_string(), entry("y"))]);
+        assert_ne!(tree_digest(&a), tree_digest(&b));
+        assert_ne!(tree_digest(&a), tree_digest(&c));
+        assert_eq!(tree_digest(&a), tree_digest(&a.clone()));
+    }
+}

@@ -1,0 +1,238 @@
+//! The contract between the pipeline engine and a stage kind.
+//!
+//! The engine knows stages only through [`Stage`]: a kind name, a code `VERSION`, the named inputs it
+//! needs, how to canonicalise its params, and `run`. A stage writes everything it produces into
+//! [`StageContext::out_dir`]; the engine hashes that directory, and publishes it only once the stage
+//! has returned successfully. Stages report progress through [`Progress`] and never draw anything
+//! themselves.
+
+use std::collections::BTreeMap;
+use std::error::Error as StdError;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// One kind of stage (`ingest`, `resize`, ...), registered with the engine by the binary.
+pub trait Stage: Send + Sync {
+    /// The name used as `kind:` in `pipeline.yaml`.
+    fn kind(&self) -> &'static str;
+    /// Bumped whenever the stage's output for the same inputs and params changes.
+    fn version(&self) -> u32;
+    /// One line for `pipeline dag` and error messages.
+    fn describe(&self) -> &'static str;
+    /// Roles of upstream stage outputs this kind reads (`inputs:` in the YAML).
+    fn input_roles(&self) -> &'static [&'static str] {
+        &[]
+    }
+    /// Roles of workspace files or directories this kind reads (`files:` in the YAML).
+    fn file_roles(&self) -> &'static [&'static str] {
+        &[]
+    }
+    /// Validates raw params and returns them in canonical form: every field, defaults filled in.
+    /// The canonical form is what enters the cache key.
+    fn canonical_params(&self, raw: &serde_json::Value) -> Result<serde_json::Value, ParamError>;
+    /// Does the work, writing outputs below `ctx.out_dir`.
+    fn run(&self, ctx: &StageContext<'_>) -> Result<RunSummary, StageError>;
+}
+
+/// Canonicalises params by round-tripping them through the stage's typed params struct.
+///
+/// Use `#[serde(deny_unknown_fields, default)]` on `P` so typos are errors and omitted keys take
+/// their documented defaults.
+pub fn canonicalize<P: DeserializeOwned + Serialize>(
+    raw: &serde_json::Value,
+) -> Result<serde_json::Value, ParamError> {
+    let typed: P = serde_path_to_error::deserialize(raw).map_err(|err| ParamError {
+        path: err.path().to_string(),
+        message: err.inner().to_string(),
+    })?;
+    serde_json::to_value(&typed).map_err(|err| ParamError {
+        path: String::new(),
+        message: err.to_string(),
+    })
+}
+
+/// A param that failed validation, with the key path inside `params:` (`.` when the whole map).
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct ParamError {
+    /// Dotted path below `params`, e.g. `width`; `.` for the params map itself.
+    pub path: String,
+    /// What is wrong, as serde said it.
+    pub message: String,
+}
+
+/// What a stage sees while it runs.
+pub struct StageContext<'a> {
+    /// The stage's name in `pipeline.yaml` (not its kind).
+    pub name: &'a str,
+    /// Canonical params, as produced by [`Stage::canonical_params`].
+    pub params: &'a serde_json::Value,
+    /// Role -> output directory of the upstream stage bound to it.
+    pub inputs: &'a BTreeMap<String, PathBuf>,
+    /// Role -> absolute path of the workspace file or directory bound to it.
+    pub files: &'a BTreeMap<String, PathBuf>,
+    /// An empty directory that becomes the stage's output once `run` returns `Ok`.
+    pub out_dir: &'a Path,
+    /// Worker threads the stage may use (a runtime knob, never part of the cache key).
+    pub threads: usize,
+    /// Where to report progress.
+    pub progress: &'a dyn Progress,
+}
+
+impl StageContext<'_> {
+    /// The params deserialised into the stage's typed struct.
+    pub fn params<P: DeserializeOwned>(&self) -> Result<P, StageError> {
+        serde_json::from_value(self.params.clone())
+            .map_err(|err| StageError::invalid(format!("params of `{}`: {err}", self.name)))
+    }
+
+    /// The output directory of the upstream stage bound to `role`.
+    pub fn input(&self, role: &str) -> Result<&Path, StageError> {
+        self.inputs.get(role).map(PathBuf::as_path).ok_or_else(|| {
+            StageError::invalid(format!("stage `{}` has no input `{role}`", self.name))
+        })
+    }
+
+    /// The workspace path bound to `role`.
+    pub fn file(&self, role: &str) -> Result<&Path, StageError> {
+        self.files.get(role).map(PathBuf::as_path).ok_or_else(|| {
+            StageError::invalid(format!("stage `{}` has no file `{role}`", self.name))
+        })
+    }
+}
+
+/// Progress of one stage. Implementations must be cheap to call from many threads.
+pub trait Progress: Sync {
+    /// Starts (or restarts) a bounded task of `total` units, e.g. `("decode", 1200)`.
+    fn start(&self, task: &str, total: u64);
+    /// Advances the current task.
+    fn advance(&self, units: u64);
+    /// A one-line status, e.g. `epoch 3/10 train loss 0.231`.
+    fn message(&self, message: &str);
+}
+
+/// Progress that goes nowhere (tests, non-interactive runs).
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn start(&self, _task: &str, _total: u64) {}
+    fn advance(&self, _units: u64) {}
+    fn message(&self, _message: &str) {}
+}
+
+/// What a stage tells a person after it ran: a few short lines (`1000 rows, 6 dropped: ...`).
+#[derive(Debug, Default, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct RunSummary {
+    /// Human-readable lines, most important first.
+    pub lines: Vec<String>,
+}
+
+impl RunSummary {
+    /// A summary of the given lines.
+    pub fn new(lines: impl IntoIterator<Item = String>) -> Self {
+        Self {
+            lines: lines.into_iter().collect(),
+        }
+    }
+}
+
+/// Why a stage failed. Messages are lowercase and name files in backticks.
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    /// Reading a file failed.
+    #[error("cannot read `{}`: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Writing a file failed.
+    #[error("cannot write `{}`: {source}", path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A library (polars, burn, ...) failed while doing `context`.
+    #[error("{context}: {source}")]
+    Library {
+        /// What the stage was doing.
+        context: String,
+        /// The library's error.
+        source: Box<dyn StdError + Send + Sync>,
+    },
+    /// The input or params make the stage impossible to run.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl StageError {
+    /// An error about the input or params.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::Invalid(message.into())
+    }
+
+    /// Wraps a library error with what the stage was doing.
+    pub fn library(
+        context: impl Into<String>,
+        source: impl Into<Box<dyn StdError + Send + Sync>>,
+    ) -> Self {
+        Self::Library {
+            context: context.into(),
+            source: source.into(),
+        }
+    }
+}
+
+/// Adds what the stage was doing to a library error: `result.context("reading `x`")?`.
+pub trait ResultExt<T> {
+    /// Wraps the error into [`StageError::Library`].
+    fn context(self, context: impl Into<String>) -> Result<T, StageError>;
+}
+
+impl<T, E: Into<Box<dyn StdError + Send + Sync>>> ResultExt<T> for Result<T, E> {
+    fn context(self, context: impl Into<String>) -> Result<T, StageError> {
+        self.map_err(|err| StageError::library(context, err))
+    }
+}
+
+/// Reads a file, naming it in the error.
+pub fn read_file(path: &Path) -> Result<Vec<u8>, StageError> {
+    std::fs::read(path).map_err(|source| StageError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Writes a file, naming it in the error.
+pub fn write_file(path: &Path, bytes: impl AsRef<[u8]>) -> Result<(), StageError> {
+    std::fs::write(path, bytes).map_err(|source| StageError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Writes `value` as pretty JSON.
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StageError> {
+    let text = serde_json::to_string_pretty(value)
+        .context(format!("serialising `{}`", path.display()))?;
+    write_file(path, text + "\n")
+}
+
+/// Reads JSON written by [`write_json`].
+pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, StageError> {
+    let bytes = read_file(path)?;
+    serde_json::from_slice(&bytes).context(format!("parsing `{}`", path.display()))
+}
+
+/// Creates a directory and its parents, naming it in the error.
+pub fn create_dir(path: &Path) -> Result<(), StageError> {
+    std::fs::create_dir_all(path).map_err(|source| StageError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
+}

@@ -1,0 +1,385 @@
+//! `download`: fetches every movie's poster into a content-addressed folder of the stage output.
+//!
+//! Sources may be `http://` or `https://` URLs (bounded concurrency, timeouts, retries with
+//! backoff, a size cap), `file://` URLs or plain paths, both resolved against the `root` directory
+//! and refused when they point outside it. A poster that cannot be fetched is recorded as failed
+//! with its reason; it never fails the stage.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use pipeline_api::{
+    ParamError, ResultExt, RunSummary, Stage, StageContext, StageError, canonicalize, create_dir,
+    write_json,
+};
+use polars::prelude::*;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use stage_shards::{i64_column, read_table, str_column, write_table};
+
+/// The download stage kind.
+pub struct Download;
+
+/// Params of `download`. All of them can change which posters end up stored, so all are keyed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DownloadParams {
+    /// Whole-request time limit per attempt, in seconds.
+    pub timeout_secs: u64,
+    /// Largest poster accepted, in bytes.
+    pub max_bytes: u64,
+    /// Extra attempts after a timeout, connection error, 429 or 5xx.
+    pub retries: u32,
+    /// First backoff between attempts, in milliseconds (doubles each attempt).
+    pub backoff_ms: u64,
+}
+
+impl Default for DownloadParams {
+    fn default() -> Self {
+        Self {
+            timeout_secs: 20,
+            max_bytes: 5_000_000,
+            retries: 2,
+            backoff_ms: 250,
+        }
+    }
+}
+
+/// One movie's download result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Fetched {
+    /// Movie id.
+    pub id: i64,
+    /// Where the poster came from.
+    pub source: String,
+    /// `posters/<blake3>` when stored.
+    pub file: Option<String>,
+    /// Size in bytes when stored.
+    pub bytes: Option<u64>,
+    /// Why it failed.
+    pub reason: Option<String>,
+}
+
+/// `summary.json` of download.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DownloadSummary {
+    /// Movies considered.
+    pub requested: usize,
+    /// Posters stored.
+    pub stored: usize,
+    /// Distinct poster files (identical posters are stored once).
+    pub distinct_files: usize,
+    /// Failure reason -> count.
+    pub failed_by_reason: BTreeMap<String, usize>,
+    /// The first failures (up to 200) for the report.
+    pub failures: Vec<Fetched>,
+}
+
+impl Stage for Download {
+    fn kind(&self) -> &'static str {
+        "download"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn describe(&self) -> &'static str {
+        "fetch posters (http/https/file/path) into a content-addressed folder; failures are listed"
+    }
+    fn input_roles(&self) -> &'static [&'static str] {
+        &["movies"]
+    }
+    fn file_roles(&self) -> &'static [&'static str] {
+        &["root"]
+    }
+    fn canonical_params(&self, raw: &serde_json::Value) -> Result<serde_json::Value, ParamError> {
+        canonicalize::<DownloadParams>(raw)
+    }
+    fn run(&self, ctx: &StageContext<'_>) -> Result<RunSummary, StageError> {
+        let params: DownloadParams = ctx.params()?;
+        let movies_path = ctx.input("movies")?.join("movies.parquet");
+        let movies = read_table(&movies_path)?;
+        let ids = i64_column(&movies, "imdbId", &movies_path)?;
+        let sources = str_column(&movies, "poster", &movies_path)?;
+        let items: Vec<(i64, String)> = ids
+            .into_iter()
+            .zip(sources)
+            .map(|(id, src)| (id.unwrap_or_default(), src.unwrap_or_default().to_string()))
+            .collect();
+        let root = ctx.file("root")?;
+        let posters = ctx.out_dir.join("posters");
+        create_dir(&posters)?;
+        let fetcher = Fetcher::new(&params, root)?;
+        // Network-bound: more requests in flight than cores.
+        let concurrency = (ctx.threads * 4).clamp(4, 32);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(concurrency)
+            .build()
+            .context("starting download threads")?;
+        ctx.progress.start("download", items.len() as u64);
+        let results: Vec<Fetched> = pool.install(|| {
+            items
+                .par_iter()
+                .map(|(id, source)| {
+                    let result = fetcher.fetch(source).and_then(|bytes| store(&posters, &bytes));
+                    ctx.progress.advance(1);
+                    match result {
+                        Ok((file, bytes)) => Fetched {
+                            id: *id,
+                            source: source.clone(),
+                            file: Some(file),
+                            bytes: Some(bytes),
+                            reason: None,
+                        },
+                        Err(reason) => Fetched {
+                            id: *id,
+                            source: source.clone(),
+                            file: None,
+                            bytes: None,
+                            reason: Some(reason),
+                        },
+                    }
+                })
+                .collect()
+        });
+        let summary = summarise(&results, &posters)?;
+        write_results(&ctx.out_dir.join("downloads.parquet"), &results)?;
+        write_json(&ctx.out_dir.join("summary.json"), &summary)?;
+        let failed: usize = summary.failed_by_reason.values().sum();
+        let mut lines = vec![format!(
+            "{} posters stored ({} distinct files), {failed} failed",
+            summary.stored, summary.distinct_files
+        )];
+        for (reason, n) in &summary.failed_by_reason {
+            lines.push(format!("{n} failed: {reason}"));
+        }
+        Ok(RunSummary::new(lines))
+    }
+}
+
+fn summarise(results: &[Fetched], posters: &Path) -> Result<DownloadSummary, StageError> {
+    let mut failed_by_reason: BTreeMap<String, usize> = BTreeMap::new();
+    for r in results {
+        if let Some(reason) = &r.reason {
+            *failed_by_reason.entry(reason_class(reason)).or_default() += 1;
+        }
+    }
+    let distinct_files = std::fs::read_dir(posters)
+        .map_err(|source| StageError::Read {
+            path: posters.to_path_buf(),
+            source,
+        })?
+        .count();
+    Ok(DownloadSummary {
+        requested: results.len(),
+        stored: results.iter().filter(|r| r.file.is_some()).count(),
+        distinct_files,
+        failed_by_reason,
+        failures: results
+            .iter()
+            .filter(|r| r.reason.is_some())
+            .take(200)
+            .cloned()
+            .collect(),
+    })
+}
+
+/// Groups reasons for counting: `HTTP 404 Not Found` and `HTTP 404 ...` count together.
+fn reason_class(reason: &str) -> String {
+    reason.split(':').next().unwrap_or(reason).trim().to_string()
+}
+
+fn write_results(path: &Path, results: &[Fetched]) -> Result<(), StageError> {
+    let mut df = DataFrame::new(
+        results.len(),
+        vec![
+            Column::new("imdbId".into(), results.iter().map(|r| r.id).collect::<Vec<_>>()),
+            Column::new(
+                "source".into(),
+                results.iter().map(|r| r.source.as_str()).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "file".into(),
+                results.iter().map(|r| r.file.as_deref()).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "bytes".into(),
+                results.iter().map(|r| r.bytes).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "reason".into(),
+                results.iter().map(|r| r.reason.as_deref()).collect::<Vec<_>>(),
+            ),
+        ],
+    )
+    .context("building the downloads table")?;
+    write_table(path, &mut df)
+}
+
+/// Stores poster bytes under their blake3; identical posters share one file.
+fn store(dir: &Path, bytes: &[u8]) -> Result<(String, u64), String> {
+    let name = blake3::hash(bytes).to_hex().to_string();
+    let path = dir.join(&name);
+    if !path.exists() {
+        // Write beside, then rename: a reader never sees half a poster under its final name.
+        let tmp = dir.join(format!(".{name}.{:?}", std::thread::current().id()));
+        std::fs::write(&tmp, bytes).map_err(|e| format!("cannot store poster: {e}"))?;
+        std::fs::rename(&tmp, &path).map_err(|e| format!("cannot store poster: {e}"))?;
+    }
+    Ok((format!("posters/{name}"), bytes.len() as u64))
+}
+
+/// Fetches one source with the stage's limits.
+pub struct Fetcher {
+    agent: ureq::Agent,
+    root: PathBuf,
+    max_bytes: u64,
+    retries: u32,
+    backoff: Duration,
+}
+
+impl Fetcher {
+    /// A fetcher whose local paths resolve against `root`.
+    pub fn new(params: &DownloadParams, root: &Path) -> Result<Self, StageError> {
+        let root = root.canonicalize().map_err(|source| StageError::Read {
+            path: root.to_path_buf(),
+            source,
+        })?;
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(params.timeout_secs.max(1))))
+            .http_status_as_error(false)
+            .max_redirects(5)
+            .user_agent(concat!("pipeline/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .into();
+        Ok(Self {
+            agent,
+            root,
+            max_bytes: params.max_bytes,
+            retries: params.retries,
+            backoff: Duration::from_millis(params.backoff_ms),
+        })
+    }
+
+    /// The poster bytes, or why they could not be had.
+    pub fn fetch(&self, source: &str) -> Result<Vec<u8>, String> {
+        let source = source.trim();
+        let lower = source.to_ascii_lowercase();
+        if lower.starts_with("http://") || lower.starts_with("https://") {
+            self.fetch_http(source)
+        } else if let Some(path) = source.strip_prefix("file://") {
+            self.read_local(path)
+        } else if lower.contains("://") {
+            Err(format!(
+                "unsupported scheme: `{}` (only http, https, file and paths)",
+                source.split("://").next().unwrap_or("")
+            ))
+        } else {
+            self.read_local(source)
+        }
+    }
+
+    fn read_local(&self, path: &str) -> Result<Vec<u8>, String> {
+        let candidate = Path::new(path);
+        let full = if candidate.is_absolute() {
+            candidate.to_path_buf()
+        } else {
+            self.root.join(candidate)
+        };
+        let resolved = full
+            .canonicalize()
+            .map_err(|e| format!("file not found: `{path}` ({e})"))?;
+        if !resolved.starts_with(&self.root) {
+            return Err(format!(
+                "refused: `{path}` is outside the data root `{}`",
+                self.root.display()
+            ));
+        }
+        let file = std::fs::File::open(&resolved).map_err(|e| format!("unreadable: {e}"))?;
+        let mut bytes = Vec::new();
+        file.take(self.max_bytes + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| format!("unreadable: {e}"))?;
+        if bytes.len() as u64 > self.max_bytes {
+            return Err(format!("too large: over {} bytes", self.max_bytes));
+        }
+        Ok(bytes)
+    }
+
+    fn fetch_http(&self, url: &str) -> Result<Vec<u8>, String> {
+        let mut last = String::new();
+        for attempt in 0..=self.retries {
+            if attempt > 0 {
+                std::thread::sleep(self.backoff * 2u32.saturating_pow(attempt - 1));
+            }
+            match self.agent.get(url).call() {
+                Ok(mut response) => {
+                    let status = response.status();
+                    if status.is_success() {
+                        let declared = response
+                            .headers()
+                            .get("content-length")
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|v| v.parse::<u64>().ok());
+                        if declared.is_some_and(|n| n > self.max_bytes) {
+                            return Err(format!("too large: over {} bytes", self.max_bytes));
+                        }
+                        match response
+                            .body_mut()
+                            .with_config()
+                            .limit(self.max_bytes)
+                            .read_to_vec()
+                        {
+                            Ok(bytes) => return Ok(bytes),
+                            Err(ureq::Error::BodyExceedsLimit(_)) => {
+                                return Err(format!("too large: over {} bytes", self.max_bytes));
+                            }
+                            Err(err) => last = format!("transfer failed: {err}"),
+                        }
+                    } else if status.as_u16() == 429 || status.is_server_error() {
+                        last = format!("HTTP {}", status.as_u16());
+                    } else {
+                        return Err(format!("HTTP {}", status.as_u16()));
+                    }
+                }
+                Err(ureq::Error::Timeout(_)) => last = "timed out".to_string(),
+                Err(err) => last = format!("transfer failed: {err}"),
+            }
+        }
+        Err(format!("{last} (after {} attempts)", self.retries + 1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_paths_outside_the_root_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join("a.jpg"), b"poster").unwrap();
+        std::fs::write(dir.path().join("secret"), b"x").unwrap();
+        let fetcher = Fetcher::new(&DownloadParams::default(), &root).unwrap();
+        assert_eq!(fetcher.fetch("a.jpg").unwrap(), b"poster");
+        let file_url = format!("file://{}", root.join("a.jpg").display());
+        assert_eq!(fetcher.fetch(&file_url).unwrap(), b"poster");
+        assert!(fetcher.fetch("../secret").unwrap_err().starts_with("refused"));
+        assert!(fetcher.fetch("ftp://x/y").unwrap_err().starts_with("unsupported scheme"));
+        assert!(fetcher.fetch("missing.jpg").unwrap_err().starts_with("file not found"));
+    }
+
+    #[test]
+    fn oversized_local_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("big"), vec![0u8; 100]).unwrap();
+        let params = DownloadParams {
+            max_bytes: 10,
+            ..DownloadParams::default()
+        };
+        let fetcher = Fetcher::new(&params, dir.path()).unwrap();
+        assert!(fetcher.fetch("big").unwrap_err().starts_with("too large"));
+    }
+}

@@ -1,0 +1,287 @@
+//! `resize`: decodes and resizes posters in parallel into Parquet tensor shards.
+//!
+//! Works one shard (`shard_rows` posters) at a time, so memory is bounded by one shard of decoded
+//! and resized images whatever the dataset size. See README.md for the shard layout.
+
+use std::collections::BTreeMap;
+use std::io::Cursor;
+use std::path::Path;
+
+use fast_image_resize::images::Image;
+use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
+use pipeline_api::{
+    ParamError, ResultExt, RunSummary, Stage, StageContext, StageError, canonicalize, read_json,
+    write_json,
+};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use stage_shards::{Shard, ShardFile, ShardMeta, i64_column, read_table, str_column, write_shard};
+
+/// The resize stage kind.
+pub struct Resize;
+
+/// How a poster is fitted into `width` x `height`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Scale both axes independently (the original project's behaviour).
+    Stretch,
+    /// Keep the aspect ratio, scale to fit, pad with black.
+    Pad,
+    /// Keep the aspect ratio, scale to cover, cut the overflow around the center.
+    Crop,
+}
+
+/// Params of `resize`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResizeParams {
+    /// Output width in pixels.
+    pub width: u32,
+    /// Output height in pixels.
+    pub height: u32,
+    /// `stretch`, `pad` or `crop`.
+    pub mode: Mode,
+    /// Posters per shard file (and per unit of work held in memory).
+    pub shard_rows: usize,
+}
+
+impl Default for ResizeParams {
+    fn default() -> Self {
+        Self {
+            width: 64,
+            height: 64,
+            mode: Mode::Stretch,
+            shard_rows: 1024,
+        }
+    }
+}
+
+/// The part of `vocab.json` written by `filter` that resize needs.
+#[derive(Debug, Deserialize)]
+struct Vocab {
+    genres: Vec<String>,
+}
+
+/// A poster that could not be used.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Skipped {
+    /// Movie id.
+    pub id: i64,
+    /// Why.
+    pub reason: String,
+}
+
+impl Stage for Resize {
+    fn kind(&self) -> &'static str {
+        "resize"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn describe(&self) -> &'static str {
+        "decode and resize posters in parallel into Parquet tensor shards"
+    }
+    fn input_roles(&self) -> &'static [&'static str] {
+        &["movies", "posters"]
+    }
+    fn canonical_params(&self, raw: &serde_json::Value) -> Result<serde_json::Value, ParamError> {
+        let canonical = canonicalize::<ResizeParams>(raw)?;
+        let p: ResizeParams = serde_json::from_value(canonical.clone()).expect("just canonicalised");
+        let bad = |path: &str, message: &str| ParamError {
+            path: path.into(),
+            message: message.into(),
+        };
+        if p.width == 0 || p.width > 4096 {
+            return Err(bad("width", "must be between 1 and 4096"));
+        }
+        if p.height == 0 || p.height > 4096 {
+            return Err(bad("height", "must be between 1 and 4096"));
+        }
+        if p.shard_rows == 0 {
+            return Err(bad("shard_rows", "must be at least 1"));
+        }
+        Ok(canonical)
+    }
+    fn run(&self, ctx: &StageContext<'_>) -> Result<RunSummary, StageError> {
+        let params: ResizeParams = ctx.params()?;
+        let movies_dir = ctx.input("movies")?;
+        let posters_dir = ctx.input("posters")?;
+        let vocab: Vocab = read_json(&movies_dir.join("vocab.json"))?;
+        let table_path = movies_dir.join("movies.parquet");
+        let table = read_table(&table_path)?;
+        let ids: Vec<i64> = i64_column(&table, "imdbId", &table_path)?
+            .into_iter()
+            .map(Option::unwrap_or_default)
+            .collect();
+        let files: Vec<String> = str_column(&table, "poster_file", &table_path)?
+            .into_iter()
+            .map(|f| f.unwrap_or_default().to_string())
+            .collect();
+        let genres: Vec<String> = str_column(&table, "genres", &table_path)?
+            .into_iter()
+            .map(|g| g.unwrap_or_default().to_string())
+            .collect();
+        let index: BTreeMap<&str, usize> = vocab
+            .genres
+            .iter()
+            .enumerate()
+            .map(|(i, g)| (g.as_str(), i))
+            .collect();
+
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(ctx.threads)
+            .build()
+            .context("starting resize threads")?;
+        let pixels = (params.width * params.height * 3) as usize;
+        let mut meta = ShardMeta {
+            width: params.width as usize,
+            height: params.height as usize,
+            channels: 3,
+            layout: "HWC".into(),
+            genres: vocab.genres.clone(),
+            shards: Vec::new(),
+        };
+        let mut skipped = Vec::new();
+        ctx.progress.start("resize", ids.len() as u64);
+        for (n, start) in (0..ids.len()).step_by(params.shard_rows).enumerate() {
+            let end = (start + params.shard_rows).min(ids.len());
+            let resized: Vec<Result<Vec<u8>, String>> = pool.install(|| {
+                (start..end)
+                    .into_par_iter()
+                    .map(|i| {
+                        let result = load_resized(&posters_dir.join(&files[i]), &params);
+                        ctx.progress.advance(1);
+                        result
+                    })
+                    .collect()
+            });
+            let mut shard = Shard::default();
+            for (i, result) in (start..end).zip(resized) {
+                match result {
+                    Ok(image) => {
+                        shard.ids.push(ids[i]);
+                        shard.images.extend_from_slice(&image);
+                        let mut labels = vec![0u8; vocab.genres.len()];
+                        for g in genres[i].split('|') {
+                            if let Some(&k) = index.get(g) {
+                                labels[k] = 1;
+                            }
+                        }
+                        shard.labels.extend_from_slice(&labels);
+                    }
+                    Err(reason) => skipped.push(Skipped { id: ids[i], reason }),
+                }
+            }
+            let file = format!("shard-{n:05}.parquet");
+            write_shard(&ctx.out_dir.join(&file), &shard, pixels, vocab.genres.len())?;
+            meta.shards.push(ShardFile {
+                file,
+                rows: shard.len(),
+            });
+        }
+        meta.save(ctx.out_dir)?;
+        write_json(&ctx.out_dir.join("skipped.json"), &skipped)?;
+        Ok(RunSummary::new([format!(
+            "{} posters -> {} shard(s) of {}x{} ({:?}), {} skipped",
+            meta.rows(),
+            meta.shards.len(),
+            params.width,
+            params.height,
+            params.mode,
+            skipped.len()
+        )]))
+    }
+}
+
+/// Decodes one poster and fits it into the target size; RGB, HWC.
+pub fn load_resized(path: &Path, params: &ResizeParams) -> Result<Vec<u8>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("unreadable: {e}"))?;
+    let mut reader = image::ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| e.to_string())?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(12_000);
+    limits.max_image_height = Some(12_000);
+    limits.max_alloc = Some(256 * 1024 * 1024);
+    reader.limits(limits);
+    let rgb = reader
+        .decode()
+        .map_err(|e| format!("broken poster: {e}"))?
+        .to_rgb8();
+    resize_rgb(rgb.width(), rgb.height(), rgb.into_raw(), params)
+}
+
+/// Resizes packed RGB pixels according to `params.mode`.
+pub fn resize_rgb(width: u32, height: u32, rgb: Vec<u8>, params: &ResizeParams) -> Result<Vec<u8>, String> {
+    let src = Image::from_vec_u8(width, height, rgb, PixelType::U8x3).map_err(|e| e.to_string())?;
+    let alg = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear));
+    let mut resizer = Resizer::new();
+    match params.mode {
+        Mode::Stretch | Mode::Crop => {
+            let options = if params.mode == Mode::Crop {
+                alg.fit_into_destination(Some((0.5, 0.5)))
+            } else {
+                alg
+            };
+            let mut dst = Image::new(params.width, params.height, PixelType::U8x3);
+            resizer
+                .resize(&src, &mut dst, &options)
+                .map_err(|e| e.to_string())?;
+            Ok(dst.into_vec())
+        }
+        Mode::Pad => {
+            let scale = f64::min(
+                params.width as f64 / width as f64,
+                params.height as f64 / height as f64,
+            );
+            let inner_w = ((width as f64 * scale).round() as u32).clamp(1, params.width);
+            let inner_h = ((height as f64 * scale).round() as u32).clamp(1, params.height);
+            let mut inner = Image::new(inner_w, inner_h, PixelType::U8x3);
+            resizer
+                .resize(&src, &mut inner, &alg)
+                .map_err(|e| e.to_string())?;
+            let mut out = vec![0u8; (params.width * params.height * 3) as usize];
+            let (x0, y0) = ((params.width - inner_w) / 2, (params.height - inner_h) / 2);
+            let row = (inner_w * 3) as usize;
+            for (y, src_row) in inner.buffer().chunks_exact(row).enumerate() {
+                let at = (((y0 as usize + y) * params.width as usize) + x0 as usize) * 3;
+                out[at..at + row].copy_from_slice(src_row);
+            }
+            Ok(out)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(mode: Mode) -> ResizeParams {
+        ResizeParams {
+            width: 4,
+            height: 4,
+            mode,
+            shard_rows: 8,
+        }
+    }
+
+    #[test]
+    fn every_mode_produces_the_target_size() {
+        let rgb = vec![200u8; 8 * 2 * 3];
+        for mode in [Mode::Stretch, Mode::Pad, Mode::Crop] {
+            let out = resize_rgb(8, 2, rgb.clone(), &params(mode)).unwrap();
+            assert_eq!(out.len(), 4 * 4 * 3, "{mode:?}");
+        }
+    }
+
+    #[test]
+    fn pad_leaves_black_bars_and_stretch_does_not() {
+        let rgb = vec![200u8; 8 * 2 * 3];
+        let padded = resize_rgb(8, 2, rgb.clone(), &params(Mode::Pad)).unwrap();
+        assert_eq!(&padded[..12], &[0u8; 12], "top row is padding");
+        assert!(padded[4 * 4 * 3 / 2..][..3].iter().all(|&v| v > 150), "middle is image");
+        let stretched = resize_rgb(8, 2, rgb, &params(Mode::Stretch)).unwrap();
+        assert!(stretched.iter().all(|&v| v > 150));
+    }
+}

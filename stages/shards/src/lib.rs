@@ -1,0 +1,259 @@
+//! Parquet tables and image tensor shards shared by the poster stages.
+//!
+//! A shard is a Parquet file with one row per movie:
+//!
+//! | column | type | content |
+//! |---|---|---|
+//! | `imdbId` | Int64 | the movie |
+//! | `image` | Binary | `height * width * 3` u8 values, row-major HWC, RGB |
+//! | `labels` | FixedSizeList(UInt8, genres) | multi-hot, in the order of `meta.json`'s `genres` |
+//!
+//! `meta.json` beside the shards gives `width`, `height`, `channels`, `layout`, `genres` and the shard
+//! files with their row counts. Images are `Binary` because Parquet has no 8-bit physical type:
+//! a list of u8 would be stored as 4-byte ints.
+
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+
+use pipeline_api::{ResultExt, StageError, read_json, write_json};
+use polars::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// Reads a whole Parquet table.
+pub fn read_table(path: &Path) -> Result<DataFrame, StageError> {
+    let file = File::open(path).map_err(|source| StageError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    ParquetReader::new(file)
+        .finish()
+        .context(format!("reading `{}`", path.display()))
+}
+
+/// Writes a Parquet table (zstd).
+pub fn write_table(path: &Path, df: &mut DataFrame) -> Result<(), StageError> {
+    let file = File::create(path).map_err(|source| StageError::Write {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    ParquetWriter::new(BufWriter::new(file))
+        .with_compression(ParquetCompression::Zstd(None))
+        .finish(df)
+        .context(format!("writing `{}`", path.display()))?;
+    Ok(())
+}
+
+/// The string column `name`, with a clear error when it is missing or of another type.
+pub fn str_column<'a>(df: &'a DataFrame, name: &str, path: &Path) -> Result<&'a StringChunked, StageError> {
+    df.column(name)
+        .and_then(|c| c.str())
+        .context(format!("column `{name}` of `{}`", path.display()))
+}
+
+/// The i64 column `name`.
+pub fn i64_column<'a>(df: &'a DataFrame, name: &str, path: &Path) -> Result<&'a Int64Chunked, StageError> {
+    df.column(name)
+        .and_then(|c| c.i64())
+        .context(format!("column `{name}` of `{}`", path.display()))
+}
+
+/// Shape and vocabulary of a set of shards (`meta.json`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ShardMeta {
+    /// Image width in pixels.
+    pub width: usize,
+    /// Image height in pixels.
+    pub height: usize,
+    /// Always 3 (RGB).
+    pub channels: usize,
+    /// Always `HWC`.
+    pub layout: String,
+    /// Genre vocabulary; `labels` follow this order.
+    pub genres: Vec<String>,
+    /// Shard files relative to `meta.json`, with their row counts.
+    pub shards: Vec<ShardFile>,
+}
+
+/// One shard file.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ShardFile {
+    /// File name relative to the directory of `meta.json`.
+    pub file: String,
+    /// Rows in it.
+    pub rows: usize,
+}
+
+impl ShardMeta {
+    /// u8 values per image.
+    pub fn pixels(&self) -> usize {
+        self.width * self.height * self.channels
+    }
+
+    /// Total rows over all shards.
+    pub fn rows(&self) -> usize {
+        self.shards.iter().map(|s| s.rows).sum()
+    }
+
+    /// Reads `dir/meta.json`.
+    pub fn load(dir: &Path) -> Result<Self, StageError> {
+        read_json(&dir.join("meta.json"))
+    }
+
+    /// Writes `dir/meta.json`.
+    pub fn save(&self, dir: &Path) -> Result<(), StageError> {
+        write_json(&dir.join("meta.json"), self)
+    }
+
+    /// Paths of all shards below `dir`.
+    pub fn paths(&self, dir: &Path) -> Vec<PathBuf> {
+        self.shards.iter().map(|s| dir.join(&s.file)).collect()
+    }
+}
+
+/// Rows of a shard in memory.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Shard {
+    /// Movie ids.
+    pub ids: Vec<i64>,
+    /// `ids.len() * pixels` u8 values.
+    pub images: Vec<u8>,
+    /// `ids.len() * genres` 0/1 values.
+    pub labels: Vec<u8>,
+}
+
+impl Shard {
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Whether it has no rows.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// Appends row `i` of `other`.
+    pub fn push_row(&mut self, other: &Shard, i: usize, pixels: usize, genres: usize) {
+        self.ids.push(other.ids[i]);
+        self.images
+            .extend_from_slice(&other.images[i * pixels..(i + 1) * pixels]);
+        self.labels
+            .extend_from_slice(&other.labels[i * genres..(i + 1) * genres]);
+    }
+}
+
+/// Writes `shard` to `path`; `genres` is the label width.
+pub fn write_shard(path: &Path, shard: &Shard, pixels: usize, genres: usize) -> Result<(), StageError> {
+    let n = shard.len();
+    if shard.images.len() != n * pixels || shard.labels.len() != n * genres {
+        return Err(StageError::invalid(format!(
+            "shard `{}`: {n} rows but {} pixel values and {} labels",
+            path.display(),
+            shard.images.len(),
+            shard.labels.len()
+        )));
+    }
+    let ids = Column::new("imdbId".into(), shard.ids.clone());
+    let images = if n == 0 {
+        BinaryChunked::from_iter_values("image".into(), std::iter::empty::<&[u8]>())
+    } else {
+        BinaryChunked::from_iter_values("image".into(), shard.images.chunks_exact(pixels))
+    }
+    .into_series()
+    .into_column();
+    let label_values = UInt8Chunked::from_vec("labels".into(), shard.labels.clone());
+    let labels = ArrayChunked::from_aligned_values(
+        "labels".into(),
+        &DataType::UInt8,
+        genres,
+        label_values.chunks().clone(),
+        n,
+    )
+    .into_series()
+    .into_column();
+    let mut df = DataFrame::new(n, vec![ids, images, labels])
+        .context(format!("building shard `{}`", path.display()))?;
+    write_table(path, &mut df)
+}
+
+/// Reads a shard written by [`write_shard`], checking every row's size.
+pub fn read_shard(path: &Path, pixels: usize, genres: usize) -> Result<Shard, StageError> {
+    let df = read_table(path)?;
+    let ids: Vec<i64> = i64_column(&df, "imdbId", path)?
+        .into_iter()
+        .map(|id| id.unwrap_or_default())
+        .collect();
+    let mut images = Vec::with_capacity(ids.len() * pixels);
+    let binary = df
+        .column("image")
+        .and_then(|c| c.binary())
+        .context(format!("column `image` of `{}`", path.display()))?;
+    for (row, value) in binary.into_iter().enumerate() {
+        let value = value.unwrap_or_default();
+        if value.len() != pixels {
+            return Err(StageError::invalid(format!(
+                "shard `{}` row {row}: image has {} values, expected {pixels}",
+                path.display(),
+                value.len()
+            )));
+        }
+        images.extend_from_slice(value);
+    }
+    let inner = df
+        .column("labels")
+        .and_then(|c| c.array())
+        .context(format!("column `labels` of `{}`", path.display()))?
+        .get_inner()
+        .rechunk();
+    let labels = inner
+        .u8()
+        .context(format!("labels of `{}`", path.display()))?
+        .into_iter()
+        .map(|v| v.unwrap_or_default())
+        .collect::<Vec<u8>>();
+    if labels.len() != ids.len() * genres {
+        return Err(StageError::invalid(format!(
+            "shard `{}`: {} label values for {} rows of {genres} genres",
+            path.display(),
+            labels.len(),
+            ids.len()
+        )));
+    }
+    Ok(Shard {
+        ids,
+        images,
+        labels,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shard_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.parquet");
+        let shard = Shard {
+            ids: vec![7, 9],
+            images: (0..24).collect(),
+            labels: vec![1, 0, 1, 0, 0, 1],
+        };
+        write_shard(&path, &shard, 12, 3).unwrap();
+        assert_eq!(read_shard(&path, 12, 3).unwrap(), shard);
+    }
+
+    #[test]
+    fn wrong_pixel_count_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.parquet");
+        let shard = Shard {
+            ids: vec![7],
+            images: (0..12).collect(),
+            labels: vec![1, 0, 1],
+        };
+        write_shard(&path, &shard, 12, 3).unwrap();
+        assert!(read_shard(&path, 10, 3).is_err());
+    }
+}

@@ -1,0 +1,472 @@
+//! Integration tests: drive the real `pipeline` binary in temporary project directories.
+//!
+//! Each test mirrors a promise of the engine (README, "What the cache promises").
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_pipeline");
+const REPO: &str = env!("CARGO_MANIFEST_DIR");
+
+/// A pipeline file for a small, fast project: tiny images, two epochs.
+const SMALL_PIPELINE: &str = "\
+stages:
+  ingest:
+    kind: ingest
+    files: {csv: data/movies.csv}
+  download:
+    kind: download
+    inputs: {movies: ingest}
+    files: {root: data}
+  filter:
+    kind: filter
+    inputs: {movies: ingest, posters: download}
+    params: {min_year: 2000, min_genre_count: 5}
+  resize:
+    kind: resize
+    inputs: {movies: filter, posters: download}
+    params:
+      width: 24
+      height: 24
+      shard_rows: 64
+  split:
+    kind: split
+    inputs: {shards: resize}
+  train:
+    kind: train
+    inputs: {data: split}
+    params: {epochs: 2, batch_size: 16}
+  evaluate:
+    kind: evaluate
+    inputs: {model: train, data: split, ingest: ingest, download: download, filter: filter}
+    publish: reports
+";
+
+struct Project {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+}
+
+impl Project {
+    /// A project with the first `movies` sample movies, the sample's bad rows, and `pipeline`.
+    fn small(movies: usize, pipeline: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("project");
+        let sample = Path::new(REPO).join("data/sample");
+        std::fs::create_dir_all(root.join("data/posters")).unwrap();
+        let csv = std::fs::read(sample.join("movies.csv")).unwrap();
+        let lines: Vec<&[u8]> = csv.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect();
+        let bad_start = lines
+            .iter()
+            .position(|l| l.starts_with(b"9000000,"))
+            .expect("the sample has bad rows");
+        let mut out = Vec::new();
+        for line in lines[..=movies].iter().chain(&lines[bad_start..]) {
+            out.extend_from_slice(line);
+            out.push(b'\n');
+        }
+        std::fs::write(root.join("data/movies.csv"), out).unwrap();
+        for entry in std::fs::read_dir(sample.join("posters")).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), root.join("data/posters").join(entry.file_name())).unwrap();
+        }
+        std::fs::write(root.join("pipeline.yaml"), pipeline).unwrap();
+        Self { _dir: dir, root }
+    }
+
+    fn pipeline(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .current_dir(&self.root)
+            .env_remove("PIPELINE_THREADS")
+            .output()
+            .unwrap()
+    }
+
+    /// Runs and asserts success; returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.pipeline(args);
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "pipeline {args:?} failed\nstdout:\n{stdout}\nstderr:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    }
+
+    fn edit(&self, from: &str, to: &str) {
+        let path = self.root.join("pipeline.yaml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains(from), "pipeline.yaml has no `{from}`");
+        std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
+    }
+
+    fn status(&self) -> Vec<serde_json::Value> {
+        serde_json::from_str(&self.ok(&["status", "--json"])).unwrap()
+    }
+
+    /// The cache output directory of `stage`, from the lock file.
+    fn output_of(&self, stage: &str) -> PathBuf {
+        let lock: serde_yaml_ng::Value =
+            serde_yaml_ng::from_str(&std::fs::read_to_string(self.root.join("pipeline.lock")).unwrap()).unwrap();
+        let key = lock["stages"][stage]["key"].as_str().unwrap().to_string();
+        self.root.join("cache/v1/entries").join(key).join("out")
+    }
+}
+
+/// Stage names on lines starting with `prefix` (e.g. `Running`).
+fn stages_with(stdout: &str, prefix: &str) -> BTreeSet<String> {
+    stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix(prefix))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
+}
+
+fn set(names: &[&str]) -> BTreeSet<String> {
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+const ALL: [&str; 7] = ["ingest", "download", "filter", "resize", "split", "train", "evaluate"];
+
+#[test]
+fn default_pipeline_runs_offline_and_beats_the_baseline() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::copy(Path::new(REPO).join("pipeline.yaml"), root.join("pipeline.yaml")).unwrap();
+    let status = Command::new("cp")
+        .args(["-r", &format!("{REPO}/data"), &root.display().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = Command::new(BIN).arg("run").current_dir(root).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(stages_with(&stdout, "Running "), set(&ALL));
+    assert!(stdout.contains("Report: reports/index.html"), "{stdout}");
+    let html = std::fs::read_to_string(root.join("reports/index.html")).unwrap();
+    assert!(html.contains("Test metrics"));
+    assert!(!html.contains("<script>"), "CSV text must be escaped");
+    assert!(html.contains("&lt;script&gt;"), "the sample's hostile title is shown escaped");
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("reports/metrics.json")).unwrap()).unwrap();
+    for key in ["micro_f1", "macro_f1", "samples_f1", "roc_auc_macro"] {
+        assert!(metrics["model"][key].is_f64() && metrics["baseline"][key].is_f64(), "{key}");
+    }
+    let model_macro = metrics["model"]["macro_f1"].as_f64().unwrap();
+    let base_macro = metrics["baseline"]["macro_f1"].as_f64().unwrap();
+    let model_auc = metrics["model"]["roc_auc_macro"].as_f64().unwrap();
+    assert!(model_macro > base_macro + 0.1, "macro F1 {model_macro} vs baseline {base_macro}");
+    assert!(model_auc > 0.7, "ROC-AUC {model_auc}");
+    assert!(metrics["n_test"].as_u64().unwrap() > 50);
+    let genre = metrics["genres"][0].as_str().unwrap();
+    for key in ["precision", "recall", "f1", "support", "roc_auc"] {
+        assert!(!metrics["per_genre"][genre][key].is_null(), "{key}");
+    }
+    // The report lists what was skipped, by reason.
+    for reason in ["no genre", "no poster", "duplicate imdbId", "broken poster", "no year in title"] {
+        assert!(html.contains(reason), "report lacks `{reason}`");
+    }
+}
+
+#[test]
+fn second_run_is_all_fresh() {
+    let p = Project::small(120, SMALL_PIPELINE);
+    let first = p.ok(&["run"]);
+    assert_eq!(stages_with(&first, "Running "), set(&ALL));
+    let second = p.ok(&["run"]);
+    assert_eq!(stages_with(&second, "Fresh "), set(&ALL));
+    assert!(stages_with(&second, "Running ").is_empty(), "{second}");
+    assert!(p.status().iter().all(|s| s["state"] == "fresh"));
+}
+
+#[test]
+fn param_change_reruns_stage_and_downstream_and_dry_run_predicts_it() {
+    let p = Project::small(120, SMALL_PIPELINE);
+    p.ok(&["run"]);
+    p.edit("width: 24", "width: 32");
+    let status = p.status();
+    let resize = status.iter().find(|s| s["name"] == "resize").unwrap();
+    assert_eq!(resize["state"], "dirty");
+    assert_eq!(resize["reason"], "params changed: resize.width 24 -> 32");
+    let lock_before = std::fs::read(p.root.join("pipeline.lock")).unwrap();
+    let dry = p.ok(&["run", "--dry-run"]);
+    assert_eq!(std::fs::read(p.root.join("pipeline.lock")).unwrap(), lock_before, "dry run wrote the lock");
+    let run = p.ok(&["run"]);
+    let expected = set(&["resize", "split", "train", "evaluate"]);
+    assert_eq!(stages_with(&dry, "Would run "), expected, "{dry}");
+    assert_eq!(stages_with(&run, "Running "), expected, "{run}");
+    assert_eq!(stages_with(&run, "Fresh "), set(&["ingest", "download", "filter"]));
+}
+
+#[test]
+fn identical_output_stops_propagation() {
+    let p = Project::small(120, SMALL_PIPELINE);
+    p.ok(&["run"]);
+    // The sample is latin-1, which `auto` detects: forcing latin-1 changes ingest's key, not its output.
+    p.edit("files: {csv: data/movies.csv}", "files: {csv: data/movies.csv}\n    params: {encoding: latin-1}");
+    let run = p.ok(&["run"]);
+    assert_eq!(stages_with(&run, "Running "), set(&["ingest"]), "{run}");
+    assert!(run.contains("Fresh download (upstream ingest reran with identical output)"), "{run}");
+}
+
+#[test]
+fn missing_output_invalidates_cache() {
+    let p = Project::small(120, SMALL_PIPELINE);
+    p.ok(&["run"]);
+    std::fs::remove_file(p.output_of("resize").join("meta.json")).unwrap();
+    let status = p.status();
+    let resize = status.iter().find(|s| s["name"] == "resize").unwrap();
+    assert_eq!(resize["state"], "dirty");
+    assert_eq!(resize["reason"], "output missing: `meta.json`");
+    let run = p.ok(&["run"]);
+    // Resize reruns and reproduces the same bytes, so nothing downstream reruns.
+    assert_eq!(stages_with(&run, "Running "), set(&["resize"]), "{run}");
+    assert!(p.output_of("resize").join("meta.json").exists());
+}
+
+#[test]
+fn thread_count_does_not_invalidate_cache() {
+    let p = Project::small(80, SMALL_PIPELINE);
+    p.ok(&["run", "--threads", "1"]);
+    let again = p.ok(&["run", "--threads", "2"]);
+    assert!(stages_with(&again, "Running ").is_empty(), "{again}");
+}
+
+#[test]
+fn moving_project_dir_keeps_cache() {
+    let p = Project::small(80, SMALL_PIPELINE);
+    p.ok(&["run"]);
+    let elsewhere = tempfile::tempdir().unwrap();
+    let status = Command::new("cp")
+        .args(["-r", &p.root.display().to_string(), &elsewhere.path().join("moved").display().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = Command::new(BIN)
+        .args(["run"])
+        .current_dir(elsewhere.path().join("moved"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert_eq!(stages_with(&stdout, "Fresh "), set(&ALL), "{stdout}");
+}
+
+#[test]
+fn run_stage_brings_it_and_its_upstream_up_to_date_and_nothing_downstream() {
+    let p = Project::small(80, SMALL_PIPELINE);
+    let run = p.ok(&["run", "train"]);
+    assert_eq!(
+        stages_with(&run, "Running "),
+        set(&["ingest", "download", "filter", "resize", "split", "train"])
+    );
+    assert!(!p.root.join("reports").exists());
+    let status = p.status();
+    let evaluate = status.iter().find(|s| s["name"] == "evaluate").unwrap();
+    assert_eq!(evaluate["state"], "dirty");
+    assert_eq!(evaluate["reason"], "never run");
+    let forced = p.ok(&["run", "train", "--force", "split"]);
+    assert_eq!(stages_with(&forced, "Running "), set(&["split"]), "identical split output keeps train fresh");
+}
+
+#[test]
+fn yaml_errors_name_file_line_and_key() {
+    let p = Project::small(10, SMALL_PIPELINE);
+    p.edit("width: 24", "width: [24");
+    let out = p.pipeline(&["status"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("pipeline.yaml:1"), "{stderr}");
+
+    let p = Project::small(10, SMALL_PIPELINE);
+    p.edit("width: 24", "width: wide");
+    let out = p.pipeline(&["run"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("pipeline.yaml:17"), "{stderr}");
+    assert!(stderr.contains("stages.resize.params.width"), "{stderr}");
+
+    let p = Project::small(10, SMALL_PIPELINE);
+    p.edit("kind: resize", "kind: resise");
+    let out = p.pipeline(&["run"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("pipeline.yaml:14"), "{stderr}");
+    assert!(stderr.contains("did you mean `resize`?"), "{stderr}");
+
+    let p = Project::small(10, SMALL_PIPELINE);
+    p.edit("inputs: {shards: resize}", "inputs: {shards: train}");
+    let out = p.pipeline(&["dag"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cycle"), "{stderr}");
+}
+
+#[test]
+fn a_failing_stage_exits_1_and_leaves_no_entry() {
+    let p = Project::small(10, SMALL_PIPELINE);
+    std::fs::write(p.root.join("data/movies.csv"), "id,title\n1,x\n").unwrap();
+    let out = p.pipeline(&["run"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("Failed ingest"), "{stdout}");
+    assert!(stdout.contains("has no column `imdbId`"), "{stdout}");
+    let entries = std::fs::read_dir(p.root.join("cache/v1/entries")).unwrap().count();
+    assert_eq!(entries, 0);
+    assert!(p.status().iter().all(|s| s["state"] == "dirty"));
+}
+
+#[test]
+fn kill_during_training_leaves_no_fresh_looking_entry() {
+    let p = Project::small(120, &SMALL_PIPELINE.replace("epochs: 2", "epochs: 40"));
+    let mut child = Command::new(BIN)
+        .args(["run", "--threads", "1"])
+        .current_dir(&p.root)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    loop {
+        let line = lines.next().expect("the run reaches train").unwrap();
+        if line.starts_with("Running train") {
+            break;
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    child.kill().unwrap(); // SIGKILL: no destructor, no cleanup
+    child.wait().unwrap();
+    let status = p.status();
+    let state = |name: &str| status.iter().find(|s| s["name"] == name).unwrap()["state"].clone();
+    assert_eq!(state("split"), "fresh");
+    assert_eq!(state("train"), "dirty");
+    let train_key = status.iter().find(|s| s["name"] == "train").unwrap()["key"].as_str().unwrap().to_string();
+    assert!(!p.root.join("cache/v1/entries").join(&train_key).exists());
+    // The next run picks up where the killed one stopped.
+    p.edit("epochs: 40", "epochs: 1");
+    let run = p.ok(&["run"]);
+    assert_eq!(stages_with(&run, "Running "), set(&["train", "evaluate"]), "{run}");
+    let leftovers = std::fs::read_dir(p.root.join("cache/v1/tmp")).unwrap().count();
+    assert_eq!(leftovers, 0, "the next run clears what the killed one left");
+}
+
+/// A real HTTP server on 127.0.0.1 with one route per behaviour.
+fn serve(jpeg: Vec<u8>) -> (u16, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let flaky_hits = Arc::new(AtomicUsize::new(0));
+    let hits = flaky_hits.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let jpeg = jpeg.clone();
+            let hits = hits.clone();
+            std::thread::spawn(move || {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let path = String::from_utf8_lossy(&request)
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap_or("/")
+                    .to_string();
+                let ok = |body: &[u8]| {
+                    let mut r = format!("HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()).into_bytes();
+                    r.extend_from_slice(body);
+                    r
+                };
+                let status = |code: &str| format!("HTTP/1.1 {code}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").into_bytes();
+                let response = match path.as_str() {
+                    "/ok.jpg" => ok(&jpeg),
+                    "/missing.jpg" => status("404 Not Found"),
+                    "/error.jpg" => status("500 Internal Server Error"),
+                    "/flaky.jpg" => {
+                        if hits.fetch_add(1, Ordering::SeqCst) == 0 {
+                            status("500 Internal Server Error")
+                        } else {
+                            ok(&jpeg)
+                        }
+                    }
+                    "/slow.jpg" => {
+                        std::thread::sleep(Duration::from_secs(4));
+                        ok(&jpeg)
+                    }
+                    "/truncated.jpg" => {
+                        let mut r = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", jpeg.len()).into_bytes();
+                        r.extend_from_slice(&jpeg[..jpeg.len() / 2]);
+                        r
+                    }
+                    _ => status("404 Not Found"),
+                };
+                let _ = stream.write_all(&response);
+                let _ = stream.flush();
+            });
+        }
+    });
+    (port, flaky_hits)
+}
+
+#[test]
+fn download_handles_a_real_http_server() {
+    let sample = Path::new(REPO).join("data/sample/posters");
+    let jpeg = std::fs::read(std::fs::read_dir(&sample).unwrap().next().unwrap().unwrap().path()).unwrap();
+    let (port, flaky_hits) = serve(jpeg.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("data")).unwrap();
+    let url = |p: &str| format!("http://127.0.0.1:{port}/{p}");
+    let mut csv = String::from("imdbId,Imdb Link,Title,IMDB Score,Genre,Poster\n");
+    for (id, route) in ["ok.jpg", "missing.jpg", "error.jpg", "flaky.jpg", "slow.jpg", "truncated.jpg"]
+        .iter()
+        .enumerate()
+    {
+        csv.push_str(&format!("{},l,Movie {id} (2010),5,Drama,{}\n", id + 1, url(route)));
+    }
+    std::fs::write(root.join("data/movies.csv"), csv).unwrap();
+    std::fs::write(
+        root.join("pipeline.yaml"),
+        "stages:\n  ingest:\n    kind: ingest\n    files: {csv: data/movies.csv}\n  download:\n    kind: download\n    inputs: {movies: ingest}\n    files: {root: data}\n    params: {timeout_secs: 1, retries: 1, backoff_ms: 10}\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN).args(["run"]).current_dir(root).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let p = Project {
+        _dir: tempfile::tempdir().unwrap(),
+        root: root.to_path_buf(),
+    };
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(p.output_of("download").join("summary.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(summary["stored"], 2, "ok and flaky (after a retry): {summary:#}");
+    assert_eq!(summary["distinct_files"], 1, "identical posters are stored once");
+    assert_eq!(flaky_hits.load(Ordering::SeqCst), 2, "flaky was retried once");
+    let reasons: Vec<(u64, String)> = summary["failures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["id"].as_u64().unwrap(), f["reason"].as_str().unwrap().to_string()))
+        .collect();
+    let reason = |id: u64| reasons.iter().find(|(i, _)| *i == id).unwrap().1.clone();
+    assert_eq!(reason(2), "HTTP 404");
+    assert!(reason(3).starts_with("HTTP 500 (after 2 attempts)"), "{}", reason(3));
+    assert!(reason(5).starts_with("timed out"), "{}", reason(5));
+    assert!(reason(6).starts_with("transfer failed"), "{}", reason(6));
+    let stored = std::fs::read(p.output_of("download").join("posters").join(blake3::hash(&jpeg).to_hex().as_str())).unwrap();
+    assert_eq!(stored, jpeg);
+}
