@@ -229,7 +229,7 @@ fn poster(genres: &[usize], rng: &mut Rng) -> RgbImage {
     }
     for p in img.pixels_mut() {
         for c in &mut p.0 {
-            let noise = rng.range(-18, 18);
+            let noise = rng.range(-10, 10);
             *c = (*c as i64 + noise).clamp(0, 255) as u8;
         }
     }
@@ -266,7 +266,7 @@ fn csv_field(text: &str) -> String {
 
 fn encode_jpeg(img: &RgbImage) -> Result<Vec<u8>> {
     let mut bytes = Vec::new();
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 88).write_image(
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 80).write_image(
         img.as_raw(),
         img.width(),
         img.height(),
