@@ -32,7 +32,12 @@ last ran with, and published reports land in `reports/`.";
 #[command(name = "pipeline", version, after_help = AFTER_HELP)]
 pub struct Cli {
     /// The pipeline file; its directory is the project root (cache, lock, reports).
-    #[arg(short = 'f', long = "file", global = true, default_value = "pipeline.yaml")]
+    #[arg(
+        short = 'f',
+        long = "file",
+        global = true,
+        default_value = "pipeline.yaml"
+    )]
     pub file: PathBuf,
     /// Worker threads per stage [default: number of cores]. Never part of a cache key.
     #[arg(long, global = true, env = "PIPELINE_THREADS")]

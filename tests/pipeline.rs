@@ -61,7 +61,10 @@ impl Project {
         let sample = Path::new(REPO).join("data/sample");
         std::fs::create_dir_all(root.join("data/posters")).unwrap();
         let csv = std::fs::read(sample.join("movies.csv")).unwrap();
-        let lines: Vec<&[u8]> = csv.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect();
+        let lines: Vec<&[u8]> = csv
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .collect();
         let bad_start = lines
             .iter()
             .position(|l| l.starts_with(b"9000000,"))
@@ -74,7 +77,11 @@ impl Project {
         std::fs::write(root.join("data/movies.csv"), out).unwrap();
         for entry in std::fs::read_dir(sample.join("posters")).unwrap() {
             let entry = entry.unwrap();
-            std::fs::copy(entry.path(), root.join("data/posters").join(entry.file_name())).unwrap();
+            std::fs::copy(
+                entry.path(),
+                root.join("data/posters").join(entry.file_name()),
+            )
+            .unwrap();
         }
         std::fs::write(root.join("pipeline.yaml"), pipeline).unwrap();
         Self { _dir: dir, root }
@@ -114,8 +121,10 @@ impl Project {
 
     /// The cache output directory of `stage`, from the lock file.
     fn output_of(&self, stage: &str) -> PathBuf {
-        let lock: serde_yaml_ng::Value =
-            serde_yaml_ng::from_str(&std::fs::read_to_string(self.root.join("pipeline.lock")).unwrap()).unwrap();
+        let lock: serde_yaml_ng::Value = serde_yaml_ng::from_str(
+            &std::fs::read_to_string(self.root.join("pipeline.lock")).unwrap(),
+        )
+        .unwrap();
         let key = lock["stages"][stage]["key"].as_str().unwrap().to_string();
         self.root.join("cache/v1/entries").join(key).join("out")
     }
@@ -135,36 +144,60 @@ fn set(names: &[&str]) -> BTreeSet<String> {
     names.iter().map(|s| s.to_string()).collect()
 }
 
-const ALL: [&str; 7] = ["ingest", "download", "filter", "resize", "split", "train", "evaluate"];
+const ALL: [&str; 7] = [
+    "ingest", "download", "filter", "resize", "split", "train", "evaluate",
+];
 
 #[test]
 fn default_pipeline_runs_offline_and_beats_the_baseline() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    std::fs::copy(Path::new(REPO).join("pipeline.yaml"), root.join("pipeline.yaml")).unwrap();
+    std::fs::copy(
+        Path::new(REPO).join("pipeline.yaml"),
+        root.join("pipeline.yaml"),
+    )
+    .unwrap();
     let status = Command::new("cp")
         .args(["-r", &format!("{REPO}/data"), &root.display().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
-    let out = Command::new(BIN).arg("run").current_dir(root).output().unwrap();
+    let out = Command::new(BIN)
+        .arg("run")
+        .current_dir(root)
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(stages_with(&stdout, "Running "), set(&ALL));
     assert!(stdout.contains("Report: reports/index.html"), "{stdout}");
     let html = std::fs::read_to_string(root.join("reports/index.html")).unwrap();
     assert!(html.contains("Test metrics"));
     assert!(!html.contains("<script>"), "CSV text must be escaped");
-    assert!(html.contains("&lt;script&gt;"), "the sample's hostile title is shown escaped");
+    assert!(
+        html.contains("&lt;script&gt;"),
+        "the sample's hostile title is shown escaped"
+    );
     let metrics: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(root.join("reports/metrics.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(root.join("reports/metrics.json")).unwrap())
+            .unwrap();
     for key in ["micro_f1", "macro_f1", "samples_f1", "roc_auc_macro"] {
-        assert!(metrics["model"][key].is_f64() && metrics["baseline"][key].is_f64(), "{key}");
+        assert!(
+            metrics["model"][key].is_f64() && metrics["baseline"][key].is_f64(),
+            "{key}"
+        );
     }
     let model_macro = metrics["model"]["macro_f1"].as_f64().unwrap();
     let base_macro = metrics["baseline"]["macro_f1"].as_f64().unwrap();
     let model_auc = metrics["model"]["roc_auc_macro"].as_f64().unwrap();
-    assert!(model_macro > base_macro + 0.1, "macro F1 {model_macro} vs baseline {base_macro}");
+    assert!(
+        model_macro > base_macro + 0.1,
+        "macro F1 {model_macro} vs baseline {base_macro}"
+    );
     assert!(model_auc > 0.7, "ROC-AUC {model_auc}");
     assert!(metrics["n_test"].as_u64().unwrap() > 50);
     let genre = metrics["genres"][0].as_str().unwrap();
@@ -172,7 +205,13 @@ fn default_pipeline_runs_offline_and_beats_the_baseline() {
         assert!(!metrics["per_genre"][genre][key].is_null(), "{key}");
     }
     // The report lists what was skipped, by reason.
-    for reason in ["no genre", "no poster", "duplicate imdbId", "broken poster", "no year in title"] {
+    for reason in [
+        "no genre",
+        "no poster",
+        "duplicate imdbId",
+        "broken poster",
+        "no year in title",
+    ] {
         assert!(html.contains(reason), "report lacks `{reason}`");
     }
 }
@@ -199,12 +238,19 @@ fn param_change_reruns_stage_and_downstream_and_dry_run_predicts_it() {
     assert_eq!(resize["reason"], "params changed: resize.width 24 -> 32");
     let lock_before = std::fs::read(p.root.join("pipeline.lock")).unwrap();
     let dry = p.ok(&["run", "--dry-run"]);
-    assert_eq!(std::fs::read(p.root.join("pipeline.lock")).unwrap(), lock_before, "dry run wrote the lock");
+    assert_eq!(
+        std::fs::read(p.root.join("pipeline.lock")).unwrap(),
+        lock_before,
+        "dry run wrote the lock"
+    );
     let run = p.ok(&["run"]);
     let expected = set(&["resize", "split", "train", "evaluate"]);
     assert_eq!(stages_with(&dry, "Would run "), expected, "{dry}");
     assert_eq!(stages_with(&run, "Running "), expected, "{run}");
-    assert_eq!(stages_with(&run, "Fresh "), set(&["ingest", "download", "filter"]));
+    assert_eq!(
+        stages_with(&run, "Fresh "),
+        set(&["ingest", "download", "filter"])
+    );
 }
 
 #[test]
@@ -212,10 +258,16 @@ fn identical_output_stops_propagation() {
     let p = Project::small(120, SMALL_PIPELINE);
     p.ok(&["run"]);
     // The sample is latin-1, which `auto` detects: forcing latin-1 changes ingest's key, not its output.
-    p.edit("files: {csv: data/movies.csv}", "files: {csv: data/movies.csv}\n    params: {encoding: latin-1}");
+    p.edit(
+        "files: {csv: data/movies.csv}",
+        "files: {csv: data/movies.csv}\n    params: {encoding: latin-1}",
+    );
     let run = p.ok(&["run"]);
     assert_eq!(stages_with(&run, "Running "), set(&["ingest"]), "{run}");
-    assert!(run.contains("Fresh download (upstream ingest reran with identical output)"), "{run}");
+    assert!(
+        run.contains("Fresh download (upstream ingest reran with identical output)"),
+        "{run}"
+    );
 }
 
 #[test]
@@ -247,7 +299,11 @@ fn moving_project_dir_keeps_cache() {
     p.ok(&["run"]);
     let elsewhere = tempfile::tempdir().unwrap();
     let status = Command::new("cp")
-        .args(["-r", &p.root.display().to_string(), &elsewhere.path().join("moved").display().to_string()])
+        .args([
+            "-r",
+            &p.root.display().to_string(),
+            &elsewhere.path().join("moved").display().to_string(),
+        ])
         .status()
         .unwrap();
     assert!(status.success());
@@ -275,7 +331,11 @@ fn run_stage_brings_it_and_its_upstream_up_to_date_and_nothing_downstream() {
     assert_eq!(evaluate["state"], "dirty");
     assert_eq!(evaluate["reason"], "never run");
     let forced = p.ok(&["run", "train", "--force", "split"]);
-    assert_eq!(stages_with(&forced, "Running "), set(&["split"]), "identical split output keeps train fresh");
+    assert_eq!(
+        stages_with(&forced, "Running "),
+        set(&["split"]),
+        "identical split output keeps train fresh"
+    );
 }
 
 #[test]
@@ -320,7 +380,9 @@ fn a_failing_stage_exits_1_and_leaves_no_entry() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("Failed ingest"), "{stdout}");
     assert!(stdout.contains("has no column `imdbId`"), "{stdout}");
-    let entries = std::fs::read_dir(p.root.join("cache/v1/entries")).unwrap().count();
+    let entries = std::fs::read_dir(p.root.join("cache/v1/entries"))
+        .unwrap()
+        .count();
     assert_eq!(entries, 0);
     assert!(p.status().iter().all(|s| s["state"] == "dirty"));
 }
@@ -349,13 +411,22 @@ fn kill_during_training_leaves_no_fresh_looking_entry() {
     let state = |name: &str| status.iter().find(|s| s["name"] == name).unwrap()["state"].clone();
     assert_eq!(state("split"), "fresh");
     assert_eq!(state("train"), "dirty");
-    let train_key = status.iter().find(|s| s["name"] == "train").unwrap()["key"].as_str().unwrap().to_string();
+    let train_key = status.iter().find(|s| s["name"] == "train").unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(!p.root.join("cache/v1/entries").join(&train_key).exists());
     // The next run picks up where the killed one stopped.
     p.edit("epochs: 40", "epochs: 1");
     let run = p.ok(&["run"]);
-    assert_eq!(stages_with(&run, "Running "), set(&["train", "evaluate"]), "{run}");
-    let leftovers = std::fs::read_dir(p.root.join("cache/v1/tmp")).unwrap().count();
+    assert_eq!(
+        stages_with(&run, "Running "),
+        set(&["train", "evaluate"]),
+        "{run}"
+    );
+    let leftovers = std::fs::read_dir(p.root.join("cache/v1/tmp"))
+        .unwrap()
+        .count();
     assert_eq!(leftovers, 0, "the next run clears what the killed one left");
 }
 
@@ -389,7 +460,10 @@ fn serve(jpeg: Vec<u8>) -> (u16, Arc<AtomicUsize>) {
                     r.extend_from_slice(body);
                     r
                 };
-                let status = |code: &str| format!("HTTP/1.1 {code}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").into_bytes();
+                let status = |code: &str| {
+                    format!("HTTP/1.1 {code}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                        .into_bytes()
+                };
                 let response = match path.as_str() {
                     "/ok.jpg" => ok(&jpeg),
                     "/missing.jpg" => status("404 Not Found"),
@@ -406,7 +480,11 @@ fn serve(jpeg: Vec<u8>) -> (u16, Arc<AtomicUsize>) {
                         ok(&jpeg)
                     }
                     "/truncated.jpg" => {
-                        let mut r = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", jpeg.len()).into_bytes();
+                        let mut r = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                            jpeg.len()
+                        )
+                        .into_bytes();
                         r.extend_from_slice(&jpeg[..jpeg.len() / 2]);
                         r
                     }
@@ -423,18 +501,37 @@ fn serve(jpeg: Vec<u8>) -> (u16, Arc<AtomicUsize>) {
 #[test]
 fn download_handles_a_real_http_server() {
     let sample = Path::new(REPO).join("data/sample/posters");
-    let jpeg = std::fs::read(std::fs::read_dir(&sample).unwrap().next().unwrap().unwrap().path()).unwrap();
+    let jpeg = std::fs::read(
+        std::fs::read_dir(&sample)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path(),
+    )
+    .unwrap();
     let (port, flaky_hits) = serve(jpeg.clone());
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     std::fs::create_dir_all(root.join("data")).unwrap();
     let url = |p: &str| format!("http://127.0.0.1:{port}/{p}");
     let mut csv = String::from("imdbId,Imdb Link,Title,IMDB Score,Genre,Poster\n");
-    for (id, route) in ["ok.jpg", "missing.jpg", "error.jpg", "flaky.jpg", "slow.jpg", "truncated.jpg"]
-        .iter()
-        .enumerate()
+    for (id, route) in [
+        "ok.jpg",
+        "missing.jpg",
+        "error.jpg",
+        "flaky.jpg",
+        "slow.jpg",
+        "truncated.jpg",
+    ]
+    .iter()
+    .enumerate()
     {
-        csv.push_str(&format!("{},l,Movie {id} (2010),5,Drama,{}\n", id + 1, url(route)));
+        csv.push_str(&format!(
+            "{},l,Movie {id} (2010),5,Drama,{}\n",
+            id + 1,
+            url(route)
+        ));
     }
     std::fs::write(root.join("data/movies.csv"), csv).unwrap();
     std::fs::write(
@@ -442,9 +539,17 @@ fn download_handles_a_real_http_server() {
         "stages:\n  ingest:\n    kind: ingest\n    files: {csv: data/movies.csv}\n  download:\n    kind: download\n    inputs: {movies: ingest}\n    files: {root: data}\n    params: {timeout_secs: 1, retries: 1, backoff_ms: 10}\n",
     )
     .unwrap();
-    let out = Command::new(BIN).args(["run"]).current_dir(root).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["run"])
+        .current_dir(root)
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let p = Project {
         _dir: tempfile::tempdir().unwrap(),
         root: root.to_path_buf(),
@@ -453,20 +558,44 @@ fn download_handles_a_real_http_server() {
         &std::fs::read_to_string(p.output_of("download").join("summary.json")).unwrap(),
     )
     .unwrap();
-    assert_eq!(summary["stored"], 2, "ok and flaky (after a retry): {summary:#}");
-    assert_eq!(summary["distinct_files"], 1, "identical posters are stored once");
-    assert_eq!(flaky_hits.load(Ordering::SeqCst), 2, "flaky was retried once");
+    assert_eq!(
+        summary["stored"], 2,
+        "ok and flaky (after a retry): {summary:#}"
+    );
+    assert_eq!(
+        summary["distinct_files"], 1,
+        "identical posters are stored once"
+    );
+    assert_eq!(
+        flaky_hits.load(Ordering::SeqCst),
+        2,
+        "flaky was retried once"
+    );
     let reasons: Vec<(u64, String)> = summary["failures"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|f| (f["id"].as_u64().unwrap(), f["reason"].as_str().unwrap().to_string()))
+        .map(|f| {
+            (
+                f["id"].as_u64().unwrap(),
+                f["reason"].as_str().unwrap().to_string(),
+            )
+        })
         .collect();
     let reason = |id: u64| reasons.iter().find(|(i, _)| *i == id).unwrap().1.clone();
     assert_eq!(reason(2), "HTTP 404");
-    assert!(reason(3).starts_with("HTTP 500 (after 2 attempts)"), "{}", reason(3));
+    assert!(
+        reason(3).starts_with("HTTP 500 (after 2 attempts)"),
+        "{}",
+        reason(3)
+    );
     assert!(reason(5).starts_with("timed out"), "{}", reason(5));
     assert!(reason(6).starts_with("transfer failed"), "{}", reason(6));
-    let stored = std::fs::read(p.output_of("download").join("posters").join(blake3::hash(&jpeg).to_hex().as_str())).unwrap();
+    let stored = std::fs::read(
+        p.output_of("download")
+            .join("posters")
+            .join(blake3::hash(&jpeg).to_hex().as_str()),
+    )
+    .unwrap();
     assert_eq!(stored, jpeg);
 }

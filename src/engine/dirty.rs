@@ -94,7 +94,11 @@ pub struct Current<'a> {
 }
 
 /// Explains why `current` does not match the lock entry; `damage` describes a broken cache entry.
-pub fn explain(current: &Current<'_>, locked: Option<&LockedStage>, damage: Option<String>) -> Vec<Reason> {
+pub fn explain(
+    current: &Current<'_>,
+    locked: Option<&LockedStage>,
+    damage: Option<String>,
+) -> Vec<Reason> {
     let Some(locked) = locked else {
         return vec![damage.map_or(Reason::NeverRun, Reason::OutputMissing)];
     };
@@ -195,7 +199,10 @@ mod tests {
         );
         assert_eq!(
             changes,
-            ["resize.mode.kind \"stretch\" -> \"crop\"", "resize.width 64 -> 96"]
+            [
+                "resize.mode.kind \"stretch\" -> \"crop\"",
+                "resize.width 64 -> 96"
+            ]
         );
     }
 }

@@ -87,12 +87,57 @@ mod tests {
 
     #[test]
     fn every_field_changes_the_key() {
-        let base = key(1, json!({"width": 64}), &[("movies", "aa")], &[("csv", "bb")]);
-        assert_eq!(base, key(1, json!({"width": 64}), &[("movies", "aa")], &[("csv", "bb")]));
-        assert_ne!(base, key(2, json!({"width": 64}), &[("movies", "aa")], &[("csv", "bb")]));
-        assert_ne!(base, key(1, json!({"width": 96}), &[("movies", "aa")], &[("csv", "bb")]));
-        assert_ne!(base, key(1, json!({"width": 64}), &[("movies", "ab")], &[("csv", "bb")]));
-        assert_ne!(base, key(1, json!({"width": 64}), &[("movies", "aa")], &[("csv", "bc")]));
+        let base = key(
+            1,
+            json!({"width": 64}),
+            &[("movies", "aa")],
+            &[("csv", "bb")],
+        );
+        assert_eq!(
+            base,
+            key(
+                1,
+                json!({"width": 64}),
+                &[("movies", "aa")],
+                &[("csv", "bb")]
+            )
+        );
+        assert_ne!(
+            base,
+            key(
+                2,
+                json!({"width": 64}),
+                &[("movies", "aa")],
+                &[("csv", "bb")]
+            )
+        );
+        assert_ne!(
+            base,
+            key(
+                1,
+                json!({"width": 96}),
+                &[("movies", "aa")],
+                &[("csv", "bb")]
+            )
+        );
+        assert_ne!(
+            base,
+            key(
+                1,
+                json!({"width": 64}),
+                &[("movies", "ab")],
+                &[("csv", "bb")]
+            )
+        );
+        assert_ne!(
+            base,
+            key(
+                1,
+                json!({"width": 64}),
+                &[("movies", "aa")],
+                &[("csv", "bc")]
+            )
+        );
     }
 
     #[test]

@@ -125,9 +125,8 @@ impl Plan {
                     ));
                 }
             }
-            let raw = yaml_to_json(&stage_spec.params).map_err(|message| {
-                spec.error(&format!("{key}.params"), message, None)
-            })?;
+            let raw = yaml_to_json(&stage_spec.params)
+                .map_err(|message| spec.error(&format!("{key}.params"), message, None))?;
             let params = stage.canonical_params(&raw).map_err(|err| {
                 let param_key = if err.path == "." || err.path.is_empty() {
                     format!("{key}.params")
@@ -184,13 +183,19 @@ impl Plan {
     }
 
     /// Checks that every name is a stage, suggesting the closest one otherwise.
-    pub fn check_names<'a>(&self, names: impl IntoIterator<Item = &'a String>) -> Result<(), String> {
+    pub fn check_names<'a>(
+        &self,
+        names: impl IntoIterator<Item = &'a String>,
+    ) -> Result<(), String> {
         for name in names {
             if self.stage(name).is_none() {
                 let hint = closest(name, self.stages.iter().map(|s| s.name.as_str()))
                     .map(|s| format!("; did you mean `{s}`?"))
                     .unwrap_or_default();
-                return Err(format!("no stage named `{name}` in `{}`{hint}", self.file.display()));
+                return Err(format!(
+                    "no stage named `{name}` in `{}`{hint}",
+                    self.file.display()
+                ));
             }
         }
         Ok(())
@@ -249,7 +254,10 @@ fn topo_sort(spec: &SpecFile, stages: Vec<PlannedStage>) -> Result<Vec<PlannedSt
                 return Err(spec.error(
                     &format!("stages.{}.inputs", cycle[0]),
                     format!("the stages form a cycle: {}", cycle.join(" -> ")),
-                    Some("a stage cannot depend on its own output; remove one of these inputs".into()),
+                    Some(
+                        "a stage cannot depend on its own output; remove one of these inputs"
+                            .into(),
+                    ),
                 ));
             }
         }
@@ -303,7 +311,9 @@ fn edit_distance(a: &str, b: &str) -> usize {
         row[0] = i + 1;
         for (j, cb) in b.iter().enumerate() {
             let old = row[j + 1];
-            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(row[j + 1] + 1);
+            row[j + 1] = (prev + usize::from(ca != *cb))
+                .min(row[j] + 1)
+                .min(row[j + 1] + 1);
             prev = old;
         }
     }

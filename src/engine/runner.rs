@@ -155,7 +155,11 @@ impl<'a> Engine<'a> {
     }
 
     /// Brings the selected stages up to date (or says what would run, with `dry_run`).
-    pub fn run(&self, options: &RunOptions, reporter: &dyn Reporter) -> Result<RunOutcome, EngineError> {
+    pub fn run(
+        &self,
+        options: &RunOptions,
+        reporter: &dyn Reporter,
+    ) -> Result<RunOutcome, EngineError> {
         self.plan
             .check_names(options.targets.iter().chain(&options.force))
             .map_err(EngineError::Usage)?;
@@ -181,7 +185,12 @@ impl<'a> Engine<'a> {
         let mut reran: BTreeSet<String> = BTreeSet::new();
         let mut broken: BTreeSet<String> = BTreeSet::new();
 
-        for stage in self.plan.stages.iter().filter(|s| selected.contains(&s.name)) {
+        for stage in self
+            .plan
+            .stages
+            .iter()
+            .filter(|s| selected.contains(&s.name))
+        {
             let blocked: Vec<String> = stage
                 .inputs
                 .values()
@@ -195,7 +204,9 @@ impl<'a> Engine<'a> {
             }
             let forced = force.contains(&stage.name);
             match self.assess(stage, &digests, &lock, forced)? {
-                Assessment::Fresh { manifest, locked, .. } => {
+                Assessment::Fresh {
+                    manifest, locked, ..
+                } => {
                     let upstream_reran: Vec<&str> = stage
                         .inputs
                         .values()
@@ -220,7 +231,11 @@ impl<'a> Engine<'a> {
                         self.publish(stage, &manifest.key, reporter, &mut outcome)?;
                     }
                 }
-                Assessment::Dirty { key, reasons, locked } => {
+                Assessment::Dirty {
+                    key,
+                    reasons,
+                    locked,
+                } => {
                     if options.dry_run {
                         reporter.would_run(&stage.name, &reasons);
                         outcome.would_run.push(stage.name.clone());
@@ -230,7 +245,14 @@ impl<'a> Engine<'a> {
                     }
                     let key = key.expect("inputs are known when not a dry run");
                     let locked = locked.expect("a lock record whenever the key is known");
-                    match self.execute(stage, &key, &entry_keys, &reasons, options.threads, reporter) {
+                    match self.execute(
+                        stage,
+                        &key,
+                        &entry_keys,
+                        &reasons,
+                        options.threads,
+                        reporter,
+                    ) {
                         Ok(manifest) => {
                             let mut locked = locked;
                             locked.outputs = outputs_of(&manifest);
@@ -399,7 +421,11 @@ impl<'a> Engine<'a> {
                     .collect(),
                 key: &key,
             };
-            explain(&current, lock.stages.get(&stage.name), self.store.damage(&key))
+            explain(
+                &current,
+                lock.stages.get(&stage.name),
+                self.store.damage(&key),
+            )
         };
         Ok(Assessment::Dirty {
             key: Some(key),
@@ -462,7 +488,13 @@ impl<'a> Engine<'a> {
         let seconds = started.elapsed().as_secs_f64();
         let manifest = self
             .store
-            .commit(pending, &stage.name, stage.stage.kind(), summary.lines.clone(), seconds)
+            .commit(
+                pending,
+                &stage.name,
+                stage.stage.kind(),
+                summary.lines.clone(),
+                seconds,
+            )
             .map_err(|e| e.to_string())?;
         reporter.finished(&stage.name, seconds, &summary.lines);
         Ok(manifest)

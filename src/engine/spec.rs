@@ -106,9 +106,9 @@ impl SpecFile {
                 if let Some(at) = message.find(" at line ") {
                     message.truncate(at);
                 }
-                let help = message
-                    .contains("unknown field")
-                    .then(|| "a stage takes `kind`, `inputs`, `files`, `params` and `publish`".into());
+                let help = message.contains("unknown field").then(|| {
+                    "a stage takes `kind`, `inputs`, `files`, `params` and `publish`".into()
+                });
                 return Err(SpecError {
                     path: path.to_path_buf(),
                     line,
@@ -174,7 +174,9 @@ pub fn line_of(text: &str, key: &str) -> Option<usize> {
         let Some(colon) = trimmed.find(':') else {
             continue;
         };
-        let name = trimmed[..colon].trim().trim_matches(|c| c == '"' || c == '\'');
+        let name = trimmed[..colon]
+            .trim()
+            .trim_matches(|c| c == '"' || c == '\'');
         while stack.last().is_some_and(|(i, _)| *i >= indent) {
             stack.pop();
         }

@@ -37,7 +37,7 @@ pub struct StoreError {
     pub source: io::Error,
 }
 
-fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
     move |source| StoreError {
         action,
         path: path.to_path_buf(),
@@ -397,7 +397,10 @@ mod tests {
         let pending = store.begin("k1").unwrap();
         fs::create_dir_all(pending.out_dir().join("sub")).unwrap();
         fs::write(pending.out_dir().join("sub/a.txt"), b"hello").unwrap();
-        assert!(store.fresh("k1").is_none(), "nothing is fresh before commit");
+        assert!(
+            store.fresh("k1").is_none(),
+            "nothing is fresh before commit"
+        );
         let manifest = store.commit(pending, "s", "kind", vec![], 0.0).unwrap();
         assert_eq!(manifest.files["sub/a.txt"].size, 5);
         assert!(store.fresh("k1").is_some());

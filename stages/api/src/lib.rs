@@ -188,14 +188,14 @@ impl StageError {
     }
 }
 
-/// Adds what the stage was doing to a library error: `result.context("reading `x`")?`.
+/// Adds what the stage was doing to a library error: `result.during("reading `x`")?`.
 pub trait ResultExt<T> {
     /// Wraps the error into [`StageError::Library`].
-    fn context(self, context: impl Into<String>) -> Result<T, StageError>;
+    fn during(self, context: impl Into<String>) -> Result<T, StageError>;
 }
 
 impl<T, E: Into<Box<dyn StdError + Send + Sync>>> ResultExt<T> for Result<T, E> {
-    fn context(self, context: impl Into<String>) -> Result<T, StageError> {
+    fn during(self, context: impl Into<String>) -> Result<T, StageError> {
         self.map_err(|err| StageError::library(context, err))
     }
 }
@@ -218,15 +218,15 @@ pub fn write_file(path: &Path, bytes: impl AsRef<[u8]>) -> Result<(), StageError
 
 /// Writes `value` as pretty JSON.
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StageError> {
-    let text = serde_json::to_string_pretty(value)
-        .context(format!("serialising `{}`", path.display()))?;
+    let text =
+        serde_json::to_string_pretty(value).during(format!("serialising `{}`", path.display()))?;
     write_file(path, text + "\n")
 }
 
 /// Reads JSON written by [`write_json`].
 pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, StageError> {
     let bytes = read_file(path)?;
-    serde_json::from_slice(&bytes).context(format!("parsing `{}`", path.display()))
+    serde_json::from_slice(&bytes).during(format!("parsing `{}`", path.display()))
 }
 
 /// Creates a directory and its parents, naming it in the error.

@@ -103,8 +103,8 @@ impl Stage for Download {
         let ids = i64_column(&movies, "imdbId", &movies_path)?;
         let sources = str_column(&movies, "poster", &movies_path)?;
         let items: Vec<(i64, String)> = ids
-            .into_iter()
-            .zip(sources)
+            .iter()
+            .zip(sources.iter())
             .map(|(id, src)| (id.unwrap_or_default(), src.unwrap_or_default().to_string()))
             .collect();
         let root = ctx.file("root")?;
@@ -116,13 +116,15 @@ impl Stage for Download {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(concurrency)
             .build()
-            .context("starting download threads")?;
+            .during("starting download threads")?;
         ctx.progress.start("download", items.len() as u64);
         let results: Vec<Fetched> = pool.install(|| {
             items
                 .par_iter()
                 .map(|(id, source)| {
-                    let result = fetcher.fetch(source).and_then(|bytes| store(&posters, &bytes));
+                    let result = fetcher
+                        .fetch(source)
+                        .and_then(|bytes| store(&posters, &bytes));
                     ctx.progress.advance(1);
                     match result {
                         Ok((file, bytes)) => Fetched {
@@ -187,21 +189,35 @@ fn summarise(results: &[Fetched], posters: &Path) -> Result<DownloadSummary, Sta
 
 /// Groups reasons for counting: `HTTP 404 Not Found` and `HTTP 404 ...` count together.
 fn reason_class(reason: &str) -> String {
-    reason.split(':').next().unwrap_or(reason).trim().to_string()
+    reason
+        .split(':')
+        .next()
+        .unwrap_or(reason)
+        .trim()
+        .to_string()
 }
 
 fn write_results(path: &Path, results: &[Fetched]) -> Result<(), StageError> {
     let mut df = DataFrame::new(
         results.len(),
         vec![
-            Column::new("imdbId".into(), results.iter().map(|r| r.id).collect::<Vec<_>>()),
+            Column::new(
+                "imdbId".into(),
+                results.iter().map(|r| r.id).collect::<Vec<_>>(),
+            ),
             Column::new(
                 "source".into(),
-                results.iter().map(|r| r.source.as_str()).collect::<Vec<_>>(),
+                results
+                    .iter()
+                    .map(|r| r.source.as_str())
+                    .collect::<Vec<_>>(),
             ),
             Column::new(
                 "file".into(),
-                results.iter().map(|r| r.file.as_deref()).collect::<Vec<_>>(),
+                results
+                    .iter()
+                    .map(|r| r.file.as_deref())
+                    .collect::<Vec<_>>(),
             ),
             Column::new(
                 "bytes".into(),
@@ -209,11 +225,14 @@ fn write_results(path: &Path, results: &[Fetched]) -> Result<(), StageError> {
             ),
             Column::new(
                 "reason".into(),
-                results.iter().map(|r| r.reason.as_deref()).collect::<Vec<_>>(),
+                results
+                    .iter()
+                    .map(|r| r.reason.as_deref())
+                    .collect::<Vec<_>>(),
             ),
         ],
     )
-    .context("building the downloads table")?;
+    .during("building the downloads table")?;
     write_table(path, &mut df)
 }
 
@@ -287,12 +306,19 @@ impl Fetcher {
         } else {
             self.root.join(candidate)
         };
+        // Refuse `..` escapes before touching the file system, then symlink escapes after.
+        if !lexically_normal(&full).starts_with(&self.root) {
+            return Err(format!(
+                "refused: `{path}` is outside the data root `{}`",
+                self.root.display()
+            ));
+        }
         let resolved = full
             .canonicalize()
             .map_err(|e| format!("file not found: `{path}` ({e})"))?;
         if !resolved.starts_with(&self.root) {
             return Err(format!(
-                "refused: `{path}` is outside the data root `{}`",
+                "refused: `{path}` links outside the data root `{}`",
                 self.root.display()
             ));
         }
@@ -351,6 +377,21 @@ impl Fetcher {
     }
 }
 
+/// `path` with `.` and `..` components resolved without the file system.
+fn lexically_normal(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -366,9 +407,30 @@ mod tests {
         assert_eq!(fetcher.fetch("a.jpg").unwrap(), b"poster");
         let file_url = format!("file://{}", root.join("a.jpg").display());
         assert_eq!(fetcher.fetch(&file_url).unwrap(), b"poster");
-        assert!(fetcher.fetch("../secret").unwrap_err().starts_with("refused"));
-        assert!(fetcher.fetch("ftp://x/y").unwrap_err().starts_with("unsupported scheme"));
-        assert!(fetcher.fetch("missing.jpg").unwrap_err().starts_with("file not found"));
+        assert!(
+            fetcher
+                .fetch("../secret")
+                .unwrap_err()
+                .starts_with("refused")
+        );
+        assert!(
+            fetcher
+                .fetch("../../etc/passwd")
+                .unwrap_err()
+                .starts_with("refused")
+        );
+        assert!(
+            fetcher
+                .fetch("ftp://x/y")
+                .unwrap_err()
+                .starts_with("unsupported scheme")
+        );
+        assert!(
+            fetcher
+                .fetch("missing.jpg")
+                .unwrap_err()
+                .starts_with("file not found")
+        );
     }
 
     #[test]

@@ -101,7 +101,9 @@ impl Stage for Evaluate {
         let (_, val) = load_split(data, "val")?;
         let (_, test) = load_split(data, "test")?;
         if test.is_empty() {
-            return Err(StageError::invalid("the test split is empty; nothing to evaluate"));
+            return Err(StageError::invalid(
+                "the test split is empty; nothing to evaluate",
+            ));
         }
         let genres = spec.genres.len();
         ctx.progress.message("predicting");
@@ -128,7 +130,9 @@ impl Stage for Evaluate {
         let baseline_pred: Vec<u8> = (0..test.len())
             .flat_map(|_| (0..genres).map(|g| u8::from(baseline_set.contains(&g))))
             .collect();
-        let baseline_scores: Vec<f32> = (0..test.len()).flat_map(|_| frequencies.iter().copied()).collect();
+        let baseline_scores: Vec<f32> = (0..test.len())
+            .flat_map(|_| frequencies.iter().copied())
+            .collect();
         let baseline_genres = per_genre(&test.labels, &baseline_pred, &baseline_scores, genres);
         let baseline_headline = headline(&test.labels, &baseline_pred, &baseline_genres, genres);
 
@@ -139,7 +143,11 @@ impl Stage for Evaluate {
             genres: names.clone(),
             per_genre: names.iter().cloned().zip(model_genres).collect(),
             baseline_per_genre: names.iter().cloned().zip(baseline_genres).collect(),
-            thresholds: names.iter().cloned().zip(thresholds.iter().copied()).collect(),
+            thresholds: names
+                .iter()
+                .cloned()
+                .zip(thresholds.iter().copied())
+                .collect(),
             baseline_genres: baseline_set.iter().map(|&g| names[g].clone()).collect(),
             n_test: test.len(),
             n_val: val.len(),
@@ -149,7 +157,13 @@ impl Stage for Evaluate {
         let examples: Vec<Example> = (0..test.len().min(params.examples))
             .map(|r| {
                 let mut top: Vec<(String, f32, bool)> = (0..genres)
-                    .map(|g| (names[g].clone(), test_scores[r * genres + g], predicted[r * genres + g] == 1))
+                    .map(|g| {
+                        (
+                            names[g].clone(),
+                            test_scores[r * genres + g],
+                            predicted[r * genres + g] == 1,
+                        )
+                    })
                     .collect();
                 top.sort_by(|a, b| b.1.total_cmp(&a.1));
                 top.truncate(4);
@@ -176,7 +190,10 @@ impl Stage for Evaluate {
         Ok(RunSummary::new([
             format!(
                 "model:    micro F1 {:.3}, macro F1 {:.3}, samples F1 {:.3}, ROC-AUC {:.3}",
-                metrics.model.micro_f1, metrics.model.macro_f1, metrics.model.samples_f1, metrics.model.roc_auc_macro
+                metrics.model.micro_f1,
+                metrics.model.macro_f1,
+                metrics.model.samples_f1,
+                metrics.model.roc_auc_macro
             ),
             format!(
                 "baseline: micro F1 {:.3}, macro F1 {:.3}, samples F1 {:.3}, ROC-AUC {:.3} (always {})",
@@ -198,21 +215,30 @@ pub fn baseline(train_labels: &[u8], genres: usize) -> (Vec<usize>, Vec<f32>) {
     for (i, &l) in train_labels.iter().enumerate() {
         counts[i % genres] += l as usize;
     }
-    let k = ((counts.iter().sum::<usize>() as f64 / rows as f64).round() as usize).clamp(1, genres.max(1));
+    let k = ((counts.iter().sum::<usize>() as f64 / rows as f64).round() as usize)
+        .clamp(1, genres.max(1));
     let mut order: Vec<usize> = (0..genres).collect();
     order.sort_by(|a, b| counts[*b].cmp(&counts[*a]).then(a.cmp(b)));
     order.truncate(k);
     order.sort();
-    (order, counts.iter().map(|&c| c as f32 / rows as f32).collect())
+    (
+        order,
+        counts.iter().map(|&c| c as f32 / rows as f32).collect(),
+    )
 }
 
 fn titles(filter_output: &Path) -> Result<BTreeMap<i64, String>, StageError> {
     let path = filter_output.join("movies.parquet");
     let table = read_table(&path)?;
     Ok(i64_column(&table, "imdbId", &path)?
-        .into_iter()
-        .zip(str_column(&table, "title", &path)?)
-        .map(|(id, title)| (id.unwrap_or_default(), title.unwrap_or_default().to_string()))
+        .iter()
+        .zip(str_column(&table, "title", &path)?.iter())
+        .map(|(id, title)| {
+            (
+                id.unwrap_or_default(),
+                title.unwrap_or_default().to_string(),
+            )
+        })
         .collect())
 }
 

@@ -39,7 +39,12 @@ fn f1(tp: usize, fp: usize, fn_: usize) -> f64 {
 }
 
 /// Per-genre metrics of 0/1 `predicted` against `truth`, with `scores` for AUC. Row-major `[rows, genres]`.
-pub fn per_genre(truth: &[u8], predicted: &[u8], scores: &[f32], genres: usize) -> Vec<GenreMetrics> {
+pub fn per_genre(
+    truth: &[u8],
+    predicted: &[u8],
+    scores: &[f32],
+    genres: usize,
+) -> Vec<GenreMetrics> {
     let rows = truth.len() / genres.max(1);
     (0..genres)
         .map(|g| {
@@ -53,8 +58,16 @@ pub fn per_genre(truth: &[u8], predicted: &[u8], scores: &[f32], genres: usize) 
                 column.push((scores[r * genres + g], t));
             }
             GenreMetrics {
-                precision: if tp + fp == 0 { 0.0 } else { tp as f64 / (tp + fp) as f64 },
-                recall: if tp + fn_ == 0 { 0.0 } else { tp as f64 / (tp + fn_) as f64 },
+                precision: if tp + fp == 0 {
+                    0.0
+                } else {
+                    tp as f64 / (tp + fp) as f64
+                },
+                recall: if tp + fn_ == 0 {
+                    0.0
+                } else {
+                    tp as f64 / (tp + fn_) as f64
+                },
                 f1: f1(tp, fp, fn_),
                 support: tp + fn_,
                 roc_auc: roc_auc(&column),
@@ -64,7 +77,12 @@ pub fn per_genre(truth: &[u8], predicted: &[u8], scores: &[f32], genres: usize) 
 }
 
 /// Headline metrics from the same inputs as [`per_genre`].
-pub fn headline(truth: &[u8], predicted: &[u8], per_genre: &[GenreMetrics], genres: usize) -> Headline {
+pub fn headline(
+    truth: &[u8],
+    predicted: &[u8],
+    per_genre: &[GenreMetrics],
+    genres: usize,
+) -> Headline {
     let (mut tp, mut fp, mut fn_) = (0, 0, 0);
     for (&t, &p) in truth.iter().zip(predicted) {
         tp += usize::from(t == 1 && p == 1);
@@ -76,10 +94,21 @@ pub fn headline(truth: &[u8], predicted: &[u8], per_genre: &[GenreMetrics], genr
     let aucs = per_genre.iter().filter_map(|m| m.roc_auc);
     let rows = truth.len() / genres.max(1);
     let samples_f1 = mean((0..rows).map(|r| {
-        let (t, p) = (&truth[r * genres..(r + 1) * genres], &predicted[r * genres..(r + 1) * genres]);
-        let both = t.iter().zip(p).filter(|(a, b)| **a == 1 && **b == 1).count();
+        let (t, p) = (
+            &truth[r * genres..(r + 1) * genres],
+            &predicted[r * genres..(r + 1) * genres],
+        );
+        let both = t
+            .iter()
+            .zip(p)
+            .filter(|(a, b)| **a == 1 && **b == 1)
+            .count();
         let sizes = t.iter().filter(|v| **v == 1).count() + p.iter().filter(|v| **v == 1).count();
-        if sizes == 0 { 1.0 } else { 2.0 * both as f64 / sizes as f64 }
+        if sizes == 0 {
+            1.0
+        } else {
+            2.0 * both as f64 / sizes as f64
+        }
     }));
     Headline {
         micro_f1: f1(tp, fp, fn_),

@@ -96,9 +96,21 @@ impl DataQuality {
         let d: DownloadSummary = read_json(&download.join("summary.json"))?;
         let f: FilterSummary = read_json(&filter.join("summary.json"))?;
         let mut counts = Vec::new();
-        counts.extend(i.dropped.into_iter().map(|(r, n)| ("ingest".to_string(), r, n)));
-        counts.extend(d.failed_by_reason.into_iter().map(|(r, n)| ("download".to_string(), r, n)));
-        counts.extend(f.dropped.into_iter().map(|(r, n)| ("filter".to_string(), r, n)));
+        counts.extend(
+            i.dropped
+                .into_iter()
+                .map(|(r, n)| ("ingest".to_string(), r, n)),
+        );
+        counts.extend(
+            d.failed_by_reason
+                .into_iter()
+                .map(|(r, n)| ("download".to_string(), r, n)),
+        );
+        counts.extend(
+            f.dropped
+                .into_iter()
+                .map(|(r, n)| ("filter".to_string(), r, n)),
+        );
         let rows = vec![
             (
                 "ingest: unusable CSV rows".to_string(),
@@ -127,7 +139,7 @@ impl DataQuality {
                 f.broken_posters.into_iter().map(filter_skip).collect(),
             ),
             (
-                "filter: other movies left out (first 200)".to_string(),
+                "filter: other movies left out (first 50 of each reason)".to_string(),
                 f.dropped_movies.into_iter().map(filter_skip).collect(),
             ),
         ];
@@ -255,7 +267,9 @@ pub fn render(
             e.id
         );
     }
-    h.push_str("</table><p class=\"muted\">Green: predicted and true. Red: predicted but not true.</p>");
+    h.push_str(
+        "</table><p class=\"muted\">Green: predicted and true. Red: predicted but not true.</p>",
+    );
 
     let _ = write!(
         h,
@@ -264,7 +278,12 @@ pub fn render(
         escape(&quality.encoding)
     );
     for (stage, reason, n) in &quality.counts {
-        let _ = write!(h, "<tr><td>{}</td><td>{}</td><td>{n}</td></tr>", escape(stage), escape(reason));
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{n}</td></tr>",
+            escape(stage),
+            escape(reason)
+        );
     }
     h.push_str("</table>");
     for (title, rows) in &quality.rows {
@@ -302,7 +321,14 @@ fn loss_chart(history: &History) -> String {
         .flat_map(|e| [e.train_loss, e.val_loss])
         .fold(f64::MIN, f64::max)
         .max(1e-9);
-    let x = |i: usize| pad + (w - 2.0 * pad) * if n > 1 { i as f64 / (n - 1) as f64 } else { 0.5 };
+    let x = |i: usize| {
+        pad + (w - 2.0 * pad)
+            * if n > 1 {
+                i as f64 / (n - 1) as f64
+            } else {
+                0.5
+            }
+    };
     let y = |v: f64| h - pad - (h - 2.0 * pad) * (v / max);
     let line = |get: fn(&stage_train::EpochRecord) -> f64| {
         history

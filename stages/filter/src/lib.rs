@@ -5,7 +5,6 @@
 //! `min_genre_count` movies among the others kept. Every dropped movie is counted by reason.
 
 use std::collections::BTreeMap;
-use std::io::Cursor;
 use std::path::Path;
 
 use pipeline_api::{
@@ -14,7 +13,11 @@ use pipeline_api::{
 use polars::prelude::*;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+use stage_shards::poster::decode_rgb;
 use stage_shards::{i64_column, read_table, str_column, write_table};
+
+/// Dropped movies listed per reason (all are counted).
+pub const EXAMPLES_PER_REASON: usize = 50;
 
 /// The filter stage kind.
 pub struct Filter;
@@ -71,7 +74,7 @@ pub struct FilterSummary {
     pub dropped: BTreeMap<String, usize>,
     /// Posters that were downloaded but do not decode (every one of them).
     pub broken_posters: Vec<DroppedMovie>,
-    /// The first other dropped movies (up to 200).
+    /// Other dropped movies: the first [`EXAMPLES_PER_REASON`] of each reason.
     pub dropped_movies: Vec<DroppedMovie>,
 }
 
@@ -111,7 +114,7 @@ impl Stage for Filter {
             broken_posters: Vec::new(),
             dropped_movies: Vec::new(),
         };
-        let mut drop = |summary: &mut FilterSummary, c: &Candidate, reason: String| {
+        let record_drop = |summary: &mut FilterSummary, c: &Candidate, reason: String| {
             let class = reason.split(':').next().unwrap_or(&reason).to_string();
             *summary.dropped.entry(class.clone()).or_default() += 1;
             let record = DroppedMovie {
@@ -121,7 +124,7 @@ impl Stage for Filter {
             };
             if class == "broken poster" {
                 summary.broken_posters.push(record);
-            } else if summary.dropped_movies.len() < 200 {
+            } else if summary.dropped[&class] <= EXAMPLES_PER_REASON {
                 summary.dropped_movies.push(record);
             }
         };
@@ -130,7 +133,7 @@ impl Stage for Filter {
         let mut survivors = Vec::new();
         for c in candidates {
             if let Some(err) = &c.download_error {
-                drop(&mut summary, &c, format!("no poster: {err}"));
+                record_drop(&mut summary, &c, format!("no poster: {err}"));
             } else if let Some(min) = params.min_year
                 && c.year.is_none_or(|y| y < min)
             {
@@ -138,7 +141,7 @@ impl Stage for Filter {
                     None => "no year in title".to_string(),
                     Some(_) => format!("released before {min}"),
                 };
-                drop(&mut summary, &c, reason);
+                record_drop(&mut summary, &c, reason);
             } else {
                 survivors.push(c);
             }
@@ -156,7 +159,7 @@ impl Stage for Filter {
         for (c, result) in survivors.into_iter().zip(decoded) {
             match result {
                 Ok(()) => decodable.push(c),
-                Err(err) => drop(&mut summary, &c, format!("broken poster: {err}")),
+                Err(err) => record_drop(&mut summary, &c, format!("broken poster: {err}")),
             }
         }
 
@@ -169,7 +172,7 @@ impl Stage for Filter {
                 .filter(|g| vocab.counts.contains_key(*g))
                 .collect();
             if genres.is_empty() {
-                drop(&mut summary, &c, "no genre in vocabulary".to_string());
+                record_drop(&mut summary, &c, "no genre in vocabulary".to_string());
             } else {
                 let genres = genres.join("|");
                 kept.push((c, genres));
@@ -179,12 +182,20 @@ impl Stage for Filter {
         let mut df = DataFrame::new(
             kept.len(),
             vec![
-                Column::new("imdbId".into(), kept.iter().map(|(c, _)| c.id).collect::<Vec<_>>()),
+                Column::new(
+                    "imdbId".into(),
+                    kept.iter().map(|(c, _)| c.id).collect::<Vec<_>>(),
+                ),
                 Column::new(
                     "title".into(),
-                    kept.iter().map(|(c, _)| c.title.as_str()).collect::<Vec<_>>(),
+                    kept.iter()
+                        .map(|(c, _)| c.title.as_str())
+                        .collect::<Vec<_>>(),
                 ),
-                Column::new("year".into(), kept.iter().map(|(c, _)| c.year).collect::<Vec<_>>()),
+                Column::new(
+                    "year".into(),
+                    kept.iter().map(|(c, _)| c.year).collect::<Vec<_>>(),
+                ),
                 Column::new(
                     "genres".into(),
                     kept.iter().map(|(_, g)| g.as_str()).collect::<Vec<_>>(),
@@ -197,7 +208,7 @@ impl Stage for Filter {
                 ),
             ],
         )
-        .context("building the filtered table")?;
+        .during("building the filtered table")?;
         write_table(&ctx.out_dir.join("movies.parquet"), &mut df)?;
         write_json(&ctx.out_dir.join("vocab.json"), &vocab)?;
         write_json(&ctx.out_dir.join("summary.json"), &summary)?;
@@ -213,7 +224,14 @@ impl Stage for Filter {
                 summary.considered,
                 vocab.genres.len()
             ),
-            format!("dropped: {}", if dropped.is_empty() { "none".into() } else { dropped.join(", ") }),
+            format!(
+                "dropped: {}",
+                if dropped.is_empty() {
+                    "none".into()
+                } else {
+                    dropped.join(", ")
+                }
+            ),
         ]))
     }
 }
@@ -225,9 +243,9 @@ fn load(movies_dir: &Path, posters_dir: &Path) -> Result<Vec<Candidate>, StageEr
     let downloads = read_table(&downloads_path)?;
     let mut fetched: BTreeMap<i64, (Option<String>, Option<String>)> = BTreeMap::new();
     for ((id, file), reason) in i64_column(&downloads, "imdbId", &downloads_path)?
-        .into_iter()
-        .zip(str_column(&downloads, "file", &downloads_path)?)
-        .zip(str_column(&downloads, "reason", &downloads_path)?)
+        .iter()
+        .zip(str_column(&downloads, "file", &downloads_path)?.iter())
+        .zip(str_column(&downloads, "reason", &downloads_path)?.iter())
     {
         fetched.insert(
             id.unwrap_or_default(),
@@ -237,16 +255,24 @@ fn load(movies_dir: &Path, posters_dir: &Path) -> Result<Vec<Candidate>, StageEr
     let years = movies
         .column("year")
         .and_then(|c| c.i32())
-        .context(format!("column `year` of `{}`", movies_path.display()))?;
+        .during(format!("column `year` of `{}`", movies_path.display()))?;
     let ids = i64_column(&movies, "imdbId", &movies_path)?;
     let titles = str_column(&movies, "title", &movies_path)?;
     let genres = str_column(&movies, "genres", &movies_path)?;
     let mut out = Vec::with_capacity(movies.height());
-    for (((id, title), year), genres) in ids.into_iter().zip(titles).zip(years).zip(genres) {
+    for (((id, title), year), genres) in ids
+        .iter()
+        .zip(titles.iter())
+        .zip(years.iter())
+        .zip(genres.iter())
+    {
         let id = id.unwrap_or_default();
         let (file, download_error) = match fetched.get(&id) {
             Some((Some(file), _)) => (Some(file.clone()), None),
-            Some((None, reason)) => (None, Some(reason.clone().unwrap_or_else(|| "failed".into()))),
+            Some((None, reason)) => (
+                None,
+                Some(reason.clone().unwrap_or_else(|| "failed".into())),
+            ),
             None => (None, Some("not downloaded".to_string())),
         };
         out.push(Candidate {
@@ -264,18 +290,7 @@ fn load(movies_dir: &Path, posters_dir: &Path) -> Result<Vec<Candidate>, StageEr
 /// Decodes the poster fully (a header alone says nothing about a truncated body).
 pub fn check_decodes(posters_dir: &Path, file: &str) -> Result<(), String> {
     let bytes = std::fs::read(posters_dir.join(file)).map_err(|e| format!("unreadable: {e}"))?;
-    let mut reader = image::ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| e.to_string())?;
-    let mut limits = image::Limits::default();
-    limits.max_image_width = Some(12_000);
-    limits.max_image_height = Some(12_000);
-    limits.max_alloc = Some(256 * 1024 * 1024);
-    reader.limits(limits);
-    if reader.format().is_none() {
-        return Err("not a known image format".into());
-    }
-    reader.decode().map(|_| ()).map_err(|e| e.to_string())
+    decode_rgb(&bytes).map(|_| ())
 }
 
 fn vocabulary(movies: &[Candidate], min_count: usize) -> Vocabulary {
@@ -313,7 +328,12 @@ mod tests {
 
     #[test]
     fn vocabulary_keeps_frequent_genres_most_frequent_first() {
-        let movies = [movie("Drama|Comedy"), movie("Drama"), movie("Comedy|War"), movie("Drama")];
+        let movies = [
+            movie("Drama|Comedy"),
+            movie("Drama"),
+            movie("Comedy|War"),
+            movie("Drama"),
+        ];
         let vocab = vocabulary(&movies, 2);
         assert_eq!(vocab.genres, ["Drama", "Comedy"]);
         assert_eq!(vocab.excluded["War"], 1);
@@ -324,7 +344,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut png = Vec::new();
         image::RgbImage::from_pixel(8, 8, image::Rgb([1, 2, 3]))
-            .write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png)
+            .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
             .unwrap();
         std::fs::write(dir.path().join("ok"), &png).unwrap();
         std::fs::write(dir.path().join("cut"), &png[..png.len() / 2]).unwrap();

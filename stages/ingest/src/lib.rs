@@ -19,7 +19,14 @@ use stage_shards::write_table;
 pub struct Ingest;
 
 /// Columns the CSV must have.
-pub const REQUIRED_COLUMNS: [&str; 6] = ["imdbId", "Imdb Link", "Title", "IMDB Score", "Genre", "Poster"];
+pub const REQUIRED_COLUMNS: [&str; 6] = [
+    "imdbId",
+    "Imdb Link",
+    "Title",
+    "IMDB Score",
+    "Genre",
+    "Poster",
+];
 
 /// How the CSV bytes are decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -132,7 +139,10 @@ pub fn decode(bytes: Vec<u8>, encoding: Encoding) -> Result<(String, &'static st
         Encoding::Latin1 => Ok((bytes.iter().map(|&b| b as char).collect(), "latin-1")),
         Encoding::Auto => match String::from_utf8(bytes) {
             Ok(text) => Ok((text, "utf-8")),
-            Err(err) => Ok((err.into_bytes().iter().map(|&b| b as char).collect(), "latin-1")),
+            Err(err) => Ok((
+                err.into_bytes().iter().map(|&b| b as char).collect(),
+                "latin-1",
+            )),
         },
     }
 }
@@ -155,11 +165,18 @@ pub fn ingest(path: &Path, encoding: Encoding) -> Result<(DataFrame, IngestSumma
     let raw = CsvReadOptions::default()
         .with_has_header(true)
         .with_infer_schema_length(Some(0)) // every column as text; rows are validated below
-        .map_parse_options(|p| p.with_truncate_ragged_lines(true).with_missing_is_null(true))
+        .map_parse_options(|p| {
+            p.with_truncate_ragged_lines(true)
+                .with_missing_is_null(true)
+        })
         .into_reader_with_file_handle(Cursor::new(text.into_bytes()))
         .finish()
-        .context(format!("parsing CSV `{}`", path.display()))?;
-    let present: Vec<String> = raw.get_column_names().iter().map(|s| s.to_string()).collect();
+        .during(format!("parsing CSV `{}`", path.display()))?;
+    let present: Vec<String> = raw
+        .get_column_names()
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     for column in REQUIRED_COLUMNS {
         if !present.iter().any(|p| p == column) {
             return Err(StageError::invalid(format!(
@@ -174,9 +191,13 @@ pub fn ingest(path: &Path, encoding: Encoding) -> Result<(DataFrame, IngestSumma
         Ok(raw
             .column(name)
             .and_then(|c| c.str().cloned())
-            .context(format!("column `{name}` of `{}`", path.display()))?
-            .into_iter()
-            .map(|v| v.map(str::trim).filter(|v| !v.is_empty()).map(str::to_string))
+            .during(format!("column `{name}` of `{}`", path.display()))?
+            .iter()
+            .map(|v| {
+                v.map(str::trim)
+                    .filter(|v| !v.is_empty())
+                    .map(str::to_string)
+            })
             .collect())
     };
     let (ids, titles, scores, genres, posters) = (
@@ -252,7 +273,7 @@ pub fn ingest(path: &Path, encoding: Encoding) -> Result<(DataFrame, IngestSumma
             Column::new("poster".into(), out_poster),
         ],
     )
-    .context("building the movies table")?;
+    .during("building the movies table")?;
     Ok((df, summary))
 }
 

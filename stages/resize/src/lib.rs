@@ -4,7 +4,6 @@
 //! and resized images whatever the dataset size. See README.md for the shard layout.
 
 use std::collections::BTreeMap;
-use std::io::Cursor;
 use std::path::Path;
 
 use fast_image_resize::images::Image;
@@ -15,6 +14,7 @@ use pipeline_api::{
 };
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+use stage_shards::poster::decode_rgb;
 use stage_shards::{Shard, ShardFile, ShardMeta, i64_column, read_table, str_column, write_shard};
 
 /// The resize stage kind.
@@ -87,7 +87,8 @@ impl Stage for Resize {
     }
     fn canonical_params(&self, raw: &serde_json::Value) -> Result<serde_json::Value, ParamError> {
         let canonical = canonicalize::<ResizeParams>(raw)?;
-        let p: ResizeParams = serde_json::from_value(canonical.clone()).expect("just canonicalised");
+        let p: ResizeParams =
+            serde_json::from_value(canonical.clone()).expect("just canonicalised");
         let bad = |path: &str, message: &str| ParamError {
             path: path.into(),
             message: message.into(),
@@ -111,15 +112,15 @@ impl Stage for Resize {
         let table_path = movies_dir.join("movies.parquet");
         let table = read_table(&table_path)?;
         let ids: Vec<i64> = i64_column(&table, "imdbId", &table_path)?
-            .into_iter()
+            .iter()
             .map(Option::unwrap_or_default)
             .collect();
         let files: Vec<String> = str_column(&table, "poster_file", &table_path)?
-            .into_iter()
+            .iter()
             .map(|f| f.unwrap_or_default().to_string())
             .collect();
         let genres: Vec<String> = str_column(&table, "genres", &table_path)?
-            .into_iter()
+            .iter()
             .map(|g| g.unwrap_or_default().to_string())
             .collect();
         let index: BTreeMap<&str, usize> = vocab
@@ -132,7 +133,7 @@ impl Stage for Resize {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(ctx.threads)
             .build()
-            .context("starting resize threads")?;
+            .during("starting resize threads")?;
         let pixels = (params.width * params.height * 3) as usize;
         let mut meta = ShardMeta {
             width: params.width as usize,
@@ -197,23 +198,17 @@ impl Stage for Resize {
 /// Decodes one poster and fits it into the target size; RGB, HWC.
 pub fn load_resized(path: &Path, params: &ResizeParams) -> Result<Vec<u8>, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("unreadable: {e}"))?;
-    let mut reader = image::ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| e.to_string())?;
-    let mut limits = image::Limits::default();
-    limits.max_image_width = Some(12_000);
-    limits.max_image_height = Some(12_000);
-    limits.max_alloc = Some(256 * 1024 * 1024);
-    reader.limits(limits);
-    let rgb = reader
-        .decode()
-        .map_err(|e| format!("broken poster: {e}"))?
-        .to_rgb8();
+    let rgb = decode_rgb(&bytes).map_err(|e| format!("broken poster: {e}"))?;
     resize_rgb(rgb.width(), rgb.height(), rgb.into_raw(), params)
 }
 
 /// Resizes packed RGB pixels according to `params.mode`.
-pub fn resize_rgb(width: u32, height: u32, rgb: Vec<u8>, params: &ResizeParams) -> Result<Vec<u8>, String> {
+pub fn resize_rgb(
+    width: u32,
+    height: u32,
+    rgb: Vec<u8>,
+    params: &ResizeParams,
+) -> Result<Vec<u8>, String> {
     let src = Image::from_vec_u8(width, height, rgb, PixelType::U8x3).map_err(|e| e.to_string())?;
     let alg = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear));
     let mut resizer = Resizer::new();
@@ -280,7 +275,10 @@ mod tests {
         let rgb = vec![200u8; 8 * 2 * 3];
         let padded = resize_rgb(8, 2, rgb.clone(), &params(Mode::Pad)).unwrap();
         assert_eq!(&padded[..12], &[0u8; 12], "top row is padding");
-        assert!(padded[4 * 4 * 3 / 2..][..3].iter().all(|&v| v > 150), "middle is image");
+        assert!(
+            padded[4 * 4 * 3 / 2..][..3].iter().all(|&v| v > 150),
+            "middle is image"
+        );
         let stretched = resize_rgb(8, 2, rgb, &params(Mode::Stretch)).unwrap();
         assert!(stretched.iter().all(|&v| v > 150));
     }

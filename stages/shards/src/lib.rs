@@ -12,6 +12,8 @@
 //! files with their row counts. Images are `Binary` because Parquet has no 8-bit physical type:
 //! a list of u8 would be stored as 4-byte ints.
 
+pub mod poster;
+
 use std::fs::File;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
@@ -28,7 +30,7 @@ pub fn read_table(path: &Path) -> Result<DataFrame, StageError> {
     })?;
     ParquetReader::new(file)
         .finish()
-        .context(format!("reading `{}`", path.display()))
+        .during(format!("reading `{}`", path.display()))
 }
 
 /// Writes a Parquet table (zstd).
@@ -40,22 +42,30 @@ pub fn write_table(path: &Path, df: &mut DataFrame) -> Result<(), StageError> {
     ParquetWriter::new(BufWriter::new(file))
         .with_compression(ParquetCompression::Zstd(None))
         .finish(df)
-        .context(format!("writing `{}`", path.display()))?;
+        .during(format!("writing `{}`", path.display()))?;
     Ok(())
 }
 
 /// The string column `name`, with a clear error when it is missing or of another type.
-pub fn str_column<'a>(df: &'a DataFrame, name: &str, path: &Path) -> Result<&'a StringChunked, StageError> {
+pub fn str_column<'a>(
+    df: &'a DataFrame,
+    name: &str,
+    path: &Path,
+) -> Result<&'a StringChunked, StageError> {
     df.column(name)
         .and_then(|c| c.str())
-        .context(format!("column `{name}` of `{}`", path.display()))
+        .during(format!("column `{name}` of `{}`", path.display()))
 }
 
 /// The i64 column `name`.
-pub fn i64_column<'a>(df: &'a DataFrame, name: &str, path: &Path) -> Result<&'a Int64Chunked, StageError> {
+pub fn i64_column<'a>(
+    df: &'a DataFrame,
+    name: &str,
+    path: &Path,
+) -> Result<&'a Int64Chunked, StageError> {
     df.column(name)
         .and_then(|c| c.i64())
-        .context(format!("column `{name}` of `{}`", path.display()))
+        .during(format!("column `{name}` of `{}`", path.display()))
 }
 
 /// Shape and vocabulary of a set of shards (`meta.json`).
@@ -144,7 +154,12 @@ impl Shard {
 }
 
 /// Writes `shard` to `path`; `genres` is the label width.
-pub fn write_shard(path: &Path, shard: &Shard, pixels: usize, genres: usize) -> Result<(), StageError> {
+pub fn write_shard(
+    path: &Path,
+    shard: &Shard,
+    pixels: usize,
+    genres: usize,
+) -> Result<(), StageError> {
     let n = shard.len();
     if shard.images.len() != n * pixels || shard.labels.len() != n * genres {
         return Err(StageError::invalid(format!(
@@ -173,7 +188,7 @@ pub fn write_shard(path: &Path, shard: &Shard, pixels: usize, genres: usize) -> 
     .into_series()
     .into_column();
     let mut df = DataFrame::new(n, vec![ids, images, labels])
-        .context(format!("building shard `{}`", path.display()))?;
+        .during(format!("building shard `{}`", path.display()))?;
     write_table(path, &mut df)
 }
 
@@ -181,15 +196,15 @@ pub fn write_shard(path: &Path, shard: &Shard, pixels: usize, genres: usize) -> 
 pub fn read_shard(path: &Path, pixels: usize, genres: usize) -> Result<Shard, StageError> {
     let df = read_table(path)?;
     let ids: Vec<i64> = i64_column(&df, "imdbId", path)?
-        .into_iter()
+        .iter()
         .map(|id| id.unwrap_or_default())
         .collect();
     let mut images = Vec::with_capacity(ids.len() * pixels);
     let binary = df
         .column("image")
         .and_then(|c| c.binary())
-        .context(format!("column `image` of `{}`", path.display()))?;
-    for (row, value) in binary.into_iter().enumerate() {
+        .during(format!("column `image` of `{}`", path.display()))?;
+    for (row, value) in binary.iter().enumerate() {
         let value = value.unwrap_or_default();
         if value.len() != pixels {
             return Err(StageError::invalid(format!(
@@ -203,13 +218,13 @@ pub fn read_shard(path: &Path, pixels: usize, genres: usize) -> Result<Shard, St
     let inner = df
         .column("labels")
         .and_then(|c| c.array())
-        .context(format!("column `labels` of `{}`", path.display()))?
+        .during(format!("column `labels` of `{}`", path.display()))?
         .get_inner()
         .rechunk();
     let labels = inner
         .u8()
-        .context(format!("labels of `{}`", path.display()))?
-        .into_iter()
+        .during(format!("labels of `{}`", path.display()))?
+        .iter()
         .map(|v| v.unwrap_or_default())
         .collect::<Vec<u8>>();
     if labels.len() != ids.len() * genres {

@@ -44,7 +44,9 @@ pub fn assign(id: i64, params: &SplitParams) -> usize {
     let mut hasher = blake3::Hasher::new();
     hasher.update(&params.seed.to_le_bytes());
     hasher.update(&id.to_le_bytes());
-    let bytes: [u8; 8] = hasher.finalize().as_bytes()[..8].try_into().expect("8 bytes");
+    let bytes: [u8; 8] = hasher.finalize().as_bytes()[..8]
+        .try_into()
+        .expect("8 bytes");
     let u = u64::from_le_bytes(bytes) as f64 / (u64::MAX as f64 + 1.0);
     if u < params.test_fraction {
         2
@@ -71,7 +73,10 @@ impl Stage for Split {
     fn canonical_params(&self, raw: &serde_json::Value) -> Result<serde_json::Value, ParamError> {
         let canonical = canonicalize::<SplitParams>(raw)?;
         let p: SplitParams = serde_json::from_value(canonical.clone()).expect("just canonicalised");
-        for (path, value) in [("val_fraction", p.val_fraction), ("test_fraction", p.test_fraction)] {
+        for (path, value) in [
+            ("val_fraction", p.val_fraction),
+            ("test_fraction", p.test_fraction),
+        ] {
             if !(0.0..1.0).contains(&value) {
                 return Err(ParamError {
                     path: path.into(),
@@ -135,7 +140,10 @@ impl Stage for Split {
 }
 
 /// The shard metadata of one split below a `split` stage output.
-pub fn split_meta(split_output: &Path, split: &str) -> Result<(ShardMeta, std::path::PathBuf), StageError> {
+pub fn split_meta(
+    split_output: &Path,
+    split: &str,
+) -> Result<(ShardMeta, std::path::PathBuf), StageError> {
     let dir = split_output.join(split);
     Ok((ShardMeta::load(&dir)?, dir))
 }
@@ -161,7 +169,10 @@ mod tests {
     #[test]
     fn seed_changes_the_assignment() {
         let a = SplitParams::default();
-        let b = SplitParams { seed: 7, ..SplitParams::default() };
+        let b = SplitParams {
+            seed: 7,
+            ..SplitParams::default()
+        };
         assert!((0..100).any(|id| assign(id, &a) != assign(id, &b)));
     }
 }

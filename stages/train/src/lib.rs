@@ -133,7 +133,7 @@ impl Stage for Train {
         let (device, device_name) = select_device()?;
         let (net, history) = fit(&spec, &params, &train, &val, &device, &device_name, ctx)?;
         net.save_file(ctx.out_dir.join("model"))
-            .context("saving the model")?;
+            .during("saving the model")?;
         write_json(&ctx.out_dir.join("model.json"), &spec)?;
         write_json(&ctx.out_dir.join("history.json"), &history)?;
         let best = &history.epochs[history.best_epoch - 1];
@@ -183,7 +183,11 @@ pub fn select_device() -> Result<(Device, String), StageError> {
         }
         other => Err(StageError::invalid(format!(
             "unknown PIPELINE_DEVICE `{other}`; this build supports: flex{}",
-            if cfg!(feature = "tch") { ", cuda, torch-cpu" } else { " (build with `--features tch` for libtorch)" }
+            if cfg!(feature = "tch") {
+                ", cuda, torch-cpu"
+            } else {
+                " (build with `--features tch` for libtorch)"
+            }
         ))),
     }
 }
@@ -220,7 +224,11 @@ fn batch_tensors(
     let mut labels = Vec::with_capacity(rows.len() * genres);
     for &r in rows {
         images.extend_from_slice(&data.images[r * pixels..(r + 1) * pixels]);
-        labels.extend(data.labels[r * genres..(r + 1) * genres].iter().map(|&l| l as i64));
+        labels.extend(
+            data.labels[r * genres..(r + 1) * genres]
+                .iter()
+                .map(|&l| l as i64),
+        );
     }
     let x = images_to_tensor(&images, rows.len(), spec.height, spec.width, device);
     let y = Tensor::<2, Int>::from_data(TensorData::new(labels, [rows.len(), genres]), device);
@@ -228,9 +236,17 @@ fn batch_tensors(
 }
 
 /// Mean loss of `net` over `data` (no gradients).
-pub fn mean_loss(net: &PosterNet, data: &Shard, spec: &ModelSpec, batch: usize, device: &Device) -> f64 {
+pub fn mean_loss(
+    net: &PosterNet,
+    data: &Shard,
+    spec: &ModelSpec,
+    batch: usize,
+    device: &Device,
+) -> f64 {
     let rows: Vec<usize> = (0..data.len()).collect();
-    let loss_fn = BinaryCrossEntropyLossConfig::new().with_logits(true).init(device);
+    let loss_fn = BinaryCrossEntropyLossConfig::new()
+        .with_logits(true)
+        .init(device);
     let mut total = 0.0;
     for chunk in rows.chunks(batch.max(1)) {
         let (x, y) = batch_tensors(data, chunk, spec, device);
@@ -241,23 +257,39 @@ pub fn mean_loss(net: &PosterNet, data: &Shard, spec: &ModelSpec, batch: usize, 
 }
 
 /// Sigmoid probabilities `[rows * genres]` of `net` on `data`.
-pub fn predict(net: &PosterNet, data: &Shard, spec: &ModelSpec, batch: usize, device: &Device) -> Result<Vec<f32>, StageError> {
+pub fn predict(
+    net: &PosterNet,
+    data: &Shard,
+    spec: &ModelSpec,
+    batch: usize,
+    device: &Device,
+) -> Result<Vec<f32>, StageError> {
     let rows: Vec<usize> = (0..data.len()).collect();
     let mut out = Vec::with_capacity(data.len() * spec.genres.len());
     for chunk in rows.chunks(batch.max(1)) {
         let (x, _) = batch_tensors(data, chunk, spec, device);
         let probs = burn::tensor::activation::sigmoid(net.forward(x));
-        out.extend(probs.try_into_vec_as::<f32>().context("reading predictions")?);
+        out.extend(
+            probs
+                .try_into_vec_as::<f32>()
+                .during("reading predictions")?,
+        );
     }
     Ok(out)
 }
 
 /// Loads a trained network from a `train` stage output onto `device` (inference mode).
-pub fn load_trained(train_output: &Path, device: &Device) -> Result<(PosterNet, ModelSpec), StageError> {
+pub fn load_trained(
+    train_output: &Path,
+    device: &Device,
+) -> Result<(PosterNet, ModelSpec), StageError> {
     let spec: ModelSpec = read_json(&train_output.join("model.json"))?;
     let net = PosterNet::new(&spec, device)
         .try_load_file(train_output.join("model"))
-        .context(format!("loading `{}`", train_output.join("model.bpk").display()))?;
+        .during(format!(
+            "loading `{}`",
+            train_output.join("model.bpk").display()
+        ))?;
     Ok((net, spec))
 }
 
@@ -275,7 +307,9 @@ fn fit(
     let autodiff = device.clone().autodiff();
     let mut net = PosterNet::new(spec, &autodiff);
     let mut optim = AdamConfig::new().init();
-    let loss_fn = BinaryCrossEntropyLossConfig::new().with_logits(true).init(&autodiff);
+    let loss_fn = BinaryCrossEntropyLossConfig::new()
+        .with_logits(true)
+        .init(&autodiff);
     let mut rng = SplitMix(params.seed);
     let mut order: Vec<usize> = (0..train.len()).collect();
     let mut history = History {
@@ -349,7 +383,8 @@ mod tests {
             for _ in 0..w * h {
                 data.images.extend_from_slice(&px);
             }
-            data.labels.extend_from_slice(if red { &[1, 0] } else { &[0, 1] });
+            data.labels
+                .extend_from_slice(if red { &[1, 0] } else { &[0, 1] });
         }
         let spec = ModelSpec {
             architecture: Architecture::SmallCnn,
@@ -384,7 +419,15 @@ mod tests {
         write_json(&dir.path().join("model.json"), &spec).unwrap();
         let (loaded, _) = load_trained(dir.path(), &device).unwrap();
         let a = predict(&loaded, &data, &spec, 16, &device).unwrap();
-        assert!(a[0] > 0.5 && a[1] < 0.5, "red poster predicted red: {:?}", &a[..2]);
-        assert!(a[2] < 0.5 && a[3] > 0.5, "blue poster predicted blue: {:?}", &a[2..4]);
+        assert!(
+            a[0] > 0.5 && a[1] < 0.5,
+            "red poster predicted red: {:?}",
+            &a[..2]
+        );
+        assert!(
+            a[2] < 0.5 && a[3] > 0.5,
+            "blue poster predicted blue: {:?}",
+            &a[2..4]
+        );
     }
 }

@@ -2,7 +2,9 @@
 
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
-use burn::nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d, Relu};
+use burn::nn::{
+    BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d, Relu,
+};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -93,7 +95,9 @@ impl KerasBaseline {
             x = block.forward(x);
         }
         let x = x.flatten::<2>(1, 3);
-        let x = self.dropout.forward(self.act.forward(self.dense.forward(x)));
+        let x = self
+            .dropout
+            .forward(self.act.forward(self.dense.forward(x)));
         self.head.forward(x)
     }
 }
@@ -186,9 +190,19 @@ impl PosterNet {
 }
 
 /// Packs `n` HWC u8 images into a normalised NCHW tensor.
-pub fn images_to_tensor(pixels: &[u8], n: usize, height: usize, width: usize, device: &Device) -> Tensor<4> {
-    let values: Vec<f32> = pixels.iter().map(|&p| (p as f32 / 255.0 - 0.5) / 0.25).collect();
-    Tensor::<4>::from_data(TensorData::new(values, [n, height, width, 3]), device).permute([0, 3, 1, 2])
+pub fn images_to_tensor(
+    pixels: &[u8],
+    n: usize,
+    height: usize,
+    width: usize,
+    device: &Device,
+) -> Tensor<4> {
+    let values: Vec<f32> = pixels
+        .iter()
+        .map(|&p| (p as f32 / 255.0 - 0.5) / 0.25)
+        .collect();
+    Tensor::<4>::from_data(TensorData::new(values, [n, height, width, 3]), device)
+        .permute([0, 3, 1, 2])
 }
 
 #[cfg(test)]

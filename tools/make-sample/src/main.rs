@@ -153,7 +153,11 @@ fn draw_genres(rng: &mut Rng) -> Vec<usize> {
 }
 
 fn blend(a: [u8; 3], b: [u8; 3], t: f64) -> [u8; 3] {
-    let mix = |x: u8, y: u8| (x as f64 * (1.0 - t) + y as f64 * t).round().clamp(0.0, 255.0) as u8;
+    let mix = |x: u8, y: u8| {
+        (x as f64 * (1.0 - t) + y as f64 * t)
+            .round()
+            .clamp(0.0, 255.0) as u8
+    };
     [mix(a[0], b[0]), mix(a[1], b[1]), mix(a[2], b[2])]
 }
 
@@ -182,11 +186,17 @@ fn motif(img: &mut RgbImage, m: Motif, colour: [u8; 3], strength: f64, rng: &mut
                 Motif::Bars => (x + ox) % 12 < 3,
                 Motif::Frame => x < 8 || y < 8 || x >= w - 8 || y >= h - 8,
                 Motif::Mountains => y as f64 > h as f64 * 0.6 - 18.0 * ((fx / 14.0).sin()).abs(),
-                Motif::Drips => (x + ox) % 9 < 2 && (y as f64) < (h as f64) * (0.3 + 0.5 * ((fx * 1.7).sin()).abs()),
+                Motif::Drips => {
+                    (x + ox) % 9 < 2
+                        && (y as f64) < (h as f64) * (0.3 + 0.5 * ((fx * 1.7).sin()).abs())
+                }
                 Motif::Blocks => ((x + ox) / 20 + (y + oy) / 20) % 3 == 0 && (x + ox) % 20 > 3,
                 Motif::Fog => ((fx / 9.0).sin() + (fy / 13.0).cos()) > 0.9,
                 Motif::Dots => (x + ox) % 8 < 2 && (y + oy) % 8 < 2,
-                Motif::Portrait => ((x - w / 2).pow(2) + (y - h / 3).pow(2)) < 300 || (y > h / 2 && (x - w / 2).abs() < 24),
+                Motif::Portrait => {
+                    ((x - w / 2).pow(2) + (y - h / 3).pow(2)) < 300
+                        || (y > h / 2 && (x - w / 2).abs() < 24)
+                }
                 Motif::Stars => (rng.next() % 40) == 0,
                 Motif::Grid => (x + ox) % 10 == 0 || (y + oy) % 10 == 0,
                 Motif::Checker => ((x + ox) / 10 + (y + oy) / 10) % 2 == 0,
@@ -211,7 +221,11 @@ fn poster(genres: &[usize], rng: &mut Rng) -> RgbImage {
         background = blend(background, GENRES[g].2, 0.35);
     }
     // Random tint so colour alone does not give the genre away.
-    let tint = [rng.range(0, 255) as u8, rng.range(0, 255) as u8, rng.range(0, 255) as u8];
+    let tint = [
+        rng.range(0, 255) as u8,
+        rng.range(0, 255) as u8,
+        rng.range(0, 255) as u8,
+    ];
     background = blend(background, tint, 0.45);
     let mut img = RgbImage::from_pixel(WIDTH, HEIGHT, Rgb(background));
     for (rank, &g) in genres.iter().enumerate() {
@@ -237,10 +251,10 @@ fn poster(genres: &[usize], rng: &mut Rng) -> RgbImage {
 }
 
 const WORDS: &[&str] = &[
-    "Night", "River", "Last", "City", "Shadow", "Summer", "Secret", "Blood", "Heart", "Road", "Dream",
-    "Winter", "Iron", "Silent", "Lost", "Golden", "Storm", "Garden", "Ghost", "King", "Queen", "Star",
-    "Fire", "Glass", "Wild", "Broken", "Paper", "Empire", "Ocean", "Stranger", "Café", "Amélie",
-    "Señor", "Über", "Garçon", "Niño", "Déjà", "Crème", "Noël", "Fiancée",
+    "Night", "River", "Last", "City", "Shadow", "Summer", "Secret", "Blood", "Heart", "Road",
+    "Dream", "Winter", "Iron", "Silent", "Lost", "Golden", "Storm", "Garden", "Ghost", "King",
+    "Queen", "Star", "Fire", "Glass", "Wild", "Broken", "Paper", "Empire", "Ocean", "Stranger",
+    "Café", "Amélie", "Señor", "Über", "Garçon", "Niño", "Déjà", "Crème", "Noël", "Fiancée",
 ];
 
 fn title(rng: &mut Rng) -> String {
@@ -280,7 +294,8 @@ fn main() -> Result<()> {
     let out = PathBuf::from(args.next().unwrap_or_else(|| "data/sample".into()));
     let movies: usize = args.next().map(|n| n.parse()).transpose()?.unwrap_or(1400);
     let posters = out.join("posters");
-    std::fs::create_dir_all(&posters).with_context(|| format!("creating `{}`", posters.display()))?;
+    std::fs::create_dir_all(&posters)
+        .with_context(|| format!("creating `{}`", posters.display()))?;
     let mut rng = Rng(20_240_601);
     let mut csv = String::from("imdbId,Imdb Link,Title,IMDB Score,Genre,Poster\n");
     let mut ids = Vec::new();
@@ -288,7 +303,11 @@ fn main() -> Result<()> {
         let id = 100_000 + i as i64 * 37 + rng.range(0, 30);
         ids.push(id);
         let genres = draw_genres(&mut rng);
-        let year = if rng.unit() < 0.8 { rng.range(2000, 2017) } else { rng.range(1975, 1999) };
+        let year = if rng.unit() < 0.8 {
+            rng.range(2000, 2017)
+        } else {
+            rng.range(1975, 1999)
+        };
         let score = format!("{:.1}", 3.0 + 6.0 * rng.unit());
         let genre_text: Vec<&str> = genres.iter().map(|&g| GENRES[g].0).collect();
         let file = format!("posters/{id:07}.jpg");
@@ -308,24 +327,70 @@ fn main() -> Result<()> {
     let mut bad = String::new();
     let base = 9_000_000;
     for k in 0..3 {
-        let _ = writeln!(bad, "{},http://www.imdb.com/title/tt{0},Missing Poster {k} (2010),6.1,{},", base + k, good(&mut rng));
-        let _ = writeln!(bad, "{},http://www.imdb.com/title/tt{0},No Genre {k} (2011),5.0,,posters/{0:07}.jpg", base + 10 + k);
+        let _ = writeln!(
+            bad,
+            "{},http://www.imdb.com/title/tt{0},Missing Poster {k} (2010),6.1,{},",
+            base + k,
+            good(&mut rng)
+        );
+        let _ = writeln!(
+            bad,
+            "{},http://www.imdb.com/title/tt{0},No Genre {k} (2011),5.0,,posters/{0:07}.jpg",
+            base + 10 + k
+        );
         let id = base + 20 + k;
-        let _ = writeln!(bad, "{id},http://www.imdb.com/title/tt{id},Undated Title {k},7.0,{},posters/{id:07}.jpg", good(&mut rng));
+        let _ = writeln!(
+            bad,
+            "{id},http://www.imdb.com/title/tt{id},Undated Title {k},7.0,{},posters/{id:07}.jpg",
+            good(&mut rng)
+        );
         let jpeg = encode_jpeg(&poster(&[0], &mut rng))?;
         std::fs::write(out.join(format!("posters/{id:07}.jpg")), &jpeg)?;
         let id = base + 30 + k;
-        let _ = writeln!(bad, "{id},http://www.imdb.com/title/tt{id},Broken Poster {k} (2012),6.6,{},posters/{id:07}.jpg", good(&mut rng));
-        std::fs::write(out.join(format!("posters/{id:07}.jpg")), &jpeg[..jpeg.len() / 3])?;
+        let _ = writeln!(
+            bad,
+            "{id},http://www.imdb.com/title/tt{id},Broken Poster {k} (2012),6.6,{},posters/{id:07}.jpg",
+            good(&mut rng)
+        );
+        std::fs::write(
+            out.join(format!("posters/{id:07}.jpg")),
+            &jpeg[..jpeg.len() / 3],
+        )?;
     }
     let id = base + 40;
-    let _ = writeln!(bad, "{id},http://www.imdb.com/title/tt{id},Not An Image (2013),5.5,Drama,posters/{id:07}.jpg");
-    std::fs::write(out.join(format!("posters/{id:07}.jpg")), "<html><body>404 poster not found</body></html>")?;
-    let _ = writeln!(bad, "{},http://www.imdb.com/title/tt{0},Vanished Poster (2014),5.5,Comedy,posters/does-not-exist.jpg", base + 41);
-    let _ = writeln!(bad, "{},http://www.imdb.com/title/tt{0},Escaping Poster (2014),5.5,Comedy,../../etc/passwd", base + 42);
-    let _ = writeln!(bad, "{},http://www.imdb.com/title/tt{0},Duplicate Id (2015),5.5,Drama,posters/{0:07}.jpg", ids[5]);
-    let _ = writeln!(bad, "not-a-number,http://www.imdb.com/title/x,Bad Id (2015),5.5,Drama,posters/x.jpg");
-    let _ = writeln!(bad, "{},http://www.imdb.com/title/tt{0},\"<script>alert('escaped?')</script> (2016)\",,Drama|Comedy,posters/{1:07}.jpg", base + 43, ids[7]);
+    let _ = writeln!(
+        bad,
+        "{id},http://www.imdb.com/title/tt{id},Not An Image (2013),5.5,Drama,posters/{id:07}.jpg"
+    );
+    std::fs::write(
+        out.join(format!("posters/{id:07}.jpg")),
+        "<html><body>404 poster not found</body></html>",
+    )?;
+    let _ = writeln!(
+        bad,
+        "{},http://www.imdb.com/title/tt{0},Vanished Poster (2014),5.5,Comedy,posters/does-not-exist.jpg",
+        base + 41
+    );
+    let _ = writeln!(
+        bad,
+        "{},http://www.imdb.com/title/tt{0},Escaping Poster (2014),5.5,Comedy,../../etc/passwd",
+        base + 42
+    );
+    let _ = writeln!(
+        bad,
+        "{},http://www.imdb.com/title/tt{0},Duplicate Id (2015),5.5,Drama,posters/{0:07}.jpg",
+        ids[5]
+    );
+    let _ = writeln!(
+        bad,
+        "not-a-number,http://www.imdb.com/title/x,Bad Id (2015),5.5,Drama,posters/x.jpg"
+    );
+    let _ = writeln!(
+        bad,
+        "{},http://www.imdb.com/title/tt{0},\"<script>alert('escaped?')</script> & Friends\",,Drama|Comedy,posters/{1:07}.jpg",
+        base + 43,
+        ids[7]
+    );
     csv.push_str(&bad);
     // The real Kaggle file is latin-1; so is the sample.
     let latin1: Vec<u8> = csv
@@ -333,6 +398,10 @@ fn main() -> Result<()> {
         .map(|c| u8::try_from(u32::from(c)).context("a character outside latin-1"))
         .collect::<Result<_>>()?;
     std::fs::write(out.join("movies.csv"), latin1)?;
-    println!("wrote {} movies (+ bad rows) to `{}`", movies, out.display());
+    println!(
+        "wrote {} movies (+ bad rows) to `{}`",
+        movies,
+        out.display()
+    );
     Ok(())
 }
