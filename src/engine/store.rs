@@ -351,7 +351,7 @@ pub fn tree_digest(files: &BTreeMap<String, FileEntry>) -> String {
         hasher.update(rel.as_bytes());
         hasher.update(&[0]);
         hasher.update(entry.blake3.as_bytes());
-        hasher.update(&[b'\n']);
+        hasher.update(b"\n");
     }
     hasher.finalize().to_hex().to_string()
 }

@@ -160,6 +160,9 @@ fn filter_skip(r: FilterRow) -> Skip {
     }
 }
 
+/// Reads one headline number.
+type MetricOf = fn(&Headline) -> f64;
+
 const STYLE: &str = "body{font:15px/1.45 system-ui,sans-serif;margin:2rem auto;max-width:1100px;padding:0 1rem;color:#1d232a}\
 h1{margin-bottom:.2rem}h2{margin-top:2.2rem;border-bottom:1px solid #dde;padding-bottom:.2rem}\
 table{border-collapse:collapse;margin:.6rem 0}td,th{padding:.25rem .7rem;border-bottom:1px solid #eee;text-align:right}\
@@ -194,7 +197,7 @@ pub fn render(
     );
 
     h.push_str("<h2>Test metrics</h2><table><tr><th>metric</th><th>model</th><th>baseline</th><th>difference</th></tr>");
-    let rows: [(&str, fn(&Headline) -> f64); 4] = [
+    let rows: [(&str, MetricOf); 4] = [
         ("micro F1", |m| m.micro_f1),
         ("macro F1", |m| m.macro_f1),
         ("samples F1", |m| m.samples_f1),

@@ -197,12 +197,12 @@ fn motif(img: &mut RgbImage, m: Motif, colour: [u8; 3], strength: f64, rng: &mut
                     ((x - w / 2).pow(2) + (y - h / 3).pow(2)) < 300
                         || (y > h / 2 && (x - w / 2).abs() < 24)
                 }
-                Motif::Stars => (rng.next() % 40) == 0,
+                Motif::Stars => rng.next().is_multiple_of(40),
                 Motif::Grid => (x + ox) % 10 == 0 || (y + oy) % 10 == 0,
                 Motif::Checker => ((x + ox) / 10 + (y + oy) / 10) % 2 == 0,
                 Motif::Bands => ((y + oy) / 10) % 2 == 0,
                 Motif::Waves => ((fy + 6.0 * (fx / 8.0).sin()) as i64 / 6) % 3 == 0,
-                Motif::Noise => rng.next() % 3 == 0,
+                Motif::Noise => rng.next().is_multiple_of(3),
                 Motif::Rings => {
                     let r = (((x - w / 2).pow(2) + (y - h / 2).pow(2)) as f64).sqrt();
                     (r as i64 / 5) % 2 == 0
@@ -236,7 +236,7 @@ fn poster(genres: &[usize], rng: &mut Rng) -> RgbImage {
     let title_y = rng.range(5, HEIGHT as i64 - 25);
     for y in title_y..title_y + 10 {
         for x in 10..WIDTH as i64 - 10 {
-            if rng.next() % 3 != 0 {
+            if !rng.next().is_multiple_of(3) {
                 paint(&mut img, x, y, [235, 235, 235], 0.8);
             }
         }
