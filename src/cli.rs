@@ -42,7 +42,7 @@ pub struct Cli {
     /// Worker threads per stage [default: number of cores]. Never part of a cache key.
     #[arg(long, global = true, env = "PIPELINE_THREADS")]
     pub threads: Option<usize>,
-    /// Say more: reasons for fresh stages, progress lines when not on a terminal, debug logs with -vv.
+    /// Say more: progress lines when not on a terminal and published outputs; debug logs with -vv.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
     /// What to do.

@@ -186,7 +186,12 @@ pub fn render(
     let _ = write!(
         h,
         "<h1>Poster genre classifier</h1><p class=\"muted\">{} on {}x{} posters, {} genres; trained on {} posters ({}), {} validation, {} test.</p>",
-        escape(&format!("{:?}", spec.architecture)),
+        escape(
+            &serde_json::to_value(spec.architecture)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default()
+        ),
         spec.width,
         spec.height,
         metrics.genres.len(),

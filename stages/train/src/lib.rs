@@ -138,8 +138,11 @@ impl Stage for Train {
         write_json(&ctx.out_dir.join("history.json"), &history)?;
         let best = &history.epochs[history.best_epoch - 1];
         Ok(RunSummary::new([format!(
-            "{:?} on {}: {} epochs over {} posters; best epoch {} (train loss {:.4}, val loss {:.4})",
-            params.architecture,
+            "{} on {}: {} epochs over {} posters; best epoch {} (train loss {:.4}, val loss {:.4})",
+            serde_json::to_value(params.architecture)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
             history.device,
             history.epochs.len(),
             history.train_rows,
