@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 use crate::console::Console;
 use crate::engine::plan::Plan;
+use crate::engine::record::format_utc;
 use crate::engine::runner::{Engine, EngineError, RunOptions};
 use crate::engine::spec::SpecFile;
 use crate::kinds;
@@ -23,6 +24,9 @@ Examples:
   pipeline status               each stage fresh or dirty, with the reason
   pipeline status --json        the same, one JSON object per stage
   pipeline dag                  the stages in dependency order
+  pipeline log                  what the last runs did, and why
+  pipeline verify --repair      rehash the cache and evict damaged entries
+  pipeline gc --keep 3          drop cache entries not used by the lock or the last 3 runs
 
 Outputs live in `cache/` (content-addressed by stage key), `pipeline.lock` records what each stage
 last ran with, and published reports land in `reports/`.";
@@ -63,6 +67,39 @@ pub enum Command {
         /// Print what would run and why; run nothing, write nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Also bring everything downstream of the named stages up to date.
+        #[arg(long)]
+        downstream: bool,
+        /// Rerun the dependents of `--force`d stages even if the forced output comes out identical.
+        #[arg(long)]
+        force_downstream: bool,
+        /// After a stage fails, keep running stages that do not depend on it; exit 1 at the end.
+        #[arg(long)]
+        keep_going: bool,
+        /// Fail at once instead of waiting when another run holds this project.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Rehash every cache entry and report the ones whose files no longer match their manifest.
+    Verify {
+        /// Evict the damaged entries so the next run rebuilds them.
+        #[arg(long)]
+        repair: bool,
+    },
+    /// Remove cache entries that neither pipeline.lock nor the last N runs reference.
+    Gc {
+        /// Also keep what the last N runs used.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        keep: usize,
+    },
+    /// Show the recorded runs: when, what ran or was fresh and why, how long, the outcome.
+    Log {
+        /// How many of the most recent runs to show.
+        #[arg(short = 'n', long, default_value_t = 10)]
+        limit: usize,
+        /// Print the records as JSON lines.
+        #[arg(long)]
+        json: bool,
     },
     /// Show whether each stage is fresh or dirty, and why.
     Status {
@@ -136,6 +173,10 @@ fn execute(cli: &Cli, threads: usize) -> Result<(), Failure> {
             stages,
             force,
             dry_run,
+            downstream,
+            force_downstream,
+            keep_going,
+            no_wait,
         } => {
             let console = Console::new(cli.verbose > 0);
             let options = RunOptions {
@@ -143,6 +184,10 @@ fn execute(cli: &Cli, threads: usize) -> Result<(), Failure> {
                 force: force.clone(),
                 dry_run: *dry_run,
                 threads,
+                downstream: *downstream,
+                force_downstream: *force_downstream,
+                keep_going: *keep_going,
+                no_wait: *no_wait,
             };
             let outcome = engine.run(&options, &console).map_err(engine_err)?;
             if !outcome.failed.is_empty() {
@@ -187,6 +232,77 @@ fn execute(cli: &Cli, threads: usize) -> Result<(), Failure> {
                     } else {
                         println!("{:width$}  dirty  {}", status.name, status.reason);
                     }
+                }
+            }
+            Ok(())
+        }
+        Command::Verify { repair } => {
+            let report = engine.verify(*repair).map_err(engine_err)?;
+            for damaged in &report.damaged {
+                println!(
+                    "{} {} (stage `{}`): {}",
+                    if *repair { "Evicted" } else { "Damaged" },
+                    &damaged.key[..16],
+                    damaged.stage,
+                    damaged.problems.join(", ")
+                );
+            }
+            println!(
+                "{} entries checked, {} damaged{}",
+                report.checked,
+                report.damaged.len(),
+                if *repair && !report.damaged.is_empty() {
+                    "; the next `pipeline run` rebuilds them"
+                } else {
+                    ""
+                }
+            );
+            if !report.damaged.is_empty() && !*repair {
+                eprintln!(
+                    "error: damaged cache entries; run `pipeline verify --repair` to evict them"
+                );
+                return Err(Failure::Reported);
+            }
+            Ok(())
+        }
+        Command::Gc { keep } => {
+            let report = engine.gc(*keep).map_err(engine_err)?;
+            println!(
+                "Removed {} entries ({:.1} MB freed), kept {}",
+                report.removed,
+                report.freed_bytes as f64 / 1e6,
+                report.kept
+            );
+            Ok(())
+        }
+        Command::Log { limit, json } => {
+            let runs = engine.runs();
+            for run in runs.iter().skip(runs.len().saturating_sub(*limit)) {
+                if *json {
+                    let line = serde_json::to_string(run)
+                        .context("serialising the run record")
+                        .map_err(Failure::Run)?;
+                    println!("{line}");
+                    continue;
+                }
+                let ran = run.stages.iter().filter(|s| s.action == "ran").count();
+                println!(
+                    "run at {} ({}): {} in {:.1}s, {ran} ran, {} fresh",
+                    format_utc(run.started_unix),
+                    if run.targets.is_empty() {
+                        "all stages".to_string()
+                    } else {
+                        run.targets.join(" ")
+                    },
+                    run.outcome,
+                    run.seconds,
+                    run.stages.iter().filter(|s| s.action == "fresh").count()
+                );
+                for stage in &run.stages {
+                    println!(
+                        "  {:8} {:10} {:6.1}s  {}",
+                        stage.action, stage.name, stage.seconds, stage.reason
+                    );
                 }
             }
             Ok(())

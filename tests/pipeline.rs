@@ -599,3 +599,186 @@ fn download_handles_a_real_http_server() {
     .unwrap();
     assert_eq!(stored, jpeg);
 }
+
+/// Two independent branches, one of which fails.
+const BRANCHES: &str = "\
+stages:
+  broken:
+    kind: ingest
+    files: {csv: data/bad.csv}
+  fetch_broken:
+    kind: download
+    inputs: {movies: broken}
+    files: {root: data}
+  movies:
+    kind: ingest
+    files: {csv: data/movies.csv}
+  fetch:
+    kind: download
+    inputs: {movies: movies}
+    files: {root: data}
+";
+
+#[test]
+fn keep_going_runs_independent_branches_and_still_fails() {
+    let p = Project::small(20, BRANCHES);
+    std::fs::write(p.root.join("data/bad.csv"), "id,title\n1,x\n").unwrap();
+    let out = p.pipeline(&["run"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stages_with(&stdout, "Running ").len() == 1,
+        "stops at the first failure: {stdout}"
+    );
+
+    let out = p.pipeline(&["run", "--keep-going"]);
+    assert_eq!(out.status.code(), Some(1), "a failure still fails the run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stages_with(&stdout, "Running "),
+        set(&["broken", "movies", "fetch"]),
+        "{stdout}"
+    );
+    assert_eq!(
+        stages_with(&stdout, "Skipped "),
+        set(&["fetch_broken"]),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("Skipped fetch_broken (upstream failed: broken)"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn downstream_and_force_downstream_widen_the_run() {
+    let p = Project::small(60, SMALL_PIPELINE);
+    let run = p.ok(&["run", "split", "--downstream"]);
+    assert_eq!(stages_with(&run, "Running "), set(&ALL));
+    let forced = p.ok(&["run", "--force", "split"]);
+    assert_eq!(
+        stages_with(&forced, "Running "),
+        set(&["split"]),
+        "{forced}"
+    );
+    let forced = p.ok(&["run", "--force", "split", "--force-downstream"]);
+    assert_eq!(
+        stages_with(&forced, "Running "),
+        set(&["split", "train", "evaluate"]),
+        "{forced}"
+    );
+}
+
+#[test]
+fn a_second_run_waits_for_the_first_or_fails_with_no_wait() {
+    let p = Project::small(20, SMALL_PIPELINE);
+    p.ok(&["run", "ingest"]);
+    let lock = std::fs::File::options()
+        .write(true)
+        .open(p.root.join("cache/v1/run.lock"))
+        .unwrap();
+    lock.lock().unwrap();
+    let out = p.pipeline(&["run", "ingest", "--no-wait"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("another `pipeline run` holds"));
+    // `status` works while a run holds the project.
+    assert!(
+        p.status()
+            .iter()
+            .any(|s| s["name"] == "ingest" && s["state"] == "fresh")
+    );
+    let mut waiting = Command::new(BIN)
+        .args(["run", "ingest"])
+        .current_dir(&p.root)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(waiting.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(
+        first.starts_with("Waiting for another `pipeline run`"),
+        "{first}"
+    );
+    drop(lock);
+    assert!(waiting.wait().unwrap().success());
+    assert_eq!(lines.next().unwrap().unwrap(), "Fresh ingest");
+}
+
+#[test]
+fn verify_finds_corruption_that_a_run_refuses_to_use_and_repair_evicts_it() {
+    let p = Project::small(60, SMALL_PIPELINE);
+    p.ok(&["run"]);
+    assert!(p.ok(&["verify"]).contains("0 damaged"));
+    let shard = p.output_of("resize").join("shard-00000.parquet");
+    let mut bytes = std::fs::read(&shard).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xFF; // same size: only a rehash can tell
+    std::fs::write(&shard, bytes).unwrap();
+
+    let out = p.pipeline(&["verify"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("(stage `resize`): `shard-00000.parquet` does not match its hash"),
+        "{stdout}"
+    );
+
+    let out = p.pipeline(&["run", "--force", "split"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("the cached output of `resize` is corrupted"),
+        "{stdout}"
+    );
+
+    assert!(p.ok(&["verify", "--repair"]).contains("Evicted"));
+    let run = p.ok(&["run"]);
+    assert_eq!(stages_with(&run, "Running "), set(&["resize"]), "{run}");
+    assert!(p.ok(&["verify"]).contains("0 damaged"));
+}
+
+#[test]
+fn gc_removes_unreferenced_entries_and_log_records_runs() {
+    let p = Project::small(60, SMALL_PIPELINE);
+    p.ok(&["run"]);
+    p.edit("width: 24", "width: 16");
+    p.ok(&["run"]);
+    let entries = || {
+        std::fs::read_dir(p.root.join("cache/v1/entries"))
+            .unwrap()
+            .count()
+    };
+    assert_eq!(
+        entries(),
+        11,
+        "7 current + 4 from the first resize..evaluate"
+    );
+    assert!(
+        p.ok(&["gc", "--keep", "2"])
+            .starts_with("Removed 0 entries")
+    );
+    let gc = p.ok(&["gc"]);
+    assert!(gc.starts_with("Removed 4 entries"), "{gc}");
+    assert_eq!(entries(), 7);
+    assert!(p.status().iter().all(|s| s["state"] == "fresh"));
+
+    let log = p.ok(&["log", "--json"]);
+    let runs: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(runs.len(), 2);
+    let second: Vec<(&str, &str)> = runs[1]["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["name"].as_str().unwrap(), s["action"].as_str().unwrap()))
+        .collect();
+    assert_eq!(second[2], ("filter", "fresh"));
+    assert_eq!(second[3], ("resize", "ran"));
+    let text = p.ok(&["log"]);
+    assert!(
+        text.contains("params changed: resize.width 24 -> 16"),
+        "{text}"
+    );
+}

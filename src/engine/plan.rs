@@ -182,6 +182,22 @@ impl Plan {
         selected
     }
 
+    /// Every stage that depends on one of `names`, directly or not (excluding `names` themselves).
+    pub fn downstream_of(&self, names: &[String]) -> BTreeSet<String> {
+        let mut found: BTreeSet<String> = BTreeSet::new();
+        // Plan order is topological, so one pass sees every upstream before its dependents.
+        for stage in &self.stages {
+            if stage
+                .inputs
+                .values()
+                .any(|up| names.contains(up) || found.contains(up))
+            {
+                found.insert(stage.name.clone());
+            }
+        }
+        found
+    }
+
     /// Checks that every name is a stage, suggesting the closest one otherwise.
     pub fn check_names<'a>(
         &self,

@@ -9,10 +9,11 @@ use std::time::Instant;
 
 use pipeline_api::{Progress, StageContext};
 
-use super::dirty::{Current, Reason, explain};
+use super::dirty::{Current, Reason, describe, explain};
 use super::key::{CACHE_FORMAT, StageKey, sorted_json};
 use super::lock::{LockFile, LockedFile, LockedInput, LockedOutputs, LockedStage};
 use super::plan::{Plan, PlannedStage};
+use super::record::{RunRecord, StageRecord, append_run, read_runs, unix_now};
 use super::store::{Manifest, Store, StoreError, path_digest, publish_tree};
 
 /// Receives what the engine does, to show it to a person.
@@ -44,6 +45,9 @@ pub enum EngineError {
     /// A name on the command line is not a stage.
     #[error("{0}")]
     Usage(String),
+    /// `--no-wait` and another run holds the project.
+    #[error("another `pipeline run` holds `{}`; rerun without `--no-wait` to wait for it", .0.display())]
+    Busy(PathBuf),
 }
 
 /// What `pipeline run` was asked to do.
@@ -57,6 +61,66 @@ pub struct RunOptions {
     pub dry_run: bool,
     /// Worker threads for stages (not part of any key).
     pub threads: usize,
+    /// Also bring every stage downstream of `targets` up to date.
+    pub downstream: bool,
+    /// Rerun the dependents of forced stages too, even if the forced output is unchanged.
+    pub force_downstream: bool,
+    /// After a failure, keep running stages that do not depend on it.
+    pub keep_going: bool,
+    /// Fail instead of waiting when another run holds the project.
+    pub no_wait: bool,
+}
+
+/// What `verify` found.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct VerifyReport {
+    /// Entries rehashed.
+    pub checked: usize,
+    /// Entries whose outputs do not match their manifest.
+    pub damaged: Vec<Damaged>,
+}
+
+/// One damaged entry.
+#[derive(Debug, serde::Serialize)]
+pub struct Damaged {
+    /// Its key.
+    pub key: String,
+    /// The stage that wrote it.
+    pub stage: String,
+    /// What does not match.
+    pub problems: Vec<String>,
+}
+
+/// What `gc` did.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct GcReport {
+    /// Entries (and leftovers of dead runs) removed.
+    pub removed: usize,
+    /// Entries kept.
+    pub kept: usize,
+    /// Bytes freed.
+    pub freed_bytes: u64,
+}
+
+/// A reporter that says nothing, for maintenance commands that take the run lock.
+struct QuietReporter;
+
+impl Reporter for QuietReporter {
+    fn waiting_for_lock(&self, lock: &Path) {
+        eprintln!(
+            "Waiting for another `pipeline run` to release `{}`...",
+            lock.display()
+        );
+    }
+    fn fresh(&self, _: &str, _: Option<&str>) {}
+    fn would_run(&self, _: &str, _: &[Reason]) {}
+    fn started(&self, _: &str, _: &[Reason]) -> Box<dyn Progress + '_> {
+        Box::new(pipeline_api::NoProgress)
+    }
+    fn finished(&self, _: &str, _: f64, _: &[String]) {}
+    fn failed(&self, _: &str, _: &str) {}
+    fn skipped(&self, _: &str, _: &[Reason]) {}
+    fn published(&self, _: &str, _: &Path) {}
 }
 
 /// How one stage stands.
@@ -163,15 +227,24 @@ impl<'a> Engine<'a> {
         self.plan
             .check_names(options.targets.iter().chain(&options.force))
             .map_err(EngineError::Usage)?;
-        let mut selected = self.plan.with_upstream(&options.targets);
-        selected.extend(options.force.iter().cloned());
-        let force: BTreeSet<&String> = options.force.iter().collect();
+        let mut wanted: Vec<String> = options.targets.clone();
+        if options.downstream {
+            wanted.extend(self.plan.downstream_of(&options.targets));
+        }
+        if !options.targets.is_empty() {
+            wanted.extend(options.force.iter().cloned());
+        }
+        let selected = self.plan.with_upstream(&wanted);
+        let mut force: BTreeSet<String> = options.force.iter().cloned().collect();
+        if options.force_downstream {
+            force.extend(self.plan.downstream_of(&options.force));
+        }
 
         self.store.init()?;
         let _run_lock = if options.dry_run {
             None
         } else {
-            Some(self.acquire_run_lock(reporter)?)
+            Some(self.acquire_run_lock(reporter, options.no_wait)?)
         };
         if !options.dry_run {
             self.store.clear_pending()?;
@@ -184,6 +257,19 @@ impl<'a> Engine<'a> {
         let mut entry_keys: BTreeMap<String, String> = BTreeMap::new();
         let mut reran: BTreeSet<String> = BTreeSet::new();
         let mut broken: BTreeSet<String> = BTreeSet::new();
+        let run_started = Instant::now();
+        let mut records: Vec<StageRecord> = Vec::new();
+        let mut record =
+            |name: &str, action: &str, reason: String, key: Option<&str>, began: Instant| {
+                records.push(StageRecord {
+                    name: name.to_string(),
+                    action: action.to_string(),
+                    reason,
+                    key: key.map(str::to_string),
+                    started: began.duration_since(run_started).as_secs_f64(),
+                    seconds: began.elapsed().as_secs_f64(),
+                });
+            };
 
         for stage in self
             .plan
@@ -197,9 +283,12 @@ impl<'a> Engine<'a> {
                 .filter(|up| broken.contains(*up))
                 .cloned()
                 .collect();
+            let began = Instant::now();
             if !blocked.is_empty() {
                 broken.insert(stage.name.clone());
-                reporter.skipped(&stage.name, &[Reason::UpstreamFailed(blocked)]);
+                let reasons = [Reason::UpstreamFailed(blocked)];
+                reporter.skipped(&stage.name, &reasons);
+                record(&stage.name, "skipped", describe(&reasons), None, began);
                 continue;
             }
             let forced = force.contains(&stage.name);
@@ -220,6 +309,13 @@ impl<'a> Engine<'a> {
                         )
                     });
                     reporter.fresh(&stage.name, note.as_deref());
+                    record(
+                        &stage.name,
+                        "fresh",
+                        note.unwrap_or_else(|| "fresh".into()),
+                        Some(&manifest.key),
+                        began,
+                    );
                     digests.insert(stage.name.clone(), manifest.output_digest.clone());
                     entry_keys.insert(stage.name.clone(), manifest.key.clone());
                     outcome.fresh.push(stage.name.clone());
@@ -262,23 +358,105 @@ impl<'a> Engine<'a> {
                             entry_keys.insert(stage.name.clone(), key.clone());
                             reran.insert(stage.name.clone());
                             outcome.ran.push(stage.name.clone());
+                            record(&stage.name, "ran", describe(&reasons), Some(&key), began);
                             self.publish(stage, &key, reporter, &mut outcome)?;
                         }
                         Err(message) => {
                             reporter.failed(&stage.name, &message);
+                            record(&stage.name, "failed", message, Some(&key), began);
                             outcome.failed.push(stage.name.clone());
                             broken.insert(stage.name.clone());
-                            // Without --keep-going the first failure ends the run.
-                            break;
+                            if !options.keep_going {
+                                break;
+                            }
                         }
                     }
                 }
             }
         }
+        if !options.dry_run {
+            let run = RunRecord {
+                started_unix: unix_now() - run_started.elapsed().as_secs(),
+                seconds: run_started.elapsed().as_secs_f64(),
+                targets: options.targets.clone(),
+                outcome: if outcome.failed.is_empty() {
+                    "ok"
+                } else {
+                    "failed"
+                }
+                .into(),
+                stages: records,
+            };
+            append_run(&self.store.runs_path(), &run)?;
+        }
         Ok(outcome)
     }
 
-    fn acquire_run_lock(&self, reporter: &dyn Reporter) -> Result<File, EngineError> {
+    /// Rehashes every cache entry. With `repair`, evicts the damaged ones.
+    pub fn verify(&self, repair: bool) -> Result<VerifyReport, EngineError> {
+        let _lock = repair
+            .then(|| self.acquire_run_lock(&QuietReporter, false))
+            .transpose()?;
+        let mut report = VerifyReport::default();
+        for key in self.store.keys() {
+            let problems = self.store.verify(&key);
+            report.checked += 1;
+            if problems.is_empty() {
+                continue;
+            }
+            let stage = self
+                .store
+                .manifest(&key)
+                .map(|m| m.stage)
+                .unwrap_or_default();
+            if repair {
+                self.store.evict(&key)?;
+            }
+            report.damaged.push(Damaged {
+                key,
+                stage,
+                problems,
+            });
+        }
+        Ok(report)
+    }
+
+    /// Removes every entry that neither the lock file nor the last `keep` runs reference.
+    pub fn gc(&self, keep: usize) -> Result<GcReport, EngineError> {
+        let _lock = self.acquire_run_lock(&QuietReporter, false)?;
+        let mut referenced: BTreeSet<String> = LockFile::load(&self.lock_path)
+            .stages
+            .into_values()
+            .map(|s| s.key)
+            .collect();
+        let runs = self.runs();
+        for run in runs.iter().rev().take(keep) {
+            referenced.extend(run.stages.iter().filter_map(|s| s.key.clone()));
+        }
+        let mut report = GcReport::default();
+        for key in self.store.keys() {
+            if referenced.contains(&key) {
+                report.kept += 1;
+                continue;
+            }
+            report.freed_bytes += self.store.entry_bytes(&key);
+            self.store.evict(&key)?;
+            report.removed += 1;
+        }
+        report.removed += self.store.clear_pending()?;
+        Ok(report)
+    }
+
+    /// The recorded runs, oldest first.
+    pub fn runs(&self) -> Vec<RunRecord> {
+        read_runs(&self.store.runs_path())
+    }
+
+    fn acquire_run_lock(
+        &self,
+        reporter: &dyn Reporter,
+        no_wait: bool,
+    ) -> Result<File, EngineError> {
         let path = self.store.lock_path();
         let file = File::create(&path).map_err(|source| StoreError {
             action: "create",
@@ -287,6 +465,7 @@ impl<'a> Engine<'a> {
         })?;
         match file.try_lock() {
             Ok(()) => {}
+            Err(TryLockError::WouldBlock) if no_wait => return Err(EngineError::Busy(path)),
             Err(TryLockError::WouldBlock) => {
                 reporter.waiting_for_lock(&path);
                 file.lock().map_err(|source| StoreError {
@@ -444,6 +623,16 @@ impl<'a> Engine<'a> {
         threads: usize,
         reporter: &dyn Reporter,
     ) -> Result<Manifest, String> {
+        // A corrupted input is never used silently: rehash what this stage is about to read.
+        for up in stage.inputs.values() {
+            let problems = self.store.verify(&entry_keys[up]);
+            if !problems.is_empty() {
+                return Err(format!(
+                    "the cached output of `{up}` is corrupted ({}); run `pipeline verify --repair`, then `pipeline run` again",
+                    problems.join(", ")
+                ));
+            }
+        }
         let progress = reporter.started(&stage.name, reasons);
         let started = Instant::now();
         let pending = self.store.begin(key).map_err(|e| e.to_string())?;

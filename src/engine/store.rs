@@ -8,6 +8,7 @@
 //!     manifest.json              written last: every output file with size and blake3
 //!   v1/tmp/<key>.<pid>.<n>/      a run in progress; renamed into entries/ only after success
 //!   v1/run.lock                  held by the one `pipeline run` allowed at a time
+//!   v1/runs.jsonl                one line per run: what ran, was fresh or failed, and why
 //! ```
 //!
 //! An entry is fresh only if its manifest exists and every file it lists exists with the listed
@@ -131,6 +132,72 @@ impl Store {
     /// The output directory of the entry for `key`.
     pub fn out_dir(&self, key: &str) -> PathBuf {
         self.entry_dir(key).join("out")
+    }
+
+    /// Path of the run record.
+    pub fn runs_path(&self) -> PathBuf {
+        self.versioned().join("runs.jsonl")
+    }
+
+    /// Keys of every entry in the store.
+    pub fn keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = fs::read_dir(self.versioned().join("entries"))
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .map(|e| e.file_name().to_string_lossy().to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        keys.sort();
+        keys
+    }
+
+    /// The manifest of an entry, complete or not.
+    pub fn manifest(&self, key: &str) -> Option<Manifest> {
+        serde_json::from_slice(&fs::read(self.entry_dir(key).join("manifest.json")).ok()?).ok()
+    }
+
+    /// Rehashes every output of an entry; returns what does not match its manifest (empty: intact).
+    pub fn verify(&self, key: &str) -> Vec<String> {
+        let Some(manifest) = self.manifest(key) else {
+            return vec!["no readable manifest".into()];
+        };
+        let out = self.out_dir(key);
+        let mut problems: Vec<String> = manifest
+            .files
+            .par_iter()
+            .filter_map(|(rel, expected)| match hash_file(&out.join(rel)) {
+                Err(_) => Some(format!("`{rel}` is missing")),
+                Ok(actual) if actual != *expected => {
+                    Some(format!("`{rel}` does not match its hash"))
+                }
+                Ok(_) => None,
+            })
+            .collect();
+        problems.sort();
+        problems
+    }
+
+    /// Bytes used by an entry.
+    pub fn entry_bytes(&self, key: &str) -> u64 {
+        list_files(&self.entry_dir(key))
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|p| fs::metadata(p).ok())
+            .map(|m| m.len())
+            .sum()
+    }
+
+    /// Removes an entry: first renamed out of `entries/` so it stops looking fresh at once.
+    pub fn evict(&self, key: &str) -> Result<(), StoreError> {
+        let dir = self.entry_dir(key);
+        let aside = self
+            .versioned()
+            .join("tmp")
+            .join(format!("{key}.evicted.{}", std::process::id()));
+        fs::rename(&dir, &aside).map_err(io_err("rename", &dir))?;
+        fs::remove_dir_all(&aside).map_err(io_err("remove", &aside))
     }
 
     /// Path of the lock that serialises runs.

@@ -248,10 +248,10 @@ mod tests {
 
     #[test]
     fn baseline_predicts_the_most_frequent_genres() {
-        // 3 genres, 4 movies; genre 2 most frequent, then 0; mean labels per movie = 1.5 -> k = 2.
+        // 3 genres, 4 movies; genre 2 most frequent, then 0; mean labels per movie = 1.75 -> k = 2.
         let labels = [1, 0, 1, 0, 0, 1, 1, 1, 1, 0, 0, 1];
         let (set, freq) = baseline(&labels, 3);
         assert_eq!(set, [0, 2]);
-        assert_eq!(freq, [0.5, 0.25, 0.75]);
+        assert_eq!(freq, [0.5, 0.25, 1.0]);
     }
 }

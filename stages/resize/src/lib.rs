@@ -274,11 +274,10 @@ mod tests {
     fn pad_leaves_black_bars_and_stretch_does_not() {
         let rgb = vec![200u8; 8 * 2 * 3];
         let padded = resize_rgb(8, 2, rgb.clone(), &params(Mode::Pad)).unwrap();
-        assert_eq!(&padded[..12], &[0u8; 12], "top row is padding");
-        assert!(
-            padded[4 * 4 * 3 / 2..][..3].iter().all(|&v| v > 150),
-            "middle is image"
-        );
+        // 8x2 scaled by 0.5 is 4x1, centred on row 1 of 4; rows 0, 2 and 3 are padding.
+        assert!(padded[..12].iter().all(|&v| v == 0), "row 0 is padding");
+        assert!(padded[12..24].iter().all(|&v| v > 150), "row 1 is image");
+        assert!(padded[24..].iter().all(|&v| v == 0), "rows 2-3 are padding");
         let stretched = resize_rgb(8, 2, rgb, &params(Mode::Stretch)).unwrap();
         assert!(stretched.iter().all(|&v| v > 150));
     }

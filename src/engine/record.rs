@@ -1,0 +1,133 @@
+//! The run record: one JSON line per `pipeline run` in `cache/v1/runs.jsonl`, shown by `pipeline log`
+//! and used by `pipeline gc --keep N`.
+
+use std::io::Write;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::store::StoreError;
+
+/// One `pipeline run`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// Unix time the run started.
+    pub started_unix: u64,
+    /// How long it took.
+    pub seconds: f64,
+    /// Stages named on the command line (empty: all).
+    pub targets: Vec<String>,
+    /// `ok` or `failed`.
+    pub outcome: String,
+    /// What happened to each selected stage, in the order they were handled.
+    pub stages: Vec<StageRecord>,
+}
+
+/// What happened to one stage in a run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StageRecord {
+    /// Stage name.
+    pub name: String,
+    /// `ran`, `fresh`, `failed` or `skipped`.
+    pub action: String,
+    /// Why it ran (or the failure, or why it was skipped).
+    pub reason: String,
+    /// The stage key, when known.
+    pub key: Option<String>,
+    /// Seconds after the run started that this stage started.
+    pub started: f64,
+    /// Seconds it took.
+    pub seconds: f64,
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Appends one record as one line (a single `write` on an append-mode file).
+pub fn append_run(path: &Path, run: &RunRecord) -> Result<(), StoreError> {
+    let mut line = serde_json::to_vec(run).expect("a run record serialises");
+    line.push(b'\n');
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|source| StoreError {
+            action: "open",
+            path: path.to_path_buf(),
+            source,
+        })?;
+    file.write_all(&line).map_err(|source| StoreError {
+        action: "append to",
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Every readable record, oldest first (a torn last line from a crash is skipped).
+pub fn read_runs(path: &Path) -> Vec<RunRecord> {
+    std::fs::read_to_string(path)
+        .map(|text| {
+            text.lines()
+                .filter_map(|line| serde_json::from_str(line).ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `2026-11-22 02:46:30 UTC` for a Unix time (civil-from-days, proleptic Gregorian).
+pub fn format_utc(unix: u64) -> String {
+    let days = (unix / 86_400) as i64;
+    let secs = unix % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_unix_times_as_utc() {
+        assert_eq!(format_utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(format_utc(1_795_315_590), "2026-11-22 02:46:30 UTC");
+        assert_eq!(format_utc(951_782_400), "2000-02-29 00:00:00 UTC");
+    }
+
+    #[test]
+    fn a_torn_last_line_is_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("runs.jsonl");
+        let run = RunRecord {
+            started_unix: 1,
+            seconds: 0.5,
+            targets: vec![],
+            outcome: "ok".into(),
+            stages: vec![],
+        };
+        append_run(&path, &run).unwrap();
+        std::fs::write(
+            &path,
+            std::fs::read_to_string(&path).unwrap() + "{\"started_unix\": 2, \"sec",
+        )
+        .unwrap();
+        assert_eq!(read_runs(&path).len(), 1);
+    }
+}
