@@ -430,17 +430,15 @@ fn kill_during_training_leaves_no_fresh_looking_entry() {
     assert_eq!(leftovers, 0, "the next run clears what the killed one left");
 }
 
-/// A real HTTP server on 127.0.0.1 with one route per behaviour.
-fn serve(jpeg: Vec<u8>) -> (u16, Arc<AtomicUsize>) {
+/// A real HTTP/1.1 server on 127.0.0.1: `respond` turns a request path into the raw response bytes.
+fn http_server(respond: impl Fn(&str) -> Vec<u8> + Send + Sync + 'static) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let flaky_hits = Arc::new(AtomicUsize::new(0));
-    let hits = flaky_hits.clone();
+    let respond = Arc::new(respond);
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
-            let jpeg = jpeg.clone();
-            let hits = hits.clone();
+            let respond = respond.clone();
             std::thread::spawn(move || {
                 let mut request = Vec::new();
                 let mut buf = [0u8; 1024];
@@ -455,45 +453,57 @@ fn serve(jpeg: Vec<u8>) -> (u16, Arc<AtomicUsize>) {
                     .nth(1)
                     .unwrap_or("/")
                     .to_string();
-                let ok = |body: &[u8]| {
-                    let mut r = format!("HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()).into_bytes();
-                    r.extend_from_slice(body);
-                    r
-                };
-                let status = |code: &str| {
-                    format!("HTTP/1.1 {code}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-                        .into_bytes()
-                };
-                let response = match path.as_str() {
-                    "/ok.jpg" => ok(&jpeg),
-                    "/missing.jpg" => status("404 Not Found"),
-                    "/error.jpg" => status("500 Internal Server Error"),
-                    "/flaky.jpg" => {
-                        if hits.fetch_add(1, Ordering::SeqCst) == 0 {
-                            status("500 Internal Server Error")
-                        } else {
-                            ok(&jpeg)
-                        }
-                    }
-                    "/slow.jpg" => {
-                        std::thread::sleep(Duration::from_secs(4));
-                        ok(&jpeg)
-                    }
-                    "/truncated.jpg" => {
-                        let mut r = format!(
-                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                            jpeg.len()
-                        )
-                        .into_bytes();
-                        r.extend_from_slice(&jpeg[..jpeg.len() / 2]);
-                        r
-                    }
-                    _ => status("404 Not Found"),
-                };
-                let _ = stream.write_all(&response);
+                let _ = stream.write_all(&respond(&path));
                 let _ = stream.flush();
             });
         }
+    });
+    port
+}
+
+fn http_ok(body: &[u8]) -> Vec<u8> {
+    let mut r = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    r.extend_from_slice(body);
+    r
+}
+
+fn http_status(code: &str) -> Vec<u8> {
+    format!("HTTP/1.1 {code}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").into_bytes()
+}
+
+/// One route per download behaviour; counts requests to the flaky route.
+fn serve(jpeg: Vec<u8>) -> (u16, Arc<AtomicUsize>) {
+    let flaky_hits = Arc::new(AtomicUsize::new(0));
+    let hits = flaky_hits.clone();
+    let port = http_server(move |path| match path {
+        "/ok.jpg" => http_ok(&jpeg),
+        "/missing.jpg" => http_status("404 Not Found"),
+        "/error.jpg" => http_status("500 Internal Server Error"),
+        "/flaky.jpg" => {
+            if hits.fetch_add(1, Ordering::SeqCst) == 0 {
+                http_status("500 Internal Server Error")
+            } else {
+                http_ok(&jpeg)
+            }
+        }
+        "/slow.jpg" => {
+            std::thread::sleep(Duration::from_secs(4));
+            http_ok(&jpeg)
+        }
+        "/truncated.jpg" => {
+            let mut r = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                jpeg.len()
+            )
+            .into_bytes();
+            r.extend_from_slice(&jpeg[..jpeg.len() / 2]);
+            r
+        }
+        _ => http_status("404 Not Found"),
     });
     (port, flaky_hits)
 }
@@ -780,5 +790,115 @@ fn gc_removes_unreferenced_entries_and_log_records_runs() {
     assert!(
         text.contains("params changed: resize.width 24 -> 16"),
         "{text}"
+    );
+}
+
+const INCREMENTAL: &str = "\
+stages:
+  ingest:
+    kind: ingest
+    files: {csv: data/movies.csv}
+  download:
+    kind: download
+    inputs: {movies: ingest}
+    files: {root: data}
+  filter:
+    kind: filter
+    inputs: {movies: ingest, posters: download}
+    params: {min_year: null, min_genre_count: 1}
+  resize:
+    kind: resize
+    inputs: {movies: filter, posters: download}
+    params: {width: 24, height: 24}
+";
+
+/// The second summary line of a stage (`Finished X` then two indented lines).
+fn decoded_line<'a>(stdout: &'a str, stage: &str) -> &'a str {
+    let mut lines = stdout
+        .lines()
+        .skip_while(|l| !l.starts_with(&format!("Finished {stage}")));
+    lines
+        .find(|l| l.contains("decoded"))
+        .unwrap_or_else(|| panic!("no decode line for {stage}: {stdout}"))
+}
+
+#[test]
+fn adding_movies_fetches_and_decodes_only_the_new_posters() {
+    let sample = Path::new(REPO).join("data/sample");
+    let posters = sample.join("posters");
+    let requests = Arc::new(AtomicUsize::new(0));
+    let counter = requests.clone();
+    let port = http_server(move |path| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        match std::fs::read(posters.join(path.trim_start_matches("/posters/"))) {
+            Ok(bytes) => http_ok(&bytes),
+            Err(_) => http_status("404 Not Found"),
+        }
+    });
+    let csv = std::fs::read(sample.join("movies.csv")).unwrap();
+    let lines: Vec<Vec<u8>> = csv
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let text = l.iter().map(|&b| b as char).collect::<String>();
+            let text = text.replace(",posters/", &format!(",http://127.0.0.1:{port}/posters/"));
+            text.chars().map(|c| c as u8).collect()
+        })
+        .collect();
+    let p = Project::small(0, INCREMENTAL);
+    let write_movies = |range: std::ops::Range<usize>| {
+        let mut out = lines[0].clone();
+        out.push(b'\n');
+        for line in &lines[range] {
+            out.extend_from_slice(line);
+            out.push(b'\n');
+        }
+        std::fs::write(p.root.join("data/movies.csv"), out).unwrap();
+    };
+
+    write_movies(1..36);
+    let run = p.ok(&["run"]);
+    assert_eq!(requests.load(Ordering::SeqCst), 35);
+    assert!(
+        decoded_line(&run, "filter").contains("decoded 35 posters"),
+        "{run}"
+    );
+    assert!(
+        decoded_line(&run, "resize").contains("decoded 35,"),
+        "{run}"
+    );
+
+    write_movies(1..41);
+    let run = p.ok(&["run"]);
+    assert_eq!(
+        requests.load(Ordering::SeqCst),
+        40,
+        "only the 5 new posters are fetched"
+    );
+    assert!(
+        decoded_line(&run, "filter").contains("decoded 5 posters"),
+        "{run}"
+    );
+    assert!(decoded_line(&run, "resize").contains("decoded 5,"), "{run}");
+
+    write_movies(1..31);
+    let run = p.ok(&["run"]);
+    assert_eq!(
+        requests.load(Ordering::SeqCst),
+        40,
+        "removing movies fetches nothing"
+    );
+    assert!(
+        decoded_line(&run, "filter").contains("decoded 0 posters"),
+        "{run}"
+    );
+    assert!(decoded_line(&run, "resize").contains("decoded 0,"), "{run}");
+
+    p.edit("width: 24", "width: 16");
+    let run = p.ok(&["run"]);
+    assert_eq!(stages_with(&run, "Running "), set(&["resize"]), "{run}");
+    assert!(
+        decoded_line(&run, "resize").contains("decoded 30,"),
+        "a new width re-decodes everything: {run}"
     );
 }

@@ -647,6 +647,7 @@ impl<'a> Engine<'a> {
             .iter()
             .map(|(role, rel)| (role.clone(), self.plan.root.join(rel)))
             .collect();
+        let items = self.store.items();
         let ctx = StageContext {
             name: &stage.name,
             params: &stage.params,
@@ -655,6 +656,7 @@ impl<'a> Engine<'a> {
             out_dir: &out_dir,
             threads: threads.max(1),
             progress: progress.as_ref(),
+            items: &items,
         };
         let result = catch_unwind(AssertUnwindSafe(|| stage.stage.run(&ctx)));
         drop(progress);

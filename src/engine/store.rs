@@ -9,6 +9,8 @@
 //!   v1/tmp/<key>.<pid>.<n>/      a run in progress; renamed into entries/ only after success
 //!   v1/run.lock                  held by the one `pipeline run` allowed at a time
 //!   v1/runs.jsonl                one line per run: what ran, was fresh or failed, and why
+//!   v1/items/<aa>/<key>          per-item results (a fetched poster, a resized image) that stages
+//!                                reuse across runs; written once, atomically, never changed
 //! ```
 //!
 //! An entry is fresh only if its manifest exists and every file it lists exists with the listed
@@ -21,6 +23,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use pipeline_api::{ItemCache, StageError};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -132,6 +135,13 @@ impl Store {
     /// The output directory of the entry for `key`.
     pub fn out_dir(&self, key: &str) -> PathBuf {
         self.entry_dir(key).join("out")
+    }
+
+    /// The per-item cache shared by all stages.
+    pub fn items(&self) -> ItemStore {
+        ItemStore {
+            dir: self.versioned().join("items"),
+        }
     }
 
     /// Path of the run record.
@@ -338,6 +348,60 @@ impl Store {
             let _ = dir.sync_all();
         }
         Ok(manifest)
+    }
+}
+
+/// The engine's [`ItemCache`]: one file per item under `cache/v1/items/`.
+pub struct ItemStore {
+    dir: PathBuf,
+}
+
+impl ItemStore {
+    fn path(&self, key: &str) -> Result<PathBuf, StageError> {
+        if key.len() < 3 || !key.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(StageError::invalid(format!("item key `{key}` is not hex")));
+        }
+        Ok(self.dir.join(&key[..2]).join(key))
+    }
+}
+
+impl ItemCache for ItemStore {
+    fn get(&self, key: &str) -> Option<Vec<u8>> {
+        fs::read(self.path(key).ok()?).ok()
+    }
+
+    fn put(&self, key: &str, bytes: &[u8]) -> Result<(), StageError> {
+        let path = self.path(key)?;
+        if path.exists() {
+            return Ok(());
+        }
+        let parent = path.parent().expect("items have a parent");
+        let write_err = |source| StageError::Write {
+            path: path.clone(),
+            source,
+        };
+        fs::create_dir_all(parent).map_err(write_err)?;
+        let n = PENDING_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let tmp = parent.join(format!(".{key}.{}.{n}", std::process::id()));
+        fs::write(&tmp, bytes).map_err(write_err)?;
+        fs::rename(&tmp, &path).map_err(write_err)
+    }
+
+    fn link(&self, key: &str, dest: &Path) -> Result<bool, StageError> {
+        let path = self.path(key)?;
+        if !path.exists() {
+            return Ok(false);
+        }
+        if dest.exists() {
+            return Ok(true);
+        }
+        fs::hard_link(&path, dest)
+            .or_else(|_| fs::copy(&path, dest).map(|_| ()))
+            .map_err(|source| StageError::Write {
+                path: dest.to_path_buf(),
+                source,
+            })?;
+        Ok(true)
     }
 }
 

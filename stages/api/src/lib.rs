@@ -79,6 +79,45 @@ pub struct StageContext<'a> {
     pub threads: usize,
     /// Where to report progress.
     pub progress: &'a dyn Progress,
+    /// Per-item results kept across runs, so a stage reruns only the items that changed.
+    pub items: &'a dyn ItemCache,
+}
+
+/// Per-item results shared across runs of every stage, addressed by keys the stage derives from
+/// everything the item depends on (use [`item_key`]). An item is written once and never changes,
+/// so a stage may trust what it reads back only after checking it (size, or a content hash).
+pub trait ItemCache: Sync {
+    /// The bytes stored under `key`, if any.
+    fn get(&self, key: &str) -> Option<Vec<u8>>;
+    /// Stores `bytes` under `key` (atomically: readers see all or nothing).
+    fn put(&self, key: &str, bytes: &[u8]) -> Result<(), StageError>;
+    /// Makes `dest` a copy of the item, a hard link where the file system allows; `false` if absent.
+    fn link(&self, key: &str, dest: &Path) -> Result<bool, StageError>;
+}
+
+/// A key for [`ItemCache`]: blake3 over the parts, each length-prefixed so parts cannot run together.
+pub fn item_key(parts: &[&[u8]]) -> String {
+    let mut hasher = blake3::Hasher::new();
+    for part in parts {
+        hasher.update(&(part.len() as u64).to_le_bytes());
+        hasher.update(part);
+    }
+    hasher.finalize().to_hex().to_string()
+}
+
+/// An item cache that keeps nothing (unit tests).
+pub struct NoItems;
+
+impl ItemCache for NoItems {
+    fn get(&self, _key: &str) -> Option<Vec<u8>> {
+        None
+    }
+    fn put(&self, _key: &str, _bytes: &[u8]) -> Result<(), StageError> {
+        Ok(())
+    }
+    fn link(&self, _key: &str, _dest: &Path) -> Result<bool, StageError> {
+        Ok(false)
+    }
 }
 
 impl StageContext<'_> {

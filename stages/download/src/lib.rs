@@ -10,9 +10,11 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use pipeline_api::{
-    ParamError, ResultExt, RunSummary, Stage, StageContext, StageError, canonicalize, create_dir,
-    write_json,
+    ItemCache, ParamError, ResultExt, RunSummary, Stage, StageContext, StageError, canonicalize,
+    create_dir, item_key, write_json,
 };
 use polars::prelude::*;
 use rayon::prelude::*;
@@ -118,13 +120,21 @@ impl Stage for Download {
             .build()
             .during("starting download threads")?;
         ctx.progress.start("download", items.len() as u64);
+        let reused = AtomicUsize::new(0);
         let results: Vec<Fetched> = pool.install(|| {
             items
                 .par_iter()
                 .map(|(id, source)| {
-                    let result = fetcher
-                        .fetch(source)
-                        .and_then(|bytes| store(&posters, &bytes));
+                    let result = match reuse(ctx.items, source, &params, &posters) {
+                        Some(stored) => {
+                            reused.fetch_add(1, Ordering::Relaxed);
+                            Ok(stored)
+                        }
+                        None => fetcher.fetch(source).and_then(|bytes| {
+                            remember(ctx.items, source, &params, &bytes);
+                            store(&posters, &bytes)
+                        }),
+                    };
                     ctx.progress.advance(1);
                     match result {
                         Ok((file, bytes)) => Fetched {
@@ -149,9 +159,12 @@ impl Stage for Download {
         write_results(&ctx.out_dir.join("downloads.parquet"), &results)?;
         write_json(&ctx.out_dir.join("summary.json"), &summary)?;
         let failed: usize = summary.failed_by_reason.values().sum();
+        let reused = reused.into_inner();
         let mut lines = vec![format!(
-            "{} posters stored ({} distinct files), {failed} failed",
-            summary.stored, summary.distinct_files
+            "{} posters stored ({} distinct files), {failed} failed; {} fetched, {reused} reused from earlier runs",
+            summary.stored,
+            summary.distinct_files,
+            items.len() - reused
         )];
         for (reason, n) in &summary.failed_by_reason {
             lines.push(format!("{n} failed: {reason}"));
@@ -234,6 +247,55 @@ fn write_results(path: &Path, results: &[Fetched]) -> Result<(), StageError> {
     )
     .during("building the downloads table")?;
     write_table(path, &mut df)
+}
+
+/// Item key of a remote source: what it resolved to depends on the URL and the size cap.
+fn source_key(source: &str, params: &DownloadParams) -> String {
+    item_key(&[
+        b"download-source-v1",
+        source.as_bytes(),
+        &params.max_bytes.to_le_bytes(),
+    ])
+}
+
+/// Whether the source is remote (local files are re-read every run: cheap, and always current).
+fn is_remote(source: &str) -> bool {
+    let lower = source.trim().to_ascii_lowercase();
+    lower.starts_with("http://") || lower.starts_with("https://")
+}
+
+/// A remote poster fetched by an earlier run, linked into `posters` after checking its hash.
+fn reuse(
+    items: &dyn ItemCache,
+    source: &str,
+    params: &DownloadParams,
+    posters: &Path,
+) -> Option<(String, u64)> {
+    if !is_remote(source) {
+        return None;
+    }
+    let hash = String::from_utf8(items.get(&source_key(source, params))?).ok()?;
+    let dest = posters.join(&hash);
+    if !items.link(&hash, &dest).ok()? {
+        return None;
+    }
+    let bytes = std::fs::read(&dest).ok()?;
+    if blake3::hash(&bytes).to_hex().as_str() != hash {
+        let _ = std::fs::remove_file(&dest); // a damaged item is refetched, never used
+        return None;
+    }
+    Some((format!("posters/{hash}"), bytes.len() as u64))
+}
+
+/// Keeps a fetched remote poster for later runs (best effort: a failure only costs a refetch).
+fn remember(items: &dyn ItemCache, source: &str, params: &DownloadParams, bytes: &[u8]) {
+    if !is_remote(source) {
+        return;
+    }
+    let hash = blake3::hash(bytes).to_hex().to_string();
+    if items.put(&hash, bytes).is_ok() {
+        let _ = items.put(&source_key(source, params), hash.as_bytes());
+    }
 }
 
 /// Stores poster bytes under their blake3; identical posters share one file.

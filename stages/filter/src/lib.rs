@@ -7,8 +7,11 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use pipeline_api::{
-    ParamError, ResultExt, RunSummary, Stage, StageContext, StageError, canonicalize, write_json,
+    ParamError, ResultExt, RunSummary, Stage, StageContext, StageError, canonicalize, item_key,
+    write_json,
 };
 use polars::prelude::*;
 use rayon::prelude::*;
@@ -147,10 +150,30 @@ impl Stage for Filter {
             }
         }
         ctx.progress.start("decode", survivors.len() as u64);
+        let decode_count = AtomicUsize::new(0);
+        let checked = survivors.len();
         let decoded: Vec<Result<(), String>> = survivors
             .par_iter()
             .map(|c| {
-                let result = check_decodes(posters_dir, c.file.as_deref().unwrap_or_default());
+                let file = c.file.as_deref().unwrap_or_default();
+                // Posters are named by content hash, so a verdict per file name holds forever.
+                let key = item_key(&[b"filter-decodes-v1", file.as_bytes()]);
+                let result = match ctx.items.get(&key) {
+                    Some(verdict) if verdict == b"ok" => Ok(()),
+                    Some(verdict) if verdict.starts_with(b"err:") => {
+                        Err(String::from_utf8_lossy(&verdict[4..]).to_string())
+                    }
+                    _ => {
+                        decode_count.fetch_add(1, Ordering::Relaxed);
+                        let result = check_decodes(posters_dir, file);
+                        let verdict = match &result {
+                            Ok(()) => b"ok".to_vec(),
+                            Err(e) => format!("err:{e}").into_bytes(),
+                        };
+                        let _ = ctx.items.put(&key, &verdict); // best effort
+                        result
+                    }
+                };
                 ctx.progress.advance(1);
                 result
             })
@@ -231,6 +254,11 @@ impl Stage for Filter {
                 } else {
                     dropped.join(", ")
                 }
+            ),
+            format!(
+                "decoded {} posters, reused {} verdicts from earlier runs",
+                decode_count.load(Ordering::Relaxed),
+                checked - decode_count.load(Ordering::Relaxed)
             ),
         ]))
     }

@@ -8,9 +8,11 @@ use std::path::Path;
 
 use fast_image_resize::images::Image;
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use pipeline_api::{
-    ParamError, ResultExt, RunSummary, Stage, StageContext, StageError, canonicalize, read_json,
-    write_json,
+    ParamError, ResultExt, RunSummary, Stage, StageContext, StageError, canonicalize, item_key,
+    read_json, write_json,
 };
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -145,13 +147,28 @@ impl Stage for Resize {
         };
         let mut skipped = Vec::new();
         ctx.progress.start("resize", ids.len() as u64);
+        let decoded = AtomicUsize::new(0);
+        let pixel_count = pixels;
         for (n, start) in (0..ids.len()).step_by(params.shard_rows).enumerate() {
             let end = (start + params.shard_rows).min(ids.len());
             let resized: Vec<Result<Vec<u8>, String>> = pool.install(|| {
                 (start..end)
                     .into_par_iter()
                     .map(|i| {
-                        let result = load_resized(&posters_dir.join(&files[i]), &params);
+                        // Download names posters by their blake3, so the file name is the content key.
+                        let key = resized_key(&files[i], &params);
+                        let result = match ctx.items.get(&key) {
+                            Some(pixels) if pixels.len() == pixel_count => Ok(pixels),
+                            _ => {
+                                decoded.fetch_add(1, Ordering::Relaxed);
+                                let result = load_resized(&posters_dir.join(&files[i]), &params);
+                                if let Ok(pixels) = &result {
+                                    // Best effort: a failed put only costs a decode next time.
+                                    let _ = ctx.items.put(&key, pixels);
+                                }
+                                result
+                            }
+                        };
                         ctx.progress.advance(1);
                         result
                     })
@@ -183,16 +200,35 @@ impl Stage for Resize {
         }
         meta.save(ctx.out_dir)?;
         write_json(&ctx.out_dir.join("skipped.json"), &skipped)?;
-        Ok(RunSummary::new([format!(
-            "{} posters -> {} shard(s) of {}x{} ({:?}), {} skipped",
-            meta.rows(),
-            meta.shards.len(),
-            params.width,
-            params.height,
-            params.mode,
-            skipped.len()
-        )]))
+        let decoded = decoded.into_inner();
+        Ok(RunSummary::new([
+            format!(
+                "{} posters -> {} shard(s) of {}x{} ({:?}), {} skipped",
+                meta.rows(),
+                meta.shards.len(),
+                params.width,
+                params.height,
+                params.mode,
+                skipped.len()
+            ),
+            format!(
+                "decoded {decoded}, reused {} from earlier runs",
+                ids.len() - decoded
+            ),
+        ]))
     }
+}
+
+/// Item key of one resized poster: its content (named by hash) and every param that shapes the pixels.
+fn resized_key(file: &str, params: &ResizeParams) -> String {
+    let mode = serde_json::to_string(&params.mode).expect("mode serialises");
+    item_key(&[
+        b"resize-item-v1",
+        file.as_bytes(),
+        &params.width.to_le_bytes(),
+        &params.height.to_le_bytes(),
+        mode.as_bytes(),
+    ])
 }
 
 /// Decodes one poster and fits it into the target size; RGB, HWC.

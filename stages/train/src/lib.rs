@@ -372,7 +372,7 @@ fn fit(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pipeline_api::NoProgress;
+    use pipeline_api::{NoItems, NoProgress};
 
     /// Two genres, each tied to a colour: a few epochs must bring the loss well down.
     #[test]
@@ -411,6 +411,7 @@ mod tests {
             out_dir: dir.path(),
             threads: 2,
             progress: &NoProgress,
+            items: &NoItems,
         };
         let device = Device::flex();
         let (net, history) = fit(&spec, &params, &data, &data, &device, "flex", &ctx).unwrap();
