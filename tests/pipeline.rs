@@ -663,6 +663,9 @@ fn keep_going_runs_independent_branches_and_still_fails() {
 #[test]
 fn downstream_and_force_downstream_widen_the_run() {
     let p = Project::small(60, SMALL_PIPELINE);
+    let dry = p.ok(&["run", "--dry-run"]);
+    assert_eq!(stages_with(&dry, "Would run "), set(&ALL));
+    assert!(!p.root.join("cache").exists(), "a dry run creates nothing");
     let run = p.ok(&["run", "split", "--downstream"]);
     assert_eq!(stages_with(&run, "Running "), set(&ALL));
     let forced = p.ok(&["run", "--force", "split"]);

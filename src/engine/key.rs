@@ -87,57 +87,24 @@ mod tests {
 
     #[test]
     fn every_field_changes_the_key() {
-        let base = key(
-            1,
-            json!({"width": 64}),
-            &[("movies", "aa")],
-            &[("csv", "bb")],
-        );
-        assert_eq!(
-            base,
-            key(
-                1,
-                json!({"width": 64}),
-                &[("movies", "aa")],
-                &[("csv", "bb")]
-            )
-        );
-        assert_ne!(
-            base,
-            key(
-                2,
-                json!({"width": 64}),
-                &[("movies", "aa")],
-                &[("csv", "bb")]
-            )
-        );
-        assert_ne!(
-            base,
-            key(
-                1,
-                json!({"width": 96}),
-                &[("movies", "aa")],
-                &[("csv", "bb")]
-            )
-        );
-        assert_ne!(
-            base,
-            key(
-                1,
-                json!({"width": 64}),
-                &[("movies", "ab")],
-                &[("csv", "bb")]
-            )
-        );
-        assert_ne!(
-            base,
-            key(
-                1,
-                json!({"width": 64}),
-                &[("movies", "aa")],
-                &[("csv", "bc")]
-            )
-        );
+        let (inputs, files) = ([("movies", "aa")], [("csv", "bb")]);
+        let base = key(1, json!({"width": 64}), &inputs, &files);
+        assert_eq!(base, key(1, json!({"width": 64}), &inputs, &files));
+        let variants = [
+            ("version", key(2, json!({"width": 64}), &inputs, &files)),
+            ("params", key(1, json!({"width": 96}), &inputs, &files)),
+            (
+                "input digest",
+                key(1, json!({"width": 64}), &[("movies", "ab")], &files),
+            ),
+            (
+                "file digest",
+                key(1, json!({"width": 64}), &inputs, &[("csv", "bc")]),
+            ),
+        ];
+        for (field, changed) in variants {
+            assert_ne!(base, changed, "changing the {field} must change the key");
+        }
     }
 
     #[test]

@@ -227,28 +227,28 @@ impl<'a> Engine<'a> {
         self.plan
             .check_names(options.targets.iter().chain(&options.force))
             .map_err(EngineError::Usage)?;
+        let mut force: BTreeSet<String> = options.force.iter().cloned().collect();
+        if options.force_downstream {
+            force.extend(self.plan.downstream_of(&options.force));
+        }
         let mut wanted: Vec<String> = options.targets.clone();
         if options.downstream {
             wanted.extend(self.plan.downstream_of(&options.targets));
         }
         if !options.targets.is_empty() {
-            wanted.extend(options.force.iter().cloned());
+            // Forced stages run even when outside the targets, with what they need.
+            wanted.extend(force.iter().cloned());
         }
         let selected = self.plan.with_upstream(&wanted);
-        let mut force: BTreeSet<String> = options.force.iter().cloned().collect();
-        if options.force_downstream {
-            force.extend(self.plan.downstream_of(&options.force));
-        }
 
-        self.store.init()?;
+        // A dry run reads the cache but never creates, locks or cleans anything.
         let _run_lock = if options.dry_run {
             None
         } else {
-            Some(self.acquire_run_lock(reporter, options.no_wait)?)
-        };
-        if !options.dry_run {
+            let lock = self.acquire_run_lock(reporter, options.no_wait)?;
             self.store.clear_pending()?;
-        }
+            Some(lock)
+        };
 
         let mut lock = LockFile::load(&self.lock_path);
         lock.version = 1;
@@ -457,6 +457,7 @@ impl<'a> Engine<'a> {
         reporter: &dyn Reporter,
         no_wait: bool,
     ) -> Result<File, EngineError> {
+        self.store.init()?;
         let path = self.store.lock_path();
         let file = File::create(&path).map_err(|source| StoreError {
             action: "create",
