@@ -8,7 +8,12 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use crate::console::Console;
+use crate::console::{Console, say};
+
+/// `println!` that drops the line when stdout is a closed pipe instead of panicking.
+macro_rules! say {
+    ($($arg:tt)*) => { say(&format!($($arg)*)) };
+}
 use crate::engine::plan::Plan;
 use crate::engine::record::format_utc;
 use crate::engine::runner::{Engine, EngineError, RunOptions};
@@ -204,15 +209,15 @@ fn execute(cli: &Cli, threads: usize) -> Result<(), Failure> {
             }
             if *dry_run {
                 if outcome.would_run.is_empty() {
-                    println!("Nothing to do: every selected stage is fresh.");
+                    say!("Nothing to do: every selected stage is fresh.");
                 }
             } else if outcome.ran.is_empty() {
-                println!("Nothing to do: every selected stage is fresh.");
+                say!("Nothing to do: every selected stage is fresh.");
             }
             for dir in &outcome.published {
                 let index = plan.root.join(dir).join("index.html");
                 if index.exists() {
-                    println!("Report: {}", dir.join("index.html").display());
+                    say!("Report: {}", dir.join("index.html").display());
                 }
             }
             Ok(())
@@ -223,14 +228,14 @@ fn execute(cli: &Cli, threads: usize) -> Result<(), Failure> {
                 let text = serde_json::to_string_pretty(&statuses)
                     .context("serialising status")
                     .map_err(Failure::Run)?;
-                println!("{text}");
+                say!("{text}");
             } else {
                 let width = statuses.iter().map(|s| s.name.len()).max().unwrap_or(0);
                 for status in &statuses {
                     if status.state == "fresh" {
-                        println!("{:width$}  fresh", status.name);
+                        say!("{:width$}  fresh", status.name);
                     } else {
-                        println!("{:width$}  dirty  {}", status.name, status.reason);
+                        say!("{:width$}  dirty  {}", status.name, status.reason);
                     }
                 }
             }
@@ -239,7 +244,7 @@ fn execute(cli: &Cli, threads: usize) -> Result<(), Failure> {
         Command::Verify { repair } => {
             let report = engine.verify(*repair).map_err(engine_err)?;
             for damaged in &report.damaged {
-                println!(
+                say!(
                     "{} {} (stage `{}`): {}",
                     if *repair { "Evicted" } else { "Damaged" },
                     &damaged.key[..16],
@@ -247,7 +252,7 @@ fn execute(cli: &Cli, threads: usize) -> Result<(), Failure> {
                     damaged.problems.join(", ")
                 );
             }
-            println!(
+            say!(
                 "{} entries checked, {} damaged{}",
                 report.checked,
                 report.damaged.len(),
@@ -267,7 +272,7 @@ fn execute(cli: &Cli, threads: usize) -> Result<(), Failure> {
         }
         Command::Gc { keep } => {
             let report = engine.gc(*keep).map_err(engine_err)?;
-            println!(
+            say!(
                 "Removed {} entries ({:.1} MB freed), kept {}",
                 report.removed,
                 report.freed_bytes as f64 / 1e6,
@@ -282,11 +287,11 @@ fn execute(cli: &Cli, threads: usize) -> Result<(), Failure> {
                     let line = serde_json::to_string(run)
                         .context("serialising the run record")
                         .map_err(Failure::Run)?;
-                    println!("{line}");
+                    say!("{line}");
                     continue;
                 }
                 let ran = run.stages.iter().filter(|s| s.action == "ran").count();
-                println!(
+                say!(
                     "run at {} ({}): {} in {:.1}s, {ran} ran, {} fresh",
                     format_utc(run.started_unix),
                     if run.targets.is_empty() {
@@ -299,9 +304,12 @@ fn execute(cli: &Cli, threads: usize) -> Result<(), Failure> {
                     run.stages.iter().filter(|s| s.action == "fresh").count()
                 );
                 for stage in &run.stages {
-                    println!(
+                    say!(
                         "  {:8} {:10} {:6.1}s  {}",
-                        stage.action, stage.name, stage.seconds, stage.reason
+                        stage.action,
+                        stage.name,
+                        stage.seconds,
+                        stage.reason
                     );
                 }
             }
@@ -321,7 +329,7 @@ fn execute(cli: &Cli, threads: usize) -> Result<(), Failure> {
                 } else {
                     format!(" <- {}", inputs.join(", "))
                 };
-                println!(
+                say!(
                     "{:width$}  [{}] {}{from}",
                     stage.name,
                     stage.stage.kind(),

@@ -10,6 +10,13 @@ use pipeline_api::Progress;
 use crate::engine::dirty::{Reason, describe};
 use crate::engine::runner::Reporter;
 
+/// Prints a line on stdout. A closed pipe (`pipeline status | head -3`) is not an error worth a
+/// panic: the line is dropped, as ripgrep and friends do.
+pub fn say(text: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout().lock(), "{text}");
+}
+
 /// The command-line reporter.
 pub struct Console {
     bars: MultiProgress,
@@ -37,7 +44,7 @@ impl Console {
         if self.interactive {
             let _ = self.bars.println(text);
         } else {
-            println!("{text}");
+            say(text);
         }
     }
 }
@@ -123,7 +130,7 @@ impl Progress for StageBar {
         self.bar.set_position(0);
         self.bar.set_message(task.to_string());
         if self.verbose {
-            println!("  {}: {task} ({total})", self.stage);
+            say(&format!("  {}: {task} ({total})", self.stage));
         }
     }
 
@@ -134,7 +141,7 @@ impl Progress for StageBar {
     fn message(&self, message: &str) {
         self.bar.set_message(message.to_string());
         if self.verbose {
-            println!("  {}: {message}", self.stage);
+            say(&format!("  {}: {message}", self.stage));
         }
     }
 }
