@@ -70,7 +70,7 @@ pub struct LockedOutputs {
     pub bytes: u64,
 }
 
-const HEADER: &str = "# pipeline.lock: written by `pipeline run` after each stage succeeds.\n# It records what every stage last ran with; read it, diff it, commit it, but do not edit it.\n";
+const HEADER: &str = "# pipeline.lock: written by `pipeline run` after each stage succeeds.\n# It records what every stage last ran with: read it and diff it, but do not edit it.\n";
 
 impl LockFile {
     /// Reads the lock, or an empty one when there is none (or it cannot be parsed).
