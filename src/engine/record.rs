@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::store::StoreError;
+use super::store::{StoreError, io_err};
 
 /// One `pipeline run`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -56,16 +56,8 @@ pub fn append_run(path: &Path, run: &RunRecord) -> Result<(), StoreError> {
         .create(true)
         .append(true)
         .open(path)
-        .map_err(|source| StoreError {
-            action: "open",
-            path: path.to_path_buf(),
-            source,
-        })?;
-    file.write_all(&line).map_err(|source| StoreError {
-        action: "append to",
-        path: path.to_path_buf(),
-        source,
-    })
+        .map_err(io_err("open", path))?;
+    file.write_all(&line).map_err(io_err("append to", path))
 }
 
 /// Every readable record, oldest first (a torn last line from a crash is skipped).

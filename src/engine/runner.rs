@@ -14,7 +14,7 @@ use super::key::{CACHE_FORMAT, StageKey, sorted_json};
 use super::lock::{LockFile, LockedFile, LockedInput, LockedOutputs, LockedStage};
 use super::plan::{Plan, PlannedStage};
 use super::record::{RunRecord, StageRecord, append_run, read_runs, unix_now};
-use super::store::{Manifest, Store, StoreError, path_digest, publish_tree};
+use super::store::{Manifest, Store, StoreError, io_err, path_digest, publish_tree};
 
 /// Receives what the engine does, to show it to a person.
 pub trait Reporter: Sync {
@@ -459,30 +459,15 @@ impl<'a> Engine<'a> {
     ) -> Result<File, EngineError> {
         self.store.init()?;
         let path = self.store.lock_path();
-        let file = File::create(&path).map_err(|source| StoreError {
-            action: "create",
-            path: path.clone(),
-            source,
-        })?;
+        let file = File::create(&path).map_err(io_err("create", &path))?;
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) if no_wait => return Err(EngineError::Busy(path)),
             Err(TryLockError::WouldBlock) => {
                 reporter.waiting_for_lock(&path);
-                file.lock().map_err(|source| StoreError {
-                    action: "lock",
-                    path: path.clone(),
-                    source,
-                })?;
+                file.lock().map_err(io_err("lock", &path))?;
             }
-            Err(TryLockError::Error(source)) => {
-                return Err(StoreError {
-                    action: "lock",
-                    path,
-                    source,
-                }
-                .into());
-            }
+            Err(TryLockError::Error(source)) => return Err(io_err("lock", &path)(source).into()),
         }
         Ok(file)
     }

@@ -41,7 +41,11 @@ pub struct StoreError {
     pub source: io::Error,
 }
 
-fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
+/// Wraps an I/O error with what was being done to which path.
+pub(crate) fn io_err<'a>(
+    action: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(io::Error) -> StoreError + 'a {
     move |source| StoreError {
         action,
         path: path.to_path_buf(),
@@ -251,17 +255,13 @@ impl Store {
 
     /// The manifest of a complete entry, or `None` if the entry is missing or incomplete.
     pub fn fresh(&self, key: &str) -> Option<Manifest> {
-        let dir = self.entry_dir(key);
-        let manifest: Manifest =
-            serde_json::from_slice(&fs::read(dir.join("manifest.json")).ok()?).ok()?;
+        let manifest = self.manifest(key)?;
         if manifest.key != key || manifest.format != CACHE_FORMAT {
             return None;
         }
-        let out = dir.join("out");
-        let complete = manifest.files.iter().all(|(rel, entry)| {
-            fs::metadata(out.join(rel)).is_ok_and(|m| m.is_file() && m.len() == entry.size)
-        });
-        complete.then_some(manifest)
+        self.incomplete_output(key, &manifest)
+            .is_none()
+            .then_some(manifest)
     }
 
     /// Why the entry for `key` is not fresh, when something of it exists.
@@ -276,17 +276,21 @@ impl Store {
         let Ok(manifest) = serde_json::from_slice::<Manifest>(&bytes) else {
             return Some("cache entry manifest is unreadable".into());
         };
-        let out = dir.join("out");
-        for (rel, entry) in &manifest.files {
-            match fs::metadata(out.join(rel)) {
-                Err(_) => return Some(format!("output missing: `{rel}`")),
-                Ok(m) if m.len() != entry.size => {
-                    return Some(format!("output changed size: `{rel}`"));
-                }
-                Ok(_) => {}
-            }
-        }
-        None
+        self.incomplete_output(key, &manifest)
+    }
+
+    /// The first output the manifest lists that is missing or has another size (the cheap check;
+    /// [`Store::verify`] rehashes).
+    fn incomplete_output(&self, key: &str, manifest: &Manifest) -> Option<String> {
+        let out = self.out_dir(key);
+        manifest
+            .files
+            .iter()
+            .find_map(|(rel, entry)| match fs::metadata(out.join(rel)) {
+                Ok(m) if m.is_file() && m.len() == entry.size => None,
+                Ok(m) if m.is_file() => Some(format!("output changed size: `{rel}`")),
+                _ => Some(format!("output missing: `{rel}`")),
+            })
     }
 
     /// Starts a run for `key` in a fresh temporary directory.
