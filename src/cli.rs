@@ -26,6 +26,7 @@ Examples:
   pipeline run train            bring `train` and what it needs up to date, nothing downstream
   pipeline run --dry-run        say what would run and why, touching nothing
   pipeline run --force resize   rerun `resize` even though it is fresh
+  pipeline run -j 1             run one stage at a time (default: independent stages in parallel)
   pipeline status               each stage fresh or dirty, with the reason
   pipeline status --json        the same, one JSON object per stage
   pipeline dag                  the stages in dependency order
@@ -84,6 +85,10 @@ pub enum Command {
         /// Fail at once instead of waiting when another run holds this project.
         #[arg(long)]
         no_wait: bool,
+        /// Independent stages to run at the same time [default: number of cores]. Each stage
+        /// still gets `--threads` workers; `-j 1` runs stages one after another.
+        #[arg(short = 'j', long, value_name = "N", env = "PIPELINE_JOBS")]
+        jobs: Option<usize>,
     },
     /// Rehash every cache entry and report the ones whose files no longer match their manifest.
     Verify {
@@ -141,11 +146,7 @@ pub fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let threads = cli.threads.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(usize::from)
-            .unwrap_or(1)
-    });
+    let threads = cli.threads.unwrap_or_else(cores);
     // Stages that use rayon without their own pool (hashing, burn's CPU kernels) get this size too.
     let _ = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
@@ -162,6 +163,12 @@ pub fn main() -> ExitCode {
         }
         Err(Failure::Reported) => ExitCode::from(1),
     }
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism()
+        .map(usize::from)
+        .unwrap_or(1)
 }
 
 fn execute(cli: &Cli, threads: usize) -> Result<(), Failure> {
@@ -182,6 +189,7 @@ fn execute(cli: &Cli, threads: usize) -> Result<(), Failure> {
             force_downstream,
             keep_going,
             no_wait,
+            jobs,
         } => {
             let console = Console::new(cli.verbose > 0);
             let options = RunOptions {
@@ -193,6 +201,7 @@ fn execute(cli: &Cli, threads: usize) -> Result<(), Failure> {
                 force_downstream: *force_downstream,
                 keep_going: *keep_going,
                 no_wait: *no_wait,
+                jobs: jobs.unwrap_or_else(cores),
             };
             let outcome = engine.run(&options, &console).map_err(engine_err)?;
             if !outcome.failed.is_empty() {

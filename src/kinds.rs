@@ -12,6 +12,7 @@ pub fn registry() -> Registry {
         .register(stage_resize::Resize)
         .register(stage_split::Split)
         .register(stage_train::Train)
+        .register(stage_stats::Stats)
         .register(stage_evaluate::Evaluate);
     registry
 }

@@ -173,10 +173,16 @@ fn default_pipeline_runs_offline_and_beats_the_baseline() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(stages_with(&stdout, "Running "), set(&ALL));
+    let mut default_stages = set(&ALL);
+    default_stages.insert("stats".into());
+    assert_eq!(stages_with(&stdout, "Running "), default_stages);
     assert!(stdout.contains("Report: reports/index.html"), "{stdout}");
     let html = std::fs::read_to_string(root.join("reports/index.html")).unwrap();
     assert!(html.contains("Test metrics"));
+    assert!(
+        html.contains("<h2>Dataset</h2>"),
+        "the stats branch feeds the report"
+    );
     assert!(!html.contains("<script>"), "CSV text must be escaped");
     assert!(
         html.contains("&lt;script&gt;"),
@@ -633,7 +639,8 @@ stages:
 fn keep_going_runs_independent_branches_and_still_fails() {
     let p = Project::small(20, BRANCHES);
     std::fs::write(p.root.join("data/bad.csv"), "id,title\n1,x\n").unwrap();
-    let out = p.pipeline(&["run"]);
+    // One stage at a time, so nothing else has started when `broken` fails.
+    let out = p.pipeline(&["run", "-j", "1"]);
     assert_eq!(out.status.code(), Some(1));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -904,4 +911,65 @@ fn adding_movies_fetches_and_decodes_only_the_new_posters() {
         decoded_line(&run, "resize").contains("decoded 30,"),
         "a new width re-decodes everything: {run}"
     );
+}
+
+/// The small pipeline with a second model and a statistics stage, both beside `train`.
+fn with_parallel_branches() -> String {
+    SMALL_PIPELINE.replace(
+        "  evaluate:\n",
+        "  train_b:\n    kind: train\n    inputs: {data: split}\n    params: {epochs: 2, batch_size: 16, seed: 8}\n  stats:\n    kind: stats\n    inputs: {data: split}\n  evaluate:\n",
+    )
+}
+
+/// `(started, ended)` of each stage that ran in the last recorded run.
+fn last_run_spans(p: &Project) -> std::collections::BTreeMap<String, (f64, f64)> {
+    let log = p.ok(&["log", "-n", "1", "--json"]);
+    let run: serde_json::Value = serde_json::from_str(log.lines().last().unwrap()).unwrap();
+    run["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["action"] == "ran")
+        .map(|s| {
+            let started = s["started"].as_f64().unwrap();
+            let seconds = s["seconds"].as_f64().unwrap();
+            (
+                s["name"].as_str().unwrap().to_string(),
+                (started, started + seconds),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn independent_stages_overlap_with_jobs_and_not_with_one_job() {
+    let p = Project::small(120, &with_parallel_branches());
+    p.ok(&["run", "--jobs", "2", "--threads", "1"]);
+    let spans = last_run_spans(&p);
+    let (a, b) = (spans["train"], spans["train_b"]);
+    assert!(
+        a.0 < b.1 && b.0 < a.1,
+        "train {a:?} and train_b {b:?} should overlap with --jobs 2"
+    );
+    // A chain never overlaps: split waited for resize to finish.
+    assert!(spans["resize"].1 <= spans["split"].0, "{spans:?}");
+    // The run record is the same outputs either way: one job reruns them one after another.
+    p.ok(&[
+        "run",
+        "-j",
+        "1",
+        "--force",
+        "train",
+        "--force",
+        "train_b",
+        "--threads",
+        "1",
+    ]);
+    let spans = last_run_spans(&p);
+    let (a, b) = (spans["train"], spans["train_b"]);
+    assert!(
+        a.1 <= b.0 || b.1 <= a.0,
+        "train {a:?} and train_b {b:?} must not overlap with -j 1"
+    );
+    assert!(p.status().iter().all(|s| s["state"] == "fresh"));
 }

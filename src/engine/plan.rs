@@ -94,6 +94,7 @@ impl Plan {
                 spec,
                 &format!("{key}.inputs"),
                 stage.input_roles(),
+                stage.optional_input_roles(),
                 stage_spec.inputs.keys(),
                 "inputs",
             )?;
@@ -101,6 +102,7 @@ impl Plan {
                 spec,
                 &format!("{key}.files"),
                 stage.file_roles(),
+                &[],
                 stage_spec.files.keys(),
                 "files",
             )?;
@@ -222,15 +224,22 @@ fn check_roles<'a>(
     spec: &SpecFile,
     key: &str,
     expected: &[&str],
+    optional: &[&str],
     given: impl Iterator<Item = &'a String> + Clone,
     what: &str,
 ) -> Result<(), SpecError> {
     for role in given.clone() {
-        if !expected.contains(&role.as_str()) {
-            let help = if expected.is_empty() {
+        if !expected.contains(&role.as_str()) && !optional.contains(&role.as_str()) {
+            let help = if expected.is_empty() && optional.is_empty() {
                 format!("this kind takes no {what}")
-            } else {
+            } else if optional.is_empty() {
                 format!("this kind takes {what}: {}", expected.join(", "))
+            } else {
+                format!(
+                    "this kind takes {what}: {} (optional: {})",
+                    expected.join(", "),
+                    optional.join(", ")
+                )
             };
             return Err(spec.error(
                 &format!("{key}.{role}"),

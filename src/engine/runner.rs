@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, TryLockError};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 use std::time::Instant;
 
 use pipeline_api::{Progress, StageContext};
@@ -61,6 +62,8 @@ pub struct RunOptions {
     pub dry_run: bool,
     /// Worker threads for stages (not part of any key).
     pub threads: usize,
+    /// Stages that may run at the same time (independent branches); 0 counts as 1.
+    pub jobs: usize,
     /// Also bring every stage downstream of `targets` up to date.
     pub downstream: bool,
     /// Rerun the dependents of forced stages too, even if the forced output is unchanged.
@@ -162,6 +165,33 @@ pub struct Engine<'a> {
     lock_path: PathBuf,
 }
 
+/// Where a selected stage stands during a run.
+enum Slot {
+    /// Not yet keyed: some input is not known yet.
+    Waiting,
+    /// A worker is running it.
+    Running,
+    /// Reused from the cache.
+    Fresh,
+    /// Ran in this run.
+    Ran,
+    /// `--dry-run`: would run, so its output (and its dependents' keys) is unknown.
+    Unknown,
+    /// Failed, or skipped because something it needs failed.
+    Broken,
+}
+
+/// A worker's report on one stage it ran.
+struct Finished<'p> {
+    stage: &'p PlannedStage,
+    key: String,
+    locked: LockedStage,
+    reasons: Vec<Reason>,
+    result: Result<Manifest, String>,
+    began: Instant,
+    ended: Instant,
+}
+
 /// Outcome of assessing one stage without running it.
 enum Assessment {
     Fresh {
@@ -253,127 +283,219 @@ impl<'a> Engine<'a> {
         let mut lock = LockFile::load(&self.lock_path);
         lock.version = 1;
         let mut outcome = RunOutcome::default();
-        let mut digests: BTreeMap<String, String> = BTreeMap::new();
-        let mut entry_keys: BTreeMap<String, String> = BTreeMap::new();
-        let mut reran: BTreeSet<String> = BTreeSet::new();
-        let mut broken: BTreeSet<String> = BTreeSet::new();
-        let run_started = Instant::now();
-        let mut records: Vec<StageRecord> = Vec::new();
-        let mut record =
-            |name: &str, action: &str, reason: String, key: Option<&str>, began: Instant| {
-                records.push(StageRecord {
-                    name: name.to_string(),
-                    action: action.to_string(),
-                    reason,
-                    key: key.map(str::to_string),
-                    started: began.duration_since(run_started).as_secs_f64(),
-                    seconds: began.elapsed().as_secs_f64(),
-                });
-            };
-
-        for stage in self
+        let mut slots: BTreeMap<&str, Slot> = self
             .plan
             .stages
             .iter()
             .filter(|s| selected.contains(&s.name))
-        {
-            let blocked: Vec<String> = stage
-                .inputs
-                .values()
-                .filter(|up| broken.contains(*up))
-                .cloned()
-                .collect();
-            let began = Instant::now();
-            if !blocked.is_empty() {
-                broken.insert(stage.name.clone());
-                let reasons = [Reason::UpstreamFailed(blocked)];
-                reporter.skipped(&stage.name, &reasons);
-                record(&stage.name, "skipped", describe(&reasons), None, began);
-                continue;
-            }
-            let forced = force.contains(&stage.name);
-            match self.assess(stage, &digests, &lock, forced)? {
-                Assessment::Fresh {
-                    manifest, locked, ..
-                } => {
-                    let upstream_reran: Vec<&str> = stage
-                        .inputs
-                        .values()
-                        .filter(|up| reran.contains(*up))
-                        .map(String::as_str)
+            .map(|s| (s.name.as_str(), Slot::Waiting))
+            .collect();
+        // Output digest and cache key of every stage whose output is known.
+        let mut digests: BTreeMap<String, String> = BTreeMap::new();
+        let mut entry_keys: BTreeMap<String, String> = BTreeMap::new();
+        let run_started = Instant::now();
+        let mut records: Vec<StageRecord> = Vec::new();
+        let mut record = |name: &str,
+                          action: &str,
+                          reason: String,
+                          key: Option<&str>,
+                          began: Instant,
+                          ended: Instant| {
+            records.push(StageRecord {
+                name: name.to_string(),
+                action: action.to_string(),
+                reason,
+                key: key.map(str::to_string),
+                started: began.duration_since(run_started).as_secs_f64(),
+                seconds: ended.duration_since(began).as_secs_f64(),
+            });
+        };
+        let jobs = options.jobs.max(1);
+
+        // The scheduler: the main thread keys stages and owns the lock file; up to `jobs` workers
+        // run dirty stages whose inputs are all known. Stages are considered in plan order, so with
+        // `--jobs 1` the run is the sequential one.
+        std::thread::scope(|scope| -> Result<(), EngineError> {
+            let (finished_tx, finished_rx) = mpsc::channel::<Finished>();
+            let mut running = 0usize;
+            let mut stopping = false;
+            loop {
+                let mut progressed = true;
+                while progressed && !stopping {
+                    progressed = false;
+                    let waiting: Vec<&PlannedStage> = self
+                        .plan
+                        .stages
+                        .iter()
+                        .filter(|s| matches!(slots.get(s.name.as_str()), Some(Slot::Waiting)))
                         .collect();
-                    let note = (!upstream_reran.is_empty()).then(|| {
-                        format!(
-                            "upstream {} reran with identical output",
-                            upstream_reran.join(", ")
-                        )
-                    });
-                    reporter.fresh(&stage.name, note.as_deref());
-                    record(
-                        &stage.name,
-                        "fresh",
-                        note.unwrap_or_else(|| "fresh".into()),
-                        Some(&manifest.key),
-                        began,
-                    );
-                    digests.insert(stage.name.clone(), manifest.output_digest.clone());
-                    entry_keys.insert(stage.name.clone(), manifest.key.clone());
-                    outcome.fresh.push(stage.name.clone());
-                    if !options.dry_run {
-                        if lock.stages.get(&stage.name) != Some(&locked) {
-                            lock.stages.insert(stage.name.clone(), locked);
-                            lock.save(&self.lock_path)?;
+                    for stage in waiting {
+                        let upstream: Vec<&Slot> = stage
+                            .inputs
+                            .values()
+                            .filter_map(|up| slots.get(up.as_str()))
+                            .collect();
+                        if upstream
+                            .iter()
+                            .any(|s| matches!(s, Slot::Waiting | Slot::Running))
+                        {
+                            continue;
                         }
-                        self.publish(stage, &manifest.key, reporter, &mut outcome)?;
-                    }
-                }
-                Assessment::Dirty {
-                    key,
-                    reasons,
-                    locked,
-                } => {
-                    if options.dry_run {
-                        reporter.would_run(&stage.name, &reasons);
-                        outcome.would_run.push(stage.name.clone());
-                        // Downstream stages cannot be keyed until this one has run.
-                        broken.remove(&stage.name);
-                        continue;
-                    }
-                    let key = key.expect("inputs are known when not a dry run");
-                    let locked = locked.expect("a lock record whenever the key is known");
-                    match self.execute(
-                        stage,
-                        &key,
-                        &entry_keys,
-                        &reasons,
-                        options.threads,
-                        reporter,
-                    ) {
-                        Ok(manifest) => {
-                            let mut locked = locked;
-                            locked.outputs = outputs_of(&manifest);
-                            lock.stages.insert(stage.name.clone(), locked);
-                            lock.save(&self.lock_path)?;
-                            digests.insert(stage.name.clone(), manifest.output_digest.clone());
-                            entry_keys.insert(stage.name.clone(), key.clone());
-                            reran.insert(stage.name.clone());
-                            outcome.ran.push(stage.name.clone());
-                            record(&stage.name, "ran", describe(&reasons), Some(&key), began);
-                            self.publish(stage, &key, reporter, &mut outcome)?;
+                        let began = Instant::now();
+                        let blocked: Vec<String> = stage
+                            .inputs
+                            .values()
+                            .filter(|up| matches!(slots.get(up.as_str()), Some(Slot::Broken)))
+                            .cloned()
+                            .collect();
+                        if !blocked.is_empty() {
+                            let reasons = [Reason::UpstreamFailed(blocked)];
+                            reporter.skipped(&stage.name, &reasons);
+                            record(
+                                &stage.name,
+                                "skipped",
+                                describe(&reasons),
+                                None,
+                                began,
+                                began,
+                            );
+                            slots.insert(&stage.name, Slot::Broken);
+                            progressed = true;
+                            continue;
                         }
-                        Err(message) => {
-                            reporter.failed(&stage.name, &message);
-                            record(&stage.name, "failed", message, Some(&key), began);
-                            outcome.failed.push(stage.name.clone());
-                            broken.insert(stage.name.clone());
-                            if !options.keep_going {
-                                break;
+                        let forced = force.contains(&stage.name);
+                        match self.assess(stage, &digests, &lock, forced)? {
+                            Assessment::Fresh {
+                                manifest, locked, ..
+                            } => {
+                                let upstream_reran: Vec<&str> = stage
+                                    .inputs
+                                    .values()
+                                    .filter(|up| matches!(slots.get(up.as_str()), Some(Slot::Ran)))
+                                    .map(String::as_str)
+                                    .collect();
+                                let note = (!upstream_reran.is_empty()).then(|| {
+                                    format!(
+                                        "upstream {} reran with identical output",
+                                        upstream_reran.join(", ")
+                                    )
+                                });
+                                reporter.fresh(&stage.name, note.as_deref());
+                                record(
+                                    &stage.name,
+                                    "fresh",
+                                    note.unwrap_or_else(|| "fresh".into()),
+                                    Some(&manifest.key),
+                                    began,
+                                    Instant::now(),
+                                );
+                                digests.insert(stage.name.clone(), manifest.output_digest.clone());
+                                entry_keys.insert(stage.name.clone(), manifest.key.clone());
+                                outcome.fresh.push(stage.name.clone());
+                                if !options.dry_run {
+                                    if lock.stages.get(&stage.name) != Some(&locked) {
+                                        lock.stages.insert(stage.name.clone(), locked);
+                                        lock.save(&self.lock_path)?;
+                                    }
+                                    self.publish(stage, &manifest.key, reporter, &mut outcome)?;
+                                }
+                                slots.insert(&stage.name, Slot::Fresh);
+                                progressed = true;
+                            }
+                            Assessment::Dirty {
+                                key,
+                                reasons,
+                                locked,
+                            } => {
+                                if options.dry_run {
+                                    reporter.would_run(&stage.name, &reasons);
+                                    outcome.would_run.push(stage.name.clone());
+                                    // Dependents cannot be keyed until this one has run.
+                                    slots.insert(&stage.name, Slot::Unknown);
+                                    progressed = true;
+                                    continue;
+                                }
+                                if running == jobs {
+                                    continue;
+                                }
+                                let key = key.expect("inputs are known when not a dry run");
+                                let locked =
+                                    locked.expect("a lock record whenever the key is known");
+                                let entry_keys = entry_keys.clone();
+                                let finished_tx = finished_tx.clone();
+                                scope.spawn(move || {
+                                    let result = self.execute(
+                                        stage,
+                                        &key,
+                                        &entry_keys,
+                                        &reasons,
+                                        options.threads,
+                                        reporter,
+                                    );
+                                    // The receiver only goes away when the run is already failing.
+                                    let _ = finished_tx.send(Finished {
+                                        stage,
+                                        key,
+                                        locked,
+                                        reasons,
+                                        result,
+                                        began,
+                                        ended: Instant::now(),
+                                    });
+                                });
+                                slots.insert(&stage.name, Slot::Running);
+                                running += 1;
+                                progressed = true;
                             }
                         }
                     }
                 }
+                if running == 0 {
+                    return Ok(());
+                }
+                let done = finished_rx
+                    .recv()
+                    .expect("a running worker always reports back");
+                running -= 1;
+                let name = done.stage.name.as_str();
+                match done.result {
+                    Ok(manifest) => {
+                        let mut locked = done.locked;
+                        locked.outputs = outputs_of(&manifest);
+                        lock.stages.insert(name.to_string(), locked);
+                        lock.save(&self.lock_path)?;
+                        digests.insert(name.to_string(), manifest.output_digest.clone());
+                        entry_keys.insert(name.to_string(), done.key.clone());
+                        outcome.ran.push(name.to_string());
+                        record(
+                            name,
+                            "ran",
+                            describe(&done.reasons),
+                            Some(&done.key),
+                            done.began,
+                            done.ended,
+                        );
+                        slots.insert(name, Slot::Ran);
+                        self.publish(done.stage, &done.key, reporter, &mut outcome)?;
+                    }
+                    Err(message) => {
+                        reporter.failed(name, &message);
+                        record(
+                            name,
+                            "failed",
+                            message,
+                            Some(&done.key),
+                            done.began,
+                            done.ended,
+                        );
+                        outcome.failed.push(name.to_string());
+                        slots.insert(name, Slot::Broken);
+                        // Without --keep-going, stages already running finish; nothing new starts.
+                        stopping |= !options.keep_going;
+                    }
+                }
             }
-        }
+        })?;
         if !options.dry_run {
             let run = RunRecord {
                 started_unix: unix_now() - run_started.elapsed().as_secs(),

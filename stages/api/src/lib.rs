@@ -25,6 +25,10 @@ pub trait Stage: Send + Sync {
     fn input_roles(&self) -> &'static [&'static str] {
         &[]
     }
+    /// Input roles a pipeline may bind or leave out (the stage checks `ctx.inputs` for them).
+    fn optional_input_roles(&self) -> &'static [&'static str] {
+        &[]
+    }
     /// Roles of workspace files or directories this kind reads (`files:` in the YAML).
     fn file_roles(&self) -> &'static [&'static str] {
         &[]

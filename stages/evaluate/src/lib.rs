@@ -17,6 +17,7 @@ use pipeline_api::{
 };
 use serde::{Deserialize, Serialize};
 use stage_shards::{i64_column, read_table, str_column};
+use stage_stats::DatasetStats;
 use stage_train::{History, load_split, load_trained, predict, select_device};
 
 use metrics::{GenreMetrics, Headline, best_threshold, headline, per_genre};
@@ -86,6 +87,9 @@ impl Stage for Evaluate {
     }
     fn input_roles(&self) -> &'static [&'static str] {
         &["model", "data", "ingest", "download", "filter"]
+    }
+    fn optional_input_roles(&self) -> &'static [&'static str] {
+        &["stats"]
     }
     fn canonical_params(&self, raw: &serde_json::Value) -> Result<serde_json::Value, ParamError> {
         canonicalize::<EvaluateParams>(raw)
@@ -185,7 +189,18 @@ impl Stage for Evaluate {
             ctx.input("filter")?,
         )?;
         write_json(&ctx.out_dir.join("metrics.json"), &metrics)?;
-        let html = report::render(&metrics, &history, &spec, &examples, &quality);
+        let dataset = match ctx.inputs.get("stats") {
+            Some(dir) => Some(DatasetStats::load(dir)?),
+            None => None,
+        };
+        let html = report::render(
+            &metrics,
+            &history,
+            &spec,
+            &examples,
+            &quality,
+            dataset.as_ref(),
+        );
         write_file(&ctx.out_dir.join("index.html"), html)?;
         Ok(RunSummary::new([
             format!(

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use pipeline_api::{StageError, read_json};
 use serde::Deserialize;
+use stage_stats::DatasetStats;
 use stage_train::{History, ModelSpec};
 
 use crate::metrics::Headline;
@@ -177,6 +178,7 @@ pub fn render(
     spec: &ModelSpec,
     examples: &[Example],
     quality: &DataQuality,
+    dataset: Option<&DatasetStats>,
 ) -> String {
     let mut h = String::new();
     let _ = write!(
@@ -248,6 +250,10 @@ pub fn render(
         );
     }
     h.push_str("</table>");
+
+    if let Some(dataset) = dataset {
+        h.push_str(&dataset_section(dataset));
+    }
 
     h.push_str("<h2>Test examples</h2><table><tr><th>movie</th><th>true genres</th><th>top predictions</th></tr>");
     for e in examples {
@@ -371,6 +377,47 @@ fn loss_chart(history: &History) -> String {
         n, history.best_epoch
     );
     svg
+}
+
+/// Genre balance per split and pixel statistics, from a `stats` stage.
+fn dataset_section(stats: &DatasetStats) -> String {
+    let mut h = String::from("<h2>Dataset</h2><table><tr><th>genre</th>");
+    for split in &stats.splits {
+        let _ = write!(h, "<th>{}</th>", escape(&split.split));
+    }
+    h.push_str("</tr>");
+    for (g, genre) in stats.genres.iter().enumerate() {
+        let _ = write!(h, "<tr><td>{}</td>", escape(genre));
+        for split in &stats.splits {
+            let count = split.genre_counts.get(g).copied().unwrap_or(0);
+            let share = 100.0 * count as f64 / split.movies.max(1) as f64;
+            let _ = write!(
+                h,
+                "<td>{count} <span class=\"muted\">{share:.0}%</span></td>"
+            );
+        }
+        h.push_str("</tr>");
+    }
+    h.push_str("<tr><th>movies</th>");
+    for split in &stats.splits {
+        let _ = write!(h, "<th>{}</th>", split.movies);
+    }
+    h.push_str("</tr><tr><td>genres per movie</td>");
+    for split in &stats.splits {
+        let _ = write!(h, "<td>{:.2}</td>", split.labels_per_movie);
+    }
+    h.push_str("</tr><tr><td>pixel mean (R, G, B)</td>");
+    for split in &stats.splits {
+        let mean: Vec<String> = split.pixel_mean.iter().map(|m| format!("{m:.3}")).collect();
+        let _ = write!(h, "<td>{}</td>", mean.join(", "));
+    }
+    h.push_str("</tr><tr><td>pixel std (R, G, B)</td>");
+    for split in &stats.splits {
+        let std: Vec<String> = split.pixel_std.iter().map(|s| format!("{s:.3}")).collect();
+        let _ = write!(h, "<td>{}</td>", std.join(", "));
+    }
+    h.push_str("</tr></table><p class=\"muted\">From the <code>stats</code> stage, which runs beside training.</p>");
+    h
 }
 
 #[cfg(test)]
