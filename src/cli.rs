@@ -261,19 +261,34 @@ fn execute(cli: &Cli, threads: usize) -> Result<(), Failure> {
                     damaged.problems.join(", ")
                 );
             }
+            for stale in &report.stale_stamps {
+                say!(
+                    "{} {}: content changed but size, mtime and inode did not{}",
+                    if *repair { "Rehashed" } else { "Stale" },
+                    stale.path,
+                    if *repair {
+                        "; stages that read it now see the change"
+                    } else {
+                        ", so `status` and `run` still see the old content"
+                    }
+                );
+            }
             say!(
-                "{} entries checked, {} damaged{}",
+                "{} entries checked, {} damaged{}; {} workspace files rehashed, {} changed unseen",
                 report.checked,
                 report.damaged.len(),
                 if *repair && !report.damaged.is_empty() {
-                    "; the next `pipeline run` rebuilds them"
+                    " (the next `pipeline run` rebuilds them)"
                 } else {
                     ""
-                }
+                },
+                report.workspace_checked,
+                report.stale_stamps.len()
             );
-            if !report.damaged.is_empty() && !*repair {
+            let clean = report.damaged.is_empty() && report.stale_stamps.is_empty();
+            if !*repair && !clean {
                 eprintln!(
-                    "error: damaged cache entries; run `pipeline verify --repair` to evict them"
+                    "error: the cache does not match the files; run `pipeline verify --repair` to evict damaged entries and record changed files"
                 );
                 return Err(Failure::Reported);
             }

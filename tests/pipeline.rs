@@ -973,3 +973,77 @@ fn independent_stages_overlap_with_jobs_and_not_with_one_job() {
     );
     assert!(p.status().iter().all(|s| s["state"] == "fresh"));
 }
+
+/// Sets the mtime of every file below `dir` to an hour ago, so the stat cache trusts them
+/// (files modified in the last two seconds are always rehashed).
+fn age_files(dir: &Path) {
+    let past = std::time::SystemTime::now() - Duration::from_secs(3600);
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            age_files(&path);
+        } else {
+            set_mtime(&path, past);
+        }
+    }
+}
+
+fn set_mtime(path: &Path, mtime: std::time::SystemTime) {
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+}
+
+#[test]
+fn verify_catches_a_content_change_that_kept_size_mtime_and_inode() {
+    let p = Project::small(30, SMALL_PIPELINE);
+    age_files(&p.root.join("data"));
+    p.ok(&["run", "--dry-run"]);
+    assert!(
+        !p.root.join("cache").exists(),
+        "a dry run keeps no stat cache"
+    );
+    p.ok(&["run"]);
+    assert!(p.root.join("cache/v1/stat-cache.json").exists());
+
+    // Rewrite the CSV in place with one title letter changed: same size, same inode, old mtime.
+    let csv = p.root.join("data/movies.csv");
+    let mtime = std::fs::metadata(&csv).unwrap().modified().unwrap();
+    let mut bytes = std::fs::read(&csv).unwrap();
+    // The second character of the first movie's title (after `imdbId,Imdb Link,`).
+    let row = bytes.iter().position(|&b| b == b'\n').unwrap() + 1;
+    let commas: Vec<usize> = (row..bytes.len())
+        .filter(|&i| bytes[i] == b',')
+        .take(2)
+        .collect();
+    let at = commas[1] + 2;
+    assert!(bytes[at].is_ascii_alphabetic(), "a title letter");
+    bytes[at] ^= 0x20; // swap its case
+    std::fs::write(&csv, &bytes).unwrap();
+    set_mtime(&csv, mtime);
+
+    // By design the stat cache trusts the unchanged stamp (as git and DVC do)...
+    assert!(p.status().iter().all(|s| s["state"] == "fresh"));
+    // ...and verify rehashes, names the file and fails.
+    let out = p.pipeline(&["verify"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("Stale data/movies.csv"), "{stdout}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("pipeline verify --repair"),
+        "the error says how to fix it"
+    );
+    let repaired = p.ok(&["verify", "--repair"]);
+    assert!(repaired.contains("Rehashed data/movies.csv"), "{repaired}");
+    let status = p.status();
+    let ingest = status.iter().find(|s| s["name"] == "ingest").unwrap();
+    assert_eq!(ingest["state"], "dirty");
+    assert_eq!(
+        ingest["reason"], "file changed: `data/movies.csv`",
+        "{ingest}"
+    );
+    assert!(p.ok(&["verify"]).contains("0 changed unseen"));
+}

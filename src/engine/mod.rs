@@ -8,4 +8,5 @@ pub mod plan;
 pub mod record;
 pub mod runner;
 pub mod spec;
+pub mod statcache;
 pub mod store;

@@ -15,7 +15,8 @@ use super::key::{CACHE_FORMAT, StageKey, sorted_json};
 use super::lock::{LockFile, LockedFile, LockedInput, LockedOutputs, LockedStage};
 use super::plan::{Plan, PlannedStage};
 use super::record::{RunRecord, StageRecord, append_run, read_runs, unix_now};
-use super::store::{Manifest, Store, StoreError, io_err, path_digest, publish_tree};
+use super::statcache::{StaleStamp, StatCache};
+use super::store::{Manifest, Store, StoreError, io_err, publish_tree};
 
 /// Receives what the engine does, to show it to a person.
 pub trait Reporter: Sync {
@@ -81,6 +82,10 @@ pub struct VerifyReport {
     pub checked: usize,
     /// Entries whose outputs do not match their manifest.
     pub damaged: Vec<Damaged>,
+    /// Workspace files rehashed.
+    pub workspace_checked: usize,
+    /// Workspace files whose content changed without a new size, mtime or inode.
+    pub stale_stamps: Vec<StaleStamp>,
 }
 
 /// One damaged entry.
@@ -163,6 +168,7 @@ pub struct Engine<'a> {
     plan: &'a Plan,
     store: Store,
     lock_path: PathBuf,
+    stat: StatCache,
 }
 
 /// Where a selected stage stands during a run.
@@ -209,8 +215,10 @@ enum Assessment {
 impl<'a> Engine<'a> {
     /// The engine for `plan`, with its cache in `<root>/cache` and lock in `<root>/pipeline.lock`.
     pub fn new(plan: &'a Plan) -> Self {
+        let store = Store::new(plan.root.join("cache"));
         Self {
-            store: Store::new(plan.root.join("cache")),
+            stat: StatCache::load(&plan.root, store.stat_cache_path()),
+            store,
             lock_path: plan.root.join("pipeline.lock"),
             plan,
         }
@@ -244,6 +252,10 @@ impl<'a> Engine<'a> {
                 },
             };
             statuses.push(status);
+        }
+        // Like `git status`, refresh the stat cache, but never create a cache that is not there.
+        if self.store.exists() {
+            self.stat.save()?;
         }
         Ok(statuses)
     }
@@ -497,6 +509,7 @@ impl<'a> Engine<'a> {
             }
         })?;
         if !options.dry_run {
+            self.stat.save()?;
             let run = RunRecord {
                 started_unix: unix_now() - run_started.elapsed().as_secs(),
                 seconds: run_started.elapsed().as_secs_f64(),
@@ -539,6 +552,24 @@ impl<'a> Engine<'a> {
                 stage,
                 problems,
             });
+        }
+        let workspace: BTreeSet<&String> = self
+            .plan
+            .stages
+            .iter()
+            .flat_map(|s| s.files.values())
+            .collect();
+        for rel in workspace {
+            let path = self.plan.root.join(rel);
+            report.workspace_checked += super::store::list_files(&path)
+                .map(|files| files.len())
+                .unwrap_or(1);
+            report.stale_stamps.extend(self.stat.verify(&path, repair)?);
+        }
+        report.stale_stamps.sort_by(|a, b| a.path.cmp(&b.path));
+        report.stale_stamps.dedup_by(|a, b| a.path == b.path);
+        if repair {
+            self.stat.save()?;
         }
         Ok(report)
     }
@@ -621,7 +652,7 @@ impl<'a> Engine<'a> {
         }
         let mut file_digests: BTreeMap<&str, (&str, String)> = BTreeMap::new();
         for (role, rel) in &stage.files {
-            let digest = path_digest(&self.plan.root.join(rel))?;
+            let digest = self.stat.path_digest(&self.plan.root.join(rel))?;
             file_digests.insert(role.as_str(), (rel.as_str(), digest));
         }
         let params = sorted_json(&stage.params);

@@ -148,6 +148,16 @@ impl Store {
         }
     }
 
+    /// Path of the stat cache of workspace files.
+    pub fn stat_cache_path(&self) -> PathBuf {
+        self.versioned().join("stat-cache.json")
+    }
+
+    /// Whether the cache has been created.
+    pub fn exists(&self) -> bool {
+        self.versioned().is_dir()
+    }
+
     /// Path of the run record.
     pub fn runs_path(&self) -> PathBuf {
         self.versioned().join("runs.jsonl")
@@ -432,7 +442,7 @@ fn sync_tree(dir: &Path) -> Result<(), StoreError> {
 }
 
 /// All regular files below `dir`, sorted.
-fn list_files(dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
+pub fn list_files(dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
     let mut files = Vec::new();
     let mut todo = vec![dir.to_path_buf()];
     while let Some(current) = todo.pop() {
@@ -489,16 +499,6 @@ pub fn tree_digest(files: &BTreeMap<String, FileEntry>) -> String {
         hasher.update(b"\n");
     }
     hasher.finalize().to_hex().to_string()
-}
-
-/// Content digest of a workspace file or directory (a directory hashes like an output tree).
-pub fn path_digest(path: &Path) -> Result<String, StoreError> {
-    let meta = fs::metadata(path).map_err(io_err("stat", path))?;
-    if meta.is_dir() {
-        Ok(tree_digest(&hash_tree(path)?))
-    } else {
-        Ok(hash_file(path)?.blake3)
-    }
 }
 
 /// Copies every file below `from` into `to`, replacing `to` as a whole.
