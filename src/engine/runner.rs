@@ -16,7 +16,7 @@ use super::lock::{LockFile, LockedFile, LockedInput, LockedOutputs, LockedStage}
 use super::plan::{Plan, PlannedStage};
 use super::record::{RunRecord, StageRecord, append_run, read_runs, unix_now};
 use super::statcache::{StaleStamp, StatCache};
-use super::store::{Manifest, Store, StoreError, io_err, publish_tree};
+use super::store::{Manifest, Store, StoreError, io_err};
 
 /// Receives what the engine does, to show it to a person.
 pub trait Reporter: Sync {
@@ -838,8 +838,8 @@ impl<'a> Engine<'a> {
         outcome: &mut RunOutcome,
     ) -> Result<(), EngineError> {
         if let Some(dir) = &stage.publish {
-            let target = self.plan.root.join(dir);
-            publish_tree(&self.store.out_dir(key), &target)?;
+            // Skipped when the directory still holds exactly what was last published of `key`.
+            self.store.publish(key, &self.plan.root.join(dir))?;
             reporter.published(&stage.name, Path::new(dir));
             outcome.published.push(PathBuf::from(dir));
         }

@@ -36,14 +36,15 @@ pub const RACY_WINDOW: Duration = Duration::from_secs(2);
 
 /// What identifies one version of a file without reading it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-struct Stamp {
+pub struct Stamp {
     size: u64,
     mtime_ns: i128,
     inode: u64,
 }
 
 impl Stamp {
-    fn of(meta: &fs::Metadata) -> Self {
+    /// The stamp of a file from its metadata.
+    pub fn of(meta: &fs::Metadata) -> Self {
         #[cfg(unix)]
         let (mtime_ns, inode) = {
             use std::os::unix::fs::MetadataExt;
@@ -68,7 +69,7 @@ impl Stamp {
     }
 
     /// Modified so recently that a second write could share this mtime.
-    fn is_racy(&self) -> bool {
+    pub fn is_racy(&self) -> bool {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as i128);
