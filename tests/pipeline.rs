@@ -1047,3 +1047,112 @@ fn verify_catches_a_content_change_that_kept_size_mtime_and_inode() {
     );
     assert!(p.ok(&["verify"]).contains("0 changed unseen"));
 }
+
+/// Output digest of each stage, from the lock file.
+fn locked_outputs(p: &Project) -> std::collections::BTreeMap<String, String> {
+    let lock: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(p.root.join("pipeline.lock")).unwrap())
+            .unwrap();
+    lock["stages"]
+        .as_mapping()
+        .unwrap()
+        .iter()
+        .map(|(name, stage)| {
+            (
+                name.as_str().unwrap().to_string(),
+                stage["outputs"]["digest"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Starts `pipeline run --force <stage>`, waits for `Running <stage>`, sleeps `delay_ms` and sends
+/// SIGKILL. Returns whether the kill interrupted the stage (it had not printed `Finished <stage>`).
+fn kill_inside(p: &Project, stage: &str, delay_ms: u64) -> bool {
+    let mut child = Command::new(BIN)
+        .args(["run", "--threads", "1", "--force", stage])
+        .current_dir(&p.root)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let started = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|line| line.starts_with(&format!("Running {stage} ")));
+    assert!(started, "a forced stage always runs");
+    std::thread::sleep(Duration::from_millis(delay_ms));
+    child.kill().unwrap(); // SIGKILL: no destructor, no cleanup
+    child.wait().unwrap();
+    // What it printed before dying is still in the pipe.
+    !lines
+        .map_while(Result::ok)
+        .any(|line| line.starts_with(&format!("Finished {stage} ")))
+}
+
+#[test]
+fn kill_at_several_points_in_several_stages_never_leaves_a_fresh_looking_partial_entry() {
+    let pipeline = SMALL_PIPELINE.replace("epochs: 2", "epochs: 20");
+    let reference = Project::small(300, &pipeline);
+    reference.ok(&["run", "--threads", "1"]);
+
+    let p = Project::small(300, &pipeline);
+    p.ok(&["run", "--threads", "1"]);
+    let mut interrupted = Vec::new();
+    for stage in ["download", "filter", "resize", "split", "train", "evaluate"] {
+        for delay_ms in [0, 20, 150] {
+            if kill_inside(&p, stage, delay_ms) {
+                interrupted.push(format!("{stage}+{delay_ms}ms"));
+            }
+            // Every entry that exists is complete and matches its manifest...
+            let verify = p.pipeline(&["verify"]);
+            assert!(
+                verify.status.success(),
+                "after a kill in {stage} at +{delay_ms} ms: {}",
+                String::from_utf8_lossy(&verify.stdout)
+            );
+            // ...and a stage is fresh only with a complete entry behind it.
+            for s in p.status() {
+                if s["state"] == "fresh" {
+                    let key = s["key"].as_str().unwrap();
+                    let entry = p.root.join("cache/v1/entries").join(key);
+                    assert!(entry.join("manifest.json").is_file(), "{s}");
+                }
+            }
+        }
+    }
+    // The kills right after a stage started caught it mid-run (train takes long enough for every
+    // delay; the other stages at least at +0 ms).
+    for must in [
+        "download+0ms",
+        "filter+0ms",
+        "resize+0ms",
+        "train+0ms",
+        "train+20ms",
+        "train+150ms",
+        "evaluate+0ms",
+    ] {
+        assert!(
+            interrupted.iter().any(|i| i == must),
+            "{must} was not interrupted: {interrupted:?}"
+        );
+    }
+    // The next run finishes the job, with the same outputs as a run that was never killed.
+    p.ok(&["run", "--threads", "1"]);
+    assert!(p.status().iter().all(|s| s["state"] == "fresh"));
+    let (got, want) = (locked_outputs(&p), locked_outputs(&reference));
+    for stage in ["ingest", "download", "filter", "resize", "split"] {
+        assert_eq!(
+            got[stage], want[stage],
+            "{stage} output differs after the kills"
+        );
+    }
+    assert!(
+        std::fs::read_dir(p.root.join("cache/v1/tmp"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "no leftovers of killed runs"
+    );
+}

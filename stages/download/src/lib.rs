@@ -84,7 +84,8 @@ impl Stage for Download {
         "download"
     }
     fn version(&self) -> u32 {
-        1
+        // 2: failure reasons no longer contain the absolute data root.
+        2
     }
     fn describe(&self) -> &'static str {
         "fetch posters (http/https/file/path) into a content-addressed folder; failures are listed"
@@ -370,9 +371,9 @@ impl Fetcher {
         };
         // Refuse `..` escapes before touching the file system, then symlink escapes after.
         if !lexically_normal(&full).starts_with(&self.root) {
+            // No absolute path in the reason: the output must not depend on where the project lives.
             return Err(format!(
-                "refused: `{path}` is outside the data root `{}`",
-                self.root.display()
+                "refused: `{path}` is outside the data root (the stage's `files.root`)"
             ));
         }
         let resolved = full
@@ -380,8 +381,7 @@ impl Fetcher {
             .map_err(|e| format!("file not found: `{path}` ({e})"))?;
         if !resolved.starts_with(&self.root) {
             return Err(format!(
-                "refused: `{path}` links outside the data root `{}`",
-                self.root.display()
+                "refused: `{path}` links outside the data root (the stage's `files.root`)"
             ));
         }
         let file = std::fs::File::open(&resolved).map_err(|e| format!("unreadable: {e}"))?;
@@ -475,11 +475,11 @@ mod tests {
                 .unwrap_err()
                 .starts_with("refused")
         );
+        let refused = fetcher.fetch("../../etc/passwd").unwrap_err();
+        assert!(refused.starts_with("refused"), "{refused}");
         assert!(
-            fetcher
-                .fetch("../../etc/passwd")
-                .unwrap_err()
-                .starts_with("refused")
+            !refused.contains(&dir.path().display().to_string()),
+            "the reason is part of the output, so it must not name where the project lives: {refused}"
         );
         assert!(
             fetcher
