@@ -297,11 +297,18 @@ fn execute(cli: &Cli, threads: usize) -> Result<(), Failure> {
         Command::Gc { keep } => {
             let report = engine.gc(*keep).map_err(engine_err)?;
             say!(
-                "Removed {} entries ({:.1} MB freed), kept {}",
+                "Removed {} entries and {} per-item results ({:.1} MB freed), kept {} entries and {} items",
                 report.removed,
+                report.items_removed,
                 report.freed_bytes as f64 / 1e6,
-                report.kept
+                report.kept,
+                report.items_kept
             );
+            if report.items_skipped {
+                say!(
+                    "Per-item results were kept: some entries predate item lists; they go once those entries are rebuilt or collected"
+                );
+            }
             Ok(())
         }
         Command::Log { limit, json } => {

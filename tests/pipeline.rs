@@ -781,7 +781,6 @@ fn gc_removes_unreferenced_entries_and_log_records_runs() {
     assert!(gc.starts_with("Removed 4 entries"), "{gc}");
     assert_eq!(entries(), 7);
     assert!(p.status().iter().all(|s| s["state"] == "fresh"));
-
     let log = p.ok(&["log", "--json"]);
     let runs: Vec<serde_json::Value> = log
         .lines()
@@ -800,6 +799,30 @@ fn gc_removes_unreferenced_entries_and_log_records_runs() {
     assert!(
         text.contains("params changed: resize.width 24 -> 16"),
         "{text}"
+    );
+    // The 24x24 resized posters were used only by the collected resize entry: gone. The 16x16
+    // ones, the fetched posters and the decode verdicts are used by current entries: kept.
+    let items_removed: usize = gc
+        .split(" entries and ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{gc}"));
+    assert!(items_removed > 20, "{gc}");
+    let forced = p.ok(&["run", "--force", "resize"]);
+    assert!(
+        decoded_line(&forced, "resize")
+            .trim()
+            .starts_with("decoded 0,"),
+        "{forced}"
+    );
+    p.edit("width: 16", "width: 24");
+    let back = p.ok(&["run"]);
+    assert!(
+        !decoded_line(&back, "resize")
+            .trim()
+            .starts_with("decoded 0,"),
+        "collected items are recomputed: {back}"
     );
 }
 

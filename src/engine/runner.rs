@@ -5,10 +5,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, TryLockError};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{Mutex, mpsc};
 use std::time::Instant;
 
-use pipeline_api::{Progress, StageContext};
+use pipeline_api::{ItemCache, Progress, StageContext, StageError};
 
 use super::dirty::{Current, Reason, describe, explain};
 use super::key::{CACHE_FORMAT, StageKey, sorted_json};
@@ -16,7 +16,7 @@ use super::lock::{LockFile, LockedFile, LockedInput, LockedOutputs, LockedStage}
 use super::plan::{Plan, PlannedStage};
 use super::record::{RunRecord, StageRecord, append_run, read_runs, unix_now};
 use super::statcache::{StaleStamp, StatCache};
-use super::store::{Manifest, Store, StoreError, io_err};
+use super::store::{ItemStore, Manifest, Store, StoreError, io_err};
 
 /// Receives what the engine does, to show it to a person.
 pub trait Reporter: Sync {
@@ -108,6 +108,12 @@ pub struct GcReport {
     pub kept: usize,
     /// Bytes freed.
     pub freed_bytes: u64,
+    /// Per-item results removed (none when some entry predates item lists).
+    pub items_removed: usize,
+    /// Per-item results kept.
+    pub items_kept: usize,
+    /// Entries written before item lists existed keep every item.
+    pub items_skipped: bool,
 }
 
 /// A reporter that says nothing, for maintenance commands that take the run lock.
@@ -597,6 +603,14 @@ impl<'a> Engine<'a> {
             report.removed += 1;
         }
         report.removed += self.store.clear_pending()?;
+        match self.store.collect_items()? {
+            Some(items) => {
+                report.items_removed = items.removed;
+                report.items_kept = items.kept;
+                report.freed_bytes += items.freed_bytes;
+            }
+            None => report.items_skipped = true,
+        }
         Ok(report)
     }
 
@@ -786,7 +800,10 @@ impl<'a> Engine<'a> {
             .iter()
             .map(|(role, rel)| (role.clone(), self.plan.root.join(rel)))
             .collect();
-        let items = self.store.items();
+        let items = UsedItems {
+            store: self.store.items(),
+            used: Mutex::new(BTreeSet::new()),
+        };
         let ctx = StageContext {
             name: &stage.name,
             params: &stage.params,
@@ -816,6 +833,11 @@ impl<'a> Engine<'a> {
             }
         };
         let seconds = started.elapsed().as_secs_f64();
+        let used = items.used.into_inner().expect("not poisoned");
+        if let Err(err) = pending.record_items(&used) {
+            pending.discard();
+            return Err(err.to_string());
+        }
         let manifest = self
             .store
             .commit(
@@ -844,6 +866,42 @@ impl<'a> Engine<'a> {
             outcome.published.push(PathBuf::from(dir));
         }
         Ok(())
+    }
+}
+
+/// The item cache as one stage run sees it: every item it reads or writes is noted, so the
+/// entry can list what `gc` must keep.
+struct UsedItems {
+    store: ItemStore,
+    used: Mutex<BTreeSet<String>>,
+}
+
+impl UsedItems {
+    fn note(&self, key: &str) {
+        self.used
+            .lock()
+            .expect("not poisoned")
+            .insert(key.to_string());
+    }
+}
+
+impl ItemCache for UsedItems {
+    fn get(&self, key: &str) -> Option<Vec<u8>> {
+        let bytes = self.store.get(key)?;
+        self.note(key);
+        Some(bytes)
+    }
+    fn put(&self, key: &str, bytes: &[u8]) -> Result<(), StageError> {
+        self.store.put(key, bytes)?;
+        self.note(key);
+        Ok(())
+    }
+    fn link(&self, key: &str, dest: &Path) -> Result<bool, StageError> {
+        let found = self.store.link(key, dest)?;
+        if found {
+            self.note(key);
+        }
+        Ok(found)
     }
 }
 

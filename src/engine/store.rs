@@ -17,7 +17,7 @@
 //! size. Because the manifest is written last and the directory is renamed into place after it,
 //! a crash at any point leaves either no entry or a complete one.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -112,6 +112,17 @@ impl Pending {
         self.dir.join("out")
     }
 
+    /// Records which per-item results the run used, so `gc` keeps them while this entry lives.
+    /// Written beside `out/` (not inside it: it is not part of the output digest).
+    pub fn record_items(&self, keys: &BTreeSet<String>) -> Result<(), StoreError> {
+        let mut text = String::new();
+        for key in keys {
+            text.push_str(key);
+            text.push('\n');
+        }
+        write_synced(&self.dir.join(ITEMS_USED), text.as_bytes())
+    }
+
     /// Removes everything the failed run wrote.
     pub fn discard(self) {
         let _ = fs::remove_dir_all(&self.dir);
@@ -119,6 +130,20 @@ impl Pending {
 }
 
 static PENDING_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// In an entry directory: the item keys the run used, one per line.
+const ITEMS_USED: &str = "items.txt";
+
+/// What [`Store::collect_items`] did.
+#[derive(Debug, Default)]
+pub struct ItemsCollected {
+    /// Items removed.
+    pub removed: usize,
+    /// Items kept.
+    pub kept: usize,
+    /// Bytes freed.
+    pub freed_bytes: u64,
+}
 
 impl Store {
     /// The store rooted at `cache_dir` (created on first write).
@@ -223,6 +248,38 @@ impl Store {
             .join(format!("{key}.evicted.{}", std::process::id()));
         fs::rename(&dir, &aside).map_err(io_err("rename", &dir))?;
         fs::remove_dir_all(&aside).map_err(io_err("remove", &aside))
+    }
+
+    /// Removes every item that no remaining entry used. Entries written before items were
+    /// recorded have no list; while one exists, nothing is removed (`None`).
+    pub fn collect_items(&self) -> Result<Option<ItemsCollected>, StoreError> {
+        let mut used: BTreeSet<String> = BTreeSet::new();
+        for key in self.keys() {
+            let Ok(text) = fs::read_to_string(self.entry_dir(&key).join(ITEMS_USED)) else {
+                return Ok(None);
+            };
+            used.extend(text.lines().map(str::to_string));
+        }
+        let mut report = ItemsCollected::default();
+        let dir = self.versioned().join("items");
+        if !dir.exists() {
+            return Ok(Some(report));
+        }
+        for file in list_files(&dir)? {
+            let name = file
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if used.contains(&name) {
+                report.kept += 1;
+                continue;
+            }
+            // Unused items and temporary files of runs that died mid-write.
+            report.freed_bytes += fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+            fs::remove_file(&file).map_err(io_err("remove", &file))?;
+            report.removed += 1;
+        }
+        Ok(Some(report))
     }
 
     /// Path of the lock that serialises runs.
