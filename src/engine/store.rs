@@ -491,7 +491,22 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     fs::rename(&tmp, path).map_err(io_err("rename", &tmp))
 }
 
+/// Makes everything below `dir` durable before the manifest is written.
+///
+/// On Linux one `syncfs` flushes the whole file system the cache lives on: a single journal
+/// commit instead of one per file (20,000 per-file `fsync`s of a download output took 1.1-1.4 s
+/// here; `syncfs` with nothing else dirty takes milliseconds). Elsewhere, one `fsync` per file.
 fn sync_tree(dir: &Path) -> Result<(), StoreError> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let handle = fs::File::open(dir).map_err(io_err("open", dir))?;
+        // SAFETY: `syncfs` only reads the descriptor, which `handle` keeps open for the call.
+        if unsafe { libc::syncfs(handle.as_raw_fd()) } == 0 {
+            return Ok(());
+        }
+        // Fall through to per-file syncs if the file system refuses.
+    }
     for path in list_files(dir)? {
         let file = fs::File::open(&path).map_err(io_err("open", &path))?;
         file.sync_all().map_err(io_err("sync", &path))?;
