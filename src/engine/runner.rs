@@ -442,14 +442,21 @@ impl<'a> Engine<'a> {
                                 let entry_keys = entry_keys.clone();
                                 let finished_tx = finished_tx.clone();
                                 scope.spawn(move || {
-                                    let result = self.execute(
-                                        stage,
-                                        &key,
-                                        &entry_keys,
-                                        &reasons,
-                                        options.threads,
-                                        reporter,
-                                    );
+                                    // Stage panics are caught inside `execute`; this also catches
+                                    // the engine's own, so the scheduler always hears back.
+                                    let result = catch_unwind(AssertUnwindSafe(|| {
+                                        self.execute(
+                                            stage,
+                                            &key,
+                                            &entry_keys,
+                                            &reasons,
+                                            options.threads,
+                                            reporter,
+                                        )
+                                    }))
+                                    .unwrap_or_else(|_| {
+                                        Err("the engine panicked while running the stage".into())
+                                    });
                                     // The receiver only goes away when the run is already failing.
                                     let _ = finished_tx.send(Finished {
                                         stage,
