@@ -334,12 +334,15 @@ fn execute(cli: &Cli, threads: usize) -> Result<(), Failure> {
                     run.seconds,
                     run.stages.iter().filter(|s| s.action == "fresh").count()
                 );
+                let width = run.stages.iter().map(|s| s.name.len()).max().unwrap_or(0);
                 for stage in &run.stages {
+                    // Start offset and duration: overlapping spans are stages that ran in parallel.
                     say!(
-                        "  {:8} {:10} {:6.1}s  {}",
+                        "  {:8} {:width$}  from {:>8} for {:>6}  {}",
                         stage.action,
                         stage.name,
-                        stage.seconds,
+                        format!("+{:.1}s", stage.started),
+                        format!("{:.1}s", stage.seconds),
                         stage.reason
                     );
                 }
