@@ -89,6 +89,10 @@ pub enum Command {
         /// still gets `--threads` workers; `-j 1` runs stages one after another.
         #[arg(short = 'j', long, value_name = "N", env = "PIPELINE_JOBS")]
         jobs: Option<usize>,
+        /// Attempt again the posters whose download failed in earlier runs (failures are
+        /// otherwise remembered for the download stage's `retry_failed_after_hours`).
+        #[arg(long)]
+        retry_failed: bool,
     },
     /// Rehash every cache entry and report the ones whose files no longer match their manifest.
     Verify {
@@ -190,6 +194,7 @@ fn execute(cli: &Cli, threads: usize) -> Result<(), Failure> {
             keep_going,
             no_wait,
             jobs,
+            retry_failed,
         } => {
             let console = Console::new(cli.verbose > 0);
             let options = RunOptions {
@@ -202,6 +207,7 @@ fn execute(cli: &Cli, threads: usize) -> Result<(), Failure> {
                 keep_going: *keep_going,
                 no_wait: *no_wait,
                 jobs: jobs.unwrap_or_else(cores),
+                retry_failed: *retry_failed,
             };
             let outcome = engine.run(&options, &console).map_err(engine_err)?;
             if !outcome.failed.is_empty() {

@@ -215,7 +215,8 @@ fn default_pipeline_runs_offline_and_beats_the_baseline() {
         "no genre",
         "no poster",
         "duplicate imdbId",
-        "broken poster",
+        "truncated JPEG",
+        "not an image",
         "no year in title",
     ] {
         assert!(html.contains(reason), "report lacks `{reason}`");
@@ -438,13 +439,22 @@ fn kill_during_training_leaves_no_fresh_looking_entry() {
 
 /// A real HTTP/1.1 server on 127.0.0.1: `respond` turns a request path into the raw response bytes.
 fn http_server(respond: impl Fn(&str) -> Vec<u8> + Send + Sync + 'static) -> u16 {
+    http_server_raw(move |path, stream| {
+        let _ = stream.write_all(&respond(path));
+        let _ = stream.flush();
+    })
+}
+
+/// A real HTTP/1.1 server on 127.0.0.1 whose handler writes to the connection itself (for slow
+/// bodies and resets). Each connection serves one request.
+fn http_server_raw(handle: impl Fn(&str, &mut std::net::TcpStream) + Send + Sync + 'static) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let respond = Arc::new(respond);
+    let handle = Arc::new(handle);
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
-            let respond = respond.clone();
+            let handle = handle.clone();
             std::thread::spawn(move || {
                 let mut request = Vec::new();
                 let mut buf = [0u8; 1024];
@@ -459,8 +469,7 @@ fn http_server(respond: impl Fn(&str) -> Vec<u8> + Send + Sync + 'static) -> u16
                     .nth(1)
                     .unwrap_or("/")
                     .to_string();
-                let _ = stream.write_all(&respond(&path));
-                let _ = stream.flush();
+                handle(&path, &mut stream);
             });
         }
     });
@@ -1178,4 +1187,246 @@ fn kill_at_several_points_in_several_stages_never_leaves_a_fresh_looking_partial
             .is_none(),
         "no leftovers of killed runs"
     );
+}
+
+fn http_redirect(to: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 302 Found\r\nLocation: {to}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// Closes the connection with a TCP reset instead of an orderly shutdown.
+fn reset(stream: std::net::TcpStream) {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: a valid socket descriptor and a correctly sized `linger` value.
+    unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
+    drop(stream);
+}
+
+type Hits = Arc<std::sync::Mutex<std::collections::BTreeMap<String, Vec<std::time::Instant>>>>;
+
+/// Every way a poster server can misbehave, one route each; records when each route was hit.
+fn hostile_server(jpeg: Vec<u8>) -> (u16, Hits) {
+    let hits: Hits = Default::default();
+    let log = hits.clone();
+    let port = http_server_raw(move |path, stream| {
+        let n = {
+            let mut log = log.lock().unwrap();
+            let times = log.entry(path.to_string()).or_default();
+            times.push(std::time::Instant::now());
+            times.len()
+        };
+        let head = |len: usize| {
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
+            )
+        };
+        let response = match path {
+            "/ok.jpg" | "/chain-end.jpg" => http_ok(&jpeg),
+            "/gone.jpg" => http_status("410 Gone"),
+            "/missing.jpg" => http_status("404 Not Found"),
+            "/flaky.jpg" if n == 1 => http_status("500 Internal Server Error"),
+            "/flaky.jpg" => http_ok(&jpeg),
+            "/busy.jpg" if n == 1 => b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec(),
+            "/busy.jpg" => http_ok(&jpeg),
+            "/too-busy.jpg" => b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 3600\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec(),
+            "/slow-body.jpg" => {
+                let _ = stream.write_all(head(jpeg.len()).as_bytes());
+                let _ = stream.write_all(&jpeg[..jpeg.len() / 2]);
+                let _ = stream.flush();
+                std::thread::sleep(Duration::from_secs(3));
+                jpeg[jpeg.len() / 2..].to_vec()
+            }
+            "/reset.jpg" => {
+                let _ = stream.write_all(head(jpeg.len()).as_bytes());
+                let _ = stream.write_all(&jpeg[..jpeg.len() / 3]);
+                let _ = stream.flush();
+                std::thread::sleep(Duration::from_millis(50));
+                reset(stream.try_clone().unwrap());
+                return;
+            }
+            "/cut.jpg" => {
+                // A complete HTTP body that holds only the first half of a JPEG.
+                let half = &jpeg[..jpeg.len() / 2];
+                let mut r = head(half.len()).into_bytes();
+                r.extend_from_slice(half);
+                r
+            }
+            "/page.jpg" => {
+                let page = b"<!DOCTYPE html><html><body>Poster not available</body></html>";
+                let mut r = format!("HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", page.len()).into_bytes();
+                r.extend_from_slice(page);
+                r
+            }
+            "/huge.jpg" => {
+                let mut r = head(3_000_000).into_bytes();
+                r.extend(std::iter::repeat_n(0u8, 3_000_000));
+                r
+            }
+            "/huge-undeclared.jpg" => {
+                let mut r = b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nConnection: close\r\n\r\n".to_vec();
+                r.extend(std::iter::repeat_n(0u8, 3_000_000));
+                r
+            }
+            "/chain-1.jpg" => http_redirect("/chain-2.jpg"),
+            "/chain-2.jpg" => http_redirect("/chain-3.jpg"),
+            "/chain-3.jpg" => http_redirect("/chain-end.jpg"),
+            "/loop-a.jpg" => http_redirect("/loop-b.jpg"),
+            "/loop-b.jpg" => http_redirect("/loop-a.jpg"),
+            _ => http_status("404 Not Found"),
+        };
+        let _ = stream.write_all(&response);
+        let _ = stream.flush();
+    });
+    (port, hits)
+}
+
+#[test]
+fn download_gives_every_hostile_server_behaviour_the_right_outcome() {
+    let jpeg = std::fs::read(
+        std::fs::read_dir(Path::new(REPO).join("data/sample/posters"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|e| e == "jpg"))
+            .unwrap(),
+    )
+    .unwrap();
+    let (port, hits) = hostile_server(jpeg.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("project");
+    std::fs::create_dir_all(root.join("data")).unwrap();
+    let url = |p: &str| format!("http://127.0.0.1:{port}/{p}");
+    // (route or source, expected outcome: "stored" or the start of the failure reason)
+    let cases: Vec<(String, &str)> = vec![
+        (url("ok.jpg"), "stored"),
+        (url("gone.jpg"), "HTTP 410"),
+        (url("missing.jpg"), "HTTP 404"),
+        (url("flaky.jpg"), "stored"),
+        (url("busy.jpg"), "stored"),
+        (
+            url("too-busy.jpg"),
+            "HTTP 429: the server asked to retry after 3600 s",
+        ),
+        (url("slow-body.jpg"), "timed out"),
+        (url("reset.jpg"), "transfer failed"),
+        (url("cut.jpg"), "truncated JPEG"),
+        (url("page.jpg"), "not an image: the server sent HTML"),
+        (url("huge.jpg"), "too large"),
+        (url("huge-undeclared.jpg"), "too large"),
+        (url("chain-1.jpg"), "stored"),
+        (url("loop-a.jpg"), "too many redirects"),
+        ("file:///etc/passwd".to_string(), "refused"),
+        (
+            "ftp://127.0.0.1/poster.jpg".to_string(),
+            "unsupported scheme",
+        ),
+    ];
+    let header = "imdbId,Imdb Link,Title,IMDB Score,Genre,Poster\n";
+    let rows: String = cases
+        .iter()
+        .enumerate()
+        .map(|(i, (source, _))| format!("{},l,Movie {i} (2010),5,Drama,{source}\n", i + 1))
+        .collect();
+    std::fs::write(root.join("data/movies.csv"), format!("{header}{rows}")).unwrap();
+    std::fs::write(
+        root.join("pipeline.yaml"),
+        "stages:\n  ingest:\n    kind: ingest\n    files: {csv: data/movies.csv}\n  download:\n    kind: download\n    inputs: {movies: ingest}\n    files: {root: data}\n    params: {timeout_secs: 1, retries: 1, backoff_ms: 10, max_bytes: 2000000}\n",
+    )
+    .unwrap();
+    let p = Project {
+        _dir: dir,
+        root: root.clone(),
+    };
+    let first = p.ok(&["run"]);
+
+    let downloads = |p: &Project| -> Vec<serde_json::Value> {
+        let summary: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(p.output_of("download").join("summary.json")).unwrap(),
+        )
+        .unwrap();
+        summary["failures"].as_array().unwrap().clone()
+    };
+    let failures = downloads(&p);
+    for (i, (source, expected)) in cases.iter().enumerate() {
+        let id = (i + 1) as u64;
+        let failure = failures.iter().find(|f| f["id"] == id);
+        match (*expected, failure) {
+            ("stored", None) => {}
+            ("stored", Some(f)) => panic!("{source} should be stored, failed: {f}"),
+            (want, Some(f)) => {
+                let reason = f["reason"].as_str().unwrap();
+                assert!(
+                    reason.starts_with(want),
+                    "{source}: `{reason}`, want `{want}`"
+                );
+            }
+            (want, None) => panic!("{source} should fail with `{want}`, was stored"),
+        }
+    }
+    // Only real posters were stored, and only one file for the four identical ones.
+    let posters: Vec<PathBuf> = std::fs::read_dir(p.output_of("download").join("posters"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(posters.len(), 1, "{posters:?}");
+    assert_eq!(std::fs::read(&posters[0]).unwrap(), jpeg);
+
+    let count = |route: &str| hits.lock().unwrap().get(route).map_or(0, Vec::len);
+    assert_eq!(count("/flaky.jpg"), 2, "500 then 200: retried once");
+    assert_eq!(count("/gone.jpg"), 1, "410 is final");
+    assert_eq!(
+        count("/too-busy.jpg"),
+        1,
+        "a wait over the limit is not waited for"
+    );
+    assert_eq!(count("/reset.jpg"), 2, "a reset is retried");
+    let busy = hits.lock().unwrap()["/busy.jpg"].clone();
+    assert_eq!(busy.len(), 2);
+    assert!(
+        busy[1] - busy[0] >= Duration::from_millis(950),
+        "Retry-After: 1 was honoured ({:?})",
+        busy[1] - busy[0]
+    );
+    assert!(count("/loop-a.jpg") <= 4, "a loop stops");
+
+    // Failures are remembered: a rerun (the CSV grew) does not request them again...
+    let before: usize = hits.lock().unwrap().values().map(Vec::len).sum();
+    std::fs::write(
+        root.join("data/movies.csv"),
+        format!(
+            "{header}{rows}100,l,Movie 100 (2011),5,Drama,{}\n",
+            url("ok.jpg")
+        ),
+    )
+    .unwrap();
+    let second = p.ok(&["run"]);
+    let after: usize = hits.lock().unwrap().values().map(Vec::len).sum();
+    assert_eq!(after, before, "only known-good URLs, all reused: {second}");
+    assert!(
+        second.contains("failures remembered from earlier runs"),
+        "{second}"
+    );
+    assert_eq!(
+        downloads(&p).len(),
+        failures.len(),
+        "still recorded as failed"
+    );
+    // ...until asked.
+    let retried = p.ok(&["run", "--retry-failed"]);
+    assert!(count("/gone.jpg") == 2, "{retried}");
+    assert!(count("/missing.jpg") == 2, "{retried}");
+    assert!(first.contains("Finished download"), "{first}");
 }

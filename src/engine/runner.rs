@@ -73,6 +73,8 @@ pub struct RunOptions {
     pub keep_going: bool,
     /// Fail instead of waiting when another run holds the project.
     pub no_wait: bool,
+    /// Rerun stages that remember per-item failures, attempting those items again.
+    pub retry_failed: bool,
 }
 
 /// What `verify` found.
@@ -276,6 +278,15 @@ impl<'a> Engine<'a> {
             .check_names(options.targets.iter().chain(&options.force))
             .map_err(EngineError::Usage)?;
         let mut force: BTreeSet<String> = options.force.iter().cloned().collect();
+        if options.retry_failed {
+            force.extend(
+                self.plan
+                    .stages
+                    .iter()
+                    .filter(|s| s.stage.remembers_failures())
+                    .map(|s| s.name.clone()),
+            );
+        }
         if options.force_downstream {
             force.extend(self.plan.downstream_of(&options.force));
         }
@@ -450,7 +461,7 @@ impl<'a> Engine<'a> {
                                             &key,
                                             &entry_keys,
                                             &reasons,
-                                            options.threads,
+                                            options,
                                             reporter,
                                         )
                                     }))
@@ -780,7 +791,7 @@ impl<'a> Engine<'a> {
         key: &str,
         entry_keys: &BTreeMap<String, String>,
         reasons: &[Reason],
-        threads: usize,
+        options: &RunOptions,
         reporter: &dyn Reporter,
     ) -> Result<Manifest, String> {
         // A corrupted input is never used silently: rehash what this stage is about to read.
@@ -817,9 +828,10 @@ impl<'a> Engine<'a> {
             inputs: &inputs,
             files: &files,
             out_dir: &out_dir,
-            threads: threads.max(1),
+            threads: options.threads.max(1),
             progress: progress.as_ref(),
             items: &items,
+            retry_failed: options.retry_failed,
         };
         let result = catch_unwind(AssertUnwindSafe(|| stage.stage.run(&ctx)));
         drop(progress);
@@ -900,6 +912,11 @@ impl ItemCache for UsedItems {
     }
     fn put(&self, key: &str, bytes: &[u8]) -> Result<(), StageError> {
         self.store.put(key, bytes)?;
+        self.note(key);
+        Ok(())
+    }
+    fn replace(&self, key: &str, bytes: &[u8]) -> Result<(), StageError> {
+        self.store.replace(key, bytes)?;
         self.note(key);
         Ok(())
     }

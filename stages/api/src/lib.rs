@@ -29,6 +29,11 @@ pub trait Stage: Send + Sync {
     fn optional_input_roles(&self) -> &'static [&'static str] {
         &[]
     }
+    /// Whether the kind remembers per-item failures across runs; `pipeline run --retry-failed`
+    /// reruns such stages with [`StageContext::retry_failed`] set.
+    fn remembers_failures(&self) -> bool {
+        false
+    }
     /// Roles of workspace files or directories this kind reads (`files:` in the YAML).
     fn file_roles(&self) -> &'static [&'static str] {
         &[]
@@ -85,6 +90,9 @@ pub struct StageContext<'a> {
     pub progress: &'a dyn Progress,
     /// Per-item results kept across runs, so a stage reruns only the items that changed.
     pub items: &'a dyn ItemCache,
+    /// `pipeline run --retry-failed`: attempt again the items that failed in earlier runs instead
+    /// of reusing their remembered failure.
+    pub retry_failed: bool,
 }
 
 /// Per-item results shared across runs of every stage, addressed by keys the stage derives from
@@ -97,6 +105,9 @@ pub trait ItemCache: Sync {
     fn put(&self, key: &str, bytes: &[u8]) -> Result<(), StageError>;
     /// Makes `dest` a copy of the item, a hard link where the file system allows; `false` if absent.
     fn link(&self, key: &str, dest: &Path) -> Result<bool, StageError>;
+    /// Stores `bytes` under `key`, replacing what is there (atomically). For records that are
+    /// meant to change, such as when an item last failed; everything else is write-once.
+    fn replace(&self, key: &str, bytes: &[u8]) -> Result<(), StageError>;
 }
 
 /// A key for [`ItemCache`]: blake3 over the parts, each length-prefixed so parts cannot run together.
@@ -121,6 +132,9 @@ impl ItemCache for NoItems {
     }
     fn link(&self, _key: &str, _dest: &Path) -> Result<bool, StageError> {
         Ok(false)
+    }
+    fn replace(&self, _key: &str, _bytes: &[u8]) -> Result<(), StageError> {
+        Ok(())
     }
 }
 

@@ -19,7 +19,7 @@ use pipeline_api::{
 use polars::prelude::*;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use stage_shards::{i64_column, read_table, str_column, write_table};
+use stage_shards::{i64_column, poster, read_table, str_column, write_table};
 
 /// The download stage kind.
 pub struct Download;
@@ -36,6 +36,12 @@ pub struct DownloadParams {
     pub retries: u32,
     /// First backoff between attempts, in milliseconds (doubles each attempt).
     pub backoff_ms: u64,
+    /// Longest wait a server may ask for with `Retry-After` (on 429 or 503) before the poster is
+    /// recorded as failed instead, in seconds.
+    pub max_retry_after_secs: u64,
+    /// A failed remote poster is remembered and not requested again until this many hours have
+    /// passed (checked whenever the stage reruns) or `pipeline run --retry-failed` asks.
+    pub retry_failed_after_hours: f64,
 }
 
 impl Default for DownloadParams {
@@ -45,6 +51,8 @@ impl Default for DownloadParams {
             max_bytes: 5_000_000,
             retries: 2,
             backoff_ms: 250,
+            max_retry_after_secs: 30,
+            retry_failed_after_hours: 24.0,
         }
     }
 }
@@ -85,7 +93,11 @@ impl Stage for Download {
     }
     fn version(&self) -> u32 {
         // 2: failure reasons no longer contain the absolute data root.
-        2
+        // 3: non-image and truncated bodies are failures; Retry-After; remembered failures.
+        3
+    }
+    fn remembers_failures(&self) -> bool {
+        true
     }
     fn describe(&self) -> &'static str {
         "fetch posters (http/https/file/path) into a content-addressed folder; failures are listed"
@@ -122,19 +134,38 @@ impl Stage for Download {
             .during("starting download threads")?;
         ctx.progress.start("download", items.len() as u64);
         let reused = AtomicUsize::new(0);
+        let remembered = AtomicUsize::new(0);
+        let now = unix_now();
         let results: Vec<Fetched> = pool.install(|| {
             items
                 .par_iter()
                 .map(|(id, source)| {
+                    let earlier_failure = if ctx.retry_failed {
+                        None
+                    } else {
+                        remembered_failure(ctx.items, source, &params, now)
+                    };
                     let result = match reuse(ctx.items, source, &params, &posters) {
                         Some(stored) => {
                             reused.fetch_add(1, Ordering::Relaxed);
                             Ok(stored)
                         }
-                        None => fetcher.fetch(source).and_then(|bytes| {
-                            remember(ctx.items, source, &params, &bytes);
-                            store(&posters, &bytes)
-                        }),
+                        None => match earlier_failure {
+                            Some(reason) => {
+                                remembered.fetch_add(1, Ordering::Relaxed);
+                                Err(reason)
+                            }
+                            None => fetcher
+                                .fetch(source)
+                                .and_then(|bytes| {
+                                    poster::sniff(&bytes)?;
+                                    remember(ctx.items, source, &params, &bytes);
+                                    store(&posters, &bytes)
+                                })
+                                .inspect_err(|reason| {
+                                    remember_failure(ctx.items, source, &params, reason, now)
+                                }),
+                        },
                     };
                     ctx.progress.advance(1);
                     match result {
@@ -160,13 +191,18 @@ impl Stage for Download {
         write_results(&ctx.out_dir.join("downloads.parquet"), &results)?;
         write_json(&ctx.out_dir.join("summary.json"), &summary)?;
         let failed: usize = summary.failed_by_reason.values().sum();
-        let reused = reused.into_inner();
+        let (reused, remembered) = (reused.into_inner(), remembered.into_inner());
         let mut lines = vec![format!(
             "{} posters stored ({} distinct files), {failed} failed; {} fetched, {reused} reused from earlier runs",
             summary.stored,
             summary.distinct_files,
-            items.len() - reused
+            items.len() - reused - remembered
         )];
+        if remembered > 0 {
+            lines.push(format!(
+                "{remembered} failures remembered from earlier runs, not requested again (`pipeline run --retry-failed` retries them)"
+            ));
+        }
         for (reason, n) in &summary.failed_by_reason {
             lines.push(format!("{n} failed: {reason}"));
         }
@@ -299,6 +335,63 @@ fn remember(items: &dyn ItemCache, source: &str, params: &DownloadParams, bytes:
     }
 }
 
+/// A remembered failure of a remote poster: why, and when.
+#[derive(Debug, Serialize, Deserialize)]
+struct FailureRecord {
+    reason: String,
+    at_unix: u64,
+}
+
+fn failure_key(source: &str, params: &DownloadParams) -> String {
+    item_key(&[
+        b"download-failure-v1",
+        source.as_bytes(),
+        &params.max_bytes.to_le_bytes(),
+    ])
+}
+
+/// Why the remote `source` failed in an earlier run, if that was recent enough to trust.
+fn remembered_failure(
+    items: &dyn ItemCache,
+    source: &str,
+    params: &DownloadParams,
+    now: u64,
+) -> Option<String> {
+    if !is_remote(source) {
+        return None;
+    }
+    let record: FailureRecord =
+        serde_json::from_slice(&items.get(&failure_key(source, params))?).ok()?;
+    let age_hours = now.saturating_sub(record.at_unix) as f64 / 3600.0;
+    (age_hours < params.retry_failed_after_hours).then_some(record.reason)
+}
+
+/// Remembers that a remote poster failed (best effort: forgetting only costs a request).
+fn remember_failure(
+    items: &dyn ItemCache,
+    source: &str,
+    params: &DownloadParams,
+    reason: &str,
+    now: u64,
+) {
+    if !is_remote(source) {
+        return;
+    }
+    let record = FailureRecord {
+        reason: reason.to_string(),
+        at_unix: now,
+    };
+    if let Ok(bytes) = serde_json::to_vec(&record) {
+        let _ = items.replace(&failure_key(source, params), &bytes);
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// Stores poster bytes under their blake3; identical posters share one file.
 fn store(dir: &Path, bytes: &[u8]) -> Result<(String, u64), String> {
     let name = blake3::hash(bytes).to_hex().to_string();
@@ -319,6 +412,7 @@ pub struct Fetcher {
     max_bytes: u64,
     retries: u32,
     backoff: Duration,
+    max_retry_after: Duration,
 }
 
 impl Fetcher {
@@ -341,6 +435,7 @@ impl Fetcher {
             max_bytes: params.max_bytes,
             retries: params.retries,
             backoff: Duration::from_millis(params.backoff_ms),
+            max_retry_after: Duration::from_secs(params.max_retry_after_secs),
         })
     }
 
@@ -397,13 +492,29 @@ impl Fetcher {
 
     fn fetch_http(&self, url: &str) -> Result<Vec<u8>, String> {
         let mut last = String::new();
+        // A server's `Retry-After` replaces the backoff before the next attempt.
+        let mut asked_wait: Option<Duration> = None;
         for attempt in 0..=self.retries {
             if attempt > 0 {
-                std::thread::sleep(self.backoff * 2u32.saturating_pow(attempt - 1));
+                let backoff = self.backoff * 2u32.saturating_pow(attempt - 1);
+                std::thread::sleep(asked_wait.take().unwrap_or(backoff).max(backoff));
             }
             match self.agent.get(url).call() {
                 Ok(mut response) => {
                     let status = response.status();
+                    if matches!(status.as_u16(), 429 | 503)
+                        && let Some(wait) = retry_after(&response)
+                    {
+                        if wait > self.max_retry_after {
+                            return Err(format!(
+                                "HTTP {}: the server asked to retry after {} s, over the {} s limit (`max_retry_after_secs`)",
+                                status.as_u16(),
+                                wait.as_secs(),
+                                self.max_retry_after.as_secs()
+                            ));
+                        }
+                        asked_wait = Some(wait);
+                    }
                     if status.is_success() {
                         let declared = response
                             .headers()
@@ -423,6 +534,9 @@ impl Fetcher {
                             Err(ureq::Error::BodyExceedsLimit(_)) => {
                                 return Err(format!("too large: over {} bytes", self.max_bytes));
                             }
+                            Err(ureq::Error::Timeout(_)) => {
+                                last = "timed out while reading the body".into();
+                            }
                             Err(err) => last = format!("transfer failed: {err}"),
                         }
                     } else if status.as_u16() == 429 || status.is_server_error() {
@@ -432,11 +546,23 @@ impl Fetcher {
                     }
                 }
                 Err(ureq::Error::Timeout(_)) => last = "timed out".to_string(),
+                Err(ureq::Error::TooManyRedirects) => {
+                    return Err(
+                        "too many redirects: a loop, or a chain over 5 hops (not retried)".into(),
+                    );
+                }
                 Err(err) => last = format!("transfer failed: {err}"),
             }
         }
         Err(format!("{last} (after {} attempts)", self.retries + 1))
     }
+}
+
+/// The wait a `Retry-After` header asks for, in seconds (HTTP dates are not honoured: the backoff
+/// applies).
+fn retry_after<B>(response: &ureq::http::Response<B>) -> Option<Duration> {
+    let value = response.headers().get("retry-after")?.to_str().ok()?;
+    value.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
 /// `path` with `.` and `..` components resolved without the file system.

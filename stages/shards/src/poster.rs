@@ -32,6 +32,38 @@ pub fn decode_rgb(bytes: &[u8]) -> Result<image::RgbImage, String> {
         .map_err(|e| e.to_string())
 }
 
+/// What kind of image the bytes start like, or why they are not a poster at all. Cheap (no
+/// decoding): `download` uses it so an HTML error page served with status 200, or a JPEG cut short,
+/// is recorded as a failure instead of being stored as a poster.
+pub fn sniff(bytes: &[u8]) -> Result<&'static str, String> {
+    let kind = if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        "jpeg"
+    } else if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+        "png"
+    } else if bytes.starts_with(b"GIF87a") || bytes.starts_with(b"GIF89a") {
+        "gif"
+    } else if bytes.len() >= 12 && &bytes[..4] == b"RIFF" && &bytes[8..12] == b"WEBP" {
+        "webp"
+    } else {
+        let head = String::from_utf8_lossy(&bytes[..bytes.len().min(16)])
+            .trim()
+            .to_ascii_lowercase();
+        return Err(
+            if head.starts_with("<!doctype") || head.starts_with("<html") || head.starts_with('<') {
+                "not an image: the server sent HTML".to_string()
+            } else if bytes.is_empty() {
+                "not an image: empty body".to_string()
+            } else {
+                "not an image: unknown format".to_string()
+            },
+        );
+    };
+    if kind == "jpeg" && !has_jpeg_end(bytes) {
+        return Err("truncated JPEG (no end-of-image marker)".into());
+    }
+    Ok(kind)
+}
+
 /// Whether the last JPEG end-of-image marker (`FF D9`) sits at the end, allowing a little padding.
 fn has_jpeg_end(bytes: &[u8]) -> bool {
     let tail = &bytes[bytes.len().saturating_sub(64)..];
@@ -59,5 +91,26 @@ mod tests {
             assert!(decode_rgb(&bytes[..bytes.len() / 2]).is_err(), "{format:?}");
         }
         assert!(decode_rgb(b"<html>not an image</html>").is_err());
+    }
+
+    #[test]
+    fn sniffing_tells_posters_from_error_pages_and_cut_jpegs() {
+        let jpeg = encoded(image::ImageFormat::Jpeg);
+        assert_eq!(sniff(&jpeg), Ok("jpeg"));
+        assert_eq!(sniff(&encoded(image::ImageFormat::Png)), Ok("png"));
+        assert!(
+            sniff(&jpeg[..jpeg.len() - 100])
+                .unwrap_err()
+                .starts_with("truncated JPEG")
+        );
+        assert_eq!(
+            sniff(b"<!DOCTYPE html><html>Access denied</html>").unwrap_err(),
+            "not an image: the server sent HTML"
+        );
+        assert_eq!(sniff(b"").unwrap_err(), "not an image: empty body");
+        assert_eq!(
+            sniff(b"%PDF-1.4").unwrap_err(),
+            "not an image: unknown format"
+        );
     }
 }

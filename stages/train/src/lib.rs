@@ -412,6 +412,7 @@ mod tests {
             threads: 2,
             progress: &NoProgress,
             items: &NoItems,
+            retry_failed: false,
         };
         let device = Device::flex();
         let (net, history) = fit(&spec, &params, &data, &data, &device, "flex", &ctx).unwrap();
