@@ -62,6 +62,8 @@ struct IngestSummary {
 }
 #[derive(Deserialize)]
 struct IngestRow {
+    #[serde(default)]
+    line: u64,
     row: usize,
     id: String,
     reason: String,
@@ -119,7 +121,11 @@ impl DataQuality {
                     .into_iter()
                     .map(|r| Skip {
                         id: r.id,
-                        what: format!("CSV row {}", r.row),
+                        what: if r.line > 0 {
+                            format!("CSV line {}", r.line)
+                        } else {
+                            format!("CSV row {}", r.row)
+                        },
                         reason: r.reason,
                     })
                     .collect(),

@@ -4,7 +4,6 @@
 //! is dropped silently. Duplicate `imdbId`s keep their first row.
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::Cursor;
 use std::path::Path;
 
 use pipeline_api::{
@@ -61,8 +60,10 @@ impl Default for IngestParams {
 /// A row that was dropped.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DroppedRow {
-    /// 1-based data row (the header is row 0).
+    /// 1-based data record (the header is record 0).
     pub row: usize,
+    /// 1-based line in the file where the record starts (quoted newlines make it differ from `row`).
+    pub line: u64,
     /// The raw id text.
     pub id: String,
     /// Why.
@@ -93,7 +94,8 @@ impl Stage for Ingest {
         "ingest"
     }
     fn version(&self) -> u32 {
-        1
+        // 2: records of the wrong width are dropped (polars used to truncate them); line numbers.
+        2
     }
     fn describe(&self) -> &'static str {
         "read the movie CSV into movies.parquet, counting unusable rows by reason"
@@ -158,59 +160,41 @@ pub fn year_from_title(title: &str) -> Option<i32> {
 }
 
 /// Reads and cleans the CSV at `path`.
+///
+/// Parsed record by record with the `csv` crate (RFC 4180 quoting, CRLF or LF, quoted newlines),
+/// so every dropped row can be named by its line in the file. A record with the wrong number of
+/// fields (an unquoted comma in a title, a cut line) is dropped as a whole: truncating it would
+/// shift a title into the score, genre and poster columns.
 pub fn ingest(path: &Path, encoding: Encoding) -> Result<(DataFrame, IngestSummary), StageError> {
     let (text, used) = decode(read_file(path)?, encoding)
         .map_err(|e| StageError::invalid(format!("`{}`: {e}", path.display())))?;
-    let text = text.strip_prefix('\u{feff}').unwrap_or(&text).to_string();
-    let raw = CsvReadOptions::default()
-        .with_has_header(true)
-        .with_infer_schema_length(Some(0)) // every column as text; rows are validated below
-        .map_parse_options(|p| {
-            p.with_truncate_ragged_lines(true)
-                .with_missing_is_null(true)
-        })
-        .into_reader_with_file_handle(Cursor::new(text.into_bytes()))
-        .finish()
-        .during(format!("parsing CSV `{}`", path.display()))?;
-    let present: Vec<String> = raw
-        .get_column_names()
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(true)
+        .from_reader(text.as_bytes());
+    let header: Vec<String> = reader
+        .headers()
+        .map_err(|e| StageError::invalid(format!("`{}`: unreadable header: {e}", path.display())))?
         .iter()
-        .map(|s| s.to_string())
+        .map(|h| h.trim().to_string())
         .collect();
-    for column in REQUIRED_COLUMNS {
-        if !present.iter().any(|p| p == column) {
+    let mut column = BTreeMap::new();
+    for name in REQUIRED_COLUMNS {
+        let Some(index) = header.iter().position(|h| h == name) else {
             return Err(StageError::invalid(format!(
-                "`{}` has no column `{column}`; expected the Kaggle layout `{}` but found `{}`",
+                "`{}` line 1 has no column `{name}`; expected the Kaggle layout `{}` but found `{}`",
                 path.display(),
                 REQUIRED_COLUMNS.join(","),
-                present.join(",")
+                header.join(",")
             )));
-        }
+        };
+        column.insert(name, index);
     }
-    let text_col = |name: &str| -> Result<Vec<Option<String>>, StageError> {
-        Ok(raw
-            .column(name)
-            .and_then(|c| c.str().cloned())
-            .during(format!("column `{name}` of `{}`", path.display()))?
-            .iter()
-            .map(|v| {
-                v.map(str::trim)
-                    .filter(|v| !v.is_empty())
-                    .map(str::to_string)
-            })
-            .collect())
-    };
-    let (ids, titles, scores, genres, posters) = (
-        text_col("imdbId")?,
-        text_col("Title")?,
-        text_col("IMDB Score")?,
-        text_col("Genre")?,
-        text_col("Poster")?,
-    );
 
     let mut summary = IngestSummary {
         encoding: used.to_string(),
-        rows_read: raw.height(),
+        rows_read: 0,
         rows_kept: 0,
         dropped: BTreeMap::new(),
         dropped_rows: Vec::new(),
@@ -220,45 +204,92 @@ pub fn ingest(path: &Path, encoding: Encoding) -> Result<(DataFrame, IngestSumma
     let mut seen = HashSet::new();
     let (mut out_id, mut out_title, mut out_year, mut out_score, mut out_genres, mut out_poster) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
-    for row in 0..raw.height() {
-        let id_text = ids[row].clone().unwrap_or_default();
-        let reason = match parse_id(&id_text) {
-            None => Some("bad imdbId"),
-            Some(id) if !seen.insert(id) => Some("duplicate imdbId"),
-            Some(_) => None,
+    let record_drop =
+        |summary: &mut IngestSummary, row: usize, line: u64, id: &str, reason: String| {
+            *summary.dropped.entry(reason_class(&reason)).or_default() += 1;
+            if summary.dropped_rows.len() < 200 {
+                summary.dropped_rows.push(DroppedRow {
+                    row,
+                    line,
+                    id: id.to_string(),
+                    reason,
+                });
+            }
         };
-        let genre_list: Vec<&str> = genres[row]
-            .as_deref()
+    // The `csv` crate's own line count is one short after a CRLF (it ends the record at `\r`), so
+    // lines come from byte offsets instead.
+    let newlines: Vec<usize> = newline_offsets(text.as_bytes());
+    let mut record = csv::StringRecord::new();
+    loop {
+        let line = reader.position().line();
+        match reader.read_record(&mut record) {
+            Ok(false) => break,
+            Ok(true) => {}
+            Err(err) => {
+                summary.rows_read += 1;
+                let row = summary.rows_read;
+                record_drop(
+                    &mut summary,
+                    row,
+                    line,
+                    "",
+                    format!("unreadable CSV record: {err}"),
+                );
+                continue;
+            }
+        }
+        // A blank line is no record (the `csv` crate skips them); count what is left.
+        summary.rows_read += 1;
+        let row = summary.rows_read;
+        let line = record
+            .position()
+            .map_or(line, |p| line_of(&newlines, text.as_bytes(), p.byte()));
+        let field = |name: &str| -> Option<&str> {
+            record
+                .get(column[name])
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+        };
+        let id_text = field("imdbId").unwrap_or_default().to_string();
+        if record.len() != header.len() {
+            let reason = format!(
+                "wrong number of fields: {} ({} expected; an unquoted comma?)",
+                record.len(),
+                header.len()
+            );
+            record_drop(&mut summary, row, line, &id_text, reason);
+            continue;
+        }
+        let genre_list: Vec<&str> = field("Genre")
             .unwrap_or("")
             .split('|')
             .map(str::trim)
             .filter(|g| !g.is_empty())
             .collect();
-        let reason = reason
-            .or_else(|| genre_list.is_empty().then_some("no genre"))
-            .or_else(|| posters[row].is_none().then_some("no poster"));
+        let reason = match parse_id(&id_text) {
+            None => Some("bad imdbId"),
+            Some(id) if seen.contains(&id) => Some("duplicate imdbId"),
+            Some(_) => None,
+        }
+        .or_else(|| genre_list.is_empty().then_some("no genre"))
+        .or_else(|| field("Poster").is_none().then_some("no poster"));
         if let Some(reason) = reason {
-            *summary.dropped.entry(reason.to_string()).or_default() += 1;
-            if summary.dropped_rows.len() < 200 {
-                summary.dropped_rows.push(DroppedRow {
-                    row: row + 1,
-                    id: id_text,
-                    reason: reason.to_string(),
-                });
-            }
+            record_drop(&mut summary, row, line, &id_text, reason.to_string());
             continue;
         }
-        let title = titles[row].clone().unwrap_or_default();
+        let id = parse_id(&id_text).expect("validated");
+        seen.insert(id);
+        let title = field("Title").unwrap_or_default().to_string();
         let year = year_from_title(&title);
-        let score = scores[row].as_deref().and_then(|s| s.parse::<f64>().ok());
+        let score = field("IMDB Score").and_then(|s| s.parse::<f64>().ok());
         summary.without_year += usize::from(year.is_none());
         summary.without_score += usize::from(score.is_none());
-        out_id.push(parse_id(&id_text).expect("validated"));
+        out_id.push(id);
         out_title.push(title);
         out_year.push(year);
         out_score.push(score);
         out_genres.push(genre_list.join("|"));
-        out_poster.push(posters[row].clone().unwrap_or_default());
+        out_poster.push(field("Poster").unwrap_or_default().to_string());
     }
     summary.rows_kept = out_id.len();
     let height = out_id.len();
@@ -275,6 +306,32 @@ pub fn ingest(path: &Path, encoding: Encoding) -> Result<(DataFrame, IngestSumma
     )
     .during("building the movies table")?;
     Ok((df, summary))
+}
+
+/// Offsets of every `\n`.
+fn newline_offsets(bytes: &[u8]) -> Vec<usize> {
+    bytes
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| **b == b'\n')
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// The 1-based line of the record starting at byte `offset` (skipping the `\n` of a CRLF the
+/// previous record left behind).
+fn line_of(newlines: &[usize], bytes: &[u8], offset: u64) -> u64 {
+    let mut offset = offset as usize;
+    if bytes.get(offset) == Some(&b'\n') {
+        offset += 1;
+    }
+    (newlines.partition_point(|&n| n < offset) + 1) as u64
+}
+
+/// Counts reasons by their stable part: `wrong number of fields: 7 (...)` counts with every
+/// other record of the wrong width.
+fn reason_class(reason: &str) -> String {
+    reason.split(':').next().unwrap_or(reason).to_string()
 }
 
 fn parse_id(text: &str) -> Option<i64> {
@@ -328,5 +385,62 @@ mod tests {
         assert_eq!(titles.get(0), Some("Crouching Tiger, Hidden Dragon (2000)"));
         assert_eq!(titles.get(1), Some("Café (2003)"));
         assert_eq!(summary.without_score, 1);
+    }
+
+    #[test]
+    fn every_quirk_of_the_real_csv_has_its_outcome() {
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/fixtures/movie-genre-quirks.csv");
+        let (df, summary) = ingest(&fixture, Encoding::Auto).unwrap();
+        assert_eq!(summary.encoding, "latin-1");
+        assert_eq!(summary.rows_read, 15, "the blank line is not a record");
+        assert_eq!(summary.rows_kept, 9);
+        let dropped: Vec<(&str, usize)> = summary
+            .dropped
+            .iter()
+            .map(|(r, n)| (r.as_str(), *n))
+            .collect();
+        assert_eq!(
+            dropped,
+            [
+                ("bad imdbId", 1),
+                ("duplicate imdbId", 1),
+                ("no genre", 1),
+                ("no poster", 1),
+                ("wrong number of fields", 2),
+            ]
+        );
+        let lines: Vec<(u64, &str, &str)> = summary
+            .dropped_rows
+            .iter()
+            .map(|r| (r.line, r.id.as_str(), r.reason.split(':').next().unwrap()))
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                (4, "114709", "duplicate imdbId"),
+                (5, "3", "no genre"),
+                (6, "4", "no poster"),
+                (13, "10", "wrong number of fields"),
+                (14, "11", "wrong number of fields"),
+                (15, "tt12", "bad imdbId"),
+            ]
+        );
+        let column = |name: &str| df.column(name).unwrap().clone();
+        let titles = column("title");
+        let titles: Vec<&str> = titles.str().unwrap().iter().map(Option::unwrap).collect();
+        assert_eq!(titles[1], "Amélie (2001)");
+        assert!(titles.contains(&"Crouching Tiger, Hidden Dragon (2000)"));
+        assert!(titles.contains(&"The \"Quoted\" One (2004)"));
+        assert!(titles.contains(&"A Title\r\nOn Two Lines (2005)"));
+        assert!(titles.contains(&"Café Society (2016)"));
+        assert_eq!(summary.without_year, 1);
+        assert_eq!(summary.without_score, 1);
+        let genres = column("genres");
+        let genres: Vec<&str> = genres.str().unwrap().iter().map(Option::unwrap).collect();
+        assert!(genres.contains(&"Sci-Fi|Drama"), "{genres:?}");
+        let ids = column("imdbId");
+        let ids: Vec<i64> = ids.i64().unwrap().into_no_null_iter().collect();
+        assert_eq!(ids, [114709, 211915, 5, 6, 7, 8, 9, 13, 14]);
     }
 }
