@@ -9,27 +9,52 @@ pub const MAX_ALLOC: u64 = 256 * 1024 * 1024;
 
 /// Decodes poster bytes into RGB, or says why they are not a usable image.
 ///
+/// Accepts JPEG (RGB, grayscale, CMYK), PNG (8 and 16 bit, with or without alpha, palette), GIF
+/// (first frame) and WebP; everything becomes 8-bit RGB. The declared size is checked against
+/// [`MAX_SIDE`] before any pixel is decoded, so a small file claiming 50,000 x 50,000 pixels is
+/// refused without allocating; the decoder also runs under [`MAX_ALLOC`].
+///
 /// Beyond what the decoder checks, a JPEG must end with its end-of-image marker: the decoder
 /// fills a truncated JPEG with grey and reports success, which would store a bad poster as good.
 pub fn decode_rgb(bytes: &[u8]) -> Result<image::RgbImage, String> {
-    let mut reader = image::ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| e.to_string())?;
-    let Some(format) = reader.format() else {
+    let reader = || {
+        image::ImageReader::new(Cursor::new(bytes))
+            .with_guessed_format()
+            .map_err(|e| e.to_string())
+    };
+    let Some(format) = reader()?.format() else {
         return Err("not a known image format".into());
     };
     if format == image::ImageFormat::Jpeg && !has_jpeg_end(bytes) {
         return Err("truncated JPEG (no end-of-image marker)".into());
     }
+    let (width, height) = reader()?
+        .into_dimensions()
+        .map_err(|e| format!("unreadable {format:?} header: {e}"))?;
+    if width == 0 || height == 0 {
+        return Err(format!("empty image ({width}x{height})"));
+    }
+    if width > MAX_SIDE || height > MAX_SIDE {
+        return Err(format!(
+            "too large: {width}x{height} pixels declared, over the {MAX_SIDE}-pixel side limit (a decompression bomb?)"
+        ));
+    }
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(MAX_SIDE);
     limits.max_image_height = Some(MAX_SIDE);
     limits.max_alloc = Some(MAX_ALLOC);
+    let mut reader = reader()?;
     reader.limits(limits);
     reader
         .decode()
         .map(|image| image.to_rgb8())
-        .map_err(|e| e.to_string())
+        .map_err(|e| match e {
+            image::ImageError::Limits(_) => format!(
+                "over the decoder limits ({MAX_SIDE} px a side, {} MiB): {e}",
+                MAX_ALLOC >> 20
+            ),
+            other => format!("{format:?} does not decode: {other}"),
+        })
 }
 
 /// What kind of image the bytes start like, or why they are not a poster at all. Cheap (no
@@ -112,5 +137,161 @@ mod tests {
             sniff(b"%PDF-1.4").unwrap_err(),
             "not an image: unknown format"
         );
+    }
+
+    fn encode(image: image::DynamicImage, format: image::ImageFormat) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        image
+            .write_to(&mut Cursor::new(&mut bytes), format)
+            .unwrap();
+        bytes
+    }
+
+    #[test]
+    fn every_poster_format_decodes_to_rgb() {
+        let rgb =
+            image::RgbImage::from_fn(16, 24, |x, y| image::Rgb([200, x as u8 * 10, y as u8 * 5]));
+        let gray = image::GrayImage::from_fn(16, 24, |x, _| image::Luma([x as u8 * 15]));
+        let rgb16 = image::ImageBuffer::<image::Rgb<u16>, Vec<u16>>::from_fn(16, 24, |x, _| {
+            image::Rgb([200 * 257, x as u16 * 4000, 0])
+        });
+        let cases = [
+            ("png", encode(rgb.clone().into(), image::ImageFormat::Png)),
+            (
+                "webp (lossless)",
+                encode(rgb.clone().into(), image::ImageFormat::WebP),
+            ),
+            ("gif", encode(rgb.clone().into(), image::ImageFormat::Gif)),
+            (
+                "grayscale jpeg",
+                encode(gray.clone().into(), image::ImageFormat::Jpeg),
+            ),
+            ("16-bit png", encode(rgb16.into(), image::ImageFormat::Png)),
+            (
+                "rgba png",
+                encode(
+                    image::DynamicImage::ImageRgb8(rgb.clone())
+                        .to_rgba8()
+                        .into(),
+                    image::ImageFormat::Png,
+                ),
+            ),
+        ];
+        for (name, bytes) in cases {
+            let decoded = decode_rgb(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(decoded.dimensions(), (16, 24), "{name}");
+            // The top-left pixel survives the trip (GIF quantises, JPEG is lossy: a tolerance).
+            let p = decoded.get_pixel(0, 0).0;
+            let want = if name == "grayscale jpeg" {
+                [0, 0, 0]
+            } else {
+                [200, 0, 0]
+            };
+            let near = p
+                .iter()
+                .zip(want)
+                .all(|(a, b)| (*a as i32 - b as i32).abs() <= 24);
+            assert!(near, "{name}: top-left pixel {p:?}, want about {want:?}");
+        }
+    }
+
+    #[test]
+    fn cmyk_jpeg_becomes_rgb() {
+        // Written by Pillow: a 20x30 CMYK JPEG of (0, 255, 255, 0), which is pure red.
+        let bytes = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/fixtures/cmyk-red.jpg"
+        ))
+        .unwrap();
+        let rgb = decode_rgb(&bytes).unwrap();
+        assert_eq!(rgb.dimensions(), (20, 30));
+        let [r, g, b] = rgb.get_pixel(10, 15).0;
+        assert!(
+            r > 200 && g < 60 && b < 60,
+            "CMYK red decoded as {r},{g},{b}"
+        );
+    }
+
+    #[test]
+    fn tiny_images_decode_and_empty_ones_are_refused() {
+        let one = image::RgbImage::from_pixel(1, 1, image::Rgb([1, 2, 3]));
+        let rgb = decode_rgb(&encode(one.into(), image::ImageFormat::Png)).unwrap();
+        assert_eq!(rgb.get_pixel(0, 0).0, [1, 2, 3]);
+        assert!(
+            decode_rgb(&png_claiming(0, 5)).is_err(),
+            "a 0-pixel-wide image"
+        );
+    }
+
+    /// A valid PNG that declares `width` x `height` but carries one tiny compressed row.
+    fn png_claiming(width: u32, height: u32) -> Vec<u8> {
+        fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
+            out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+            let start = out.len();
+            out.extend_from_slice(kind);
+            out.extend_from_slice(data);
+            let crc = crc32(&out[start..]);
+            out.extend_from_slice(&crc.to_be_bytes());
+        }
+        fn crc32(bytes: &[u8]) -> u32 {
+            let mut crc = !0u32;
+            for &b in bytes {
+                crc ^= u32::from(b);
+                for _ in 0..8 {
+                    crc = if crc & 1 == 1 {
+                        (crc >> 1) ^ 0xEDB8_8320
+                    } else {
+                        crc >> 1
+                    };
+                }
+            }
+            !crc
+        }
+        let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+        let mut ihdr = Vec::new();
+        ihdr.extend_from_slice(&width.to_be_bytes());
+        ihdr.extend_from_slice(&height.to_be_bytes());
+        ihdr.extend_from_slice(&[8, 2, 0, 0, 0]); // 8-bit RGB
+        chunk(&mut png, b"IHDR", &ihdr);
+        // zlib stream of a few zero bytes (stored block): far less than the image needs.
+        chunk(
+            &mut png,
+            b"IDAT",
+            &[
+                0x78, 0x01, 0x01, 0x04, 0x00, 0xFB, 0xFF, 0, 0, 0, 0, 0, 0, 0, 0,
+            ],
+        );
+        chunk(&mut png, b"IEND", &[]);
+        png
+    }
+
+    #[test]
+    fn a_decompression_bomb_is_refused_before_decoding() {
+        let bomb = png_claiming(50_000, 50_000);
+        assert!(bomb.len() < 100, "a small file");
+        let err = decode_rgb(&bomb).unwrap_err();
+        assert!(
+            err.starts_with("too large: 50000x50000 pixels declared"),
+            "{err}"
+        );
+        assert!(err.contains("12000-pixel side limit"), "{err}");
+        // Inside the side limit but over the allocation limit: the decoder's limits apply.
+        let wide = decode_rgb(&png_claiming(11_000, 11_000)).unwrap_err();
+        assert!(wide.contains("limit"), "{wide}");
+    }
+
+    #[test]
+    fn corrupt_jpeg_data_is_refused_with_a_reason() {
+        let mut bytes = encoded(image::ImageFormat::Jpeg);
+        // Keep the header and the end marker, scramble the entropy-coded data in between.
+        let len = bytes.len();
+        for b in &mut bytes[len / 2..len - 2] {
+            *b = 0xFF;
+        }
+        match decode_rgb(&bytes) {
+            Err(reason) => assert!(!reason.is_empty()),
+            // Some decoders conceal errors; then the image must at least have its declared size.
+            Ok(rgb) => assert_eq!(rgb.dimensions(), (32, 48)),
+        }
     }
 }
