@@ -190,7 +190,7 @@ mod tests {
             let near = p
                 .iter()
                 .zip(want)
-                .all(|(a, b)| (*a as i32 - b as i32).abs() <= 24);
+                .all(|(a, b)| (i32::from(*a) - b).abs() <= 24);
             assert!(near, "{name}: top-left pixel {p:?}, want about {want:?}");
         }
     }
