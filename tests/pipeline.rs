@@ -1430,3 +1430,117 @@ fn download_gives_every_hostile_server_behaviour_the_right_outcome() {
     assert!(count("/missing.jpg") == 2, "{retried}");
     assert!(first.contains("Finished download"), "{first}");
 }
+
+/// The Python of `.venv` with pyarrow, made on first use (what `.ci/run` does up front).
+fn python_with_pyarrow() -> PathBuf {
+    let venv = Path::new(REPO).join(".venv");
+    let python = venv.join("bin/python");
+    let has_pyarrow = |python: &Path| {
+        Command::new(python)
+            .args(["-c", "import pyarrow"])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !has_pyarrow(&python) {
+        let made = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .is_ok_and(|s| s.success())
+            && Command::new(venv.join("bin/pip"))
+                .args(["install", "--quiet", "pyarrow>=15"])
+                .status()
+                .is_ok_and(|s| s.success());
+        assert!(
+            made && has_pyarrow(&python),
+            "this test reads shards with Python pyarrow: `python3 -m venv .venv && .venv/bin/pip install pyarrow` (as .ci/run does)"
+        );
+    }
+    python
+}
+
+const READ_WITH_PYARROW: &str = r#"
+import json, sys
+import pyarrow.parquet as pq
+path = sys.argv[1]
+meta = json.load(open(sys.argv[2]))
+f = pq.ParquetFile(path)
+t = f.read()
+images = t.column("image").to_pylist()
+print(json.dumps({
+    "types": {field.name: str(field.type) for field in t.schema},
+    "row_groups": f.num_row_groups,
+    "ids": t.column("imdbId").to_pylist(),
+    "image_lengths": sorted({len(b) for b in images}),
+    "images_hex": [b.hex() for b in images],
+    "pixel_0_0": list(images[0][:3]),
+    "pixel_last": list(images[0][-3:]),
+    "labels": t.column("labels").to_pylist(),
+    "shape": [meta["height"], meta["width"], meta["channels"]],
+}))
+"#;
+
+#[test]
+fn shards_are_readable_by_pyarrow_as_is() {
+    let p = Project::small(80, SMALL_PIPELINE);
+    p.ok(&["run", "resize"]);
+    let out = p.output_of("resize");
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("meta.json")).unwrap()).unwrap();
+    let shard_file = meta["shards"][0]["file"].as_str().unwrap();
+    let python = python_with_pyarrow();
+    let read = Command::new(&python)
+        .args(["-c", READ_WITH_PYARROW])
+        .arg(out.join(shard_file))
+        .arg(out.join("meta.json"))
+        .output()
+        .unwrap();
+    assert!(
+        read.status.success(),
+        "{}",
+        String::from_utf8_lossy(&read.stderr)
+    );
+    let py: serde_json::Value = serde_json::from_slice(&read.stdout).unwrap();
+
+    // The Rust side, through the crate the stages use.
+    let (width, height) = (
+        meta["width"].as_u64().unwrap() as usize,
+        meta["height"].as_u64().unwrap() as usize,
+    );
+    let genres = meta["genres"].as_array().unwrap().len();
+    let shard =
+        stage_shards::read_shard(&out.join(shard_file), width * height * 3, genres).unwrap();
+
+    assert_eq!(py["types"]["imdbId"], "int64");
+    // BYTE_ARRAY in Parquet; pyarrow >= 16 follows the Arrow schema polars embeds (binary_view).
+    assert!(
+        ["binary", "binary_view"].contains(&py["types"]["image"].as_str().unwrap()),
+        "{}",
+        py["types"]
+    );
+    assert_eq!(
+        py["types"]["labels"],
+        format!("fixed_size_list<element: uint8>[{genres}]")
+    );
+    assert_eq!(py["row_groups"], 1);
+    assert_eq!(py["shape"], serde_json::json!([height, width, 3]));
+    assert_eq!(py["image_lengths"], serde_json::json!([height * width * 3]));
+    let ids: Vec<i64> = serde_json::from_value(py["ids"].clone()).unwrap();
+    assert_eq!(ids, shard.ids);
+    let labels: Vec<Vec<u8>> = serde_json::from_value(py["labels"].clone()).unwrap();
+    assert_eq!(labels.concat(), shard.labels);
+    let pixels = width * height * 3;
+    let first: Vec<u8> = serde_json::from_value(py["pixel_0_0"].clone()).unwrap();
+    assert_eq!(first, shard.images[..3]);
+    let last: Vec<u8> = serde_json::from_value(py["pixel_last"].clone()).unwrap();
+    assert_eq!(last, shard.images[pixels - 3..pixels]);
+    let images: Vec<String> = serde_json::from_value(py["images_hex"].clone()).unwrap();
+    assert_eq!(images.len(), shard.len());
+    for (i, hex) in images.iter().enumerate() {
+        let rust: String = shard.images[i * pixels..(i + 1) * pixels]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert!(*hex == rust, "image {i} differs between pyarrow and Rust");
+    }
+}
