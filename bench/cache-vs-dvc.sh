@@ -9,10 +9,10 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 cd "$here/.."
-cargo build --release --quiet
+cargo build --release --workspace --quiet
 if [ ! -x "$here/.venv/bin/dvc" ]; then
   python3 -m venv "$here/.venv"
-  "$here/.venv/bin/pip" install --quiet 'dvc>=3,<4' 'pillow>=10'
+  "$here/.venv/bin/pip" install --quiet 'dvc>=3,<4' 'pillow>=10' numpy 'pyarrow>=15'
 fi
 "$here/.venv/bin/dvc" --version | sed 's/^/dvc /'
 exec "$here/.venv/bin/python" "$here/cache_vs_dvc.py" --dvc "$here/.venv/bin/dvc" "$@"
