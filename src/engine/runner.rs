@@ -585,10 +585,9 @@ impl<'a> Engine<'a> {
             .collect();
         for rel in workspace {
             let path = self.plan.root.join(rel);
-            report.workspace_checked += super::store::list_files(&path)
-                .map(|files| files.len())
-                .unwrap_or(1);
-            report.stale_stamps.extend(self.stat.verify(&path, repair)?);
+            let (checked, stale) = self.stat.verify(&path, repair)?;
+            report.workspace_checked += checked;
+            report.stale_stamps.extend(stale);
         }
         report.stale_stamps.sort_by(|a, b| a.path.cmp(&b.path));
         report.stale_stamps.dedup_by(|a, b| a.path == b.path);

@@ -159,9 +159,13 @@ impl StatCache {
         Ok(tree_digest(&entries))
     }
 
-    /// Rehashes every file below `path` and returns those whose recorded digest is wrong although
-    /// their stamp matches. With `repair`, records the true digests.
-    pub fn verify(&self, path: &Path, repair: bool) -> Result<Vec<StaleStamp>, StoreError> {
+    /// Rehashes every file below `path`; returns how many it rehashed and those whose recorded
+    /// digest is wrong although their stamp matches. With `repair`, records the true digests.
+    pub fn verify(
+        &self,
+        path: &Path,
+        repair: bool,
+    ) -> Result<(usize, Vec<StaleStamp>), StoreError> {
         let meta = fs::metadata(path).map_err(io_err("stat", path))?;
         let files = if meta.is_dir() {
             list_files(path)?
@@ -197,7 +201,7 @@ impl StatCache {
             .filter_map(Result::transpose)
             .collect::<Result<_, StoreError>>()?;
         stale.sort_by(|a, b| a.path.cmp(&b.path));
-        Ok(stale)
+        Ok((files.len(), stale))
     }
 
     fn file_entry(&self, file: &Path, meta: &fs::Metadata) -> Result<FileEntry, StoreError> {
@@ -294,11 +298,11 @@ mod tests {
         let cache = StatCache::load(dir.path(), cache_path.clone());
         assert_eq!(cache.path_digest(&data).unwrap(), first);
         // ...verify can, and repair records the truth.
-        let stale = cache.verify(&data, false).unwrap();
+        let stale = cache.verify(&data, false).unwrap().1;
         assert_eq!(stale.len(), 1);
         assert_eq!(stale[0].path, "data/a.txt");
-        assert_eq!(cache.verify(&data, true).unwrap().len(), 1);
-        assert!(cache.verify(&data, false).unwrap().is_empty());
+        assert_eq!(cache.verify(&data, true).unwrap().1.len(), 1);
+        assert!(cache.verify(&data, false).unwrap().1.is_empty());
         assert_ne!(cache.path_digest(&data).unwrap(), first);
 
         // A visible change (new mtime) is rehashed without any help.

@@ -443,20 +443,11 @@ impl ItemCache for ItemStore {
     }
 
     fn put(&self, key: &str, bytes: &[u8]) -> Result<(), StageError> {
-        let path = self.path(key)?;
-        if path.exists() {
+        // Write-once: an item already there is by construction the same bytes.
+        if self.path(key)?.exists() {
             return Ok(());
         }
-        let parent = path.parent().expect("items have a parent");
-        let write_err = |source| StageError::Write {
-            path: path.clone(),
-            source,
-        };
-        fs::create_dir_all(parent).map_err(write_err)?;
-        let n = PENDING_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let tmp = parent.join(format!(".{key}.{}.{n}", std::process::id()));
-        fs::write(&tmp, bytes).map_err(write_err)?;
-        fs::rename(&tmp, &path).map_err(write_err)
+        self.replace(key, bytes)
     }
 
     fn replace(&self, key: &str, bytes: &[u8]) -> Result<(), StageError> {

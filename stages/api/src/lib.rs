@@ -120,6 +120,17 @@ pub fn item_key(parts: &[&[u8]]) -> String {
     hasher.finalize().to_hex().to_string()
 }
 
+/// The part of a per-item reason that items share, for counting by reason: everything before
+/// the first `:` (`wrong number of fields: 7 (...)`, `HTTP 429: the server asked ...`).
+pub fn reason_class(reason: &str) -> String {
+    reason
+        .split(':')
+        .next()
+        .unwrap_or(reason)
+        .trim()
+        .to_string()
+}
+
 /// An item cache that keeps nothing (unit tests).
 pub struct NoItems;
 

@@ -214,7 +214,9 @@ fn summarise(results: &[Fetched], posters: &Path) -> Result<DownloadSummary, Sta
     let mut failed_by_reason: BTreeMap<String, usize> = BTreeMap::new();
     for r in results {
         if let Some(reason) = &r.reason {
-            *failed_by_reason.entry(reason_class(reason)).or_default() += 1;
+            *failed_by_reason
+                .entry(pipeline_api::reason_class(reason))
+                .or_default() += 1;
         }
     }
     let distinct_files = std::fs::read_dir(posters)
@@ -235,16 +237,6 @@ fn summarise(results: &[Fetched], posters: &Path) -> Result<DownloadSummary, Sta
             .cloned()
             .collect(),
     })
-}
-
-/// Groups reasons for counting: `HTTP 404 Not Found` and `HTTP 404 ...` count together.
-fn reason_class(reason: &str) -> String {
-    reason
-        .split(':')
-        .next()
-        .unwrap_or(reason)
-        .trim()
-        .to_string()
 }
 
 fn write_results(path: &Path, results: &[Fetched]) -> Result<(), StageError> {

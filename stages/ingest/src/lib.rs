@@ -206,7 +206,10 @@ pub fn ingest(path: &Path, encoding: Encoding) -> Result<(DataFrame, IngestSumma
         (vec![], vec![], vec![], vec![], vec![], vec![]);
     let record_drop =
         |summary: &mut IngestSummary, row: usize, line: u64, id: &str, reason: String| {
-            *summary.dropped.entry(reason_class(&reason)).or_default() += 1;
+            *summary
+                .dropped
+                .entry(pipeline_api::reason_class(&reason))
+                .or_default() += 1;
             if summary.dropped_rows.len() < 200 {
                 summary.dropped_rows.push(DroppedRow {
                     row,
@@ -326,12 +329,6 @@ fn line_of(newlines: &[usize], bytes: &[u8], offset: u64) -> u64 {
         offset += 1;
     }
     (newlines.partition_point(|&n| n < offset) + 1) as u64
-}
-
-/// Counts reasons by their stable part: `wrong number of fields: 7 (...)` counts with every
-/// other record of the wrong width.
-fn reason_class(reason: &str) -> String {
-    reason.split(':').next().unwrap_or(reason).to_string()
 }
 
 fn parse_id(text: &str) -> Option<i64> {
