@@ -93,6 +93,11 @@ pub enum Command {
         /// otherwise remembered for the download stage's `retry_failed_after_hours`).
         #[arg(long)]
         retry_failed: bool,
+        /// Recompute every item from scratch: ignore fetched posters, decoded and resized images
+        /// and earlier outputs kept in the cache. With `--force STAGE`, times a stage cold or rules
+        /// the cache out when a result looks wrong.
+        #[arg(long)]
+        no_reuse: bool,
     },
     /// Rehash every cache entry and report the ones whose files no longer match their manifest.
     Verify {
@@ -195,6 +200,7 @@ fn execute(cli: &Cli, threads: usize) -> Result<(), Failure> {
             no_wait,
             jobs,
             retry_failed,
+            no_reuse,
         } => {
             let console = Console::new(cli.verbose > 0);
             let options = RunOptions {
@@ -208,6 +214,7 @@ fn execute(cli: &Cli, threads: usize) -> Result<(), Failure> {
                 no_wait: *no_wait,
                 jobs: jobs.unwrap_or_else(cores),
                 retry_failed: *retry_failed,
+                no_reuse: *no_reuse,
             };
             let outcome = engine.run(&options, &console).map_err(engine_err)?;
             if !outcome.failed.is_empty() {

@@ -809,29 +809,54 @@ fn gc_removes_unreferenced_entries_and_log_records_runs() {
         text.contains("params changed: resize.width 24 -> 16"),
         "{text}"
     );
-    // The 24x24 resized posters were used only by the collected resize entry: gone. The 16x16
-    // ones, the fetched posters and the decode verdicts are used by current entries: kept.
-    let items_removed: usize = gc
-        .split(" entries and ")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("{gc}"));
-    assert!(items_removed > 20, "{gc}");
+    // Resize keeps no per-item files (it reuses rows of its earlier outputs); the decode verdicts
+    // are all used by the current filter entry: no item goes.
+    assert_eq!(items_removed(&gc), 0, "{gc}");
     let forced = p.ok(&["run", "--force", "resize"]);
     assert!(
         decoded_line(&forced, "resize")
             .trim()
             .starts_with("decoded 0,"),
-        "{forced}"
+        "a forced rerun takes every row from the output it replaces: {forced}"
     );
     p.edit("width: 16", "width: 24");
     let back = p.ok(&["run"]);
     assert!(
-        !decoded_line(&back, "resize")
-            .trim()
-            .starts_with("decoded 0,"),
-        "collected items are recomputed: {back}"
+        decoded_line(&back, "resize").contains(", reused 0 from")
+            && !decoded_line(&back, "resize").contains("decoded 0,"),
+        "the 24x24 output was collected, so every poster is decoded again: {back}"
+    );
+}
+
+/// `Removed N entries and M items ...` -> M.
+fn items_removed(gc: &str) -> usize {
+    gc.split(" entries and ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{gc}"))
+}
+
+#[test]
+fn gc_collects_the_items_only_collected_entries_used() {
+    let p = Project::small(60, SMALL_PIPELINE);
+    let csv_path = p.root.join("data/movies.csv");
+    let full = std::fs::read(&csv_path).unwrap();
+    p.ok(&["run", "filter"]);
+    // Keep the header and the first 20 movies: the first filter entry is the only user of the
+    // other posters' decode verdicts.
+    let lines: Vec<&[u8]> = full.split_inclusive(|&b| b == b'\n').collect();
+    std::fs::write(&csv_path, lines[..21].concat()).unwrap();
+    p.ok(&["run", "filter"]);
+    let gc = p.ok(&["gc"]);
+    let removed = items_removed(&gc);
+    assert!(removed > 10, "{gc}");
+    // Each collected verdict must be recomputed, and nothing else.
+    std::fs::write(&csv_path, &full).unwrap();
+    let run = p.ok(&["run", "filter"]);
+    assert!(
+        decoded_line(&run, "filter").contains(&format!("decoded {removed} posters")),
+        "{removed} verdicts collected: {run}"
     );
 }
 
@@ -942,6 +967,45 @@ fn adding_movies_fetches_and_decodes_only_the_new_posters() {
     assert!(
         decoded_line(&run, "resize").contains("decoded 30,"),
         "a new width re-decodes everything: {run}"
+    );
+
+    // Back to 24 in shards of 7 (a new key): an earlier run's 24x24 output, made the same way,
+    // is still in the cache (the newest earlier output, 16x16, is not); its rows are taken.
+    p.edit("width: 16", "width: 24");
+    p.edit("height: 24}", "height: 24, shard_rows: 7}");
+    let run = p.ok(&["run"]);
+    assert!(
+        decoded_line(&run, "resize").contains("decoded 0, reused 30"),
+        "{run}"
+    );
+
+    // A damaged earlier output is never trusted: rows come from another one, or are decoded.
+    let out = p.output_of("resize");
+    let shard = out.join("shard-00000.parquet");
+    let good = std::fs::read(&shard).unwrap();
+    let _ = std::fs::remove_file(&shard);
+    std::fs::write(&shard, vec![0u8; good.len()]).unwrap();
+    let run = p.ok(&["run", "--force", "resize"]);
+    assert!(decoded_line(&run, "resize").contains("reused"), "{run}");
+    assert_eq!(
+        std::fs::read(p.output_of("resize").join("shard-00000.parquet")).unwrap(),
+        good
+    );
+
+    // --no-reuse recomputes every item of the stages that run: download fetches again.
+    let fetched = requests.load(Ordering::SeqCst);
+    let run = p.ok(&[
+        "run",
+        "--force",
+        "download",
+        "--force",
+        "resize",
+        "--no-reuse",
+    ]);
+    assert_eq!(requests.load(Ordering::SeqCst), fetched + 30, "{run}");
+    assert!(
+        decoded_line(&run, "resize").contains("decoded 30, reused 0"),
+        "{run}"
     );
 }
 
@@ -1471,6 +1535,7 @@ print(json.dumps({
     "types": {field.name: str(field.type) for field in t.schema},
     "row_groups": f.num_row_groups,
     "ids": t.column("imdbId").to_pylist(),
+    "posters": t.column("poster").to_pylist(),
     "image_lengths": sorted({len(b) for b in images}),
     "images_hex": [b.hex() for b in images],
     "pixel_0_0": list(images[0][:3]),
@@ -1527,6 +1592,18 @@ fn shards_are_readable_by_pyarrow_as_is() {
     assert_eq!(py["image_lengths"], serde_json::json!([height * width * 3]));
     let ids: Vec<i64> = serde_json::from_value(py["ids"].clone()).unwrap();
     assert_eq!(ids, shard.ids);
+    let posters: Vec<String> = serde_json::from_value(py["posters"].clone()).unwrap();
+    assert_eq!(posters, shard.posters);
+    assert!(
+        posters
+            .iter()
+            .all(|p| p.starts_with("posters/") && p.len() > 60),
+        "each row names its poster by content hash: {posters:?}"
+    );
+    assert!(
+        ["string", "large_string", "string_view"]
+            .contains(&py["types"]["poster"].as_str().unwrap())
+    );
     let labels: Vec<Vec<u8>> = serde_json::from_value(py["labels"].clone()).unwrap();
     assert_eq!(labels.concat(), shard.labels);
     let pixels = width * height * 3;

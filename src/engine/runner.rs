@@ -75,6 +75,8 @@ pub struct RunOptions {
     pub no_wait: bool,
     /// Rerun stages that remember per-item failures, attempting those items again.
     pub retry_failed: bool,
+    /// Recompute every item: stages see no per-item results and no earlier outputs.
+    pub no_reuse: bool,
 }
 
 /// What `verify` found.
@@ -820,6 +822,12 @@ impl<'a> Engine<'a> {
         let items = UsedItems {
             store: self.store.items(),
             used: Mutex::new(BTreeSet::new()),
+            blind: options.no_reuse,
+        };
+        let earlier_outputs = if options.no_reuse {
+            Vec::new()
+        } else {
+            self.earlier_outputs(&stage.name)
         };
         let ctx = StageContext {
             name: &stage.name,
@@ -830,7 +838,8 @@ impl<'a> Engine<'a> {
             threads: options.threads.max(1),
             progress: progress.as_ref(),
             items: &items,
-            retry_failed: options.retry_failed,
+            retry_failed: options.retry_failed || options.no_reuse,
+            earlier_outputs: &earlier_outputs,
         };
         let result = catch_unwind(AssertUnwindSafe(|| stage.stage.run(&ctx)));
         drop(progress);
@@ -870,6 +879,30 @@ impl<'a> Engine<'a> {
         Ok(manifest)
     }
 
+    /// Output directories of the newest committed runs of `stage` (distinct keys, at most
+    /// [`EARLIER_OUTPUTS`]), from the run record. Only the manifest's presence is checked here:
+    /// the stage validates whatever it takes.
+    fn earlier_outputs(&self, stage: &str) -> Vec<PathBuf> {
+        let mut keys: Vec<String> = Vec::new();
+        for run in read_runs(&self.store.runs_path()).iter().rev() {
+            for record in run.stages.iter().rev() {
+                if record.name != stage || record.action != "ran" {
+                    continue;
+                }
+                let Some(key) = &record.key else { continue };
+                if !keys.contains(key) && self.store.entry_dir(key).join("manifest.json").is_file()
+                {
+                    keys.push(key.clone());
+                }
+            }
+            if keys.len() >= EARLIER_OUTPUTS {
+                break;
+            }
+        }
+        keys.truncate(EARLIER_OUTPUTS);
+        keys.iter().map(|key| self.store.out_dir(key)).collect()
+    }
+
     fn publish(
         &self,
         stage: &PlannedStage,
@@ -892,6 +925,8 @@ impl<'a> Engine<'a> {
 struct UsedItems {
     store: ItemStore,
     used: Mutex<BTreeSet<String>>,
+    /// `--no-reuse`: nothing is found, everything written replaces what is there.
+    blind: bool,
 }
 
 impl UsedItems {
@@ -905,12 +940,20 @@ impl UsedItems {
 
 impl ItemCache for UsedItems {
     fn get(&self, key: &str) -> Option<Vec<u8>> {
+        if self.blind {
+            return None;
+        }
         let bytes = self.store.get(key)?;
         self.note(key);
         Some(bytes)
     }
     fn put(&self, key: &str, bytes: &[u8]) -> Result<(), StageError> {
-        self.store.put(key, bytes)?;
+        if self.blind {
+            // What was recomputed replaces what is there, in case that was the problem.
+            self.store.replace(key, bytes)?;
+        } else {
+            self.store.put(key, bytes)?;
+        }
         self.note(key);
         Ok(())
     }
@@ -927,6 +970,9 @@ impl ItemCache for UsedItems {
         Ok(found)
     }
 }
+
+/// How many earlier outputs of a stage are offered for reuse.
+const EARLIER_OUTPUTS: usize = 4;
 
 fn outputs_of(manifest: &Manifest) -> LockedOutputs {
     LockedOutputs {

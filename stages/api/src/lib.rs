@@ -93,6 +93,12 @@ pub struct StageContext<'a> {
     /// `pipeline run --retry-failed`: attempt again the items that failed in earlier runs instead
     /// of reusing their remembered failure.
     pub retry_failed: bool,
+    /// Output directories of this stage's earlier successful runs that are still in the cache,
+    /// newest first (other keys: other params, inputs or code). A stage may reuse per-item work
+    /// from them instead of redoing it; it must check that what it takes was made the same way
+    /// (record that in its own output) and treat anything unreadable as absent. Empty under
+    /// `pipeline run --no-reuse`.
+    pub earlier_outputs: &'a [PathBuf],
 }
 
 /// Per-item results shared across runs of every stage, addressed by keys the stage derives from

@@ -1,23 +1,35 @@
 //! `resize`: decodes and resizes posters in parallel into Parquet tensor shards.
 //!
-//! Works one shard (`shard_rows` posters) at a time, so memory is bounded by one shard of decoded
-//! and resized images whatever the dataset size. See README.md for the shard layout.
+//! Works one shard (`shard_rows` posters) at a time: the worker threads decode and resize straight
+//! into the shard's pixel buffer while a writer thread compresses and writes the shard before, so
+//! memory is bounded by two shards of resized images whatever the dataset size. Posters already
+//! resized the same way by an earlier run are copied from its shards, not decoded again
+//! (see `reuse`). See README.md for the shard layout.
 
+mod reuse;
+
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
 
 use fast_image_resize::images::Image;
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use pipeline_api::{
-    ParamError, ResultExt, RunSummary, Stage, StageContext, StageError, canonicalize, item_key,
-    read_json, write_json,
+    ParamError, ResultExt, RunSummary, Stage, StageContext, StageError, canonicalize, read_json,
+    write_json,
 };
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use stage_shards::poster::decode_rgb;
 use stage_shards::{Shard, ShardFile, ShardMeta, i64_column, read_table, str_column, write_shard};
+
+use reuse::EarlierRows;
+pub use reuse::{ReuseStamp, STAMP_FILE};
+
+/// Code version: bump when the pixels made from the same poster and params change.
+const VERSION: u32 = 2;
 
 /// The resize stage kind.
 pub struct Resize;
@@ -79,7 +91,7 @@ impl Stage for Resize {
         "resize"
     }
     fn version(&self) -> u32 {
-        1
+        VERSION
     }
     fn describe(&self) -> &'static str {
         "decode and resize posters in parallel into Parquet tensor shards"
@@ -125,79 +137,126 @@ impl Stage for Resize {
             .iter()
             .map(|g| g.unwrap_or_default().to_string())
             .collect();
+        drop(table);
         let index: BTreeMap<&str, usize> = vocab
             .genres
             .iter()
             .enumerate()
             .map(|(i, g)| (g.as_str(), i))
             .collect();
+        let labels_of = |i: usize| {
+            let mut labels = vec![0u8; vocab.genres.len()];
+            for g in genres[i].split('|') {
+                if let Some(&k) = index.get(g) {
+                    labels[k] = 1;
+                }
+            }
+            labels
+        };
 
+        let stamp = ReuseStamp::new(VERSION, &params);
+        let mut earlier = EarlierRows::open(ctx.earlier_outputs, &stamp);
+        write_json(&ctx.out_dir.join(STAMP_FILE), &stamp)?;
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(ctx.threads)
             .build()
             .during("starting resize threads")?;
         let pixels = (params.width * params.height * 3) as usize;
-        let mut meta = ShardMeta {
+        let genre_count = vocab.genres.len();
+        let mut skipped = Vec::new();
+        ctx.progress.start("resize", ids.len() as u64);
+        let decoded = AtomicUsize::new(0);
+        let mut reused = 0;
+
+        let shard_files = std::thread::scope(|scope| -> Result<Vec<ShardFile>, StageError> {
+            // Rendezvous channel: the writer holds one shard while the workers fill the next.
+            let (to_writer, shards) = mpsc::sync_channel::<(String, Shard)>(0);
+            let out_dir = ctx.out_dir;
+            let writer = scope.spawn(move || -> Result<Vec<ShardFile>, StageError> {
+                let mut written = Vec::new();
+                for (file, shard) in shards {
+                    write_shard(&out_dir.join(&file), &shard, pixels, genre_count)?;
+                    written.push(ShardFile {
+                        file,
+                        rows: shard.len(),
+                    });
+                }
+                Ok(written)
+            });
+            for (n, start) in (0..ids.len()).step_by(params.shard_rows).enumerate() {
+                let rows = start..(start + params.shard_rows).min(ids.len());
+                let mut images = vec![0u8; rows.len() * pixels];
+                let mut outcomes: Vec<Option<Result<(), String>>> = vec![None; rows.len()];
+                if let Some(earlier) = earlier.as_mut() {
+                    // In the earlier output's order, so each of its shards is read once.
+                    let mut found: Vec<((usize, usize), usize)> = rows
+                        .clone()
+                        .enumerate()
+                        .filter_map(|(r, i)| earlier.find(&files[i]).map(|at| (at, r)))
+                        .collect();
+                    found.sort_unstable();
+                    for (at, r) in found {
+                        if earlier.copy_into(at, &mut images[r * pixels..(r + 1) * pixels]) {
+                            outcomes[r] = Some(Ok(()));
+                            reused += 1;
+                            ctx.progress.advance(1);
+                        }
+                    }
+                }
+                pool.install(|| {
+                    images
+                        .par_chunks_mut(pixels)
+                        .zip(outcomes.par_iter_mut())
+                        .zip(rows.clone())
+                        .filter(|((_, outcome), _)| outcome.is_none())
+                        .for_each(|((dst, outcome), i)| {
+                            decoded.fetch_add(1, Ordering::Relaxed);
+                            *outcome = Some(load_resized_into(
+                                &posters_dir.join(&files[i]),
+                                &params,
+                                dst,
+                            ));
+                            ctx.progress.advance(1);
+                        })
+                });
+                let mut shard = Shard::default();
+                let mut kept = 0;
+                for (r, (i, outcome)) in rows.clone().zip(outcomes).enumerate() {
+                    match outcome.expect("every row was reused or decoded") {
+                        Ok(()) => {
+                            if kept != r {
+                                images.copy_within(r * pixels..(r + 1) * pixels, kept * pixels);
+                            }
+                            kept += 1;
+                            shard.ids.push(ids[i]);
+                            shard.posters.push(files[i].clone());
+                            shard.labels.extend_from_slice(&labels_of(i));
+                        }
+                        Err(reason) => skipped.push(Skipped { id: ids[i], reason }),
+                    }
+                }
+                images.truncate(kept * pixels);
+                shard.images = images;
+                if to_writer
+                    .send((format!("shard-{n:05}.parquet"), shard))
+                    .is_err()
+                {
+                    break; // the writer failed; its error is returned below
+                }
+            }
+            drop(to_writer);
+            writer
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })?;
+        let meta = ShardMeta {
             width: params.width as usize,
             height: params.height as usize,
             channels: 3,
             layout: "HWC".into(),
             genres: vocab.genres.clone(),
-            shards: Vec::new(),
+            shards: shard_files,
         };
-        let mut skipped = Vec::new();
-        ctx.progress.start("resize", ids.len() as u64);
-        let decoded = AtomicUsize::new(0);
-        let pixel_count = pixels;
-        for (n, start) in (0..ids.len()).step_by(params.shard_rows).enumerate() {
-            let end = (start + params.shard_rows).min(ids.len());
-            let resized: Vec<Result<Vec<u8>, String>> = pool.install(|| {
-                (start..end)
-                    .into_par_iter()
-                    .map(|i| {
-                        // Download names posters by their blake3, so the file name is the content key.
-                        let key = resized_key(&files[i], &params);
-                        let result = match ctx.items.get(&key) {
-                            Some(pixels) if pixels.len() == pixel_count => Ok(pixels),
-                            _ => {
-                                decoded.fetch_add(1, Ordering::Relaxed);
-                                let result = load_resized(&posters_dir.join(&files[i]), &params);
-                                if let Ok(pixels) = &result {
-                                    // Best effort: a failed put only costs a decode next time.
-                                    let _ = ctx.items.put(&key, pixels);
-                                }
-                                result
-                            }
-                        };
-                        ctx.progress.advance(1);
-                        result
-                    })
-                    .collect()
-            });
-            let mut shard = Shard::default();
-            for (i, result) in (start..end).zip(resized) {
-                match result {
-                    Ok(image) => {
-                        shard.ids.push(ids[i]);
-                        shard.images.extend_from_slice(&image);
-                        let mut labels = vec![0u8; vocab.genres.len()];
-                        for g in genres[i].split('|') {
-                            if let Some(&k) = index.get(g) {
-                                labels[k] = 1;
-                            }
-                        }
-                        shard.labels.extend_from_slice(&labels);
-                    }
-                    Err(reason) => skipped.push(Skipped { id: ids[i], reason }),
-                }
-            }
-            let file = format!("shard-{n:05}.parquet");
-            write_shard(&ctx.out_dir.join(&file), &shard, pixels, vocab.genres.len())?;
-            meta.shards.push(ShardFile {
-                file,
-                rows: shard.len(),
-            });
-        }
         meta.save(ctx.out_dir)?;
         write_json(&ctx.out_dir.join("skipped.json"), &skipped)?;
         let decoded = decoded.into_inner();
@@ -211,55 +270,71 @@ impl Stage for Resize {
                 params.mode,
                 skipped.len()
             ),
-            format!(
-                "decoded {decoded}, reused {} from earlier runs",
-                ids.len() - decoded
-            ),
+            format!("decoded {decoded}, reused {reused} from an earlier run"),
         ]))
     }
 }
 
-/// Item key of one resized poster: its content (named by hash) and every param that shapes the pixels.
-fn resized_key(file: &str, params: &ResizeParams) -> String {
-    let mode = serde_json::to_string(&params.mode).expect("mode serialises");
-    item_key(&[
-        b"resize-item-v1",
-        file.as_bytes(),
-        &params.width.to_le_bytes(),
-        &params.height.to_le_bytes(),
-        mode.as_bytes(),
-    ])
-}
-
-/// Decodes one poster and fits it into the target size; RGB, HWC.
-pub fn load_resized(path: &Path, params: &ResizeParams) -> Result<Vec<u8>, String> {
+/// Decodes one poster and fits it into `dst` (`width * height * 3` values; RGB, HWC).
+pub fn load_resized_into(path: &Path, params: &ResizeParams, dst: &mut [u8]) -> Result<(), String> {
     let bytes = std::fs::read(path).map_err(|e| format!("unreadable: {e}"))?;
     let rgb = decode_rgb(&bytes).map_err(|e| format!("broken poster: {e}"))?;
-    resize_rgb(rgb.width(), rgb.height(), rgb.into_raw(), params)
+    resize_into(rgb.width(), rgb.height(), rgb.into_raw(), params, dst)
 }
 
-/// Resizes packed RGB pixels according to `params.mode`.
+/// Resizes packed RGB pixels according to `params.mode` into a new buffer.
 pub fn resize_rgb(
     width: u32,
     height: u32,
     rgb: Vec<u8>,
     params: &ResizeParams,
 ) -> Result<Vec<u8>, String> {
+    let mut out = vec![0u8; (params.width * params.height * 3) as usize];
+    resize_into(width, height, rgb, params, &mut out)?;
+    Ok(out)
+}
+
+thread_local! {
+    /// One resizer per worker thread: it keeps its scratch buffers between posters.
+    static RESIZER: RefCell<Resizer> = RefCell::new(Resizer::new());
+}
+
+/// Resizes packed RGB pixels according to `params.mode` into `dst`.
+pub fn resize_into(
+    width: u32,
+    height: u32,
+    rgb: Vec<u8>,
+    params: &ResizeParams,
+    dst: &mut [u8],
+) -> Result<(), String> {
     let src = Image::from_vec_u8(width, height, rgb, PixelType::U8x3).map_err(|e| e.to_string())?;
     let alg = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear));
-    let mut resizer = Resizer::new();
+    RESIZER.with(|resizer| {
+        let mut resizer = resizer.borrow_mut();
+        fit(&mut resizer, &src, params, &alg, dst)
+    })
+}
+
+fn fit(
+    resizer: &mut Resizer,
+    src: &Image<'_>,
+    params: &ResizeParams,
+    alg: &ResizeOptions,
+    dst: &mut [u8],
+) -> Result<(), String> {
+    let (width, height) = (src.width(), src.height());
     match params.mode {
         Mode::Stretch | Mode::Crop => {
             let options = if params.mode == Mode::Crop {
                 alg.fit_into_destination(Some((0.5, 0.5)))
             } else {
-                alg
+                *alg
             };
-            let mut dst = Image::new(params.width, params.height, PixelType::U8x3);
-            resizer
-                .resize(&src, &mut dst, &options)
+            let mut dst = Image::from_slice_u8(params.width, params.height, dst, PixelType::U8x3)
                 .map_err(|e| e.to_string())?;
-            Ok(dst.into_vec())
+            resizer
+                .resize(src, &mut dst, &options)
+                .map_err(|e| e.to_string())
         }
         Mode::Pad => {
             let scale = f64::min(
@@ -270,16 +345,16 @@ pub fn resize_rgb(
             let inner_h = ((height as f64 * scale).round() as u32).clamp(1, params.height);
             let mut inner = Image::new(inner_w, inner_h, PixelType::U8x3);
             resizer
-                .resize(&src, &mut inner, &alg)
+                .resize(src, &mut inner, alg)
                 .map_err(|e| e.to_string())?;
-            let mut out = vec![0u8; (params.width * params.height * 3) as usize];
+            dst.fill(0);
             let (x0, y0) = ((params.width - inner_w) / 2, (params.height - inner_h) / 2);
             let row = (inner_w * 3) as usize;
             for (y, src_row) in inner.buffer().chunks_exact(row).enumerate() {
                 let at = (((y0 as usize + y) * params.width as usize) + x0 as usize) * 3;
-                out[at..at + row].copy_from_slice(src_row);
+                dst[at..at + row].copy_from_slice(src_row);
             }
-            Ok(out)
+            Ok(())
         }
     }
 }

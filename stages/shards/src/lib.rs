@@ -5,6 +5,7 @@
 //! | column | type | content |
 //! |---|---|---|
 //! | `imdbId` | Int64 | the movie |
+//! | `poster` | String | the poster's file in `download`'s output (`posters/<blake3 of its bytes>`) |
 //! | `image` | Binary | `height * width * 3` u8 values, row-major HWC, RGB |
 //! | `labels` | FixedSizeList(UInt8, genres) | multi-hot, in the order of `meta.json`'s `genres` |
 //!
@@ -126,6 +127,8 @@ impl ShardMeta {
 pub struct Shard {
     /// Movie ids.
     pub ids: Vec<i64>,
+    /// The poster file each row was made from (its content hash), one per id.
+    pub posters: Vec<String>,
     /// `ids.len() * pixels` u8 values.
     pub images: Vec<u8>,
     /// `ids.len() * genres` 0/1 values.
@@ -146,6 +149,7 @@ impl Shard {
     /// Appends row `i` of `other`.
     pub fn push_row(&mut self, other: &Shard, i: usize, pixels: usize, genres: usize) {
         self.ids.push(other.ids[i]);
+        self.posters.push(other.posters[i].clone());
         self.images
             .extend_from_slice(&other.images[i * pixels..(i + 1) * pixels]);
         self.labels
@@ -161,15 +165,20 @@ pub fn write_shard(
     genres: usize,
 ) -> Result<(), StageError> {
     let n = shard.len();
-    if shard.images.len() != n * pixels || shard.labels.len() != n * genres {
+    if shard.images.len() != n * pixels
+        || shard.labels.len() != n * genres
+        || shard.posters.len() != n
+    {
         return Err(StageError::invalid(format!(
-            "shard `{}`: {n} rows but {} pixel values and {} labels",
+            "shard `{}`: {n} rows but {} posters, {} pixel values and {} labels",
             path.display(),
+            shard.posters.len(),
             shard.images.len(),
             shard.labels.len()
         )));
     }
     let ids = Column::new("imdbId".into(), shard.ids.clone());
+    let posters = Column::new("poster".into(), shard.posters.clone());
     let images = if n == 0 {
         BinaryChunked::from_iter_values("image".into(), std::iter::empty::<&[u8]>())
     } else {
@@ -187,7 +196,7 @@ pub fn write_shard(
     )
     .into_series()
     .into_column();
-    let mut df = DataFrame::new(n, vec![ids, images, labels])
+    let mut df = DataFrame::new(n, vec![ids, posters, images, labels])
         .during(format!("building shard `{}`", path.display()))?;
     write_table(path, &mut df)
 }
@@ -198,6 +207,10 @@ pub fn read_shard(path: &Path, pixels: usize, genres: usize) -> Result<Shard, St
     let ids: Vec<i64> = i64_column(&df, "imdbId", path)?
         .iter()
         .map(|id| id.unwrap_or_default())
+        .collect();
+    let posters: Vec<String> = str_column(&df, "poster", path)?
+        .iter()
+        .map(|p| p.unwrap_or_default().to_string())
         .collect();
     let mut images = Vec::with_capacity(ids.len() * pixels);
     let binary = df
@@ -237,6 +250,7 @@ pub fn read_shard(path: &Path, pixels: usize, genres: usize) -> Result<Shard, St
     }
     Ok(Shard {
         ids,
+        posters,
         images,
         labels,
     })
@@ -252,6 +266,7 @@ mod tests {
         let path = dir.path().join("s.parquet");
         let shard = Shard {
             ids: vec![7, 9],
+            posters: vec!["posters/a".into(), "posters/b".into()],
             images: (0..24).collect(),
             labels: vec![1, 0, 1, 0, 0, 1],
         };
@@ -265,6 +280,7 @@ mod tests {
         let path = dir.path().join("s.parquet");
         let shard = Shard {
             ids: vec![7],
+            posters: vec!["posters/a".into()],
             images: (0..12).collect(),
             labels: vec![1, 0, 1],
         };

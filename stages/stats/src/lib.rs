@@ -216,6 +216,7 @@ mod tests {
         // Two 1x2 RGB posters: channel 0 is 0 and 255, channel 1 is 51 everywhere, channel 2 is 102.
         let shard = Shard {
             ids: vec![1, 2],
+            posters: vec!["posters/a".into(), "posters/b".into()],
             images: vec![0, 51, 102, 0, 51, 102, 255, 51, 102, 255, 51, 102],
             labels: vec![1, 0, 1, 1, 0, 0],
         };

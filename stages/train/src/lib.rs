@@ -161,6 +161,7 @@ pub fn load_split(split_output: &Path, split: &str) -> Result<(ShardMeta, Shard)
     for path in meta.paths(&dir) {
         let shard = read_shard(&path, meta.pixels(), meta.genres.len())?;
         all.ids.extend(shard.ids);
+        all.posters.extend(shard.posters);
         all.images.extend(shard.images);
         all.labels.extend(shard.labels);
     }
@@ -413,6 +414,7 @@ mod tests {
             progress: &NoProgress,
             items: &NoItems,
             retry_failed: false,
+            earlier_outputs: &[],
         };
         let device = Device::flex();
         let (net, history) = fit(&spec, &params, &data, &data, &device, "flex", &ctx).unwrap();
