@@ -3,7 +3,7 @@
 On the same N synthetic 182x268 JPEGs (written once, in the page cache for every measurement):
 
   1. `pipeline run resize` (decode, resize to WxH, write Parquet shards; the stage's own duration from
-     the run record), with an empty cache each time (no per-item reuse), all cores;
+     the run record), `--force --no-reuse` each time (nothing taken from earlier outputs), all cores;
   2. Pillow as the original project: `Image.open(p).convert('RGB').resize((W, H))` into a numpy array,
      then written with pyarrow; single process, and a multiprocessing pool of the same size as ours;
   3. decode only: our decoder (`decode-floor`, the function `filter` and `resize` call) on all cores,
@@ -109,9 +109,9 @@ def main():
     subprocess.run([args.binary, "run", "filter"], cwd=project, check=True, capture_output=True)
 
     def ours():
-        # An empty item cache: every poster is decoded and resized again.
-        shutil.rmtree(project / "cache/v1/items", ignore_errors=True)
-        subprocess.run([args.binary, "run", "--force", "resize"], cwd=project, check=True, capture_output=True)
+        # --no-reuse: every poster is decoded and resized again, nothing taken from earlier outputs.
+        subprocess.run([args.binary, "run", "--force", "resize", "--no-reuse"], cwd=project, check=True,
+                       capture_output=True)
         log = subprocess.run([args.binary, "log", "-n", "1", "--json"], cwd=project, check=True,
                              capture_output=True, text=True).stdout
         record = json.loads(log.strip().splitlines()[-1])

@@ -171,6 +171,8 @@ impl Stage for Resize {
         let shard_files = std::thread::scope(|scope| -> Result<Vec<ShardFile>, StageError> {
             // Rendezvous channel: the writer holds one shard while the workers fill the next.
             let (to_writer, shards) = mpsc::sync_channel::<(String, Shard)>(0);
+            // Written shards' pixel buffers come back: fresh 150 MB buffers cost page faults.
+            let (recycle, recycled) = mpsc::channel::<Vec<u8>>();
             let out_dir = ctx.out_dir;
             let writer = scope.spawn(move || -> Result<Vec<ShardFile>, StageError> {
                 let mut written = Vec::new();
@@ -180,12 +182,16 @@ impl Stage for Resize {
                         file,
                         rows: shard.len(),
                     });
+                    let _ = recycle.send(shard.images);
                 }
                 Ok(written)
             });
             for (n, start) in (0..ids.len()).step_by(params.shard_rows).enumerate() {
                 let rows = start..(start + params.shard_rows).min(ids.len());
-                let mut images = vec![0u8; rows.len() * pixels];
+                // Every kept row is overwritten whole (copied, or resized; pad clears first),
+                // so a recycled buffer needs no clearing.
+                let mut images = recycled.try_recv().unwrap_or_default();
+                images.resize(rows.len() * pixels, 0);
                 let mut outcomes: Vec<Option<Result<(), String>>> = vec![None; rows.len()];
                 if let Some(earlier) = earlier.as_mut() {
                     // In the earlier output's order, so each of its shards is read once.
