@@ -134,3 +134,101 @@ fn read_columns(path: &Path, column: &str) -> Result<DataFrame, String> {
         .finish()
         .map_err(|e| format!("`{}`: {e}", path.display()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stage_shards::{Shard, ShardFile, write_shard};
+
+    fn params(width: u32) -> ResizeParams {
+        ResizeParams {
+            width,
+            height: 1,
+            mode: Mode::Stretch,
+            shard_rows: 2,
+        }
+    }
+
+    /// An output of two shards of 1x1 posters whose pixels are `[n, n, n]`.
+    fn earlier_output(dir: &Path, stamp: &ReuseStamp) {
+        let shard = |posters: [&str; 2], values: [u8; 2]| Shard {
+            ids: vec![1, 2],
+            posters: posters.iter().map(|p| p.to_string()).collect(),
+            images: values.iter().flat_map(|&v| [v; 3]).collect(),
+            labels: vec![1, 0],
+        };
+        write_shard(
+            &dir.join("a.parquet"),
+            &shard(["p/a", "p/b"], [10, 20]),
+            3,
+            1,
+        )
+        .unwrap();
+        write_shard(
+            &dir.join("b.parquet"),
+            &shard(["p/c", "p/d"], [30, 40]),
+            3,
+            1,
+        )
+        .unwrap();
+        ShardMeta {
+            width: stamp.width as usize,
+            height: 1,
+            channels: 3,
+            layout: "HWC".into(),
+            genres: vec!["Drama".into()],
+            shards: ["a.parquet", "b.parquet"]
+                .map(|file| ShardFile {
+                    file: file.into(),
+                    rows: 2,
+                })
+                .to_vec(),
+        }
+        .save(dir)
+        .unwrap();
+        std::fs::write(dir.join(STAMP_FILE), serde_json::to_vec(stamp).unwrap()).unwrap();
+    }
+
+    #[test]
+    fn rows_are_found_by_poster_and_copied_from_the_first_output_made_the_same_way() {
+        let other = tempfile::tempdir().unwrap();
+        let same = tempfile::tempdir().unwrap();
+        let stamp = ReuseStamp::new(7, &params(1));
+        earlier_output(other.path(), &ReuseStamp::new(6, &params(1)));
+        earlier_output(same.path(), &stamp);
+        let dirs = [other.path().to_path_buf(), same.path().to_path_buf()];
+        let mut rows = EarlierRows::open(&dirs, &stamp).expect("the second output matches");
+        assert_eq!(rows.dir, same.path());
+        assert_eq!(rows.find("p/x"), None);
+        let mut px = [0u8; 3];
+        for (poster, value) in [("p/d", 40), ("p/a", 10), ("p/c", 30)] {
+            assert!(rows.copy_into(rows.find(poster).unwrap(), &mut px));
+            assert_eq!(px, [value; 3], "{poster}");
+        }
+        assert!(
+            EarlierRows::open(&dirs[..1], &stamp).is_none(),
+            "other code version"
+        );
+    }
+
+    #[test]
+    fn an_unreadable_shard_is_a_miss_not_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let stamp = ReuseStamp::new(7, &params(1));
+        earlier_output(dir.path(), &stamp);
+        let dirs = [dir.path().to_path_buf()];
+        let mut rows = EarlierRows::open(&dirs, &stamp).unwrap();
+        let len = std::fs::metadata(dir.path().join("b.parquet"))
+            .unwrap()
+            .len();
+        std::fs::write(dir.path().join("b.parquet"), vec![0u8; len as usize]).unwrap();
+        let mut px = [0u8; 3];
+        assert!(!rows.copy_into(rows.find("p/c").unwrap(), &mut px));
+        assert!(rows.copy_into(rows.find("p/a").unwrap(), &mut px));
+        assert_eq!(px, [10; 3]);
+        // And a destination of another size is never half-filled.
+        let mut wrong = [0u8; 6];
+        assert!(!rows.copy_into(rows.find("p/b").unwrap(), &mut wrong));
+        assert_eq!(wrong, [0; 6]);
+    }
+}
