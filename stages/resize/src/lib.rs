@@ -288,18 +288,6 @@ pub fn load_resized_into(path: &Path, params: &ResizeParams, dst: &mut [u8]) -> 
     resize_into(rgb.width(), rgb.height(), rgb.into_raw(), params, dst)
 }
 
-/// Resizes packed RGB pixels according to `params.mode` into a new buffer.
-pub fn resize_rgb(
-    width: u32,
-    height: u32,
-    rgb: Vec<u8>,
-    params: &ResizeParams,
-) -> Result<Vec<u8>, String> {
-    let mut out = vec![0u8; (params.width * params.height * 3) as usize];
-    resize_into(width, height, rgb, params, &mut out)?;
-    Ok(out)
-}
-
 thread_local! {
     /// One resizer per worker thread: it keeps its scratch buffers between posters.
     static RESIZER: RefCell<Resizer> = RefCell::new(Resizer::new());
@@ -369,6 +357,12 @@ fn fit(
 mod tests {
     use super::*;
 
+    fn resize_rgb(width: u32, height: u32, rgb: Vec<u8>, params: &ResizeParams) -> Vec<u8> {
+        let mut out = vec![0u8; (params.width * params.height * 3) as usize];
+        resize_into(width, height, rgb, params, &mut out).unwrap();
+        out
+    }
+
     fn params(mode: Mode) -> ResizeParams {
         ResizeParams {
             width: 4,
@@ -382,7 +376,7 @@ mod tests {
     fn every_mode_produces_the_target_size() {
         let rgb = vec![200u8; 8 * 2 * 3];
         for mode in [Mode::Stretch, Mode::Pad, Mode::Crop] {
-            let out = resize_rgb(8, 2, rgb.clone(), &params(mode)).unwrap();
+            let out = resize_rgb(8, 2, rgb.clone(), &params(mode));
             assert_eq!(out.len(), 4 * 4 * 3, "{mode:?}");
         }
     }
@@ -390,12 +384,12 @@ mod tests {
     #[test]
     fn pad_leaves_black_bars_and_stretch_does_not() {
         let rgb = vec![200u8; 8 * 2 * 3];
-        let padded = resize_rgb(8, 2, rgb.clone(), &params(Mode::Pad)).unwrap();
+        let padded = resize_rgb(8, 2, rgb.clone(), &params(Mode::Pad));
         // 8x2 scaled by 0.5 is 4x1, centred on row 1 of 4; rows 0, 2 and 3 are padding.
         assert!(padded[..12].iter().all(|&v| v == 0), "row 0 is padding");
         assert!(padded[12..24].iter().all(|&v| v > 150), "row 1 is image");
         assert!(padded[24..].iter().all(|&v| v == 0), "rows 2-3 are padding");
-        let stretched = resize_rgb(8, 2, rgb, &params(Mode::Stretch)).unwrap();
+        let stretched = resize_rgb(8, 2, rgb, &params(Mode::Stretch));
         assert!(stretched.iter().all(|&v| v > 150));
     }
 }

@@ -6,12 +6,11 @@
 //! of the wrong shape is treated as absent: the poster is decoded instead.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
-use stage_shards::ShardMeta;
+use stage_shards::{ShardMeta, read_columns};
 
 use crate::{Mode, ResizeParams};
 
@@ -71,7 +70,8 @@ impl EarlierRows {
         let mut index = HashMap::new();
         let mut shard_files = Vec::new();
         for (s, shard) in meta.shards.iter().enumerate() {
-            let df = read_columns(&dir.join(&shard.file), "poster")?;
+            let df =
+                read_columns(&dir.join(&shard.file), &["poster"]).map_err(|e| e.to_string())?;
             let posters = df
                 .column("poster")
                 .and_then(|c| c.str())
@@ -106,7 +106,7 @@ impl EarlierRows {
             // Drop the old shard before reading the next: one in memory at a time.
             self.loaded = None;
             let path = self.dir.join(&self.shard_files[shard]);
-            let Ok(df) = read_columns(&path, "image") else {
+            let Ok(df) = read_columns(&path, &["image"]) else {
                 return false;
             };
             let Ok(images) = df.column("image").and_then(|c| c.binary()).cloned() else {
@@ -125,14 +125,6 @@ impl EarlierRows {
             _ => false,
         }
     }
-}
-
-fn read_columns(path: &Path, column: &str) -> Result<DataFrame, String> {
-    let file = File::open(path).map_err(|e| format!("`{}`: {e}", path.display()))?;
-    ParquetReader::new(file)
-        .with_columns(Some(vec![column.to_string()]))
-        .finish()
-        .map_err(|e| format!("`{}`: {e}", path.display()))
 }
 
 #[cfg(test)]

@@ -26,11 +26,21 @@ use serde::{Deserialize, Serialize};
 
 /// Reads a whole Parquet table.
 pub fn read_table(path: &Path) -> Result<DataFrame, StageError> {
+    read_parquet(path, None)
+}
+
+/// Reads only `columns` of a Parquet table (the others are not decoded).
+pub fn read_columns(path: &Path, columns: &[&str]) -> Result<DataFrame, StageError> {
+    read_parquet(path, Some(columns.iter().map(|c| c.to_string()).collect()))
+}
+
+fn read_parquet(path: &Path, columns: Option<Vec<String>>) -> Result<DataFrame, StageError> {
     let file = File::open(path).map_err(|source| StageError::Read {
         path: path.to_path_buf(),
         source,
     })?;
     ParquetReader::new(file)
+        .with_columns(columns)
         .finish()
         .during(format!("reading `{}`", path.display()))
 }
