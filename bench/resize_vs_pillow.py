@@ -7,7 +7,9 @@ On the same N synthetic 182x268 JPEGs (written once, in the page cache for every
   2. Pillow as the original project: `Image.open(p).convert('RGB').resize((W, H))` into a numpy array,
      then written with pyarrow; single process, and a multiprocessing pool of the same size as ours;
   3. decode only: our decoder (`decode-floor`, the function `filter` and `resize` call) on all cores,
-     and Pillow's (`Image.open(p).convert('RGB')`) single process and in the pool.
+     and Pillow's (`Image.open(p).convert('RGB')`) single process and in the pool;
+  4. decode + resize with our code and nothing written (`decode-floor` with a size): how much of the
+     distance to the decode floor is resizing and how much is writing shards.
 
 Prints images/second and the ratios the issue sets targets for. Each measurement runs `--repeats`
 times: the first is reported as cold, the median of the rest as warm.
@@ -121,11 +123,16 @@ def main():
     ours_cold, ours_warm = ours_times[0], statistics.median(ours_times[1:] or ours_times)
 
     def floor():
-        out = subprocess.run([args.decode_floor, str(posters), str(cores)], check=True, capture_output=True, text=True)
-        return json.loads(out.stdout)["seconds"]
+        out = subprocess.run([args.decode_floor, str(posters), str(cores), str(SIZE[0]), str(SIZE[1])],
+                             check=True, capture_output=True, text=True)
+        record = json.loads(out.stdout)
+        return record["seconds"], record["decode_resize_seconds"]
 
-    floor_times = [floor() for _ in range(args.repeats)]
+    floor_runs = [floor() for _ in range(args.repeats)]
+    floor_times = [decode for decode, _ in floor_runs]
     floor_cold, floor_warm = floor_times[0], statistics.median(floor_times[1:] or floor_times)
+    unwritten = [resized for _, resized in floor_runs]
+    unwritten_cold, unwritten_warm = unwritten[0], statistics.median(unwritten[1:] or unwritten)
 
     out = work / "pillow.parquet"
     p1 = timed(lambda: pillow_pipeline(paths, out, 1), args.repeats)
@@ -141,6 +148,7 @@ def main():
         (f"decode only, ours, {cores} cores", floor_cold, floor_warm),
         ("decode only, Pillow, 1 process", *d1),
         (f"decode only, Pillow, Pool({cores})", *dn),
+        (f"decode + resize, ours, nothing written, {cores} cores", unwritten_cold, unwritten_warm),
     ]
     print(f"{n} posters 182x268 JPEG -> {SIZE[0]}x{SIZE[1]}, {cores} cores; images/s (cold = first run, warm = median of the rest)")
     print(f"{'measurement':52} {'cold img/s':>11} {'warm img/s':>11}")
@@ -150,6 +158,7 @@ def main():
     print(f"ours / Pillow 1 process:      {p1[1] / ours_warm:5.2f}x  (target >= 5)")
     print(f"ours / Pillow Pool({cores}):        {pn[1] / ours_warm:5.2f}x  (target >= 2.5)")
     print(f"ours / our decode-only floor: {floor_warm / ours_warm:5.2f}x  (target: within 1.5x, i.e. >= 0.67)")
+    print(f"  of which decode + resize alone, nothing written: {floor_warm / unwritten_warm:5.2f}x of the floor")
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ pub fn decode_rgb(bytes: &[u8]) -> Result<image::RgbImage, String> {
     reader.limits(limits);
     reader
         .decode()
-        .map(|image| image.to_rgb8())
+        .map(|image| image.into_rgb8())
         .map_err(|e| match e {
             image::ImageError::Limits(_) => format!(
                 "over the decoder limits ({MAX_SIDE} px a side, {} MiB): {e}",
