@@ -1495,6 +1495,123 @@ fn download_gives_every_hostile_server_behaviour_the_right_outcome() {
     assert!(first.contains("Finished download"), "{first}");
 }
 
+/// A poster server that answers after `delay`, counting how many requests it serves at once.
+/// Returns the port and (requests in flight now, the most ever in flight).
+fn counting_server(
+    jpeg: Vec<u8>,
+    delay: Duration,
+    everywhere: Arc<(AtomicUsize, AtomicUsize)>,
+) -> (u16, Arc<(AtomicUsize, AtomicUsize)>) {
+    let here = Arc::new((AtomicUsize::new(0), AtomicUsize::new(0)));
+    let counts = here.clone();
+    let port = http_server(move |_| {
+        for (now, max) in [&*counts, &*everywhere].map(|c| (&c.0, &c.1)) {
+            let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+            max.fetch_max(n, Ordering::SeqCst);
+        }
+        std::thread::sleep(delay);
+        for now in [&counts.0, &everywhere.0] {
+            now.fetch_sub(1, Ordering::SeqCst);
+        }
+        http_ok(&jpeg)
+    });
+    (port, here)
+}
+
+fn download_only_project(rows: &[String], params: &str) -> Project {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("project");
+    std::fs::create_dir_all(root.join("data")).unwrap();
+    let mut csv = String::from("imdbId,Imdb Link,Title,IMDB Score,Genre,Poster\n");
+    for (i, source) in rows.iter().enumerate() {
+        csv.push_str(&format!("{},l,Movie {i} (2010),5,Drama,{source}\n", i + 1));
+    }
+    std::fs::write(root.join("data/movies.csv"), csv).unwrap();
+    std::fs::write(
+        root.join("pipeline.yaml"),
+        format!("stages:\n  ingest:\n    kind: ingest\n    files: {{csv: data/movies.csv}}\n  download:\n    kind: download\n    inputs: {{movies: ingest}}\n    files: {{root: data}}\n    params: {{{params}}}\n"),
+    )
+    .unwrap();
+    Project { _dir: dir, root }
+}
+
+#[test]
+fn downloads_keep_to_the_per_host_limit_and_the_limits_are_not_keyed() {
+    let jpeg = std::fs::read(Path::new(REPO).join("data/sample/posters/0100001.jpg")).unwrap();
+    let everywhere = Arc::new((AtomicUsize::new(0), AtomicUsize::new(0)));
+    let delay = Duration::from_millis(300);
+    // Two ports on 127.0.0.1 are two hosts (`host:port`).
+    let (port_a, a) = counting_server(jpeg.clone(), delay, everywhere.clone());
+    let (port_b, b) = counting_server(jpeg.clone(), delay, everywhere.clone());
+    let rows: Vec<String> = (0..8)
+        .flat_map(|i| {
+            [
+                format!("http://127.0.0.1:{port_a}/{i}.jpg"),
+                format!("http://127.0.0.1:{port_b}/{i}.jpg"),
+            ]
+        })
+        .collect();
+    let p = download_only_project(&rows, "max_per_host: 2, max_in_flight: 8");
+    let first = p.ok(&["run"]);
+    assert!(first.contains("Finished download"), "{first}");
+    assert_eq!(
+        a.1.load(Ordering::SeqCst),
+        2,
+        "host A never saw more than 2"
+    );
+    assert_eq!(
+        b.1.load(Ordering::SeqCst),
+        2,
+        "host B never saw more than 2"
+    );
+    assert!(
+        everywhere.1.load(Ordering::SeqCst) >= 3,
+        "the hosts were served side by side (max {} in flight)",
+        everywhere.1.load(Ordering::SeqCst)
+    );
+    // Concurrency limits tune how, not what: changing them reruns nothing.
+    p.edit("max_per_host: 2", "max_per_host: 4");
+    p.edit("max_in_flight: 8", "max_in_flight: 3");
+    let second = p.ok(&["run"]);
+    assert!(stages_with(&second, "Running").is_empty(), "{second}");
+    // A bad limit is an error that names the param.
+    p.edit("max_per_host: 4", "max_per_host: 0");
+    let out = p.pipeline(&["run"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("max_per_host"), "{stderr}");
+}
+
+#[test]
+fn remembered_failures_expire_after_the_configured_time_and_are_retried() {
+    let (port, hits) = hostile_server(Vec::new());
+    let url = format!("http://127.0.0.1:{port}/missing.jpg");
+    // 0.002 h = 7.2 s, rounded up to 8 s.
+    let p = download_only_project(&[url], "retries: 0, retry_failed_after_hours: 0.002");
+    let count = || hits.lock().unwrap().get("/missing.jpg").map_or(0, Vec::len);
+    let started = std::time::Instant::now();
+    p.ok(&["run"]);
+    let first_done = std::time::Instant::now();
+    assert_eq!(count(), 1);
+    let again = p.ok(&["run"]);
+    if started.elapsed() < Duration::from_secs(7) {
+        assert!(stages_with(&again, "Running").is_empty(), "{again}");
+        assert_eq!(count(), 1, "not asked again before it is due");
+    }
+    // Due at most 8 s after the first run's download began.
+    std::thread::sleep(Duration::from_millis(8500).saturating_sub(first_done.elapsed()));
+    let status = p.ok(&["status"]);
+    assert!(status.contains("output expired"), "{status}");
+    assert!(status.contains("retry_failed_after_hours"), "{status}");
+    let retried = p.ok(&["run"]);
+    assert_eq!(
+        stages_with(&retried, "Running"),
+        set(&["download"]),
+        "{retried}"
+    );
+    assert_eq!(count(), 2, "asked again once due");
+}
+
 /// The Python of `.venv` with pyarrow, made on first use (what `.ci/run` does up front).
 fn python_with_pyarrow() -> PathBuf {
     let venv = Path::new(REPO).join(".venv");
@@ -1620,4 +1737,128 @@ fn shards_are_readable_by_pyarrow_as_is() {
             .collect();
         assert!(*hex == rust, "image {i} differs between pyarrow and Rust");
     }
+}
+
+/// Runs `pipeline args` in `root` and returns its peak resident set in bytes, from the kernel's
+/// accounting of the finished child (`wait4`'s `ru_maxrss`), not from sampling.
+// The child is reaped by `wait4` (which reports its resources), not `Child::wait`.
+#[allow(clippy::zombie_processes)]
+fn peak_rss_of_run(root: &Path, args: &[&str]) -> u64 {
+    let child = Command::new(BIN)
+        .args(args)
+        .current_dir(root)
+        .env_remove("PIPELINE_THREADS")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as libc::pid_t;
+    let mut stderr = String::new();
+    child.stderr.unwrap().read_to_string(&mut stderr).unwrap();
+    let mut status = 0;
+    // SAFETY: zeroed `rusage` is a valid value; `pid` is our own unreaped child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(reaped, pid);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "pipeline {args:?} failed: {stderr}"
+    );
+    // Linux reports kilobytes.
+    usage.ru_maxrss as u64 * 1024
+}
+
+#[test]
+fn resizing_20000_posters_to_224_stays_under_1_gib_resident() {
+    const POSTERS: usize = 20_000;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("project");
+    std::fs::create_dir_all(root.join("data/posters")).unwrap();
+    let mut samples: Vec<PathBuf> = std::fs::read_dir(Path::new(REPO).join("data/sample/posters"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
+        .collect();
+    samples.sort();
+    // Only the sample posters that decode (the sample has broken ones on purpose).
+    let samples: Vec<Vec<u8>> = samples
+        .iter()
+        .map(|p| std::fs::read(p).unwrap())
+        .filter(|bytes| stage_shards::poster::decode_rgb(bytes).is_ok())
+        .collect();
+    assert!(samples.len() > 1000);
+    let genres = ["Drama", "Comedy|Drama", "Action|Thriller", "Horror"];
+    let mut csv = String::from("imdbId,Imdb Link,Title,IMDB Score,Genre,Poster\n");
+    for i in 0..POSTERS {
+        // Every poster distinct: a sample poster with a comment segment naming it, so nothing
+        // is deduplicated by content and every one is decoded.
+        let base = &samples[i % samples.len()];
+        let comment = format!("poster {i}");
+        let mut jpeg = base[..2].to_vec();
+        jpeg.extend_from_slice(&[0xFF, 0xFE]);
+        jpeg.extend_from_slice(&(comment.len() as u16 + 2).to_be_bytes());
+        jpeg.extend_from_slice(comment.as_bytes());
+        jpeg.extend_from_slice(&base[2..]);
+        std::fs::write(root.join(format!("data/posters/{i}.jpg")), jpeg).unwrap();
+        csv.push_str(&format!(
+            "{},l,Movie {i} (2010),6.5,{},posters/{i}.jpg\n",
+            i + 1,
+            genres[i % genres.len()]
+        ));
+    }
+    std::fs::write(root.join("data/movies.csv"), csv).unwrap();
+    std::fs::write(
+        root.join("pipeline.yaml"),
+        "stages:
+  ingest:
+    kind: ingest
+    files: {csv: data/movies.csv}
+  download:
+    kind: download
+    inputs: {movies: ingest}
+    files: {root: data}
+  filter:
+    kind: filter
+    inputs: {movies: ingest, posters: download}
+    params: {min_year: null, min_genre_count: 1}
+  resize:
+    kind: resize
+    inputs: {movies: filter, posters: download}
+    params: {width: 224, height: 224, mode: stretch, shard_rows: 1024}
+",
+    )
+    .unwrap();
+    let p = Project { _dir: dir, root };
+    let upstream = p.ok(&["run", "filter"]);
+    eprintln!("{upstream}");
+    let started = std::time::Instant::now();
+    let peak = peak_rss_of_run(&p.root, &["run", "resize"]);
+    let seconds = started.elapsed().as_secs_f64();
+    let meta: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(p.output_of("resize").join("meta.json")).unwrap(),
+    )
+    .unwrap();
+    let shards: Vec<PathBuf> = std::fs::read_dir(p.output_of("resize"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .collect();
+    let rows: usize = shards
+        .iter()
+        .map(|shard| {
+            stage_shards::read_columns(shard, &["imdbId"])
+                .unwrap()
+                .height()
+        })
+        .sum();
+    eprintln!(
+        "resize of {POSTERS} posters to 224x224: peak resident {} MiB, {seconds:.1} s",
+        peak >> 20
+    );
+    assert_eq!(rows, POSTERS, "every poster resized: {meta}");
+    assert!(
+        peak < 1 << 30,
+        "peak resident {} MiB, over 1 GiB",
+        peak >> 20
+    );
 }

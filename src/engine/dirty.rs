@@ -43,6 +43,8 @@ pub enum Reason {
     UpstreamFailed(Vec<String>),
     /// The key differs for a reason the lock cannot explain (e.g. a new cache format).
     KeyChanged,
+    /// Same key, but the stage said its output stops being current at a time now past.
+    Expired(String),
 }
 
 impl fmt::Display for Reason {
@@ -62,6 +64,7 @@ impl fmt::Display for Reason {
             Reason::UpstreamDirty(stages) => write!(f, "upstream will rerun: {}", list(stages)),
             Reason::UpstreamFailed(stages) => write!(f, "upstream failed: {}", list(stages)),
             Reason::KeyChanged => write!(f, "cache key changed"),
+            Reason::Expired(why) => write!(f, "output expired: {why}"),
         }
     }
 }

@@ -688,7 +688,7 @@ impl<'a> Engine<'a> {
             let digest = self.stat.path_digest(&self.plan.root.join(rel))?;
             file_digests.insert(role.as_str(), (rel.as_str(), digest));
         }
-        let params = sorted_json(&stage.params);
+        let params = sorted_json(&keyed_params(&stage.params, stage.stage.knob_params()));
         let key = StageKey {
             format: CACHE_FORMAT,
             kind: stage.stage.kind(),
@@ -705,7 +705,24 @@ impl<'a> Engine<'a> {
                 .collect(),
         }
         .digest();
-        let fresh = if forced { None } else { self.store.fresh(&key) };
+        let mut expired = None;
+        let fresh = if forced {
+            None
+        } else {
+            self.store.fresh(&key).filter(|manifest| {
+                match manifest
+                    .expires
+                    .as_ref()
+                    .filter(|e| e.at_unix <= unix_now())
+                {
+                    Some(expiry) => {
+                        expired = Some(Reason::Expired(expiry.why.clone()));
+                        false
+                    }
+                    None => true,
+                }
+            })
+        };
         let locked = LockedStage {
             kind: stage.stage.kind().into(),
             version: stage.stage.version(),
@@ -755,6 +772,8 @@ impl<'a> Engine<'a> {
         }
         let reasons = if forced {
             vec![Reason::Forced]
+        } else if let Some(expired) = expired {
+            vec![expired]
         } else {
             let current = Current {
                 name: &stage.name,
@@ -867,13 +886,7 @@ impl<'a> Engine<'a> {
         }
         let manifest = self
             .store
-            .commit(
-                pending,
-                &stage.name,
-                stage.stage.kind(),
-                summary.lines.clone(),
-                seconds,
-            )
+            .commit(pending, &stage.name, stage.stage.kind(), &summary, seconds)
             .map_err(|e| e.to_string())?;
         reporter.finished(&stage.name, seconds, &summary.lines);
         Ok(manifest)
@@ -995,4 +1008,17 @@ pub fn error_chain(err: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+/// `params` without the stage's knobs: what identifies the output (see `Stage::knob_params`).
+fn keyed_params(params: &serde_json::Value, knobs: &[&str]) -> serde_json::Value {
+    match params {
+        serde_json::Value::Object(map) => serde_json::Value::Object(
+            map.iter()
+                .filter(|(name, _)| !knobs.contains(&name.as_str()))
+                .map(|(name, value)| (name.clone(), value.clone()))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
 }

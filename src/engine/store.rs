@@ -23,7 +23,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use pipeline_api::{ItemCache, StageError};
+use pipeline_api::{Expiry, ItemCache, RunSummary, StageError};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -84,6 +84,9 @@ pub struct Manifest {
     pub seconds: f64,
     /// Unix time of completion.
     pub finished_unix: u64,
+    /// When the stage said this output stops being current (not part of the output digest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<Expiry>,
 }
 
 impl Manifest {
@@ -382,7 +385,7 @@ impl Store {
         pending: Pending,
         stage: &str,
         kind: &str,
-        summary: Vec<String>,
+        summary: &RunSummary,
         seconds: f64,
     ) -> Result<Manifest, StoreError> {
         let files = hash_tree(&pending.out_dir())?;
@@ -393,12 +396,13 @@ impl Store {
             stage: stage.to_string(),
             output_digest: tree_digest(&files),
             files,
-            summary,
+            summary: summary.lines.clone(),
             seconds,
             finished_unix: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
+            expires: summary.expires.clone(),
         };
         sync_tree(&pending.out_dir())?;
         let manifest_path = pending.dir.join("manifest.json");
@@ -671,7 +675,9 @@ mod tests {
             store.fresh("k1").is_none(),
             "nothing is fresh before commit"
         );
-        let manifest = store.commit(pending, "s", "kind", vec![], 0.0).unwrap();
+        let manifest = store
+            .commit(pending, "s", "kind", &RunSummary::default(), 0.0)
+            .unwrap();
         assert_eq!(manifest.files["sub/a.txt"].size, 5);
         assert!(store.fresh("k1").is_some());
         fs::remove_file(store.out_dir("k1").join("sub/a.txt")).unwrap();
@@ -701,7 +707,9 @@ mod tests {
         let pending = store.begin("k1").unwrap();
         fs::create_dir_all(pending.out_dir()).unwrap();
         fs::write(pending.out_dir().join("index.html"), b"<p>report</p>").unwrap();
-        store.commit(pending, "s", "kind", vec![], 0.0).unwrap();
+        store
+            .commit(pending, "s", "kind", &RunSummary::default(), 0.0)
+            .unwrap();
         let target = dir.path().join("reports");
         assert!(
             store.publish("k1", &target).unwrap(),

@@ -38,8 +38,14 @@ pub trait Stage: Send + Sync {
     fn file_roles(&self) -> &'static [&'static str] {
         &[]
     }
+    /// Params that tune how the stage runs but never what it makes (request concurrency, say).
+    /// They reach the stage in [`StageContext::params`] but stay out of the cache key and the
+    /// lock file, so changing one reruns nothing.
+    fn knob_params(&self) -> &'static [&'static str] {
+        &[]
+    }
     /// Validates raw params and returns them in canonical form: every field, defaults filled in.
-    /// The canonical form is what enters the cache key.
+    /// The canonical form, less [`Stage::knob_params`], is what enters the cache key.
     fn canonical_params(&self, raw: &serde_json::Value) -> Result<serde_json::Value, ParamError>;
     /// Does the work, writing outputs below `ctx.out_dir`.
     fn run(&self, ctx: &StageContext<'_>) -> Result<RunSummary, StageError>;
@@ -201,6 +207,20 @@ impl Progress for NoProgress {
 pub struct RunSummary {
     /// Human-readable lines, most important first.
     pub lines: Vec<String>,
+    /// When the output stops being current although nothing in its key changed (see
+    /// [`RunSummary::expiring`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<Expiry>,
+}
+
+/// A point in time after which a cached output must be made again, and why.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct Expiry {
+    /// Unix time (seconds) from which the output is stale.
+    pub at_unix: u64,
+    /// What happens then, for `pipeline status` and `pipeline why` (`3 failed downloads may be
+    /// retried`).
+    pub why: String,
 }
 
 impl RunSummary {
@@ -208,7 +228,19 @@ impl RunSummary {
     pub fn new(lines: impl IntoIterator<Item = String>) -> Self {
         Self {
             lines: lines.into_iter().collect(),
+            expires: None,
         }
+    }
+
+    /// Marks the output stale from `at_unix` on, for a reason outside the cache key (time
+    /// passing, such as failed downloads becoming due for a retry). The engine then reruns the
+    /// stage under the same key; `why` is shown as the reason.
+    pub fn expiring(mut self, at_unix: u64, why: impl Into<String>) -> Self {
+        self.expires = Some(Expiry {
+            at_unix,
+            why: why.into(),
+        });
+        self
     }
 }
 

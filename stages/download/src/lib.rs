@@ -1,16 +1,19 @@
 //! `download`: fetches every movie's poster into a content-addressed folder of the stage output.
 //!
-//! Sources may be `http://` or `https://` URLs (bounded concurrency, timeouts, retries with
-//! backoff, a size cap), `file://` URLs or plain paths, both resolved against the `root` directory
-//! and refused when they point outside it. A poster that cannot be fetched is recorded as failed
-//! with its reason; it never fails the stage.
+//! Sources may be `http://` or `https://` URLs (at most `max_in_flight` requests at once and
+//! `max_per_host` to one host, timeouts, retries with backoff, `Retry-After`, a size cap),
+//! `file://` URLs or plain paths, both resolved against the `root` directory and refused when they
+//! point outside it. A poster that cannot be fetched is recorded as failed with its reason; it
+//! never fails the stage. Failures are remembered and not requested again until
+//! `retry_failed_after_hours` have passed: the output expires then, so the next run retries them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex};
 
 use pipeline_api::{
     ItemCache, ParamError, ResultExt, RunSummary, Stage, StageContext, StageError, canonicalize,
@@ -24,7 +27,8 @@ use stage_shards::{i64_column, poster, read_table, str_column, write_table};
 /// The download stage kind.
 pub struct Download;
 
-/// Params of `download`. All of them can change which posters end up stored, so all are keyed.
+/// Params of `download`. All but the two concurrency knobs can change which posters end up
+/// stored, so those are keyed; `max_in_flight` and `max_per_host` are not (see `knob_params`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DownloadParams {
@@ -40,9 +44,18 @@ pub struct DownloadParams {
     /// recorded as failed instead, in seconds.
     pub max_retry_after_secs: u64,
     /// A failed remote poster is remembered and not requested again until this many hours have
-    /// passed (checked whenever the stage reruns) or `pipeline run --retry-failed` asks.
+    /// passed (the stage's output then expires, so the next `pipeline run` retries it) or
+    /// `pipeline run --retry-failed` asks.
     pub retry_failed_after_hours: f64,
+    /// Requests in flight at once, over all hosts (a knob: not part of the cache key).
+    pub max_in_flight: usize,
+    /// Requests in flight at once to one host (`host:port` of the poster URL; redirects count
+    /// against the first host). A knob: not part of the cache key.
+    pub max_per_host: usize,
 }
+
+/// Param names that only tune concurrency.
+const KNOBS: &[&str] = &["max_in_flight", "max_per_host"];
 
 impl Default for DownloadParams {
     fn default() -> Self {
@@ -53,6 +66,8 @@ impl Default for DownloadParams {
             backoff_ms: 250,
             max_retry_after_secs: 30,
             retry_failed_after_hours: 24.0,
+            max_in_flight: 16,
+            max_per_host: 8,
         }
     }
 }
@@ -108,8 +123,30 @@ impl Stage for Download {
     fn file_roles(&self) -> &'static [&'static str] {
         &["root"]
     }
+    fn knob_params(&self) -> &'static [&'static str] {
+        KNOBS
+    }
     fn canonical_params(&self, raw: &serde_json::Value) -> Result<serde_json::Value, ParamError> {
-        canonicalize::<DownloadParams>(raw)
+        let canonical = canonicalize::<DownloadParams>(raw)?;
+        let p: DownloadParams =
+            serde_json::from_value(canonical.clone()).expect("just canonicalised");
+        let bad = |path: &str, message: &str| ParamError {
+            path: path.into(),
+            message: message.into(),
+        };
+        if !(p.retry_failed_after_hours.is_finite() && p.retry_failed_after_hours >= 0.0) {
+            return Err(bad(
+                "retry_failed_after_hours",
+                "must be a number of hours, 0 or more",
+            ));
+        }
+        if !(1..=256).contains(&p.max_in_flight) {
+            return Err(bad("max_in_flight", "must be between 1 and 256"));
+        }
+        if p.max_per_host == 0 {
+            return Err(bad("max_per_host", "must be at least 1"));
+        }
+        Ok(canonical)
     }
     fn run(&self, ctx: &StageContext<'_>) -> Result<RunSummary, StageError> {
         let params: DownloadParams = ctx.params()?;
@@ -126,17 +163,17 @@ impl Stage for Download {
         let posters = ctx.out_dir.join("posters");
         create_dir(&posters)?;
         let fetcher = Fetcher::new(&params, root)?;
-        // Network-bound: more requests in flight than cores.
-        let concurrency = (ctx.threads * 4).clamp(4, 32);
+        // Network-bound: one thread per request in flight, whatever the core count.
         let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(concurrency)
+            .num_threads(params.max_in_flight)
             .build()
             .during("starting download threads")?;
         ctx.progress.start("download", items.len() as u64);
         let reused = AtomicUsize::new(0);
         let remembered = AtomicUsize::new(0);
         let now = unix_now();
-        let results: Vec<Fetched> = pool.install(|| {
+        // Each result with, for a remote failure, when it was first seen failing.
+        let results: Vec<(Fetched, Option<u64>)> = pool.install(|| {
             items
                 .par_iter()
                 .map(|(id, source)| {
@@ -145,15 +182,17 @@ impl Stage for Download {
                     } else {
                         remembered_failure(ctx.items, source, &params, now)
                     };
+                    let mut failed_at = None;
                     let result = match reuse(ctx.items, source, &params, &posters) {
                         Some(stored) => {
                             reused.fetch_add(1, Ordering::Relaxed);
                             Ok(stored)
                         }
                         None => match earlier_failure {
-                            Some(reason) => {
+                            Some(record) => {
                                 remembered.fetch_add(1, Ordering::Relaxed);
-                                Err(reason)
+                                failed_at = Some(record.at_unix);
+                                Err(record.reason)
                             }
                             None => fetcher
                                 .fetch(source)
@@ -163,12 +202,14 @@ impl Stage for Download {
                                     store(&posters, &bytes)
                                 })
                                 .inspect_err(|reason| {
-                                    remember_failure(ctx.items, source, &params, reason, now)
+                                    if remember_failure(ctx.items, source, &params, reason, now) {
+                                        failed_at = Some(now);
+                                    }
                                 }),
                         },
                     };
                     ctx.progress.advance(1);
-                    match result {
+                    let fetched = match result {
                         Ok((file, bytes)) => Fetched {
                             id: *id,
                             source: source.clone(),
@@ -183,10 +224,20 @@ impl Stage for Download {
                             bytes: None,
                             reason: Some(reason),
                         },
-                    }
+                    };
+                    (fetched, failed_at)
                 })
                 .collect()
         });
+        // The output stays current until the oldest remembered failure may be retried. The
+        // times stay out of the output itself, so an unchanged rerun changes nothing downstream.
+        let remembered_failures = results.iter().filter(|(_, at)| at.is_some()).count();
+        let retry_due = results
+            .iter()
+            .filter_map(|(_, at)| *at)
+            .min()
+            .map(|at| retry_due(at, params.retry_failed_after_hours));
+        let results: Vec<Fetched> = results.into_iter().map(|(fetched, _)| fetched).collect();
         let summary = summarise(&results, &posters)?;
         write_results(&ctx.out_dir.join("downloads.parquet"), &results)?;
         write_json(&ctx.out_dir.join("summary.json"), &summary)?;
@@ -206,7 +257,17 @@ impl Stage for Download {
         for (reason, n) in &summary.failed_by_reason {
             lines.push(format!("{n} failed: {reason}"));
         }
-        Ok(RunSummary::new(lines))
+        let summary = RunSummary::new(lines);
+        Ok(match retry_due {
+            Some(at) => summary.expiring(
+                at,
+                format!(
+                    "{remembered_failures} remembered download failure(s); the oldest is now over `retry_failed_after_hours` ({} h) old and is retried",
+                    params.retry_failed_after_hours
+                ),
+            ),
+            None => summary,
+        })
     }
 }
 
@@ -342,40 +403,45 @@ fn failure_key(source: &str, params: &DownloadParams) -> String {
     ])
 }
 
+/// Unix time from which a failure seen at `at_unix` may be retried.
+fn retry_due(at_unix: u64, hours: f64) -> u64 {
+    // `as` saturates: an absurd number of hours means never, not a wrap-around.
+    at_unix.saturating_add((hours * 3600.0).ceil() as u64)
+}
+
 /// Why the remote `source` failed in an earlier run, if that was recent enough to trust.
 fn remembered_failure(
     items: &dyn ItemCache,
     source: &str,
     params: &DownloadParams,
     now: u64,
-) -> Option<String> {
+) -> Option<FailureRecord> {
     if !is_remote(source) {
         return None;
     }
     let record: FailureRecord =
         serde_json::from_slice(&items.get(&failure_key(source, params))?).ok()?;
-    let age_hours = now.saturating_sub(record.at_unix) as f64 / 3600.0;
-    (age_hours < params.retry_failed_after_hours).then_some(record.reason)
+    (now < retry_due(record.at_unix, params.retry_failed_after_hours)).then_some(record)
 }
 
-/// Remembers that a remote poster failed (best effort: forgetting only costs a request).
+/// Remembers that a remote poster failed (best effort: forgetting only costs a request);
+/// whether it is remembered.
 fn remember_failure(
     items: &dyn ItemCache,
     source: &str,
     params: &DownloadParams,
     reason: &str,
     now: u64,
-) {
+) -> bool {
     if !is_remote(source) {
-        return;
+        return false;
     }
     let record = FailureRecord {
         reason: reason.to_string(),
         at_unix: now,
     };
-    if let Ok(bytes) = serde_json::to_vec(&record) {
-        let _ = items.replace(&failure_key(source, params), &bytes);
-    }
+    serde_json::to_vec(&record)
+        .is_ok_and(|bytes| items.replace(&failure_key(source, params), &bytes).is_ok())
 }
 
 fn unix_now() -> u64 {
@@ -405,6 +471,73 @@ pub struct Fetcher {
     retries: u32,
     backoff: Duration,
     max_retry_after: Duration,
+    hosts: HostGate,
+}
+
+/// At most `limit` requests in flight to each host; a request to a busy host waits its turn.
+struct HostGate {
+    limit: usize,
+    in_flight: Mutex<HashMap<String, usize>>,
+    freed: Condvar,
+}
+
+/// A request slot for one host, given back on drop.
+struct HostSlot<'a> {
+    gate: &'a HostGate,
+    host: String,
+}
+
+impl HostGate {
+    fn new(limit: usize) -> Self {
+        Self {
+            limit: limit.max(1),
+            in_flight: Mutex::new(HashMap::new()),
+            freed: Condvar::new(),
+        }
+    }
+
+    fn enter(&self, host: &str) -> HostSlot<'_> {
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        while in_flight.get(host).copied().unwrap_or(0) >= self.limit {
+            in_flight = self
+                .freed
+                .wait(in_flight)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+        *in_flight.entry(host.to_string()).or_default() += 1;
+        HostSlot {
+            gate: self,
+            host: host.to_string(),
+        }
+    }
+}
+
+impl Drop for HostSlot<'_> {
+    fn drop(&mut self) {
+        let mut in_flight = self
+            .gate
+            .in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = in_flight.get_mut(&self.host) {
+            *n -= 1;
+            if *n == 0 {
+                in_flight.remove(&self.host);
+            }
+        }
+        drop(in_flight);
+        self.gate.freed.notify_all();
+    }
+}
+
+/// The `host:port` part of an http(s) URL, lowercased, without user info (`a@b` -> `b`).
+fn host_of(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    host.to_ascii_lowercase()
 }
 
 impl Fetcher {
@@ -428,6 +561,7 @@ impl Fetcher {
             retries: params.retries,
             backoff: Duration::from_millis(params.backoff_ms),
             max_retry_after: Duration::from_secs(params.max_retry_after_secs),
+            hosts: HostGate::new(params.max_per_host),
         })
     }
 
@@ -486,11 +620,14 @@ impl Fetcher {
         let mut last = String::new();
         // A server's `Retry-After` replaces the backoff before the next attempt.
         let mut asked_wait: Option<Duration> = None;
+        let host = host_of(url);
         for attempt in 0..=self.retries {
             if attempt > 0 {
                 let backoff = self.backoff * 2u32.saturating_pow(attempt - 1);
                 std::thread::sleep(asked_wait.take().unwrap_or(backoff).max(backoff));
             }
+            // Held for the request and its body, not across the waits between attempts.
+            let _slot = self.hosts.enter(&host);
             match self.agent.get(url).call() {
                 Ok(mut response) => {
                     let status = response.status();
@@ -575,6 +712,47 @@ fn lexically_normal(path: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hosts_are_the_authority_of_the_url() {
+        assert_eq!(
+            host_of("http://User:pw@Images.Example.com:8080/a/b.jpg?x=1"),
+            "images.example.com:8080"
+        );
+        assert_eq!(host_of("https://example.org?q=/x"), "example.org");
+        assert_eq!(host_of("https://example.org#frag"), "example.org");
+    }
+
+    #[test]
+    fn a_host_gate_admits_the_limit_and_then_waits() {
+        let gate = HostGate::new(2);
+        let a1 = gate.enter("a");
+        let _a2 = gate.enter("a");
+        let _b = gate.enter("b"); // another host is not held up
+        let admitted = AtomicUsize::new(0);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let _a3 = gate.enter("a");
+                admitted.fetch_add(1, Ordering::SeqCst);
+            });
+            std::thread::sleep(Duration::from_millis(100));
+            assert_eq!(admitted.load(Ordering::SeqCst), 0, "a third `a` waits");
+            drop(a1);
+        });
+        assert_eq!(
+            admitted.load(Ordering::SeqCst),
+            1,
+            "and enters once a slot is free"
+        );
+    }
+
+    #[test]
+    fn failures_are_due_after_the_configured_hours() {
+        assert_eq!(retry_due(1000, 1.0), 4600);
+        assert_eq!(retry_due(1000, 0.0), 1000);
+        assert_eq!(retry_due(1000, 0.0001), 1001, "rounded up to whole seconds");
+        assert_eq!(retry_due(1000, 1e30), u64::MAX, "never, not a wrap-around");
+    }
 
     #[test]
     fn local_paths_outside_the_root_are_refused() {

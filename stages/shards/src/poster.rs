@@ -294,4 +294,35 @@ mod tests {
             Ok(rgb) => assert_eq!(rgb.dimensions(), (32, 48)),
         }
     }
+
+    #[test]
+    fn stray_bytes_between_jpeg_headers_are_tolerated() {
+        let bytes = encoded(image::ImageFormat::Jpeg);
+        // Junk before the second marker segment: libjpeg warns "extraneous bytes", browsers
+        // show the image, a strict decoder refuses it. Real posters have it; it must decode.
+        let second_marker = 2 + usize::from(u16::from_be_bytes([bytes[4], bytes[5]])) + 2;
+        assert_eq!(
+            bytes[second_marker], 0xFF,
+            "a marker follows the first segment"
+        );
+        let mut padded = bytes[..second_marker].to_vec();
+        padded.extend_from_slice(&[1, 2, 3, 4, 5]);
+        padded.extend_from_slice(&bytes[second_marker..]);
+        let rgb = decode_rgb(&padded).unwrap();
+        assert_eq!(rgb, decode_rgb(&bytes).unwrap());
+    }
+
+    #[test]
+    fn a_jpeg_claiming_a_huge_size_is_refused_before_decoding() {
+        let mut bytes = encoded(image::ImageFormat::Jpeg);
+        // Rewrite the frame header (SOF0: FF C0, length, precision, height, width).
+        let sof = bytes.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
+        bytes[sof + 5..sof + 7].copy_from_slice(&50_000u16.to_be_bytes());
+        bytes[sof + 7..sof + 9].copy_from_slice(&50_000u16.to_be_bytes());
+        let err = decode_rgb(&bytes).unwrap_err();
+        assert!(
+            err.starts_with("too large: 50000x50000 pixels declared"),
+            "{err}"
+        );
+    }
 }
