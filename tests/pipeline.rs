@@ -1809,28 +1809,15 @@ fn resizing_20000_posters_to_224_stays_under_1_gib_resident() {
     std::fs::write(root.join("data/movies.csv"), csv).unwrap();
     std::fs::write(
         root.join("pipeline.yaml"),
-        "stages:
-  ingest:
-    kind: ingest
-    files: {csv: data/movies.csv}
-  download:
-    kind: download
-    inputs: {movies: ingest}
-    files: {root: data}
-  filter:
-    kind: filter
-    inputs: {movies: ingest, posters: download}
-    params: {min_year: null, min_genre_count: 1}
-  resize:
-    kind: resize
-    inputs: {movies: filter, posters: download}
-    params: {width: 224, height: 224, mode: stretch, shard_rows: 1024}
-",
+        // The original project's size, and its shard size.
+        INCREMENTAL.replace(
+            "{width: 24, height: 24}",
+            "{width: 224, height: 224, mode: stretch, shard_rows: 1024}",
+        ),
     )
     .unwrap();
     let p = Project { _dir: dir, root };
-    let upstream = p.ok(&["run", "filter"]);
-    eprintln!("{upstream}");
+    p.ok(&["run", "filter"]);
     let started = std::time::Instant::now();
     let peak = peak_rss_of_run(&p.root, &["run", "resize"]);
     let seconds = started.elapsed().as_secs_f64();
@@ -1854,6 +1841,10 @@ fn resizing_20000_posters_to_224_stays_under_1_gib_resident() {
     eprintln!(
         "resize of {POSTERS} posters to 224x224: peak resident {} MiB, {seconds:.1} s",
         peak >> 20
+    );
+    assert_eq!(
+        (&meta["width"], &meta["height"]),
+        (&224.into(), &224.into())
     );
     assert_eq!(rows, POSTERS, "every poster resized: {meta}");
     assert!(
