@@ -218,7 +218,7 @@ pub struct RunSummary {
 pub struct Expiry {
     /// Unix time (seconds) from which the output is stale.
     pub at_unix: u64,
-    /// What happens then, for `pipeline status` and `pipeline why` (`3 failed downloads may be
+    /// What happens then, shown by `pipeline status` and `run --dry-run` (`3 failed downloads may be
     /// retried`).
     pub why: String,
 }
