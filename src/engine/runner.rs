@@ -705,24 +705,14 @@ impl<'a> Engine<'a> {
                 .collect(),
         }
         .digest();
-        let mut expired = None;
-        let fresh = if forced {
-            None
-        } else {
-            self.store.fresh(&key).filter(|manifest| {
-                match manifest
-                    .expires
-                    .as_ref()
-                    .filter(|e| e.at_unix <= unix_now())
-                {
-                    Some(expiry) => {
-                        expired = Some(Reason::Expired(expiry.why.clone()));
-                        false
-                    }
-                    None => true,
-                }
-            })
-        };
+        let cached = if forced { None } else { self.store.fresh(&key) };
+        // An output past the expiry its stage set is not fresh, whatever its key.
+        let expired = cached
+            .as_ref()
+            .and_then(|manifest| manifest.expires.as_ref())
+            .filter(|expiry| expiry.at_unix <= unix_now())
+            .map(|expiry| Reason::Expired(expiry.why.clone()));
+        let fresh = cached.filter(|_| expired.is_none());
         let locked = LockedStage {
             kind: stage.stage.kind().into(),
             version: stage.stage.version(),
