@@ -1,4 +1,5 @@
-//! Draws engine events for a person: one line per stage on stdout, progress bars on a terminal only.
+//! Draws engine events for a person: one line per stage on stdout (failures on stderr), progress
+//! bars on a terminal only.
 
 use std::io::IsTerminal;
 use std::path::Path;
@@ -45,6 +46,17 @@ impl Console {
             let _ = self.bars.println(text);
         } else {
             say(text);
+        }
+    }
+
+    /// A line about something that went wrong: always on stderr (above the bars on a terminal), so
+    /// that `pipeline run > log` or a harness that discards stdout still shows why a stage failed.
+    fn error_line(&self, text: &str) {
+        if self.interactive {
+            let _ = self.bars.println(text);
+        } else {
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr().lock(), "{text}");
         }
     }
 }
@@ -96,7 +108,7 @@ impl Reporter for Console {
     }
 
     fn failed(&self, stage: &str, error: &str) {
-        self.line(&format!("Failed {stage}: {error}"));
+        self.error_line(&format!("Failed {stage}: {error}"));
     }
 
     fn skipped(&self, stage: &str, reasons: &[Reason]) {
