@@ -58,14 +58,19 @@ pub trait Stage: Send + Sync {
 pub fn canonicalize<P: DeserializeOwned + Serialize>(
     raw: &serde_json::Value,
 ) -> Result<serde_json::Value, ParamError> {
-    let typed: P = serde_path_to_error::deserialize(raw).map_err(|err| ParamError {
-        path: err.path().to_string(),
-        message: err.inner().to_string(),
-    })?;
-    serde_json::to_value(&typed).map_err(|err| ParamError {
-        path: String::new(),
-        message: err.to_string(),
-    })
+    canonicalize_checked::<P>(raw, |_| Ok(()))
+}
+
+/// [`canonicalize`], with checks that serde cannot express (ranges, sums) run on the typed params
+/// before they are accepted; `check` names the offending key with [`ParamError::at`].
+pub fn canonicalize_checked<P: DeserializeOwned + Serialize>(
+    raw: &serde_json::Value,
+    check: impl FnOnce(&P) -> Result<(), ParamError>,
+) -> Result<serde_json::Value, ParamError> {
+    let typed: P = serde_path_to_error::deserialize(raw)
+        .map_err(|err| ParamError::at(err.path().to_string(), err.inner().to_string()))?;
+    check(&typed)?;
+    serde_json::to_value(&typed).map_err(|err| ParamError::at("", err.to_string()))
 }
 
 /// A param that failed validation, with the key path inside `params:` (`.` when the whole map).
@@ -74,8 +79,18 @@ pub fn canonicalize<P: DeserializeOwned + Serialize>(
 pub struct ParamError {
     /// Dotted path below `params`, e.g. `width`; `.` for the params map itself.
     pub path: String,
-    /// What is wrong, as serde said it.
+    /// What is wrong, as serde or the stage's own check said it.
     pub message: String,
+}
+
+impl ParamError {
+    /// `message` about the param at `path` (`width`, `model.depth`).
+    pub fn at(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
 }
 
 /// What a stage sees while it runs.

@@ -16,8 +16,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 
 use pipeline_api::{
-    ItemCache, ParamError, ResultExt, RunSummary, Stage, StageContext, StageError, canonicalize,
-    create_dir, item_key, write_json,
+    ItemCache, ParamError, ResultExt, RunSummary, Stage, StageContext, StageError,
+    canonicalize_checked, create_dir, item_key, write_json,
 };
 use polars::prelude::*;
 use rayon::prelude::*;
@@ -127,26 +127,21 @@ impl Stage for Download {
         KNOBS
     }
     fn canonical_params(&self, raw: &serde_json::Value) -> Result<serde_json::Value, ParamError> {
-        let canonical = canonicalize::<DownloadParams>(raw)?;
-        let p: DownloadParams =
-            serde_json::from_value(canonical.clone()).expect("just canonicalised");
-        let bad = |path: &str, message: &str| ParamError {
-            path: path.into(),
-            message: message.into(),
-        };
-        if !(p.retry_failed_after_hours.is_finite() && p.retry_failed_after_hours >= 0.0) {
-            return Err(bad(
-                "retry_failed_after_hours",
-                "must be a number of hours, 0 or more",
-            ));
-        }
-        if !(1..=256).contains(&p.max_in_flight) {
-            return Err(bad("max_in_flight", "must be between 1 and 256"));
-        }
-        if p.max_per_host == 0 {
-            return Err(bad("max_per_host", "must be at least 1"));
-        }
-        Ok(canonical)
+        canonicalize_checked::<DownloadParams>(raw, |p| {
+            if !(p.retry_failed_after_hours.is_finite() && p.retry_failed_after_hours >= 0.0) {
+                return Err(ParamError::at(
+                    "retry_failed_after_hours",
+                    "must be a number of hours, 0 or more",
+                ));
+            }
+            if !(1..=256).contains(&p.max_in_flight) {
+                return Err(ParamError::at("max_in_flight", "must be between 1 and 256"));
+            }
+            if p.max_per_host == 0 {
+                return Err(ParamError::at("max_per_host", "must be at least 1"));
+            }
+            Ok(())
+        })
     }
     fn run(&self, ctx: &StageContext<'_>) -> Result<RunSummary, StageError> {
         let params: DownloadParams = ctx.params()?;

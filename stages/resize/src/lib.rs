@@ -17,8 +17,8 @@ use std::sync::mpsc;
 use fast_image_resize::images::Image;
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use pipeline_api::{
-    ParamError, ResultExt, RunSummary, Stage, StageContext, StageError, canonicalize, read_json,
-    write_json,
+    ParamError, ResultExt, RunSummary, Stage, StageContext, StageError, canonicalize_checked,
+    read_json, write_json,
 };
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -100,23 +100,18 @@ impl Stage for Resize {
         &["movies", "posters"]
     }
     fn canonical_params(&self, raw: &serde_json::Value) -> Result<serde_json::Value, ParamError> {
-        let canonical = canonicalize::<ResizeParams>(raw)?;
-        let p: ResizeParams =
-            serde_json::from_value(canonical.clone()).expect("just canonicalised");
-        let bad = |path: &str, message: &str| ParamError {
-            path: path.into(),
-            message: message.into(),
-        };
-        if p.width == 0 || p.width > 4096 {
-            return Err(bad("width", "must be between 1 and 4096"));
-        }
-        if p.height == 0 || p.height > 4096 {
-            return Err(bad("height", "must be between 1 and 4096"));
-        }
-        if p.shard_rows == 0 {
-            return Err(bad("shard_rows", "must be at least 1"));
-        }
-        Ok(canonical)
+        canonicalize_checked::<ResizeParams>(raw, |p| {
+            if p.width == 0 || p.width > 4096 {
+                return Err(ParamError::at("width", "must be between 1 and 4096"));
+            }
+            if p.height == 0 || p.height > 4096 {
+                return Err(ParamError::at("height", "must be between 1 and 4096"));
+            }
+            if p.shard_rows == 0 {
+                return Err(ParamError::at("shard_rows", "must be at least 1"));
+            }
+            Ok(())
+        })
     }
     fn run(&self, ctx: &StageContext<'_>) -> Result<RunSummary, StageError> {
         let params: ResizeParams = ctx.params()?;

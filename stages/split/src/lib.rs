@@ -6,7 +6,8 @@
 use std::path::Path;
 
 use pipeline_api::{
-    ParamError, RunSummary, Stage, StageContext, StageError, canonicalize, create_dir, write_json,
+    ParamError, RunSummary, Stage, StageContext, StageError, canonicalize_checked, create_dir,
+    write_json,
 };
 use serde::{Deserialize, Serialize};
 use stage_shards::{Shard, ShardFile, ShardMeta, read_shard, write_shard};
@@ -71,26 +72,26 @@ impl Stage for Split {
         &["shards"]
     }
     fn canonical_params(&self, raw: &serde_json::Value) -> Result<serde_json::Value, ParamError> {
-        let canonical = canonicalize::<SplitParams>(raw)?;
-        let p: SplitParams = serde_json::from_value(canonical.clone()).expect("just canonicalised");
-        for (path, value) in [
-            ("val_fraction", p.val_fraction),
-            ("test_fraction", p.test_fraction),
-        ] {
-            if !(0.0..1.0).contains(&value) {
-                return Err(ParamError {
-                    path: path.into(),
-                    message: format!("must be in [0, 1), got {value}"),
-                });
+        canonicalize_checked::<SplitParams>(raw, |p| {
+            for (path, value) in [
+                ("val_fraction", p.val_fraction),
+                ("test_fraction", p.test_fraction),
+            ] {
+                if !(0.0..1.0).contains(&value) {
+                    return Err(ParamError::at(
+                        path,
+                        format!("must be in [0, 1), got {value}"),
+                    ));
+                }
             }
-        }
-        if p.val_fraction + p.test_fraction >= 1.0 {
-            return Err(ParamError {
-                path: "test_fraction".into(),
-                message: "val_fraction + test_fraction must leave some movies for training".into(),
-            });
-        }
-        Ok(canonical)
+            if p.val_fraction + p.test_fraction >= 1.0 {
+                return Err(ParamError::at(
+                    "test_fraction",
+                    "val_fraction + test_fraction must leave some movies for training",
+                ));
+            }
+            Ok(())
+        })
     }
     fn run(&self, ctx: &StageContext<'_>) -> Result<RunSummary, StageError> {
         let params: SplitParams = ctx.params()?;

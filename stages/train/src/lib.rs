@@ -14,8 +14,8 @@ use burn::nn::loss::BinaryCrossEntropyLossConfig;
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::prelude::*;
 use pipeline_api::{
-    ParamError, ResultExt, RunSummary, Stage, StageContext, StageError, canonicalize, read_json,
-    write_json,
+    ParamError, ResultExt, RunSummary, Stage, StageContext, StageError, canonicalize_checked,
+    read_json, write_json,
 };
 use serde::{Deserialize, Serialize};
 use stage_shards::{Shard, ShardMeta, read_shard};
@@ -95,24 +95,18 @@ impl Stage for Train {
         &["data"]
     }
     fn canonical_params(&self, raw: &serde_json::Value) -> Result<serde_json::Value, ParamError> {
-        let canonical = canonicalize::<TrainParams>(raw)?;
-        let p: TrainParams = serde_json::from_value(canonical.clone()).expect("just canonicalised");
-        let bad = |path: &str, message: &str| {
-            Err(ParamError {
-                path: path.into(),
-                message: message.into(),
-            })
-        };
-        if p.epochs == 0 {
-            return bad("epochs", "must be at least 1");
-        }
-        if p.batch_size == 0 {
-            return bad("batch_size", "must be at least 1");
-        }
-        if !(p.learning_rate > 0.0 && p.learning_rate < 1.0) {
-            return bad("learning_rate", "must be in (0, 1)");
-        }
-        Ok(canonical)
+        canonicalize_checked::<TrainParams>(raw, |p| {
+            if p.epochs == 0 {
+                return Err(ParamError::at("epochs", "must be at least 1"));
+            }
+            if p.batch_size == 0 {
+                return Err(ParamError::at("batch_size", "must be at least 1"));
+            }
+            if !(p.learning_rate > 0.0 && p.learning_rate < 1.0) {
+                return Err(ParamError::at("learning_rate", "must be in (0, 1)"));
+            }
+            Ok(())
+        })
     }
     fn run(&self, ctx: &StageContext<'_>) -> Result<RunSummary, StageError> {
         let params: TrainParams = ctx.params()?;
