@@ -28,6 +28,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::key::CACHE_FORMAT;
+use super::record::unix_now;
 use super::statcache::Stamp;
 
 /// An error of the cache store, naming the path involved.
@@ -398,10 +399,7 @@ impl Store {
             files,
             summary: summary.lines.clone(),
             seconds,
-            finished_unix: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
+            finished_unix: unix_now(),
             expires: summary.expires.clone(),
         };
         sync_tree(&pending.out_dir())?;
