@@ -20,8 +20,16 @@ use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
 use pipeline_api::{ResultExt, StageError, read_json, write_json};
+use polars::frame::chunk_df_for_writing;
+use polars::io::parquet::write::get_encodings;
 use polars::prelude::*;
-use polars_parquet::write::ZstdLevel;
+use polars_arrow::array::{BinaryViewArray, View};
+use polars_arrow::datatypes::ArrowDataType;
+use polars_buffer::Buffer;
+use polars_parquet::write::{
+    CompressionOptions, Encoding, FileWriter, Version, WriteOptions, ZstdLevel, row_group_iter,
+    to_parquet_schema,
+};
 use serde::{Deserialize, Serialize};
 
 /// Reads a whole Parquet table.
@@ -77,11 +85,12 @@ fn write_parquet(
 /// (`bench/resize-vs-pillow.sh`): the default level 3 made the resize stage ~20 % slower for a
 /// 2 % smaller output; lz4 was as fast and 20 % larger; uncompressed shards were 12x larger and
 /// twice as slow (the disk became the limit).
-fn shard_compression() -> ParquetCompression {
-    ParquetCompression::Zstd(Some(
-        ZstdLevel::try_new(1).expect("1 is a valid zstd level"),
-    ))
+fn shard_zstd_level() -> ZstdLevel {
+    ZstdLevel::try_new(1).expect("1 is a valid zstd level")
 }
+
+/// Rows per row group of a shard, as polars' writer does by default; shards are smaller.
+const SHARD_ROW_GROUP_ROWS: usize = 512 * 512;
 
 /// Min/max statistics of 150 KB image values cost time and help no reader; null counts stay.
 fn shard_statistics() -> StatisticsOptions {
@@ -224,28 +233,97 @@ pub fn write_shard(
             shard.labels.len()
         )));
     }
-    let ids = Column::new("imdbId".into(), shard.ids.clone());
-    let posters = Column::new("poster".into(), shard.posters.clone());
-    let images = if n == 0 {
-        BinaryChunked::from_iter_values("image".into(), std::iter::empty::<&[u8]>())
-    } else {
-        BinaryChunked::from_iter_values("image".into(), shard.images.chunks_exact(pixels))
+    let file = File::create(path).map_err(|source| StageError::Write {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    // The image column borrows `shard.images` instead of copying 150 MB per shard; everything
+    // built on the borrowed buffer is dropped before `with_slice` returns.
+    Buffer::with_slice(&shard.images, |images| {
+        let ids = Column::new("imdbId".into(), shard.ids.clone());
+        let posters = Column::new("poster".into(), shard.posters.clone());
+        let images = image_column(images, pixels, n)
+            .during(format!("building shard `{}`", path.display()))?;
+        let label_values = UInt8Chunked::from_vec("labels".into(), shard.labels.clone());
+        let labels = ArrayChunked::from_aligned_values(
+            "labels".into(),
+            &DataType::UInt8,
+            genres,
+            label_values.chunks().clone(),
+            n,
+        )
+        .into_series()
+        .into_column();
+        let mut df = DataFrame::new(n, vec![ids, posters, images, labels])
+            .during(format!("building shard `{}`", path.display()))?;
+        write_shard_table(file, &mut df).during(format!("writing `{}`", path.display()))
+    })
+}
+
+/// The `image` column over `images` (`rows * pixels` values) without copying them: one view per
+/// row into the buffer, split into parts under 4 GiB because a view's offset is 32 bits.
+fn image_column(images: Buffer<u8>, pixels: usize, rows: usize) -> PolarsResult<Column> {
+    let rows_per_part = (u32::MAX as usize / pixels.max(1)).max(1);
+    let parts: Vec<Buffer<u8>> = (0..rows)
+        .step_by(rows_per_part)
+        .map(|start| {
+            let end = (start + rows_per_part).min(rows);
+            images.clone().sliced(start * pixels..end * pixels)
+        })
+        .collect();
+    let views: Vec<View> = (0..rows)
+        .map(|row| {
+            let (part, at) = (row / rows_per_part, row % rows_per_part);
+            let bytes = &parts[part][at * pixels..(at + 1) * pixels];
+            View::new_from_bytes(bytes, part as u32, (at * pixels) as u32)
+        })
+        .collect();
+    let array = BinaryViewArray::try_new(
+        ArrowDataType::BinaryView,
+        Buffer::from(views),
+        Buffer::from(parts),
+        None,
+    )?;
+    Ok(BinaryChunked::with_chunk("image".into(), array)
+        .into_series()
+        .into_column())
+}
+
+/// Writes a shard's table as `write_parquet` would, but with the `image` column plain-encoded:
+/// polars tries dictionary encoding for every binary column, which first hashes every 150 KB
+/// image to estimate how many are distinct (they all are).
+fn write_shard_table(file: File, df: &mut DataFrame) -> PolarsResult<()> {
+    let df = chunk_df_for_writing(df, SHARD_ROW_GROUP_ROWS)?;
+    let schema = df.schema().to_arrow(CompatLevel::newest());
+    let encodings: Vec<Vec<Encoding>> = schema
+        .iter()
+        .zip(get_encodings(&schema).iter())
+        .map(|((name, _), encodings)| {
+            if name.as_str() == "image" {
+                vec![Encoding::Plain]
+            } else {
+                encodings.clone()
+            }
+        })
+        .collect();
+    let options = WriteOptions {
+        statistics: shard_statistics(),
+        compression: CompressionOptions::Zstd(Some(shard_zstd_level())),
+        version: Version::V1,
+        data_page_size: None,
+    };
+    let fields = to_parquet_schema(&schema)?.fields().to_vec();
+    let encodings = Buffer::from(encodings);
+    let mut writer = FileWriter::try_new(BufWriter::new(file), schema, options)?;
+    for batch in df.iter_chunks(CompatLevel::newest(), false) {
+        let rows = batch.len() as u64;
+        writer.write(
+            rows,
+            row_group_iter(batch, encodings.clone(), fields.clone(), options),
+        )?;
     }
-    .into_series()
-    .into_column();
-    let label_values = UInt8Chunked::from_vec("labels".into(), shard.labels.clone());
-    let labels = ArrayChunked::from_aligned_values(
-        "labels".into(),
-        &DataType::UInt8,
-        genres,
-        label_values.chunks().clone(),
-        n,
-    )
-    .into_series()
-    .into_column();
-    let mut df = DataFrame::new(n, vec![ids, posters, images, labels])
-        .during(format!("building shard `{}`", path.display()))?;
-    write_parquet(path, &mut df, shard_compression(), shard_statistics())
+    writer.end(None)?;
+    Ok(())
 }
 
 /// Reads a shard written by [`write_shard`], checking every row's size.
