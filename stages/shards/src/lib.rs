@@ -28,7 +28,6 @@ use polars_arrow::datatypes::ArrowDataType;
 use polars_buffer::Buffer;
 use polars_parquet::write::{
     CompressionOptions, Encoding, FileWriter, Version, WriteOptions, ZstdLevel, row_group_iter,
-    to_parquet_schema,
 };
 use serde::{Deserialize, Serialize};
 
@@ -55,30 +54,19 @@ fn read_parquet(path: &Path, columns: Option<Vec<String>>) -> Result<DataFrame, 
 
 /// Writes a Parquet table (zstd, default level).
 pub fn write_table(path: &Path, df: &mut DataFrame) -> Result<(), StageError> {
-    write_parquet(
-        path,
-        df,
-        ParquetCompression::Zstd(None),
-        StatisticsOptions::default(),
-    )
-}
-
-fn write_parquet(
-    path: &Path,
-    df: &mut DataFrame,
-    compression: ParquetCompression,
-    statistics: StatisticsOptions,
-) -> Result<(), StageError> {
-    let file = File::create(path).map_err(|source| StageError::Write {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    ParquetWriter::new(BufWriter::new(file))
-        .with_compression(compression)
-        .with_statistics(statistics)
+    ParquetWriter::new(BufWriter::new(create(path)?))
+        .with_compression(ParquetCompression::Zstd(None))
         .finish(df)
         .during(format!("writing `{}`", path.display()))?;
     Ok(())
+}
+
+/// Creates (or truncates) `path`, naming it in the error.
+fn create(path: &Path) -> Result<File, StageError> {
+    File::create(path).map_err(|source| StageError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// How shards are compressed: zstd level 1. Measured on 5,000 posters at 224x224
@@ -89,7 +77,7 @@ fn shard_zstd_level() -> ZstdLevel {
     ZstdLevel::try_new(1).expect("1 is a valid zstd level")
 }
 
-/// Rows per row group of a shard, as polars' writer does by default; shards are smaller.
+/// Rows per row group of a shard: polars' default, so a shard of up to this many rows is one group.
 const SHARD_ROW_GROUP_ROWS: usize = 512 * 512;
 
 /// Min/max statistics of 150 KB image values cost time and help no reader; null counts stay.
@@ -233,10 +221,7 @@ pub fn write_shard(
             shard.labels.len()
         )));
     }
-    let file = File::create(path).map_err(|source| StageError::Write {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let file = create(path)?;
     // The image column borrows `shard.images` instead of copying 150 MB per shard; everything
     // built on the borrowed buffer is dropped before `with_slice` returns.
     Buffer::with_slice(&shard.images, |images| {
@@ -312,10 +297,14 @@ fn write_shard_table(file: File, df: &mut DataFrame) -> PolarsResult<()> {
         version: Version::V1,
         data_page_size: None,
     };
-    let fields = to_parquet_schema(&schema)?.fields().to_vec();
     let encodings = Buffer::from(encodings);
     let mut writer = FileWriter::try_new(BufWriter::new(file), schema, options)?;
+    let fields = writer.parquet_schema().fields().to_vec();
+    // Like polars' own writer, an empty shard gets no row group at all.
     for batch in df.iter_chunks(CompatLevel::newest(), false) {
+        if batch.is_empty() {
+            continue;
+        }
         let rows = batch.len() as u64;
         writer.write(
             rows,
@@ -397,6 +386,14 @@ mod tests {
         };
         write_shard(&path, &shard, 12, 3).unwrap();
         assert_eq!(read_shard(&path, 12, 3).unwrap(), shard);
+    }
+
+    #[test]
+    fn an_empty_shard_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.parquet");
+        write_shard(&path, &Shard::default(), 12, 3).unwrap();
+        assert_eq!(read_shard(&path, 12, 3).unwrap(), Shard::default());
     }
 
     #[test]
