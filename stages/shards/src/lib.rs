@@ -274,9 +274,9 @@ fn image_column(images: Buffer<u8>, pixels: usize, rows: usize) -> PolarsResult<
         .into_column())
 }
 
-/// Writes a shard's table as `write_parquet` would, but with the `image` column plain-encoded:
-/// polars tries dictionary encoding for every binary column, which first hashes every 150 KB
-/// image to estimate how many are distinct (they all are).
+/// Writes a shard's table as polars' `ParquetWriter` would (see [`write_table`]), but with the
+/// `image` column plain-encoded: polars tries dictionary encoding for every binary column, which
+/// first hashes every 150 KB image to estimate how many are distinct (they all are).
 fn write_shard_table(file: File, df: &mut DataFrame) -> PolarsResult<()> {
     let df = chunk_df_for_writing(df, SHARD_ROW_GROUP_ROWS)?;
     let schema = df.schema().to_arrow(CompatLevel::newest());
