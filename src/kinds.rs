@@ -11,6 +11,7 @@ pub fn registry() -> Registry {
         .register(stage_filter::Filter)
         .register(stage_resize::Resize)
         .register(stage_split::Split)
+        .register(stage_embed::Embed)
         .register(stage_train::Train)
         .register(stage_stats::Stats)
         .register(stage_evaluate::Evaluate);

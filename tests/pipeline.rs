@@ -157,11 +157,13 @@ fn default_pipeline_runs_offline_and_beats_the_baseline() {
         root.join("pipeline.yaml"),
     )
     .unwrap();
-    let status = Command::new("cp")
-        .args(["-r", &format!("{REPO}/data"), &root.display().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    for dir in ["data", "models"] {
+        let status = Command::new("cp")
+            .args(["-r", &format!("{REPO}/{dir}"), &root.display().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
     let out = Command::new(BIN)
         .arg("run")
         .current_dir(root)
@@ -174,7 +176,7 @@ fn default_pipeline_runs_offline_and_beats_the_baseline() {
         String::from_utf8_lossy(&out.stderr)
     );
     let mut default_stages = set(&ALL);
-    default_stages.insert("stats".into());
+    default_stages.extend(["stats", "embed", "cnn"].map(String::from));
     assert_eq!(stages_with(&stdout, "Running "), default_stages);
     assert!(stdout.contains("Report: reports/index.html"), "{stdout}");
     let html = std::fs::read_to_string(root.join("reports/index.html")).unwrap();
@@ -197,14 +199,31 @@ fn default_pipeline_runs_offline_and_beats_the_baseline() {
             "{key}"
         );
     }
-    let model_macro = metrics["model"]["macro_f1"].as_f64().unwrap();
-    let base_macro = metrics["baseline"]["macro_f1"].as_f64().unwrap();
-    let model_auc = metrics["model"]["roc_auc_macro"].as_f64().unwrap();
+    // The primary model, the head on ImageNet embeddings, beats the constant baseline clearly.
+    let get = |who: &str, key: &str| metrics[who][key].as_f64().unwrap();
     assert!(
-        model_macro > base_macro + 0.1,
-        "macro F1 {model_macro} vs baseline {base_macro}"
+        get("model", "macro_f1") > get("baseline", "macro_f1") + 0.1,
+        "macro F1 {} vs baseline {}",
+        get("model", "macro_f1"),
+        get("baseline", "macro_f1")
     );
-    assert!(model_auc > 0.7, "ROC-AUC {model_auc}");
+    assert!(
+        get("model", "micro_f1") > get("baseline", "micro_f1") + 0.05,
+        "micro F1 {} vs baseline {}",
+        get("model", "micro_f1"),
+        get("baseline", "micro_f1")
+    );
+    assert!(get("model", "roc_auc_macro") > 0.7, "{metrics}");
+    // Both models are listed, primary first, each with the decision rule it ran.
+    let models = metrics["models"].as_array().unwrap();
+    assert_eq!(models.len(), 2, "{metrics}");
+    assert_eq!(models[0]["architecture"], "mlp");
+    assert_eq!(models[1]["architecture"], "small-cnn");
+    assert_eq!(models[0]["headline"], metrics["model"]);
+    for m in models {
+        assert!(m["decision"]["rule"].is_string() && m["decision"]["rule"] != "auto", "{m}");
+    }
+    assert!(html.contains("Decision rules") && html.contains("small-cnn"));
     assert!(metrics["n_test"].as_u64().unwrap() > 50);
     let genre = metrics["genres"][0].as_str().unwrap();
     for key in ["precision", "recall", "f1", "support", "roc_auc"] {
@@ -1903,4 +1922,159 @@ fn resizing_20000_posters_to_224_stays_under_1_gib_resident() {
         "peak resident {} MiB, over 1 GiB",
         peak >> 20
     );
+}
+
+/// The backbone checkpoint shipped in the repository.
+const WEIGHTS: &str = "models/efficientnet-lite0/efficientnet-lite0-57934424.pth";
+
+/// ingest .. split, then `embed` at a small input size so the tests run in seconds.
+const EMBEDDING: &str = "\
+stages:
+  ingest:
+    kind: ingest
+    files: {csv: data/movies.csv}
+  download:
+    kind: download
+    inputs: {movies: ingest}
+    files: {root: data}
+  filter:
+    kind: filter
+    inputs: {movies: ingest, posters: download}
+    params: {min_year: null, min_genre_count: 1}
+  resize:
+    kind: resize
+    inputs: {movies: filter, posters: download}
+    params: {width: 16, height: 16}
+  split:
+    kind: split
+    inputs: {shards: resize}
+  embed:
+    kind: embed
+    inputs: {data: split, posters: download}
+    files: {weights: weights.pth}
+    params: {width: 64, height: 96}
+";
+
+/// The line of `stage`'s summary that counts computed embeddings.
+fn computed_line<'a>(stdout: &'a str, stage: &str) -> &'a str {
+    stdout
+        .lines()
+        .skip_while(|l| !l.starts_with(&format!("Finished {stage}")))
+        .find(|l| l.contains("computed"))
+        .unwrap_or_else(|| panic!("no `computed` line for {stage}: {stdout}"))
+}
+
+fn computed(stdout: &str, stage: &str) -> (usize, usize) {
+    let line = computed_line(stdout, stage);
+    let number_after = |word: &str| -> usize {
+        line.split(word)
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.trim_end_matches(',').parse().ok())
+            .unwrap_or_else(|| panic!("no `{word}` count in `{line}`"))
+    };
+    (number_after("computed "), number_after("reused "))
+}
+
+#[test]
+fn adding_movies_computes_only_the_new_embeddings() {
+    let p = Project::small(0, EMBEDDING);
+    std::fs::copy(Path::new(REPO).join(WEIGHTS), p.root.join("weights.pth")).unwrap();
+    let sample = std::fs::read(Path::new(REPO).join("data/sample/movies.csv")).unwrap();
+    let lines: Vec<&[u8]> = sample
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    let write_movies = |range: std::ops::Range<usize>| {
+        let mut out = lines[0].to_vec();
+        out.push(b'\n');
+        for line in &lines[range] {
+            out.extend_from_slice(line);
+            out.push(b'\n');
+        }
+        std::fs::write(p.root.join("data/movies.csv"), out).unwrap();
+    };
+
+    write_movies(1..41);
+    let run = p.ok(&["run"]);
+    let (first, reused) = computed(&run, "embed");
+    assert_eq!(reused, 0, "{run}");
+    assert!(first >= 30, "most of the 40 movies have a usable poster: {run}");
+
+    write_movies(1..51);
+    let run = p.ok(&["run"]);
+    let (new, reused) = computed(&run, "embed");
+    assert_eq!((new, reused), (10, first), "10 new movies, 10 forward passes: {run}");
+
+    write_movies(1..31);
+    let run = p.ok(&["run"]);
+    let (none, _) = computed(&run, "embed");
+    assert_eq!(none, 0, "removing movies computes nothing: {run}");
+
+    // Another split moves movies between train, val and test: found by poster, not recomputed.
+    let shards = |p: &Project| {
+        let out = p.output_of("embed");
+        ["train", "val", "test"].map(|s| std::fs::read_to_string(out.join(s).join("meta.json")).unwrap())
+    };
+    let before = shards(&p);
+    p.edit("inputs: {shards: resize}", "inputs: {shards: resize}\n    params: {seed: 5}");
+    let run = p.ok(&["run"]);
+    assert_eq!(computed(&run, "embed").0, 0, "{run}");
+    assert_ne!(shards(&p), before, "the seed moved movies");
+
+    p.edit("width: 64, height: 96", "width: 64, height: 64");
+    let run = p.ok(&["run"]);
+    let (all, reused) = computed(&run, "embed");
+    assert_eq!(reused, 0, "a new input size recomputes everything: {run}");
+    let movies = all;
+
+    // Other weights (one value of the last tensor changed) are a new key and recompute it all.
+    let path = p.root.join("weights.pth");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes.len() - 8;
+    bytes[at] ^= 0x01;
+    std::fs::write(&path, bytes).unwrap();
+    let run = p.ok(&["run"]);
+    assert!(run.contains("Running embed (file changed"), "{run}");
+    assert_eq!(computed(&run, "embed"), (movies, 0), "{run}");
+}
+
+/// The Python of `.venv` with pyarrow (see [`python_with_pyarrow`]).
+#[test]
+fn embeddings_are_readable_by_pyarrow_with_their_labels() {
+    let p = Project::small(40, EMBEDDING);
+    std::fs::copy(Path::new(REPO).join(WEIGHTS), p.root.join("weights.pth")).unwrap();
+    p.ok(&["run"]);
+    let python = python_with_pyarrow();
+    let dir = p.output_of("embed").join("train");
+    let script = r#"
+import json, sys, pyarrow.parquet as pq
+d = sys.argv[1]
+meta = json.load(open(d + "/meta.json"))
+rows = 0
+for s in meta["shards"]:
+    t = pq.read_table(d + "/" + s["file"])
+    assert t.column_names == ["imdbId", "poster", "embedding", "labels"], t.column_names
+    emb = t.column("embedding").combine_chunks()
+    assert str(emb.type).startswith("fixed_size_list<item: float>[1280]"), emb.type
+    assert all(len(v) == meta["dim"] for v in emb.to_pylist())
+    assert all(0.0 <= x <= 6.0 for v in emb.to_pylist() for x in v)
+    lab = t.column("labels").to_pylist()
+    assert all(len(v) == len(meta["genres"]) and set(v) <= {0, 1} for v in lab)
+    rows += t.num_rows
+assert rows == sum(s["rows"] for s in meta["shards"])
+print(rows)
+"#;
+    let out = Command::new(python)
+        .args(["-c", script])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: usize = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    assert!(rows > 10, "{rows}");
 }

@@ -102,7 +102,7 @@ impl Plan {
                 spec,
                 &format!("{key}.files"),
                 stage.file_roles(),
-                &[],
+                stage.optional_file_roles(),
                 stage_spec.files.keys(),
                 "files",
             )?;

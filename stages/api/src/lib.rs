@@ -38,6 +38,10 @@ pub trait Stage: Send + Sync {
     fn file_roles(&self) -> &'static [&'static str] {
         &[]
     }
+    /// File roles a pipeline may bind or leave out (the stage checks `ctx.files` for them).
+    fn optional_file_roles(&self) -> &'static [&'static str] {
+        &[]
+    }
     /// Params that tune how the stage runs but never what it makes (request concurrency, say).
     /// They reach the stage in [`StageContext::params`] but stay out of the cache key and the
     /// lock file, so changing one reruns nothing.

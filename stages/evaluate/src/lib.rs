@@ -1,26 +1,25 @@
-//! `evaluate`: scores the trained model on the test split against a constant baseline and writes
+//! `evaluate`: scores the trained models on the test split against a constant baseline and writes
 //! `metrics.json` and a self-contained `index.html` report.
 //!
-//! Per-genre decision thresholds are chosen on the validation split (never on test). The baseline
-//! always predicts the k most frequent training genres, k being the mean number of genres per
-//! training movie, rounded; its scores are the training frequencies, so its ROC-AUC is 0.5.
+//! Each model turns probabilities into genres with the decision rule its `train` stage chose on
+//! the validation split and saved in `model.json` (never tuned on test). The baseline always
+//! predicts the k most frequent training genres, k being the mean number of genres per training
+//! movie, rounded; its scores are the training frequencies, so its ROC-AUC is 0.5. A second model
+//! (`second_model` with its `second_data`) is scored the same way and compared in the report.
 
-pub mod metrics;
 pub mod report;
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use pipeline_api::{
-    ParamError, RunSummary, Stage, StageContext, StageError, canonicalize, read_json, write_file,
-    write_json,
+    ParamError, RunSummary, Stage, StageContext, StageError, canonicalize, write_file, write_json,
 };
 use serde::{Deserialize, Serialize};
+use stage_metrics::{Decision, GenreMetrics, Headline, baseline, headline, per_genre};
 use stage_shards::{i64_column, read_table, str_column};
 use stage_stats::DatasetStats;
-use stage_train::{History, load_split, load_trained, predict, select_device};
-
-use metrics::{GenreMetrics, Headline, best_threshold, headline, per_genre};
+use stage_train::{History, ModelSpec, Scored, TrainedModel, split_labels};
 
 /// The evaluate stage kind.
 pub struct Evaluate;
@@ -39,27 +38,54 @@ impl Default for EvaluateParams {
     }
 }
 
+/// One model's test scores in `metrics.json`'s `models`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModelMetrics {
+    /// `primary` (the `model` input) or `second`.
+    pub role: String,
+    /// What it is (`mlp on efficientnet-lite0 embeddings (128x192)`).
+    pub name: String,
+    /// Its architecture's name.
+    pub architecture: String,
+    /// Headline metrics on test.
+    pub headline: Headline,
+    /// Genre -> metrics on test.
+    pub per_genre: BTreeMap<String, GenreMetrics>,
+    /// The decision rule that ran, with its validation scores.
+    pub decision: Decision,
+    /// The constant baseline on this model's test split.
+    pub baseline: Headline,
+    /// Movies in its test split.
+    pub n_test: usize,
+    /// Seconds its training took.
+    pub train_seconds: f64,
+}
+
 /// `metrics.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Metrics {
-    /// The trained model's headline metrics.
+    /// The primary model's headline metrics.
     pub model: Headline,
     /// The constant baseline's headline metrics.
     pub baseline: Headline,
     /// Genres in label order.
     pub genres: Vec<String>,
-    /// Genre -> the model's metrics.
+    /// Genre -> the primary model's metrics.
     pub per_genre: BTreeMap<String, GenreMetrics>,
     /// Genre -> the baseline's metrics.
     pub baseline_per_genre: BTreeMap<String, GenreMetrics>,
-    /// Genre -> decision threshold chosen on the validation split.
+    /// Genre -> the primary model's decision threshold (empty under `top-k`).
     pub thresholds: BTreeMap<String, f32>,
+    /// The primary model's decision rule (`micro-f1`, `top-k`, ...).
+    pub decision_rule: String,
     /// Genres the baseline always predicts.
     pub baseline_genres: Vec<String>,
     /// Movies in the test split.
     pub n_test: usize,
-    /// Movies in the validation split (used for thresholds).
+    /// Movies in the validation split (where decision rules were chosen).
     pub n_val: usize,
+    /// Every model, primary first.
+    pub models: Vec<ModelMetrics>,
 }
 
 /// One test movie as shown in the report.
@@ -75,114 +101,94 @@ pub struct Example {
     pub top: Vec<(String, f32, bool)>,
 }
 
+/// A model with its test predictions, as the report needs it.
+pub struct Evaluated {
+    /// Scores.
+    pub metrics: ModelMetrics,
+    /// Its spec.
+    pub spec: ModelSpec,
+    /// Its training history.
+    pub history: History,
+    /// Test probabilities and labels.
+    pub test: Scored,
+    /// Test 0/1 predictions.
+    pub predicted: Vec<u8>,
+}
+
 impl Stage for Evaluate {
     fn kind(&self) -> &'static str {
         "evaluate"
     }
     fn version(&self) -> u32 {
-        1
+        2
     }
     fn describe(&self) -> &'static str {
-        "score the model on the test split against a constant baseline; write metrics.json and an HTML report"
+        "score the models on the test split against a constant baseline; write metrics.json and an HTML report"
     }
     fn input_roles(&self) -> &'static [&'static str] {
         &["model", "data", "ingest", "download", "filter"]
     }
     fn optional_input_roles(&self) -> &'static [&'static str] {
-        &["stats"]
+        &["stats", "second_model", "second_data"]
     }
     fn canonical_params(&self, raw: &serde_json::Value) -> Result<serde_json::Value, ParamError> {
         canonicalize::<EvaluateParams>(raw)
     }
     fn run(&self, ctx: &StageContext<'_>) -> Result<RunSummary, StageError> {
         let params: EvaluateParams = ctx.params()?;
-        let data = ctx.input("data")?;
-        let model_dir = ctx.input("model")?;
-        let (device, _) = select_device()?;
-        ctx.progress.message("loading model");
-        let (net, spec) = load_trained(model_dir, &device)?;
-        let (_, train) = load_split(data, "train")?;
-        let (_, val) = load_split(data, "val")?;
-        let (_, test) = load_split(data, "test")?;
-        if test.is_empty() {
-            return Err(StageError::invalid(
-                "the test split is empty; nothing to evaluate",
-            ));
-        }
-        let genres = spec.genres.len();
-        ctx.progress.message("predicting");
-        let val_scores = predict(&net, &val, &spec, 64, &device)?;
-        let test_scores = predict(&net, &test, &spec, 64, &device)?;
-
-        let thresholds: Vec<f32> = (0..genres)
-            .map(|g| {
-                let column: Vec<(f32, bool)> = (0..val.len())
-                    .map(|r| (val_scores[r * genres + g], val.labels[r * genres + g] == 1))
-                    .collect();
-                best_threshold(&column)
-            })
-            .collect();
-        let predicted: Vec<u8> = test_scores
-            .iter()
-            .enumerate()
-            .map(|(i, &s)| u8::from(s >= thresholds[i % genres]))
-            .collect();
-        let model_genres = per_genre(&test.labels, &predicted, &test_scores, genres);
-        let model = headline(&test.labels, &predicted, &model_genres, genres);
-
-        let (baseline_set, frequencies) = baseline(&train.labels, genres);
-        let baseline_pred: Vec<u8> = (0..test.len())
-            .flat_map(|_| (0..genres).map(|g| u8::from(baseline_set.contains(&g))))
-            .collect();
+        let (device, _) =
+            stage_train::select_device().map_err(|e| StageError::invalid(e.to_string()))?;
+        ctx.progress.message("scoring the model");
+        let primary = evaluate_model(ctx.input("model")?, ctx.input("data")?, "primary", &device)?;
+        let second = match (ctx.inputs.get("second_model"), ctx.inputs.get("second_data")) {
+            (Some(model), Some(data)) => {
+                ctx.progress.message("scoring the second model");
+                Some(evaluate_model(model, data, "second", &device)?)
+            }
+            (None, None) => None,
+            _ => {
+                return Err(StageError::invalid(
+                    "bind both `second_model` and `second_data` (the data that model reads), or neither",
+                ));
+            }
+        };
+        let (genre_names, train_labels) = split_labels(ctx.input("data")?, "train")?;
+        let genres = genre_names.len();
+        let (baseline_set, frequencies) = baseline(&train_labels, genres);
+        let test = &primary.test;
+        let baseline_pred = baseline_predictions(&baseline_set, test.len(), genres);
         let baseline_scores: Vec<f32> = (0..test.len())
             .flat_map(|_| frequencies.iter().copied())
             .collect();
         let baseline_genres = per_genre(&test.labels, &baseline_pred, &baseline_scores, genres);
         let baseline_headline = headline(&test.labels, &baseline_pred, &baseline_genres, genres);
+        let n_val = split_labels(ctx.input("data")?, "val")?.1.len() / genres.max(1);
 
-        let names = &spec.genres;
+        let names = &genre_names;
+        let decision = &primary.metrics.decision;
         let metrics = Metrics {
-            model,
+            model: primary.metrics.headline.clone(),
             baseline: baseline_headline,
             genres: names.clone(),
-            per_genre: names.iter().cloned().zip(model_genres).collect(),
+            per_genre: primary.metrics.per_genre.clone(),
             baseline_per_genre: names.iter().cloned().zip(baseline_genres).collect(),
             thresholds: names
                 .iter()
                 .cloned()
-                .zip(thresholds.iter().copied())
+                .zip(decision.thresholds.iter().copied())
                 .collect(),
+            decision_rule: decision.rule.name().into(),
             baseline_genres: baseline_set.iter().map(|&g| names[g].clone()).collect(),
             n_test: test.len(),
-            n_val: val.len(),
+            n_val,
+            models: std::iter::once(&primary)
+                .chain(second.as_ref())
+                .map(|m| m.metrics.clone())
+                .collect(),
         };
 
         let titles = titles(ctx.input("filter")?)?;
-        let examples: Vec<Example> = (0..test.len().min(params.examples))
-            .map(|r| {
-                let mut top: Vec<(String, f32, bool)> = (0..genres)
-                    .map(|g| {
-                        (
-                            names[g].clone(),
-                            test_scores[r * genres + g],
-                            predicted[r * genres + g] == 1,
-                        )
-                    })
-                    .collect();
-                top.sort_by(|a, b| b.1.total_cmp(&a.1));
-                top.truncate(4);
-                Example {
-                    id: test.ids[r],
-                    title: titles.get(&test.ids[r]).cloned().unwrap_or_default(),
-                    truth: (0..genres)
-                        .filter(|&g| test.labels[r * genres + g] == 1)
-                        .map(|g| names[g].clone())
-                        .collect(),
-                    top,
-                }
-            })
-            .collect();
-        let history: History = read_json(&model_dir.join("history.json"))?;
+        let examples = examples(&primary, names, &titles, params.examples);
         let quality = report::DataQuality::load(
             ctx.input("ingest")?,
             ctx.input("download")?,
@@ -193,53 +199,123 @@ impl Stage for Evaluate {
             Some(dir) => Some(DatasetStats::load(dir)?),
             None => None,
         };
-        let html = report::render(
-            &metrics,
-            &history,
-            &spec,
-            &examples,
-            &quality,
-            dataset.as_ref(),
-        );
+        let evaluated: Vec<&Evaluated> = std::iter::once(&primary).chain(second.as_ref()).collect();
+        let html = report::render(&metrics, &evaluated, &examples, &quality, dataset.as_ref());
         write_file(&ctx.out_dir.join("index.html"), html)?;
-        Ok(RunSummary::new([
+        let line = |m: &ModelMetrics| {
             format!(
-                "model:    micro F1 {:.3}, macro F1 {:.3}, samples F1 {:.3}, ROC-AUC {:.3}",
-                metrics.model.micro_f1,
-                metrics.model.macro_f1,
-                metrics.model.samples_f1,
-                metrics.model.roc_auc_macro
-            ),
-            format!(
-                "baseline: micro F1 {:.3}, macro F1 {:.3}, samples F1 {:.3}, ROC-AUC {:.3} (always {})",
-                metrics.baseline.micro_f1,
-                metrics.baseline.macro_f1,
-                metrics.baseline.samples_f1,
-                metrics.baseline.roc_auc_macro,
-                metrics.baseline_genres.join(" + ")
-            ),
-            format!("{} test movies", metrics.n_test),
-        ]))
+                "{}: micro F1 {:.3}, macro F1 {:.3}, samples F1 {:.3}, ROC-AUC {:.3} (decision `{}`)",
+                m.name,
+                m.headline.micro_f1,
+                m.headline.macro_f1,
+                m.headline.samples_f1,
+                m.headline.roc_auc_macro,
+                m.decision.rule.name()
+            )
+        };
+        let mut lines: Vec<String> = metrics.models.iter().map(line).collect();
+        lines.push(format!(
+            "baseline: micro F1 {:.3}, macro F1 {:.3}, samples F1 {:.3}, ROC-AUC {:.3} (always {})",
+            metrics.baseline.micro_f1,
+            metrics.baseline.macro_f1,
+            metrics.baseline.samples_f1,
+            metrics.baseline.roc_auc_macro,
+            metrics.baseline_genres.join(" + ")
+        ));
+        lines.push(format!("{} test movies", metrics.n_test));
+        Ok(RunSummary::new(lines))
     }
 }
 
-/// The baseline's genre set (top-k by training frequency) and the frequencies themselves.
-pub fn baseline(train_labels: &[u8], genres: usize) -> (Vec<usize>, Vec<f32>) {
-    let rows = (train_labels.len() / genres.max(1)).max(1);
-    let mut counts = vec![0usize; genres];
-    for (i, &l) in train_labels.iter().enumerate() {
-        counts[i % genres] += l as usize;
+/// Scores the `train` output `model_dir` on the test split of `data` with its own decision rule.
+fn evaluate_model(
+    model_dir: &Path,
+    data: &Path,
+    role: &str,
+    device: &stage_train::Device,
+) -> Result<Evaluated, StageError> {
+    let model = TrainedModel::load(model_dir, device)?;
+    let test = model.predict_split(data, "test", device)?;
+    if test.is_empty() {
+        return Err(StageError::invalid(
+            "the test split is empty; nothing to evaluate",
+        ));
     }
-    let k = ((counts.iter().sum::<usize>() as f64 / rows as f64).round() as usize)
-        .clamp(1, genres.max(1));
-    let mut order: Vec<usize> = (0..genres).collect();
-    order.sort_by(|a, b| counts[*b].cmp(&counts[*a]).then(a.cmp(b)));
-    order.truncate(k);
-    order.sort();
-    (
-        order,
-        counts.iter().map(|&c| c as f32 / rows as f32).collect(),
-    )
+    let genres = model.spec.genres.len();
+    let decision = model.spec.decision.clone().ok_or_else(|| {
+        StageError::invalid(format!(
+            "`{}` has no decision rule: it was trained by an older `train`; rerun it",
+            model_dir.join("model.json").display()
+        ))
+    })?;
+    let predicted = decision.apply(&test.probs, genres);
+    let per = per_genre(&test.labels, &predicted, &test.probs, genres);
+    let head = headline(&test.labels, &predicted, &per, genres);
+    let (_, train_labels) = split_labels(data, "train")?;
+    let (set, frequencies) = baseline(&train_labels, genres);
+    let baseline_pred = baseline_predictions(&set, test.len(), genres);
+    let baseline_scores: Vec<f32> = (0..test.len())
+        .flat_map(|_| frequencies.iter().copied())
+        .collect();
+    let baseline_per = per_genre(&test.labels, &baseline_pred, &baseline_scores, genres);
+    let metrics = ModelMetrics {
+        role: role.into(),
+        name: model.spec.describe(),
+        architecture: model.spec.architecture.name().into(),
+        baseline: headline(&test.labels, &baseline_pred, &baseline_per, genres),
+        headline: head,
+        per_genre: model.spec.genres.iter().cloned().zip(per).collect(),
+        decision,
+        n_test: test.len(),
+        train_seconds: model.history.seconds,
+    };
+    Ok(Evaluated {
+        metrics,
+        spec: model.spec,
+        history: model.history,
+        test,
+        predicted,
+    })
+}
+
+fn baseline_predictions(set: &[usize], rows: usize, genres: usize) -> Vec<u8> {
+    (0..rows)
+        .flat_map(|_| (0..genres).map(|g| u8::from(set.contains(&g))))
+        .collect()
+}
+
+fn examples(
+    model: &Evaluated,
+    names: &[String],
+    titles: &BTreeMap<i64, String>,
+    count: usize,
+) -> Vec<Example> {
+    let genres = names.len();
+    let test = &model.test;
+    (0..test.len().min(count))
+        .map(|r| {
+            let mut top: Vec<(String, f32, bool)> = (0..genres)
+                .map(|g| {
+                    (
+                        names[g].clone(),
+                        test.probs[r * genres + g],
+                        model.predicted[r * genres + g] == 1,
+                    )
+                })
+                .collect();
+            top.sort_by(|a, b| b.1.total_cmp(&a.1));
+            top.truncate(4);
+            Example {
+                id: test.ids[r],
+                title: titles.get(&test.ids[r]).cloned().unwrap_or_default(),
+                truth: (0..genres)
+                    .filter(|&g| test.labels[r * genres + g] == 1)
+                    .map(|g| names[g].clone())
+                    .collect(),
+                top,
+            }
+        })
+        .collect()
 }
 
 fn titles(filter_output: &Path) -> Result<BTreeMap<i64, String>, StageError> {
@@ -255,18 +331,4 @@ fn titles(filter_output: &Path) -> Result<BTreeMap<i64, String>, StageError> {
             )
         })
         .collect())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn baseline_predicts_the_most_frequent_genres() {
-        // 3 genres, 4 movies; genre 2 most frequent, then 0; mean labels per movie = 1.75 -> k = 2.
-        let labels = [1, 0, 1, 0, 0, 1, 1, 1, 1, 0, 0, 1];
-        let (set, freq) = baseline(&labels, 3);
-        assert_eq!(set, [0, 2]);
-        assert_eq!(freq, [0.5, 0.25, 1.0]);
-    }
 }

@@ -7,11 +7,11 @@ use std::path::Path;
 
 use pipeline_api::{StageError, read_json};
 use serde::Deserialize;
+use stage_metrics::Headline;
 use stage_stats::DatasetStats;
-use stage_train::{History, ModelSpec};
+use stage_train::History;
 
-use crate::metrics::Headline;
-use crate::{Example, Metrics};
+use crate::{Evaluated, Example, Metrics};
 
 /// Escapes text for HTML element content and attribute values.
 pub fn escape(text: &str) -> String {
@@ -177,15 +177,15 @@ th{background:#f4f6f8}td:first-child,th:first-child{text-align:left}.muted{color
 .better{color:#0a7a2f;font-weight:600}.worse{color:#b42318}.tag{display:inline-block;padding:0 .4rem;margin:1px;border-radius:4px;background:#eef}\
 .hit{background:#d6f5dd}.miss{background:#fde2e1}details{margin:.4rem 0}";
 
-/// Renders the report.
+/// Renders the report; `models` has the primary model first.
 pub fn render(
     metrics: &Metrics,
-    history: &History,
-    spec: &ModelSpec,
+    models: &[&Evaluated],
     examples: &[Example],
     quality: &DataQuality,
     dataset: Option<&DatasetStats>,
 ) -> String {
+    let primary = models[0];
     let mut h = String::new();
     let _ = write!(
         h,
@@ -193,23 +193,20 @@ pub fn render(
     );
     let _ = write!(
         h,
-        "<h1>Poster genre classifier</h1><p class=\"muted\">{} on {}x{} posters, {} genres; trained on {} posters ({}), {} validation, {} test.</p>",
-        escape(
-            &serde_json::to_value(spec.architecture)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default()
-        ),
-        spec.width,
-        spec.height,
+        "<h1>Poster genre classifier</h1><p class=\"muted\">{}, {} genres; trained on {} posters ({}), {} validation, {} test.</p>",
+        escape(&primary.spec.describe()),
         metrics.genres.len(),
-        history.train_rows,
-        escape(&history.device),
+        primary.history.train_rows,
+        escape(&primary.history.device),
         metrics.n_val,
         metrics.n_test
     );
 
-    h.push_str("<h2>Test metrics</h2><table><tr><th>metric</th><th>model</th><th>baseline</th><th>difference</th></tr>");
+    h.push_str("<h2>Test metrics</h2><table><tr><th>metric</th>");
+    for m in models {
+        let _ = write!(h, "<th>{}</th>", escape(&m.metrics.name));
+    }
+    h.push_str("<th>baseline</th><th>primary - baseline</th></tr>");
     let rows: [(&str, MetricOf); 4] = [
         ("micro F1", |m| m.micro_f1),
         ("macro F1", |m| m.macro_f1),
@@ -217,17 +214,29 @@ pub fn render(
         ("ROC-AUC (macro)", |m| m.roc_auc_macro),
     ];
     for (name, get) in rows {
-        let (m, b) = (get(&metrics.model), get(&metrics.baseline));
+        let b = get(&metrics.baseline);
+        let _ = write!(h, "<tr><td>{name}</td>");
+        for m in models {
+            let v = get(&m.metrics.headline);
+            let class = if v > get(&m.metrics.baseline) { "better" } else { "worse" };
+            let _ = write!(h, "<td class=\"{class}\">{v:.3}</td>");
+        }
+        let m = get(&metrics.model);
         let class = if m > b { "better" } else { "worse" };
         let _ = write!(
             h,
-            "<tr><td>{name}</td><td class=\"{class}\">{m:.3}</td><td>{b:.3}</td><td class=\"{class}\">{:+.3}</td></tr>",
+            "<td>{b:.3}</td><td class=\"{class}\">{:+.3}</td></tr>",
             m - b
         );
     }
+    h.push_str("<tr><td>training time</td>");
+    for m in models {
+        let _ = write!(h, "<td>{:.1} s</td>", m.metrics.train_seconds);
+    }
+    h.push_str("<td></td><td></td></tr>");
     let _ = write!(
         h,
-        "</table><p class=\"muted\">Baseline: always predicts {} (the most frequent training genres). Model thresholds per genre were chosen on the validation split.</p>",
+        "</table><p class=\"muted\">Baseline: always predicts {} (the most frequent training genres). Green: better than the baseline on the same test movies.</p>",
         metrics
             .baseline_genres
             .iter()
@@ -235,8 +244,41 @@ pub fn render(
             .collect::<String>()
     );
 
+    h.push_str("<h2>Decision rules</h2>");
+    for m in models {
+        let d = &m.metrics.decision;
+        let _ = write!(
+            h,
+            "<p><b>{}</b>: <code>{}</code>{}. {}</p><table><tr><th>rule (validation split)</th><th>micro F1</th><th>macro F1</th></tr>",
+            escape(&m.metrics.name),
+            escape(d.rule.name()),
+            d.top_k.map(|k| format!(" (k = {k})")).unwrap_or_default(),
+            escape(&d.why)
+        );
+        for c in d.candidates.iter().chain(std::iter::once(&d.baseline)) {
+            let label = if std::ptr::eq(c, &d.baseline) {
+                "constant baseline".to_string()
+            } else if c.rule == d.rule {
+                format!("{} (chosen)", c.rule.name())
+            } else {
+                c.rule.name().to_string()
+            };
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{:.3}</td><td>{:.3}</td></tr>",
+                escape(&label),
+                c.micro_f1,
+                c.macro_f1
+            );
+        }
+        h.push_str("</table>");
+    }
+
     h.push_str("<h2>Training</h2>");
-    h.push_str(&loss_chart(history));
+    for m in models {
+        let _ = write!(h, "<h3>{}</h3>", escape(&m.metrics.name));
+        h.push_str(&loss_chart(&m.history));
+    }
 
     h.push_str("<h2>Per genre</h2><table><tr><th>genre</th><th>support</th><th>precision</th><th>recall</th><th>F1</th><th>baseline F1</th><th>ROC-AUC</th><th>threshold</th></tr>");
     for genre in &metrics.genres {
@@ -245,14 +287,17 @@ pub fn render(
         let auc = m.roc_auc.map_or("–".to_string(), |a| format!("{a:.3}"));
         let _ = write!(
             h,
-            "<tr><td>{}</td><td>{}</td><td>{:.3}</td><td>{:.3}</td><td>{:.3}</td><td>{:.3}</td><td>{auc}</td><td>{:.2}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{:.3}</td><td>{:.3}</td><td>{:.3}</td><td>{:.3}</td><td>{auc}</td><td>{}</td></tr>",
             escape(genre),
             m.support,
             m.precision,
             m.recall,
             m.f1,
             b.f1,
-            metrics.thresholds[genre]
+            metrics
+                .thresholds
+                .get(genre)
+                .map_or_else(|| "top-k".to_string(), |t| format!("{t:.2}"))
         );
     }
     h.push_str("</table>");
@@ -379,8 +424,20 @@ fn loss_chart(history: &History) -> String {
     );
     let _ = write!(
         svg,
-        "<p class=\"muted\">{} epochs; weights kept from epoch {} (lowest validation loss).</p>",
-        n, history.best_epoch
+        "<p class=\"muted\">{} epochs in {:.1} s{}; weights kept from epoch {} (by {}).</p>",
+        n,
+        history.seconds,
+        if history.stopped_early {
+            ", stopped early"
+        } else {
+            ""
+        },
+        history.best_epoch,
+        escape(if history.monitor.is_empty() {
+            "val-loss"
+        } else {
+            &history.monitor
+        })
     );
     svg
 }

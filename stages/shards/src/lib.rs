@@ -11,8 +11,10 @@
 //!
 //! `meta.json` beside the shards gives `width`, `height`, `channels`, `layout`, `genres` and the shard
 //! files with their row counts. Images are `Binary` because Parquet has no 8-bit physical type:
-//! a list of u8 would be stored as 4-byte ints.
+//! a list of u8 would be stored as 4-byte ints. Embedding shards (`embedding`) hold feature vectors
+//! instead of pixels.
 
+pub mod embedding;
 pub mod poster;
 
 use std::fs::File;
@@ -342,6 +344,41 @@ pub fn read_shard(path: &Path, pixels: usize, genres: usize) -> Result<Shard, St
         }
         images.extend_from_slice(value);
     }
+    let labels = labels_column(&df, ids.len(), genres, path)?;
+    Ok(Shard {
+        ids,
+        posters,
+        images,
+        labels,
+    })
+}
+
+/// Reads a shard's ids, posters and labels, leaving its images unread (`images` stays empty).
+pub fn read_shard_labels(path: &Path, genres: usize) -> Result<Shard, StageError> {
+    let df = read_columns(path, &["imdbId", "poster", "labels"])?;
+    let ids: Vec<i64> = i64_column(&df, "imdbId", path)?
+        .iter()
+        .map(|id| id.unwrap_or_default())
+        .collect();
+    let posters: Vec<String> = str_column(&df, "poster", path)?
+        .iter()
+        .map(|p| p.unwrap_or_default().to_string())
+        .collect();
+    let labels = labels_column(&df, ids.len(), genres, path)?;
+    Ok(Shard {
+        ids,
+        posters,
+        images: Vec::new(),
+        labels,
+    })
+}
+
+fn labels_column(
+    df: &DataFrame,
+    rows: usize,
+    genres: usize,
+    path: &Path,
+) -> Result<Vec<u8>, StageError> {
     let inner = df
         .column("labels")
         .and_then(|c| c.array())
@@ -354,20 +391,14 @@ pub fn read_shard(path: &Path, pixels: usize, genres: usize) -> Result<Shard, St
         .iter()
         .map(|v| v.unwrap_or_default())
         .collect::<Vec<u8>>();
-    if labels.len() != ids.len() * genres {
+    if labels.len() != rows * genres {
         return Err(StageError::invalid(format!(
-            "shard `{}`: {} label values for {} rows of {genres} genres",
+            "shard `{}`: {} label values for {rows} rows of {genres} genres",
             path.display(),
             labels.len(),
-            ids.len()
         )));
     }
-    Ok(Shard {
-        ids,
-        posters,
-        images,
-        labels,
-    })
+    Ok(labels)
 }
 
 #[cfg(test)]

@@ -1,44 +1,136 @@
-//! `train`: a multi-label poster CNN with Burn — sigmoid outputs, binary cross-entropy with logits, Adam.
+//! `train`: a multi-label genre classifier with Burn: sigmoid outputs, binary cross-entropy with
+//! logits (optional per-genre `pos_weight`), Adam or AdamW, early stopping that keeps the best
+//! epoch, and a decision rule chosen on the validation split.
+//!
+//! Two families of networks, told apart by what their `data` input holds:
+//! - heads (`linear`, `mlp`) read frozen backbone embeddings from an `embed` output; on 16,000
+//!   posters an epoch takes about a second;
+//! - image networks (`small-cnn`, `keras-baseline`, `efficientnet-lite0`) read image shards from a
+//!   `split` output; `efficientnet-lite0` starts from the ImageNet weights bound as
+//!   `files: {weights: ...}` and fine-tunes its last `finetune_blocks` blocks.
 //!
 //! Runs on Burn's pure-Rust `flex` CPU backend; built with the `tch` feature it can run on libtorch
-//! (`PIPELINE_DEVICE=cuda` or `PIPELINE_DEVICE=torch-cpu`). The device is a runtime knob and never
-//! part of the cache key. Writes `model.bpk` (the weights of the epoch with the lowest validation
-//! loss), `model.json` (what is needed to rebuild the network) and `history.json` (per-epoch losses).
+//! (`PIPELINE_DEVICE=cuda` or `torch-cpu`). The device is a runtime knob and never part of the
+//! cache key. Writes `model.bpk` (the weights of the kept epoch), `model.json` (what rebuilds the
+//! network, and its decision rule) and `history.json` (per-epoch losses and validation F1).
 
+pub mod fit;
+pub mod head;
 pub mod model;
+pub mod trained;
 
 use std::path::Path;
-use std::time::Instant;
 
-use burn::nn::loss::BinaryCrossEntropyLossConfig;
-use burn::optim::{AdamConfig, GradientsParams};
 use burn::prelude::*;
 use pipeline_api::{
     ParamError, ResultExt, RunSummary, Stage, StageContext, StageError, canonicalize_checked,
-    read_json, write_json,
+    write_json,
 };
 use serde::{Deserialize, Serialize};
+use stage_backbone::BLOCKS;
+use stage_metrics::DecisionRule;
+use stage_shards::embedding::{EmbeddingShard, load_embeddings};
 use stage_shards::{Shard, ShardMeta, read_shard};
 
-pub use model::{Architecture, ModelSpec, PosterNet, images_to_tensor};
+pub use fit::{EpochRecord, History};
+pub use head::HeadNet;
+pub use model::{
+    Architecture, EmbeddingInput, ModelSpec, PosterNet, Reads, Standardize, image_input,
+    images_to_tensor,
+};
+pub use trained::{Scored, TrainedModel, split_labels};
+/// The compute device type and its selection, for stages that run a trained model.
+pub use burn::prelude::Device;
+pub use stage_backbone::select_device;
+
+use fit::{Fitted, Labels, Task, decide};
+use model::Lite0Classifier;
 
 /// The train stage kind.
 pub struct Train;
+
+/// The optimiser.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Optimizer {
+    /// Adam; `weight_decay` adds an L2 penalty to the gradients.
+    Adam,
+    /// AdamW; `weight_decay` is decoupled (with 0 it is Adam).
+    Adamw,
+}
+
+/// What early stopping watches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Monitor {
+    /// The validation loss (lower is better).
+    ValLoss,
+    /// Validation macro-F1 under the decision rule (higher is better).
+    ValMacroF1,
+}
+
+impl Monitor {
+    /// The name used in `pipeline.yaml` and `history.json`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::ValLoss => "val-loss",
+            Self::ValMacroF1 => "val-macro-f1",
+        }
+    }
+}
+
+/// `early_stopping:` of `train`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EarlyStopping {
+    /// What decides the best epoch (kept whatever `patience` is).
+    pub monitor: Monitor,
+    /// Stop after this many epochs without improvement; 0 runs every epoch.
+    pub patience: usize,
+}
+
+impl Default for EarlyStopping {
+    fn default() -> Self {
+        Self {
+            monitor: Monitor::ValLoss,
+            patience: 0,
+        }
+    }
+}
 
 /// Params of `train`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrainParams {
-    /// `small-cnn` (default) or `keras-baseline`.
+    /// `small-cnn` (default), `keras-baseline`, `efficientnet-lite0` (images) or `linear`, `mlp`
+    /// (embeddings).
     pub architecture: Architecture,
-    /// Passes over the training split.
+    /// Most passes over the training split.
     pub epochs: usize,
     /// Posters per gradient step.
     pub batch_size: usize,
-    /// Adam learning rate.
+    /// Learning rate.
     pub learning_rate: f64,
     /// Seed of weight initialisation and shuffling.
     pub seed: u64,
+    /// `adamw` (default) or `adam`.
+    pub optimizer: Optimizer,
+    /// Weight decay (decoupled for AdamW, L2 for Adam).
+    pub weight_decay: f64,
+    /// Weight each genre's positives by negatives / positives of the training split (PyTorch's
+    /// `BCEWithLogitsLoss(pos_weight=...)`).
+    pub pos_weight: bool,
+    /// Which epoch to keep, and when to stop.
+    pub early_stopping: EarlyStopping,
+    /// How probabilities become genres (`auto`, `per-genre-f1`, `global`, `top-k`, `micro-f1`).
+    pub decision: DecisionRule,
+    /// Hidden units of `mlp`.
+    pub hidden: usize,
+    /// Dropout before the output layer of `linear`, `mlp` and `efficientnet-lite0`.
+    pub dropout: f64,
+    /// `efficientnet-lite0`: how many of its 16 blocks, counted from the end, are trained (the
+    /// head conv and the new genre layer always are; the stem never).
+    pub finetune_blocks: usize,
 }
 
 impl Default for TrainParams {
@@ -49,36 +141,16 @@ impl Default for TrainParams {
             batch_size: 32,
             learning_rate: 1e-3,
             seed: 7,
+            optimizer: Optimizer::Adamw,
+            weight_decay: 0.0,
+            pos_weight: false,
+            early_stopping: EarlyStopping::default(),
+            decision: DecisionRule::Auto,
+            hidden: 512,
+            dropout: 0.2,
+            finetune_blocks: 2,
         }
     }
-}
-
-/// One epoch of `history.json`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct EpochRecord {
-    /// 1-based epoch.
-    pub epoch: usize,
-    /// Mean training loss over the epoch.
-    pub train_loss: f64,
-    /// Mean validation loss after the epoch.
-    pub val_loss: f64,
-    /// Seconds the epoch took.
-    pub seconds: f64,
-}
-
-/// `history.json`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct History {
-    /// Per-epoch losses.
-    pub epochs: Vec<EpochRecord>,
-    /// Epoch whose weights were kept (lowest validation loss).
-    pub best_epoch: usize,
-    /// Backend that trained it.
-    pub device: String,
-    /// Training and validation sizes.
-    pub train_rows: usize,
-    /// Validation rows.
-    pub val_rows: usize,
 }
 
 impl Stage for Train {
@@ -86,13 +158,16 @@ impl Stage for Train {
         "train"
     }
     fn version(&self) -> u32 {
-        1
+        2
     }
     fn describe(&self) -> &'static str {
-        "train a multi-label poster CNN with Burn (BCE with logits, Adam)"
+        "train a multi-label genre classifier with Burn: a head on embeddings or a CNN on images"
     }
     fn input_roles(&self) -> &'static [&'static str] {
         &["data"]
+    }
+    fn optional_file_roles(&self) -> &'static [&'static str] {
+        &["weights"]
     }
     fn canonical_params(&self, raw: &serde_json::Value) -> Result<serde_json::Value, ParamError> {
         canonicalize_checked::<TrainParams>(raw, |p| {
@@ -105,52 +180,78 @@ impl Stage for Train {
             if !(p.learning_rate > 0.0 && p.learning_rate < 1.0) {
                 return Err(ParamError::at("learning_rate", "must be in (0, 1)"));
             }
+            if !(0.0..1.0).contains(&p.weight_decay) {
+                return Err(ParamError::at("weight_decay", "must be in [0, 1)"));
+            }
+            if !(0.0..1.0).contains(&p.dropout) {
+                return Err(ParamError::at("dropout", "must be in [0, 1)"));
+            }
+            if p.hidden == 0 {
+                return Err(ParamError::at("hidden", "must be at least 1"));
+            }
+            if p.finetune_blocks > BLOCKS {
+                return Err(ParamError::at(
+                    "finetune_blocks",
+                    format!("EfficientNet-Lite0 has {BLOCKS} blocks"),
+                ));
+            }
             Ok(())
         })
     }
     fn run(&self, ctx: &StageContext<'_>) -> Result<RunSummary, StageError> {
         let params: TrainParams = ctx.params()?;
         let data = ctx.input("data")?;
-        let (train_meta, train) = load_split(data, "train")?;
-        let (_, val) = load_split(data, "val")?;
-        if train.is_empty() {
-            return Err(StageError::invalid(
-                "the training split is empty; lower `filter.min_genre_count` or add movies",
-            ));
-        }
-        let spec = ModelSpec {
-            architecture: params.architecture,
-            width: train_meta.width,
-            height: train_meta.height,
-            genres: train_meta.genres.clone(),
+        let (device, device_name) =
+            select_device().map_err(|e| StageError::invalid(e.to_string()))?;
+        device.seed(params.seed);
+        let (spec, history, net_path) = match params.architecture.reads() {
+            Reads::Embeddings => train_head(ctx, &params, data, &device, &device_name)?,
+            Reads::Images => train_images(ctx, &params, data, &device, &device_name)?,
         };
-        let (device, device_name) = select_device()?;
-        let (net, history) = fit(&spec, &params, &train, &val, &device, &device_name, ctx)?;
-        net.save_file(ctx.out_dir.join("model"))
-            .during("saving the model")?;
         write_json(&ctx.out_dir.join("model.json"), &spec)?;
         write_json(&ctx.out_dir.join("history.json"), &history)?;
         let best = &history.epochs[history.best_epoch - 1];
-        Ok(RunSummary::new([format!(
-            "{} on {}: {} epochs over {} posters; best epoch {} (train loss {:.4}, val loss {:.4})",
-            serde_json::to_value(params.architecture)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default(),
-            history.device,
-            history.epochs.len(),
-            history.train_rows,
-            history.best_epoch,
-            best.train_loss,
-            best.val_loss
-        )]))
+        let decision = spec.decision.as_ref().expect("train always decides");
+        Ok(RunSummary::new([
+            format!(
+                "{} on {}: {} epochs over {} posters in {:.1}s; kept epoch {} by {} (train loss {:.4}, val loss {:.4}){}",
+                spec.describe(),
+                history.device,
+                history.epochs.len(),
+                history.train_rows,
+                history.seconds,
+                history.best_epoch,
+                history.monitor,
+                best.train_loss,
+                best.val_loss,
+                if history.stopped_early {
+                    ", stopped early"
+                } else {
+                    ""
+                }
+            ),
+            format!(
+                "decision `{}` (val micro-F1 {:.3}, macro-F1 {:.3}; baseline {:.3} / {:.3}); weights in `{net_path}`",
+                decision.rule.name(),
+                best.val_micro_f1,
+                best.val_macro_f1,
+                decision.baseline.micro_f1,
+                decision.baseline.macro_f1
+            ),
+        ]))
     }
 }
 
-/// Reads every shard of one split into memory (u8, so 12 KB per 64x64 poster).
+/// Reads every shard of one image split into memory (u8, so 12 KB per 64x64 poster).
 pub fn load_split(split_output: &Path, split: &str) -> Result<(ShardMeta, Shard), StageError> {
     let dir = split_output.join(split);
     let meta = ShardMeta::load(&dir)?;
+    if stage_shards::embedding::is_embedding_dir(&dir) {
+        return Err(StageError::invalid(format!(
+            "`{}` holds embeddings, not images: architectures that read images need a `split` output as `data`",
+            dir.display()
+        )));
+    }
     let mut all = Shard::default();
     for path in meta.paths(&dir) {
         let shard = read_shard(&path, meta.pixels(), meta.genres.len())?;
@@ -162,273 +263,246 @@ pub fn load_split(split_output: &Path, split: &str) -> Result<(ShardMeta, Shard)
     Ok((meta, all))
 }
 
-/// The compute device: `PIPELINE_DEVICE` = `flex` (default), or with the `tch` feature `cuda` / `torch-cpu`.
-pub fn select_device() -> Result<(Device, String), StageError> {
-    let wanted = std::env::var("PIPELINE_DEVICE").unwrap_or_else(|_| "flex".into());
-    match wanted.as_str() {
-        "flex" | "cpu" => Ok((Device::flex(), "flex (CPU)".into())),
-        #[cfg(feature = "tch")]
-        "cuda" => {
-            #[allow(deprecated)]
-            let device = Device::libtorch_cuda(0);
-            Ok((device, "libtorch CUDA:0".into()))
-        }
-        #[cfg(feature = "tch")]
-        "torch-cpu" => {
-            #[allow(deprecated)]
-            let device = Device::libtorch();
-            Ok((device, "libtorch CPU".into()))
-        }
-        other => Err(StageError::invalid(format!(
-            "unknown PIPELINE_DEVICE `{other}`; this build supports: flex{}",
-            if cfg!(feature = "tch") {
-                ", cuda, torch-cpu"
-            } else {
-                " (build with `--features tch` for libtorch)"
-            }
-        ))),
-    }
+fn empty_training_split() -> StageError {
+    StageError::invalid("the training split is empty; lower `filter.min_genre_count` or add movies")
 }
 
-/// A small deterministic generator (splitmix64) for shuffling.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn shuffle<T>(&mut self, items: &mut [T]) {
-        for i in (1..items.len()).rev() {
-            let j = (self.next() % (i as u64 + 1)) as usize;
-            items.swap(i, j);
-        }
-    }
-}
-
-fn batch_tensors(
-    data: &Shard,
-    rows: &[usize],
-    spec: &ModelSpec,
-    device: &Device,
-) -> (Tensor<4>, Tensor<2, Int>) {
-    let pixels = spec.width * spec.height * 3;
-    let genres = spec.genres.len();
-    let mut images = Vec::with_capacity(rows.len() * pixels);
-    let mut labels = Vec::with_capacity(rows.len() * genres);
-    for &r in rows {
-        images.extend_from_slice(&data.images[r * pixels..(r + 1) * pixels]);
-        labels.extend(
-            data.labels[r * genres..(r + 1) * genres]
-                .iter()
-                .map(|&l| l as i64),
-        );
-    }
-    let x = images_to_tensor(&images, rows.len(), spec.height, spec.width, device);
-    let y = Tensor::<2, Int>::from_data(TensorData::new(labels, [rows.len(), genres]), device);
-    (x, y)
-}
-
-/// Mean loss of `net` over `data` (no gradients).
-pub fn mean_loss(
-    net: &PosterNet,
-    data: &Shard,
-    spec: &ModelSpec,
-    batch: usize,
-    device: &Device,
-) -> f64 {
-    let rows: Vec<usize> = (0..data.len()).collect();
-    let loss_fn = BinaryCrossEntropyLossConfig::new()
-        .with_logits(true)
-        .init(device);
-    let mut total = 0.0;
-    for chunk in rows.chunks(batch.max(1)) {
-        let (x, y) = batch_tensors(data, chunk, spec, device);
-        let loss = loss_fn.forward(net.forward(x), y).into_scalar::<f32>() as f64;
-        total += loss * chunk.len() as f64;
-    }
-    total / data.len().max(1) as f64
-}
-
-/// Sigmoid probabilities `[rows * genres]` of `net` on `data`.
-pub fn predict(
-    net: &PosterNet,
-    data: &Shard,
-    spec: &ModelSpec,
-    batch: usize,
-    device: &Device,
-) -> Result<Vec<f32>, StageError> {
-    let rows: Vec<usize> = (0..data.len()).collect();
-    let mut out = Vec::with_capacity(data.len() * spec.genres.len());
-    for chunk in rows.chunks(batch.max(1)) {
-        let (x, _) = batch_tensors(data, chunk, spec, device);
-        let probs = burn::tensor::activation::sigmoid(net.forward(x));
-        out.extend(
-            probs
-                .try_into_vec_as::<f32>()
-                .during("reading predictions")?,
-        );
-    }
-    Ok(out)
-}
-
-/// Loads a trained network from a `train` stage output onto `device` (inference mode).
-pub fn load_trained(
-    train_output: &Path,
-    device: &Device,
-) -> Result<(PosterNet, ModelSpec), StageError> {
-    let spec: ModelSpec = read_json(&train_output.join("model.json"))?;
-    let net = PosterNet::new(&spec, device)
-        .try_load_file(train_output.join("model"))
-        .during(format!(
-            "loading `{}`",
-            train_output.join("model.bpk").display()
-        ))?;
-    Ok((net, spec))
-}
-
-#[allow(clippy::too_many_arguments)]
-fn fit(
-    spec: &ModelSpec,
+/// Trains a head on the embeddings of an `embed` output.
+fn train_head(
+    ctx: &StageContext<'_>,
     params: &TrainParams,
-    train: &Shard,
-    val: &Shard,
+    data: &Path,
     device: &Device,
     device_name: &str,
-    ctx: &StageContext<'_>,
-) -> Result<(PosterNet, History), StageError> {
-    device.seed(params.seed);
-    let autodiff = device.clone().autodiff();
-    let mut net = PosterNet::new(spec, &autodiff);
-    let mut optim = AdamConfig::new().init();
-    let loss_fn = BinaryCrossEntropyLossConfig::new()
-        .with_logits(true)
-        .init(&autodiff);
-    let mut rng = SplitMix(params.seed);
-    let mut order: Vec<usize> = (0..train.len()).collect();
-    let mut history = History {
-        epochs: Vec::new(),
-        best_epoch: 0,
-        device: device_name.to_string(),
-        train_rows: train.len(),
-        val_rows: val.len(),
-    };
-    let mut best: Option<(f64, PosterNet)> = None;
-    let steps = train.len().div_ceil(params.batch_size);
-    ctx.progress.start("train", (steps * params.epochs) as u64);
-    for epoch in 1..=params.epochs {
-        let started = Instant::now();
-        rng.shuffle(&mut order);
-        let mut total = 0.0;
-        for chunk in order.chunks(params.batch_size) {
-            let (x, y) = batch_tensors(train, chunk, spec, &autodiff);
-            let loss = loss_fn.forward(net.forward(x), y);
-            let value = loss.clone().into_scalar::<f32>() as f64;
-            if !value.is_finite() {
-                return Err(StageError::invalid(format!(
-                    "training diverged at epoch {epoch} (loss {value}); lower `learning_rate`"
-                )));
-            }
-            total += value * chunk.len() as f64;
-            let grads = GradientsParams::from_grads(loss.backward(), &net);
-            net = optim.step(params.learning_rate, net, grads);
-            ctx.progress.advance(1);
-        }
-        let train_loss = total / train.len() as f64;
-        let eval_net = net.valid();
-        let val_loss = if val.is_empty() {
-            train_loss
-        } else {
-            mean_loss(&eval_net, val, spec, params.batch_size * 2, device)
-        };
-        ctx.progress.message(&format!(
-            "epoch {epoch}/{}: train loss {train_loss:.4}, val loss {val_loss:.4}",
-            params.epochs
-        ));
-        history.epochs.push(EpochRecord {
-            epoch,
-            train_loss,
-            val_loss,
-            seconds: started.elapsed().as_secs_f64(),
-        });
-        if best.as_ref().is_none_or(|(loss, _)| val_loss < *loss) {
-            history.best_epoch = epoch;
-            best = Some((val_loss, eval_net));
-        }
+) -> Result<(ModelSpec, History, &'static str), StageError> {
+    let (meta, mut train) = load_embeddings(&data.join("train")).map_err(|e| {
+        StageError::invalid(format!(
+            "architecture `{}` reads embeddings: {e}",
+            params.architecture.name()
+        ))
+    })?;
+    let (_, mut val) = load_embeddings(&data.join("val"))?;
+    if train.is_empty() {
+        return Err(empty_training_split());
     }
-    let (_, net) = best.expect("at least one epoch");
-    Ok((net, history))
+    let standardize = Standardize::fit(&train.embeddings, meta.dim);
+    standardize.apply(&mut train.embeddings);
+    standardize.apply(&mut val.embeddings);
+    let mut spec = ModelSpec {
+        architecture: params.architecture,
+        width: meta.input_width,
+        height: meta.input_height,
+        genres: meta.genres.clone(),
+        hidden: params.hidden,
+        dropout: params.dropout,
+        embedding: Some(EmbeddingInput {
+            backbone: meta.backbone.clone(),
+            dim: meta.dim,
+            standardize,
+        }),
+        decision: None,
+    };
+    let autodiff = device.clone().autodiff();
+    let task = HeadTask {
+        train: &train,
+        val: &val,
+        dim: meta.dim,
+        genres: meta.genres.len(),
+        autodiff: &autodiff,
+        inner: device,
+    };
+    let net = HeadNet::new(&spec, meta.dim, &autodiff);
+    let labels = Labels {
+        train: &train.labels,
+        val: &val.labels,
+        genres: meta.genres.len(),
+    };
+    let Fitted {
+        net,
+        val_probs,
+        history,
+    } = fit::fit(&task, net, params, &labels, device_name, ctx)?;
+    spec.decision = Some(decide(params, &val_probs, &labels));
+    net.save_file(ctx.out_dir.join("model"))
+        .during("saving the model")?;
+    Ok((spec, history, "model.bpk"))
+}
+
+/// Training and validation embeddings for a head.
+struct HeadTask<'a> {
+    train: &'a EmbeddingShard,
+    val: &'a EmbeddingShard,
+    dim: usize,
+    genres: usize,
+    autodiff: &'a Device,
+    inner: &'a Device,
+}
+
+fn rows_tensor(values: &[f32], rows: &[usize], dim: usize, device: &Device) -> Tensor<2> {
+    let mut x = Vec::with_capacity(rows.len() * dim);
+    for &r in rows {
+        x.extend_from_slice(&values[r * dim..(r + 1) * dim]);
+    }
+    Tensor::<2>::from_data(TensorData::new(x, [rows.len(), dim]), device)
+}
+
+fn targets_tensor(labels: &[u8], rows: &[usize], genres: usize, device: &Device) -> Tensor<2, Int> {
+    let mut y = Vec::with_capacity(rows.len() * genres);
+    for &r in rows {
+        y.extend(labels[r * genres..(r + 1) * genres].iter().map(|&l| l as i64));
+    }
+    Tensor::<2, Int>::from_data(TensorData::new(y, [rows.len(), genres]), device)
+}
+
+impl Task for HeadTask<'_> {
+    type Net = HeadNet;
+    fn train_rows(&self) -> usize {
+        self.train.len()
+    }
+    fn train_batch(&self, net: &HeadNet, rows: &[usize]) -> (Tensor<2>, Tensor<2, Int>) {
+        let x = rows_tensor(&self.train.embeddings, rows, self.dim, self.autodiff);
+        let y = targets_tensor(&self.train.labels, rows, self.genres, self.autodiff);
+        (net.forward(x), y)
+    }
+    fn val_logits(&self, net: &HeadNet) -> Result<Vec<f32>, StageError> {
+        let rows: Vec<usize> = (0..self.val.len()).collect();
+        let mut out = Vec::with_capacity(self.val.len() * self.genres);
+        for chunk in rows.chunks(1024) {
+            let x = rows_tensor(&self.val.embeddings, chunk, self.dim, self.inner);
+            out.extend(
+                net.forward(x)
+                    .try_into_vec_as::<f32>()
+                    .during("reading validation logits")?,
+            );
+        }
+        Ok(out)
+    }
+}
+
+/// Trains an image network on the shards of a `split` output.
+fn train_images(
+    ctx: &StageContext<'_>,
+    params: &TrainParams,
+    data: &Path,
+    device: &Device,
+    device_name: &str,
+) -> Result<(ModelSpec, History, &'static str), StageError> {
+    let (meta, train) = load_split(data, "train")?;
+    let (_, val) = load_split(data, "val")?;
+    if train.is_empty() {
+        return Err(empty_training_split());
+    }
+    let mut spec = ModelSpec {
+        architecture: params.architecture,
+        width: meta.width,
+        height: meta.height,
+        genres: meta.genres.clone(),
+        hidden: 0,
+        dropout: params.dropout,
+        embedding: None,
+        decision: None,
+    };
+    let autodiff = device.clone().autodiff();
+    let (net, frozen) = if params.architecture == Architecture::EfficientnetLite0 {
+        let weights = ctx.files.get("weights").ok_or_else(|| {
+            StageError::invalid(
+                "architecture `efficientnet-lite0` starts from ImageNet weights: add `files: {weights: models/efficientnet-lite0/efficientnet-lite0-57934424.pth}` to the stage",
+            )
+        })?;
+        let backbone = stage_backbone::load(weights, &autodiff)
+            .map_err(|e| StageError::invalid(e.to_string()))?;
+        let net = PosterNet::new(&spec, Some(backbone), &autodiff);
+        // The blocks before `first` never change: one validation copy runs them outside autodiff.
+        let frozen = match &net {
+            PosterNet::Lite0(lite0) => lite0.valid(),
+            _ => unreachable!("efficientnet-lite0 builds a Lite0 classifier"),
+        };
+        (net, Some((frozen, BLOCKS - params.finetune_blocks)))
+    } else {
+        (PosterNet::new(&spec, None, &autodiff), None)
+    };
+    let task = ImageTask {
+        train: &train,
+        val: &val,
+        spec: &spec,
+        autodiff: &autodiff,
+        inner: device,
+        frozen,
+        val_batch: params.batch_size * 2,
+    };
+    let labels = Labels {
+        train: &train.labels,
+        val: &val.labels,
+        genres: meta.genres.len(),
+    };
+    let Fitted {
+        net,
+        val_probs,
+        history,
+    } = fit::fit(&task, net, params, &labels, device_name, ctx)?;
+    spec.decision = Some(decide(params, &val_probs, &labels));
+    net.save_file(ctx.out_dir.join("model"))
+        .during("saving the model")?;
+    Ok((spec, history, "model.bpk"))
+}
+
+/// Training and validation images for an image network.
+struct ImageTask<'a> {
+    train: &'a Shard,
+    val: &'a Shard,
+    spec: &'a ModelSpec,
+    autodiff: &'a Device,
+    inner: &'a Device,
+    /// Fine-tuning: the frozen copy and the first trained block.
+    frozen: Option<(Lite0Classifier, usize)>,
+    val_batch: usize,
+}
+
+impl ImageTask<'_> {
+    fn pixels(&self, data: &Shard, rows: &[usize]) -> Vec<u8> {
+        let pixels = self.spec.width * self.spec.height * 3;
+        let mut out = Vec::with_capacity(rows.len() * pixels);
+        for &r in rows {
+            out.extend_from_slice(&data.images[r * pixels..(r + 1) * pixels]);
+        }
+        out
+    }
+}
+
+impl Task for ImageTask<'_> {
+    type Net = PosterNet;
+    fn train_rows(&self) -> usize {
+        self.train.len()
+    }
+    fn train_batch(&self, net: &PosterNet, rows: &[usize]) -> (Tensor<2>, Tensor<2, Int>) {
+        let (arch, h, w) = (self.spec.architecture, self.spec.height, self.spec.width);
+        let pixels = self.pixels(self.train, rows);
+        let y = targets_tensor(&self.train.labels, rows, self.spec.genres.len(), self.autodiff);
+        let logits = match (&self.frozen, net) {
+            (Some((frozen, first)), PosterNet::Lite0(lite0)) => {
+                let x = image_input(arch, &pixels, rows.len(), h, w, self.inner);
+                let activations = frozen.frozen_prefix(x, *first).autodiff();
+                lite0.forward_from(activations, *first)
+            }
+            _ => net.forward(image_input(arch, &pixels, rows.len(), h, w, self.autodiff)),
+        };
+        (logits, y)
+    }
+    fn val_logits(&self, net: &PosterNet) -> Result<Vec<f32>, StageError> {
+        let (arch, h, w) = (self.spec.architecture, self.spec.height, self.spec.width);
+        let rows: Vec<usize> = (0..self.val.len()).collect();
+        let mut out = Vec::with_capacity(self.val.len() * self.spec.genres.len());
+        for chunk in rows.chunks(self.val_batch.max(1)) {
+            let x = image_input(arch, &self.pixels(self.val, chunk), chunk.len(), h, w, self.inner);
+            out.extend(
+                net.forward(x)
+                    .try_into_vec_as::<f32>()
+                    .during("reading validation logits")?,
+            );
+        }
+        Ok(out)
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use pipeline_api::{NoItems, NoProgress};
-
-    /// Two genres, each tied to a colour: a few epochs must bring the loss well down.
-    #[test]
-    fn learns_a_colour_to_genre_mapping_and_round_trips_through_disk() {
-        let (w, h) = (16, 16);
-        let mut data = Shard::default();
-        for i in 0..64 {
-            let red = i % 2 == 0;
-            data.ids.push(i);
-            let px = if red { [220, 30, 30] } else { [30, 30, 220] };
-            for _ in 0..w * h {
-                data.images.extend_from_slice(&px);
-            }
-            data.labels
-                .extend_from_slice(if red { &[1, 0] } else { &[0, 1] });
-        }
-        let spec = ModelSpec {
-            architecture: Architecture::SmallCnn,
-            width: w,
-            height: h,
-            genres: vec!["red".into(), "blue".into()],
-        };
-        let params = TrainParams {
-            epochs: 4,
-            batch_size: 16,
-            learning_rate: 0.01,
-            ..TrainParams::default()
-        };
-        let dir = tempfile::tempdir().unwrap();
-        let inputs = Default::default();
-        let ctx = StageContext {
-            name: "train",
-            params: &serde_json::Value::Null,
-            inputs: &inputs,
-            files: &inputs,
-            out_dir: dir.path(),
-            threads: 2,
-            progress: &NoProgress,
-            items: &NoItems,
-            retry_failed: false,
-            earlier_outputs: &[],
-        };
-        let device = Device::flex();
-        let (net, history) = fit(&spec, &params, &data, &data, &device, "flex", &ctx).unwrap();
-        let first = history.epochs[0].train_loss;
-        let best = history.epochs[history.best_epoch - 1].val_loss;
-        assert!(best < first * 0.5, "loss {first} -> {best}");
-
-        net.save_file(dir.path().join("model")).unwrap();
-        write_json(&dir.path().join("model.json"), &spec).unwrap();
-        let (loaded, _) = load_trained(dir.path(), &device).unwrap();
-        let a = predict(&loaded, &data, &spec, 16, &device).unwrap();
-        assert!(
-            a[0] > 0.5 && a[1] < 0.5,
-            "red poster predicted red: {:?}",
-            &a[..2]
-        );
-        assert!(
-            a[2] < 0.5 && a[3] > 0.5,
-            "blue poster predicted blue: {:?}",
-            &a[2..4]
-        );
-    }
-}
+mod tests;

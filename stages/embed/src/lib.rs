@@ -1,0 +1,364 @@
+//! `embed`: runs the frozen ImageNet backbone (EfficientNet-Lite0) over every poster of a `split`
+//! output and writes one 1,280-value feature vector per poster, split by split, as Parquet shards
+//! beside the labels.
+//!
+//! Posters are decoded from `download`'s output at the stage's own input size (the split's
+//! thumbnails are sized for the from-scratch CNN), a batch at a time: the workers decode and fit a
+//! batch in parallel, then the backbone runs on it. Memory holds one batch of pixels and one shard
+//! of embeddings. Embeddings already computed by an earlier run with the same weights, input size
+//! and code are copied from its shards instead (see `reuse`), so a new movie costs one forward pass.
+
+mod reuse;
+
+use std::path::Path;
+use std::time::Instant;
+
+use burn::prelude::*;
+use pipeline_api::{
+    ParamError, ResultExt, RunSummary, Stage, StageContext, StageError, canonicalize_checked,
+    create_dir, read_file, write_json,
+};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use stage_backbone::{EfficientNetLite0, FEATURE_DIM, images_to_input, select_device};
+use stage_resize::{Mode, ResizeParams, load_resized_into};
+use stage_shards::embedding::{EMBEDDING_LAYOUT, EmbeddingMeta, EmbeddingShard};
+use stage_shards::embedding::write_embedding_shard;
+use stage_shards::{ShardFile, ShardMeta, read_shard_labels};
+
+use reuse::{EarlierEmbeddings, ReuseStamp, STAMP_FILE};
+
+/// Code version: bump when the embedding made from the same poster, weights and params changes.
+const VERSION: u32 = 1;
+
+/// The splits a `split` output holds, in the order they are embedded.
+pub const SPLITS: [&str; 3] = ["train", "val", "test"];
+
+/// Name of the backbone in shard metadata and model specs.
+pub const BACKBONE: &str = "efficientnet-lite0";
+
+/// The embed stage kind.
+pub struct Embed;
+
+/// Params of `embed`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmbedParams {
+    /// Width posters are fitted into before the backbone sees them.
+    pub width: u32,
+    /// Height, likewise (the network pools globally, so it need not equal `width`).
+    pub height: u32,
+    /// `stretch`, `pad` or `crop`, as in `resize`.
+    pub mode: Mode,
+    /// Posters per forward pass.
+    pub batch_size: usize,
+}
+
+impl Default for EmbedParams {
+    fn default() -> Self {
+        // 2:3 like the posters (182x268); see README.md for the measured trade-off.
+        Self {
+            width: 128,
+            height: 192,
+            mode: Mode::Stretch,
+            batch_size: 16,
+        }
+    }
+}
+
+/// A poster that could not be embedded.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Skipped {
+    /// Movie id.
+    pub id: i64,
+    /// Why.
+    pub reason: String,
+}
+
+impl Stage for Embed {
+    fn kind(&self) -> &'static str {
+        "embed"
+    }
+    fn version(&self) -> u32 {
+        VERSION
+    }
+    fn describe(&self) -> &'static str {
+        "per-poster ImageNet features from a frozen EfficientNet-Lite0, split by split"
+    }
+    fn input_roles(&self) -> &'static [&'static str] {
+        &["data", "posters"]
+    }
+    fn file_roles(&self) -> &'static [&'static str] {
+        &["weights"]
+    }
+    fn knob_params(&self) -> &'static [&'static str] {
+        // How many posters share a forward pass changes speed and memory, not the features.
+        &["batch_size"]
+    }
+    fn canonical_params(&self, raw: &serde_json::Value) -> Result<serde_json::Value, ParamError> {
+        canonicalize_checked::<EmbedParams>(raw, |p| {
+            // Lite0 downsamples 32x; below 32 pixels a side the last blocks see one pixel.
+            for (key, value) in [("width", p.width), ("height", p.height)] {
+                if !(32..=1024).contains(&value) {
+                    return Err(ParamError::at(key, "must be between 32 and 1024"));
+                }
+            }
+            if p.batch_size == 0 || p.batch_size > 1024 {
+                return Err(ParamError::at("batch_size", "must be between 1 and 1024"));
+            }
+            Ok(())
+        })
+    }
+    fn run(&self, ctx: &StageContext<'_>) -> Result<RunSummary, StageError> {
+        let params: EmbedParams = ctx.params()?;
+        let data = ctx.input("data")?;
+        let posters = ctx.input("posters")?;
+        let weights = ctx.file("weights")?;
+        let stamp = ReuseStamp {
+            version: VERSION,
+            backbone: BACKBONE.into(),
+            weights: blake3::hash(&read_file(weights)?).to_hex().to_string(),
+            width: params.width,
+            height: params.height,
+            mode: params.mode,
+        };
+        let mut earlier = EarlierEmbeddings::open(ctx.earlier_outputs, &stamp, &SPLITS);
+        write_json(&ctx.out_dir.join(STAMP_FILE), &stamp)?;
+
+        let (device, device_name) = select_device().map_err(|e| StageError::invalid(e.to_string()))?;
+        ctx.progress.message("loading the backbone");
+        let net = stage_backbone::load(weights, &device).map_err(|e| StageError::invalid(e.to_string()))?;
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(ctx.threads)
+            .build()
+            .during("starting embed threads")?;
+
+        let metas: Vec<ShardMeta> = SPLITS
+            .iter()
+            .map(|split| ShardMeta::load(&data.join(split)))
+            .collect::<Result<_, _>>()?;
+        let genres = metas[0].genres.clone();
+        let mut work = Work {
+            ctx,
+            net: &net,
+            device: &device,
+            pool: &pool,
+            params: &params,
+            posters,
+            computed: 0,
+            reused: 0,
+            compute_seconds: 0.0,
+            skipped: Vec::new(),
+        };
+        ctx.progress
+            .start("embed", metas.iter().map(ShardMeta::rows).sum::<usize>() as u64);
+        let mut counts = Vec::new();
+        for (split, meta) in SPLITS.iter().zip(&metas) {
+            let (in_dir, out_dir) = (data.join(split), ctx.out_dir.join(split));
+            create_dir(&out_dir)?;
+            let mut shards = Vec::new();
+            for shard in &meta.shards {
+                let rows = read_shard_labels(&in_dir.join(&shard.file), genres.len())?;
+                let embedded = work.embed(rows, &mut earlier, genres.len())?;
+                write_embedding_shard(
+                    &out_dir.join(&shard.file),
+                    &embedded,
+                    FEATURE_DIM,
+                    genres.len(),
+                )?;
+                shards.push(ShardFile {
+                    file: shard.file.clone(),
+                    rows: embedded.len(),
+                });
+            }
+            let out_meta = EmbeddingMeta {
+                layout: EMBEDDING_LAYOUT.into(),
+                dim: FEATURE_DIM,
+                backbone: BACKBONE.into(),
+                input_width: params.width as usize,
+                input_height: params.height as usize,
+                genres: genres.clone(),
+                shards,
+            };
+            counts.push(out_meta.rows());
+            out_meta.save(&out_dir)?;
+        }
+        write_json(&ctx.out_dir.join("skipped.json"), &work.skipped)?;
+        write_json(
+            &ctx.out_dir.join("summary.json"),
+            &serde_json::json!({
+                "train": counts[0], "val": counts[1], "test": counts[2],
+                "computed": work.computed, "reused": work.reused,
+                "skipped": work.skipped.len(),
+            }),
+        )?;
+        let rate = if work.compute_seconds > 0.0 {
+            format!(
+                " at {:.1} images/s on {device_name}",
+                work.computed as f64 / work.compute_seconds
+            )
+        } else {
+            String::new()
+        };
+        Ok(RunSummary::new([
+            format!(
+                "{} posters -> {FEATURE_DIM}-value {BACKBONE} embeddings at {}x{} ({:?}): train {}, val {}, test {}, {} skipped",
+                counts.iter().sum::<usize>(),
+                params.width,
+                params.height,
+                params.mode,
+                counts[0],
+                counts[1],
+                counts[2],
+                work.skipped.len()
+            ),
+            format!(
+                "computed {}{rate}, reused {} from an earlier run",
+                work.computed, work.reused
+            ),
+        ]))
+    }
+}
+
+/// One run's state while it embeds shard after shard.
+struct Work<'a> {
+    ctx: &'a StageContext<'a>,
+    net: &'a EfficientNetLite0,
+    device: &'a Device,
+    pool: &'a rayon::ThreadPool,
+    params: &'a EmbedParams,
+    posters: &'a Path,
+    computed: usize,
+    reused: usize,
+    compute_seconds: f64,
+    skipped: Vec<Skipped>,
+}
+
+impl Work<'_> {
+    /// Embeddings of the rows of one split shard (ids, posters, labels; no images), in its order,
+    /// less the posters that do not decode.
+    fn embed(
+        &mut self,
+        rows: stage_shards::Shard,
+        earlier: &mut Option<EarlierEmbeddings>,
+        genres: usize,
+    ) -> Result<EmbeddingShard, StageError> {
+        let n = rows.len();
+        let mut vectors: Vec<Option<Vec<f32>>> = vec![None; n];
+        if let Some(earlier) = earlier.as_mut() {
+            for (r, vector) in earlier.lookup(&rows.posters) {
+                vectors[r] = Some(vector);
+                self.reused += 1;
+                self.ctx.progress.advance(1);
+            }
+        }
+        let missing: Vec<usize> = (0..n).filter(|&r| vectors[r].is_none()).collect();
+        let mut failed: Vec<Option<String>> = vec![None; n];
+        let started = Instant::now();
+        for batch in missing.chunks(self.params.batch_size) {
+            let (ok, errors) = self.compute(batch, &rows.posters)?;
+            for (r, vector) in ok {
+                vectors[r] = Some(vector);
+            }
+            for (r, reason) in errors {
+                failed[r] = Some(reason);
+            }
+            self.computed += batch.len();
+            self.ctx.progress.advance(batch.len() as u64);
+        }
+        self.compute_seconds += started.elapsed().as_secs_f64();
+        let mut out = EmbeddingShard::default();
+        for r in 0..n {
+            match (vectors[r].take(), failed[r].take()) {
+                (Some(vector), _) => {
+                    out.ids.push(rows.ids[r]);
+                    out.posters.push(rows.posters[r].clone());
+                    out.embeddings.extend(vector);
+                    out.labels
+                        .extend_from_slice(&rows.labels[r * genres..(r + 1) * genres]);
+                }
+                (None, reason) => self.skipped.push(Skipped {
+                    id: rows.ids[r],
+                    reason: reason.unwrap_or_else(|| "not embedded".into()),
+                }),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Decodes the posters of `batch` (row numbers) in parallel and runs the backbone on those
+    /// that decode: (row, embedding) pairs and (row, reason) failures.
+    #[allow(clippy::type_complexity)]
+    fn compute(
+        &self,
+        batch: &[usize],
+        posters: &[String],
+    ) -> Result<(Vec<(usize, Vec<f32>)>, Vec<(usize, String)>), StageError> {
+        let (w, h) = (self.params.width as usize, self.params.height as usize);
+        let pixels = w * h * 3;
+        let fit = ResizeParams {
+            width: self.params.width,
+            height: self.params.height,
+            mode: self.params.mode,
+            shard_rows: 1,
+        };
+        let mut buffer = vec![0u8; batch.len() * pixels];
+        self.pool.install(|| {
+            let outcomes: Vec<Result<(), String>> = buffer
+                .par_chunks_mut(pixels)
+                .zip(batch.par_iter())
+                .map(|(dst, &r)| load_resized_into(&self.posters.join(&posters[r]), &fit, dst))
+                .collect();
+            let mut kept = Vec::with_capacity(batch.len());
+            let mut failed = Vec::new();
+            for (&r, outcome) in batch.iter().zip(outcomes) {
+                match outcome {
+                    Ok(()) => kept.push(r),
+                    Err(reason) => failed.push((r, reason)),
+                }
+            }
+            if kept.len() < batch.len() {
+                // Close the gaps the failures left so the tensor holds only decoded posters.
+                let mut at = 0;
+                for (i, &r) in batch.iter().enumerate() {
+                    if kept.contains(&r) {
+                        buffer.copy_within(i * pixels..(i + 1) * pixels, at * pixels);
+                        at += 1;
+                    }
+                }
+                buffer.truncate(kept.len() * pixels);
+            }
+            if kept.is_empty() {
+                return Ok((Vec::new(), failed));
+            }
+            let x = images_to_input(&buffer, kept.len(), h, w, self.device);
+            let features: Vec<f32> = self
+                .net
+                .features(x)
+                .try_into_vec_as::<f32>()
+                .during("reading embeddings")?;
+            let ok = kept
+                .into_iter()
+                .zip(features.chunks(FEATURE_DIM))
+                .map(|(r, v)| (r, v.to_vec()))
+                .collect();
+            Ok((ok, failed))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_reject_inputs_too_small_for_the_network() {
+        let err = Embed
+            .canonical_params(&serde_json::json!({"width": 16}))
+            .unwrap_err();
+        assert_eq!(err.path, "width");
+        let ok = Embed.canonical_params(&serde_json::json!({})).unwrap();
+        assert_eq!(ok["width"], 128);
+        assert_eq!(ok["mode"], "stretch");
+    }
+}

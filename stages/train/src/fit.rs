@@ -1,0 +1,357 @@
+//! The training loop every architecture shares: shuffled mini-batches, binary cross-entropy with
+//! logits (optionally weighting each genre's positives, PyTorch's `pos_weight`), Adam or AdamW,
+//! per-epoch validation, early stopping that keeps the best epoch, and `history.json`.
+
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::{AdamConfig, AdamWConfig, GradientsParams};
+use burn::prelude::*;
+use burn::tensor::activation::log_sigmoid;
+use pipeline_api::{StageContext, StageError};
+use serde::{Deserialize, Serialize};
+use stage_metrics::{Decision, DecisionRule};
+
+use crate::{Monitor, Optimizer, TrainParams};
+
+/// One epoch of `history.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EpochRecord {
+    /// 1-based epoch.
+    pub epoch: usize,
+    /// Mean training loss over the epoch.
+    pub train_loss: f64,
+    /// Mean validation loss after the epoch.
+    pub val_loss: f64,
+    /// Validation micro-F1 under the decision rule fitted on that epoch's validation scores.
+    #[serde(default)]
+    pub val_micro_f1: f64,
+    /// Validation macro-F1, likewise.
+    #[serde(default)]
+    pub val_macro_f1: f64,
+    /// Learning rate of the epoch.
+    #[serde(default)]
+    pub learning_rate: f64,
+    /// Seconds the epoch took.
+    pub seconds: f64,
+}
+
+/// `history.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct History {
+    /// Per-epoch losses.
+    pub epochs: Vec<EpochRecord>,
+    /// Epoch whose weights were kept.
+    pub best_epoch: usize,
+    /// What chose it: `val-loss` (lowest) or `val-macro-f1` (highest).
+    #[serde(default)]
+    pub monitor: String,
+    /// Whether training stopped before `epochs` because the monitor stopped improving.
+    #[serde(default)]
+    pub stopped_early: bool,
+    /// Backend that trained it.
+    pub device: String,
+    /// Training rows.
+    pub train_rows: usize,
+    /// Validation rows.
+    pub val_rows: usize,
+    /// Seconds of the whole fit.
+    #[serde(default)]
+    pub seconds: f64,
+}
+
+/// What the loop needs of an architecture and its data.
+pub trait Task {
+    /// The network.
+    type Net: Module;
+    /// Training rows.
+    fn train_rows(&self) -> usize;
+    /// Logits and 0/1 targets of the training rows `rows` through `net` (on the autodiff device).
+    fn train_batch(&self, net: &Self::Net, rows: &[usize]) -> (Tensor<2>, Tensor<2, Int>);
+    /// Logits `[val rows, genres]` of the validation split through `net` (a validation copy).
+    fn val_logits(&self, net: &Self::Net) -> Result<Vec<f32>, StageError>;
+}
+
+/// The labels the loop scores against, row-major `[rows, genres]`.
+pub struct Labels<'a> {
+    /// Training split.
+    pub train: &'a [u8],
+    /// Validation split.
+    pub val: &'a [u8],
+    /// Genres per row.
+    pub genres: usize,
+}
+
+impl Labels<'_> {
+    /// PyTorch's `pos_weight` from the training split: negatives / positives per genre (1 for a
+    /// genre without positives).
+    pub fn pos_weight(&self) -> Vec<f32> {
+        let rows = self.train.len() / self.genres.max(1);
+        (0..self.genres)
+            .map(|g| {
+                let pos = (0..rows)
+                    .filter(|r| self.train[r * self.genres + g] == 1)
+                    .count();
+                if pos == 0 {
+                    1.0
+                } else {
+                    (rows - pos) as f32 / pos as f32
+                }
+            })
+            .collect()
+    }
+}
+
+/// Mean BCE with logits, `pos_weight` scaling each genre's positive term:
+/// `-(w * y * log(sigmoid(x)) + (1 - y) * log(1 - sigmoid(x)))`.
+pub fn bce_with_logits(logits: Tensor<2>, targets: Tensor<2, Int>, pos_weight: &[f32]) -> Tensor<1> {
+    let device = logits.device();
+    let y = targets.float();
+    let weight = Tensor::<1>::from_data(TensorData::new(pos_weight.to_vec(), [pos_weight.len()]), &device)
+        .unsqueeze_dim::<2>(0);
+    let positive = y.clone() * weight * log_sigmoid(logits.clone());
+    let negative = (y.neg() + 1.0) * log_sigmoid(logits.neg());
+    (positive + negative).neg().mean()
+}
+
+/// The same loss on the CPU in f64, for validation logits.
+pub fn bce_on_host(logits: &[f32], targets: &[u8], pos_weight: &[f32]) -> f64 {
+    let genres = pos_weight.len().max(1);
+    // log(sigmoid(x)) = -softplus(-x), computed stably.
+    let log_sigmoid = |x: f64| -((-x).max(0.0) + (-(x.abs())).exp().ln_1p());
+    let total: f64 = logits
+        .iter()
+        .zip(targets)
+        .enumerate()
+        .map(|(i, (&x, &t))| {
+            let (x, w) = (x as f64, pos_weight[i % genres] as f64);
+            if t == 1 {
+                -w * log_sigmoid(x)
+            } else {
+                -log_sigmoid(-x)
+            }
+        })
+        .sum();
+    total / logits.len().max(1) as f64
+}
+
+/// Element-wise sigmoid on the host.
+pub fn sigmoid_on_host(logits: &[f32]) -> Vec<f32> {
+    logits.iter().map(|&x| 1.0 / (1.0 + (-x).exp())).collect()
+}
+
+/// What a fit produced: the kept network (a validation copy), its validation probabilities and
+/// the history.
+pub struct Fitted<N> {
+    /// The network of the best epoch.
+    pub net: N,
+    /// Its validation probabilities.
+    pub val_probs: Vec<f32>,
+    /// Per-epoch record.
+    pub history: History,
+}
+
+/// A deterministic generator (splitmix64) for shuffling.
+pub struct SplitMix(pub u64);
+
+impl SplitMix {
+    /// The next pseudo-random number.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Fisher-Yates.
+    pub fn shuffle<T>(&mut self, items: &mut [T]) {
+        for i in (1..items.len()).rev() {
+            let j = (self.next_u64() % (i as u64 + 1)) as usize;
+            items.swap(i, j);
+        }
+    }
+}
+
+/// Trains `net` (on the autodiff device) for up to `params.epochs`, keeping the best epoch.
+pub fn fit<T: Task>(
+    task: &T,
+    mut net: T::Net,
+    params: &TrainParams,
+    labels: &Labels<'_>,
+    device_name: &str,
+    ctx: &StageContext<'_>,
+) -> Result<Fitted<T::Net>, StageError> {
+    let started_fit = Instant::now();
+    let mut optim = match params.optimizer {
+        Optimizer::Adamw => AdamWConfig::new()
+            .with_weight_decay(params.weight_decay as f32)
+            .init(),
+        Optimizer::Adam => AdamConfig::new()
+            .with_weight_decay(
+                (params.weight_decay > 0.0)
+                    .then(|| WeightDecayConfig::new(params.weight_decay as f32)),
+            )
+            .init(),
+    };
+    let pos_weight = if params.pos_weight {
+        labels.pos_weight()
+    } else {
+        vec![1.0; labels.genres]
+    };
+    let rows = task.train_rows();
+    let mut order: Vec<usize> = (0..rows).collect();
+    let mut rng = SplitMix(params.seed);
+    let mut history = History {
+        epochs: Vec::new(),
+        best_epoch: 0,
+        monitor: params.early_stopping.monitor.name().into(),
+        stopped_early: false,
+        device: device_name.to_string(),
+        train_rows: rows,
+        val_rows: labels.val.len() / labels.genres.max(1),
+        seconds: 0.0,
+    };
+    let mut best: Option<(f64, T::Net, Vec<f32>)> = None;
+    let mut since_best = 0;
+    let steps = rows.div_ceil(params.batch_size);
+    ctx.progress.start("train", (steps * params.epochs) as u64);
+    for epoch in 1..=params.epochs {
+        let started = Instant::now();
+        rng.shuffle(&mut order);
+        let mut total = 0.0;
+        for chunk in order.chunks(params.batch_size) {
+            let (logits, targets) = task.train_batch(&net, chunk);
+            let loss = bce_with_logits(logits, targets, &pos_weight);
+            let value = loss.clone().into_scalar::<f32>() as f64;
+            if !value.is_finite() {
+                return Err(StageError::invalid(format!(
+                    "training diverged at epoch {epoch} (loss {value}); lower `learning_rate`"
+                )));
+            }
+            total += value * chunk.len() as f64;
+            let grads = GradientsParams::from_grads(loss.backward(), &net);
+            net = optim.step(params.learning_rate, net, grads);
+            ctx.progress.advance(1);
+        }
+        let train_loss = total / rows.max(1) as f64;
+        let eval_net = net.valid();
+        let logits = task.val_logits(&eval_net)?;
+        let (val_loss, probs) = if labels.val.is_empty() {
+            (train_loss, Vec::new())
+        } else {
+            (
+                bce_on_host(&logits, labels.val, &pos_weight),
+                sigmoid_on_host(&logits),
+            )
+        };
+        let (val_micro_f1, val_macro_f1) = if labels.val.is_empty() {
+            (0.0, 0.0)
+        } else {
+            let decision = Decision::choose(
+                params.decision,
+                &probs,
+                labels.val,
+                labels.train,
+                labels.genres,
+            );
+            let chosen = decision
+                .candidates
+                .iter()
+                .find(|c| c.rule == decision.rule)
+                .cloned()
+                .unwrap_or(decision.baseline.clone());
+            (chosen.micro_f1, chosen.macro_f1)
+        };
+        ctx.progress.message(&format!(
+            "epoch {epoch}/{}: train loss {train_loss:.4}, val loss {val_loss:.4}, val macro-F1 {val_macro_f1:.3}",
+            params.epochs
+        ));
+        history.epochs.push(EpochRecord {
+            epoch,
+            train_loss,
+            val_loss,
+            val_micro_f1,
+            val_macro_f1,
+            learning_rate: params.learning_rate,
+            seconds: started.elapsed().as_secs_f64(),
+        });
+        // Lower is better for both: the loss, or the negated macro-F1.
+        let monitored = match params.early_stopping.monitor {
+            Monitor::ValLoss => val_loss,
+            Monitor::ValMacroF1 => -val_macro_f1,
+        };
+        if best.as_ref().is_none_or(|(b, _, _)| monitored < *b) {
+            history.best_epoch = epoch;
+            best = Some((monitored, eval_net, probs));
+            since_best = 0;
+        } else {
+            since_best += 1;
+            let patience = params.early_stopping.patience;
+            if patience > 0 && since_best >= patience && epoch < params.epochs {
+                history.stopped_early = true;
+                // The bar was sized for every epoch; finish it.
+                ctx.progress
+                    .advance((steps * (params.epochs - epoch)) as u64);
+                break;
+            }
+        }
+    }
+    history.seconds = started_fit.elapsed().as_secs_f64();
+    let (_, net, val_probs) = best.expect("at least one epoch");
+    Ok(Fitted {
+        net,
+        val_probs,
+        history,
+    })
+}
+
+/// The decision rule `params.decision` fitted on the kept network's validation probabilities.
+pub fn decide(params: &TrainParams, val_probs: &[f32], labels: &Labels<'_>) -> Decision {
+    let rule = if labels.val.is_empty() {
+        // Nothing to tune on: one 0.5 cut.
+        DecisionRule::Global
+    } else {
+        params.decision
+    };
+    Decision::choose(rule, val_probs, labels.val, labels.train, labels.genres)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::nn::loss::BinaryCrossEntropyLossConfig;
+
+    #[test]
+    fn weighted_bce_equals_burns_loss_at_weight_one_and_host_loss_agrees() {
+        let device = Device::flex();
+        let logits = [2.0f32, -1.0, 0.5, -3.0, 10.0, -10.0];
+        let targets = [1i64, 0, 0, 1, 1, 0];
+        let x = Tensor::<2>::from_data(TensorData::new(logits.to_vec(), [3, 2]), &device);
+        let y = Tensor::<2, Int>::from_data(TensorData::new(targets.to_vec(), [3, 2]), &device);
+        let ours = bce_with_logits(x.clone(), y.clone(), &[1.0, 1.0]).into_scalar::<f32>();
+        let burns = BinaryCrossEntropyLossConfig::new()
+            .with_logits(true)
+            .init(&device)
+            .forward(x.clone(), y.clone())
+            .into_scalar::<f32>();
+        assert!((ours - burns).abs() < 1e-5, "{ours} vs {burns}");
+        let t8: Vec<u8> = targets.iter().map(|&t| t as u8).collect();
+        let weighted = bce_with_logits(x, y, &[3.0, 0.5]).into_scalar::<f32>() as f64;
+        let host = bce_on_host(&logits, &t8, &[3.0, 0.5]);
+        assert!((weighted - host).abs() < 1e-5, "{weighted} vs {host}");
+    }
+
+    #[test]
+    fn pos_weight_is_negatives_over_positives() {
+        // 4 rows x 2 genres: genre 0 has 1 positive, genre 1 none.
+        let train = [1, 0, 0, 0, 0, 0, 0, 0];
+        let labels = Labels {
+            train: &train,
+            val: &[],
+            genres: 2,
+        };
+        assert_eq!(labels.pos_weight(), [3.0, 1.0]);
+    }
+}

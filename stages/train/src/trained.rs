@@ -1,0 +1,201 @@
+//! A trained model read back from a `train` output, and its probabilities on a split of the data it
+//! was trained on (images or embeddings).
+
+use std::path::Path;
+
+use burn::prelude::*;
+use burn::tensor::activation::sigmoid;
+use pipeline_api::{ResultExt, StageError, read_json};
+use stage_shards::embedding::{EmbeddingMeta, is_embedding_dir, load_embeddings, read_embedding_shard};
+use stage_shards::{ShardMeta, read_shard_labels};
+
+use crate::fit::History;
+use crate::head::HeadNet;
+use crate::model::{ModelSpec, PosterNet, Reads, image_input};
+
+/// The network of a trained model.
+pub enum TrainedNet {
+    /// Reads images.
+    Images(PosterNet),
+    /// Reads embeddings.
+    Head(HeadNet),
+}
+
+/// A model as `train` left it: network, spec (with its decision rule) and history.
+pub struct TrainedModel {
+    /// The network, in inference mode.
+    pub net: TrainedNet,
+    /// `model.json`.
+    pub spec: ModelSpec,
+    /// `history.json`.
+    pub history: History,
+}
+
+/// Probabilities of a model on one split, in the split's row order.
+#[derive(Debug, Clone, Default)]
+pub struct Scored {
+    /// Movie ids.
+    pub ids: Vec<i64>,
+    /// Poster file per row.
+    pub posters: Vec<String>,
+    /// True labels `[rows, genres]`.
+    pub labels: Vec<u8>,
+    /// Sigmoid probabilities `[rows, genres]`.
+    pub probs: Vec<f32>,
+}
+
+impl Scored {
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Whether it has no rows.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+}
+
+impl TrainedModel {
+    /// Loads a `train` output onto `device` (a plain device: inference mode).
+    pub fn load(train_output: &Path, device: &Device) -> Result<Self, StageError> {
+        let spec: ModelSpec = read_json(&train_output.join("model.json"))?;
+        let history: History = read_json(&train_output.join("history.json"))?;
+        let weights = train_output.join("model");
+        let context = || format!("loading `{}`", train_output.join("model.bpk").display());
+        let net = match (spec.architecture.reads(), &spec.embedding) {
+            (Reads::Embeddings, Some(input)) => TrainedNet::Head(
+                HeadNet::new(&spec, input.dim, device)
+                    .try_load_file(&weights)
+                    .during(context())?,
+            ),
+            (Reads::Embeddings, None) => {
+                return Err(StageError::invalid(format!(
+                    "`{}` describes a head without its embedding input",
+                    train_output.join("model.json").display()
+                )));
+            }
+            (Reads::Images, _) => TrainedNet::Images(
+                PosterNet::new(&spec, None, device)
+                    .try_load_file(&weights)
+                    .during(context())?,
+            ),
+        };
+        Ok(Self { net, spec, history })
+    }
+
+    /// Probabilities on `split` (`train`, `val`, `test`) of `data`, the kind of output the model
+    /// was trained on (`split` for image networks, `embed` for heads).
+    pub fn predict_split(
+        &self,
+        data: &Path,
+        split: &str,
+        device: &Device,
+    ) -> Result<Scored, StageError> {
+        let dir = data.join(split);
+        let genres = self.spec.genres.len();
+        match &self.net {
+            TrainedNet::Head(head) => {
+                let (meta, mut rows) = load_embeddings(&dir)?;
+                self.check_genres(&meta.genres, &dir)?;
+                let input = self.spec.embedding.as_ref().expect("checked at load");
+                input.standardize.apply(&mut rows.embeddings);
+                let mut probs = Vec::with_capacity(rows.len() * genres);
+                for chunk in rows.embeddings.chunks(1024 * input.dim) {
+                    let n = chunk.len() / input.dim;
+                    let x = Tensor::<2>::from_data(
+                        TensorData::new(chunk.to_vec(), [n, input.dim]),
+                        device,
+                    );
+                    probs.extend(
+                        sigmoid(head.forward(x))
+                            .try_into_vec_as::<f32>()
+                            .during("reading predictions")?,
+                    );
+                }
+                Ok(Scored {
+                    ids: rows.ids,
+                    posters: rows.posters,
+                    labels: rows.labels,
+                    probs,
+                })
+            }
+            TrainedNet::Images(net) => {
+                if is_embedding_dir(&dir) {
+                    return Err(StageError::invalid(format!(
+                        "`{}` holds embeddings, but `{}` reads images: bind its data to a `split` output",
+                        dir.display(),
+                        self.spec.architecture.name()
+                    )));
+                }
+                let meta = ShardMeta::load(&dir)?;
+                self.check_genres(&meta.genres, &dir)?;
+                let (h, w) = (self.spec.height, self.spec.width);
+                if (meta.width, meta.height) != (w, h) {
+                    return Err(StageError::invalid(format!(
+                        "`{}` holds {}x{} images; the model was trained on {w}x{h}",
+                        dir.display(),
+                        meta.width,
+                        meta.height
+                    )));
+                }
+                let mut scored = Scored::default();
+                // One shard at a time: memory stays at a shard of pixels.
+                for path in meta.paths(&dir) {
+                    let shard = stage_shards::read_shard(&path, meta.pixels(), genres)?;
+                    let pixels = w * h * 3;
+                    for start in (0..shard.len()).step_by(64) {
+                        let end = (start + 64).min(shard.len());
+                        let x = image_input(
+                            self.spec.architecture,
+                            &shard.images[start * pixels..end * pixels],
+                            end - start,
+                            h,
+                            w,
+                            device,
+                        );
+                        scored.probs.extend(
+                            sigmoid(net.forward(x))
+                                .try_into_vec_as::<f32>()
+                                .during("reading predictions")?,
+                        );
+                    }
+                    scored.ids.extend(shard.ids);
+                    scored.posters.extend(shard.posters);
+                    scored.labels.extend(shard.labels);
+                }
+                Ok(scored)
+            }
+        }
+    }
+
+    fn check_genres(&self, genres: &[String], dir: &Path) -> Result<(), StageError> {
+        if genres != self.spec.genres.as_slice() {
+            return Err(StageError::invalid(format!(
+                "`{}` has other genres than the model was trained on",
+                dir.display()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The labels `[rows, genres]` of `split` in a `split` or `embed` output, without pixels or vectors
+/// kept in memory.
+pub fn split_labels(data: &Path, split: &str) -> Result<(Vec<String>, Vec<u8>), StageError> {
+    let dir = data.join(split);
+    let mut labels = Vec::new();
+    if is_embedding_dir(&dir) {
+        let meta = EmbeddingMeta::load(&dir)?;
+        for path in meta.paths(&dir) {
+            labels.extend(read_embedding_shard(&path, meta.dim, meta.genres.len())?.labels);
+        }
+        Ok((meta.genres, labels))
+    } else {
+        let meta = ShardMeta::load(&dir)?;
+        for path in meta.paths(&dir) {
+            labels.extend(read_shard_labels(&path, meta.genres.len())?.labels);
+        }
+        Ok((meta.genres, labels))
+    }
+}
