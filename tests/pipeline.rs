@@ -221,7 +221,10 @@ fn default_pipeline_runs_offline_and_beats_the_baseline() {
     assert_eq!(models[1]["architecture"], "small-cnn");
     assert_eq!(models[0]["headline"], metrics["model"]);
     for m in models {
-        assert!(m["decision"]["rule"].is_string() && m["decision"]["rule"] != "auto", "{m}");
+        assert!(
+            m["decision"]["rule"].is_string() && m["decision"]["rule"] != "auto",
+            "{m}"
+        );
     }
     assert!(html.contains("Decision rules") && html.contains("small-cnn"));
     assert!(metrics["n_test"].as_u64().unwrap() > 50);
@@ -1999,12 +2002,19 @@ fn adding_movies_computes_only_the_new_embeddings() {
     let run = p.ok(&["run"]);
     let (first, reused) = computed(&run, "embed");
     assert_eq!(reused, 0, "{run}");
-    assert!(first >= 30, "most of the 40 movies have a usable poster: {run}");
+    assert!(
+        first >= 30,
+        "most of the 40 movies have a usable poster: {run}"
+    );
 
     write_movies(1..51);
     let run = p.ok(&["run"]);
     let (new, reused) = computed(&run, "embed");
-    assert_eq!((new, reused), (10, first), "10 new movies, 10 forward passes: {run}");
+    assert_eq!(
+        (new, reused),
+        (10, first),
+        "10 new movies, 10 forward passes: {run}"
+    );
 
     write_movies(1..31);
     let run = p.ok(&["run"]);
@@ -2014,10 +2024,14 @@ fn adding_movies_computes_only_the_new_embeddings() {
     // Another split moves movies between train, val and test: found by poster, not recomputed.
     let shards = |p: &Project| {
         let out = p.output_of("embed");
-        ["train", "val", "test"].map(|s| std::fs::read_to_string(out.join(s).join("meta.json")).unwrap())
+        ["train", "val", "test"]
+            .map(|s| std::fs::read_to_string(out.join(s).join("meta.json")).unwrap())
     };
     let before = shards(&p);
-    p.edit("inputs: {shards: resize}", "inputs: {shards: resize}\n    params: {seed: 5}");
+    p.edit(
+        "inputs: {shards: resize}",
+        "inputs: {shards: resize}\n    params: {seed: 5}",
+    );
     let run = p.ok(&["run"]);
     assert_eq!(computed(&run, "embed").0, 0, "{run}");
     assert_ne!(shards(&p), before, "the seed moved movies");
@@ -2048,7 +2062,7 @@ fn embeddings_are_readable_by_pyarrow_with_their_labels() {
     let python = python_with_pyarrow();
     let dir = p.output_of("embed").join("train");
     let script = r#"
-import json, sys, pyarrow.parquet as pq
+import json, sys, pyarrow as pa, pyarrow.parquet as pq
 d = sys.argv[1]
 meta = json.load(open(d + "/meta.json"))
 rows = 0
@@ -2056,7 +2070,8 @@ for s in meta["shards"]:
     t = pq.read_table(d + "/" + s["file"])
     assert t.column_names == ["imdbId", "poster", "embedding", "labels"], t.column_names
     emb = t.column("embedding").combine_chunks()
-    assert str(emb.type).startswith("fixed_size_list<item: float>[1280]"), emb.type
+    assert pa.types.is_fixed_size_list(emb.type) and emb.type.list_size == 1280, emb.type
+    assert emb.type.value_type == pa.float32(), emb.type
     assert all(len(v) == meta["dim"] for v in emb.to_pylist())
     assert all(0.0 <= x <= 6.0 for v in emb.to_pylist() for x in v)
     lab = t.column("labels").to_pylist()
@@ -2077,4 +2092,39 @@ print(rows)
     );
     let rows: usize = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
     assert!(rows > 10, "{rows}");
+}
+
+#[test]
+fn fine_tuning_the_backbone_needs_its_weights_and_runs_from_the_pipeline() {
+    let pipeline = SMALL_PIPELINE
+        .replace("width: 24\n      height: 24", "width: 32\n      height: 32")
+        .replace(
+            "params: {epochs: 2, batch_size: 16}",
+            "params: {architecture: efficientnet-lite0, finetune_blocks: 1, epochs: 1, batch_size: 16}",
+        );
+    assert!(pipeline.contains("efficientnet-lite0") && pipeline.contains("width: 32"));
+    let p = Project::small(60, &pipeline);
+    let out = p.pipeline(&["run"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("add `files: {weights: models/efficientnet-lite0/"),
+        "the error says what to bind: {stderr}"
+    );
+
+    std::fs::copy(Path::new(REPO).join(WEIGHTS), p.root.join("weights.pth")).unwrap();
+    p.edit(
+        "inputs: {data: split}\n",
+        "inputs: {data: split}\n    files: {weights: weights.pth}\n",
+    );
+    let run = p.ok(&["run"]);
+    assert!(
+        run.contains("efficientnet-lite0 on 32x32 images"),
+        "{run}"
+    );
+    let metrics: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(p.root.join("reports/metrics.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(metrics["models"][0]["architecture"], "efficientnet-lite0");
 }

@@ -14,7 +14,9 @@ fn weights() -> PathBuf {
 
 /// ImageNet evaluation preprocessing: shorter side to 224 / 0.875, centre crop 224 x 224.
 fn photo(name: &str) -> Vec<u8> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/images").join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/images")
+        .join(name);
     let img = image::open(path).unwrap().to_rgb8();
     let (w, h) = img.dimensions();
     let short = 256;

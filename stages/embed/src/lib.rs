@@ -22,8 +22,8 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use stage_backbone::{EfficientNetLite0, FEATURE_DIM, images_to_input, select_device};
 use stage_resize::{Mode, ResizeParams, load_resized_into};
-use stage_shards::embedding::{EMBEDDING_LAYOUT, EmbeddingMeta, EmbeddingShard};
 use stage_shards::embedding::write_embedding_shard;
+use stage_shards::embedding::{EMBEDDING_LAYOUT, EmbeddingMeta, EmbeddingShard};
 use stage_shards::{ShardFile, ShardMeta, read_shard_labels};
 
 use reuse::{EarlierEmbeddings, ReuseStamp, STAMP_FILE};
@@ -125,9 +125,11 @@ impl Stage for Embed {
         let mut earlier = EarlierEmbeddings::open(ctx.earlier_outputs, &stamp, &SPLITS);
         write_json(&ctx.out_dir.join(STAMP_FILE), &stamp)?;
 
-        let (device, device_name) = select_device().map_err(|e| StageError::invalid(e.to_string()))?;
+        let (device, device_name) =
+            select_device().map_err(|e| StageError::invalid(e.to_string()))?;
         ctx.progress.message("loading the backbone");
-        let net = stage_backbone::load(weights, &device).map_err(|e| StageError::invalid(e.to_string()))?;
+        let net = stage_backbone::load(weights, &device)
+            .map_err(|e| StageError::invalid(e.to_string()))?;
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(ctx.threads)
             .build()
@@ -150,8 +152,10 @@ impl Stage for Embed {
             compute_seconds: 0.0,
             skipped: Vec::new(),
         };
-        ctx.progress
-            .start("embed", metas.iter().map(ShardMeta::rows).sum::<usize>() as u64);
+        ctx.progress.start(
+            "embed",
+            metas.iter().map(ShardMeta::rows).sum::<usize>() as u64,
+        );
         let mut counts = Vec::new();
         for (split, meta) in SPLITS.iter().zip(&metas) {
             let (in_dir, out_dir) = (data.join(split), ctx.out_dir.join(split));

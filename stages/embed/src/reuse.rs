@@ -166,8 +166,16 @@ mod tests {
     fn vectors_are_found_by_poster_across_splits_in_outputs_made_the_same_way() {
         let other = tempfile::tempdir().unwrap();
         let same = tempfile::tempdir().unwrap();
-        earlier_output(other.path(), &stamp(32), &[("train", &[1, 2]), ("test", &[3])]);
-        earlier_output(same.path(), &stamp(64), &[("train", &[1, 2]), ("test", &[3])]);
+        earlier_output(
+            other.path(),
+            &stamp(32),
+            &[("train", &[1, 2]), ("test", &[3])],
+        );
+        earlier_output(
+            same.path(),
+            &stamp(64),
+            &[("train", &[1, 2]), ("test", &[3])],
+        );
         let dirs = [other.path().to_path_buf(), same.path().to_path_buf()];
         let splits = ["train", "test"];
         let mut earlier = EarlierEmbeddings::open(&dirs, &stamp(64), &splits).unwrap();

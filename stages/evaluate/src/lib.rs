@@ -140,7 +140,10 @@ impl Stage for Evaluate {
             stage_train::select_device().map_err(|e| StageError::invalid(e.to_string()))?;
         ctx.progress.message("scoring the model");
         let primary = evaluate_model(ctx.input("model")?, ctx.input("data")?, "primary", &device)?;
-        let second = match (ctx.inputs.get("second_model"), ctx.inputs.get("second_data")) {
+        let second = match (
+            ctx.inputs.get("second_model"),
+            ctx.inputs.get("second_data"),
+        ) {
             (Some(model), Some(data)) => {
                 ctx.progress.message("scoring the second model");
                 Some(evaluate_model(model, data, "second", &device)?)

@@ -218,7 +218,11 @@ pub fn render(
         let _ = write!(h, "<tr><td>{name}</td>");
         for m in models {
             let v = get(&m.metrics.headline);
-            let class = if v > get(&m.metrics.baseline) { "better" } else { "worse" };
+            let class = if v > get(&m.metrics.baseline) {
+                "better"
+            } else {
+                "worse"
+            };
             let _ = write!(h, "<td class=\"{class}\">{v:.3}</td>");
         }
         let m = get(&metrics.model);

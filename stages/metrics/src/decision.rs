@@ -131,7 +131,8 @@ impl Decision {
         ];
         let fitted: Vec<(Decision, Candidate)> = rules.iter().map(|&r| fitted(r)).collect();
         let mean = |c: &Candidate| (c.micro_f1 + c.macro_f1) / 2.0;
-        let beats = |c: &Candidate| c.micro_f1 > baseline.micro_f1 && c.macro_f1 > baseline.macro_f1;
+        let beats =
+            |c: &Candidate| c.micro_f1 > baseline.micro_f1 && c.macro_f1 > baseline.macro_f1;
         let best_of = |only_beating: bool| {
             fitted
                 .iter()
@@ -194,9 +195,8 @@ fn fit(
         DecisionRule::TopK => {
             let k = (1..=MAX_K.min(genres.max(1)))
                 .max_by(|&a, &b| {
-                    let score = |k| {
-                        score(rule, &top_k(probs, genres, k), truth, probs, genres).micro_f1
-                    };
+                    let score =
+                        |k| score(rule, &top_k(probs, genres, k), truth, probs, genres).micro_f1;
                     // Ties go to the smaller k (max_by keeps the last maximum).
                     score(a).total_cmp(&score(b)).then(b.cmp(&a))
                 })
@@ -225,7 +225,10 @@ fn fit(
 /// The `k` highest probabilities of each row, as 0/1.
 fn top_k(probs: &[f32], genres: usize, k: usize) -> Vec<u8> {
     let mut out = vec![0u8; probs.len()];
-    for (row, out) in probs.chunks(genres.max(1)).zip(out.chunks_mut(genres.max(1))) {
+    for (row, out) in probs
+        .chunks(genres.max(1))
+        .zip(out.chunks_mut(genres.max(1)))
+    {
         let mut order: Vec<usize> = (0..row.len()).collect();
         order.sort_by(|a, b| row[*b].total_cmp(&row[*a]).then(a.cmp(b)));
         for &g in order.iter().take(k) {
@@ -330,10 +333,7 @@ mod tests {
 
     /// Two movies x three genres of probabilities and truth.
     fn rows() -> (Vec<f32>, Vec<u8>) {
-        (
-            vec![0.9, 0.4, 0.05, 0.2, 0.7, 0.06],
-            vec![1, 0, 0, 0, 1, 0],
-        )
+        (vec![0.9, 0.4, 0.05, 0.2, 0.7, 0.06], vec![1, 0, 0, 0, 1, 0])
     }
 
     #[test]
@@ -372,7 +372,11 @@ mod tests {
             truth.push(u8::from(common));
             // The rare genre: 10 % positive, scores all around 0.02, positives slightly higher.
             let rare = i % 10 == 0;
-            probs.push(if rare { 0.03 } else { 0.02 + (i % 7) as f32 * 0.0015 });
+            probs.push(if rare {
+                0.03
+            } else {
+                0.02 + (i % 7) as f32 * 0.0015
+            });
             truth.push(u8::from(rare));
         }
         let own = Decision::choose(DecisionRule::PerGenreF1, &probs, &truth, &truth, genres);
@@ -380,7 +384,13 @@ mod tests {
         assert_eq!(auto.requested, DecisionRule::Auto);
         assert_ne!(auto.rule, DecisionRule::Auto);
         assert_eq!(auto.candidates.len(), 4);
-        let micro = |d: &Decision| d.candidates.iter().find(|c| c.rule == d.rule).unwrap().micro_f1;
+        let micro = |d: &Decision| {
+            d.candidates
+                .iter()
+                .find(|c| c.rule == d.rule)
+                .unwrap()
+                .micro_f1
+        };
         assert!(micro(&auto) >= micro(&own), "{auto:?} vs {own:?}");
         assert!(auto.why.starts_with("auto:"), "{}", auto.why);
     }

@@ -105,11 +105,18 @@ impl Labels<'_> {
 
 /// Mean BCE with logits, `pos_weight` scaling each genre's positive term:
 /// `-(w * y * log(sigmoid(x)) + (1 - y) * log(1 - sigmoid(x)))`.
-pub fn bce_with_logits(logits: Tensor<2>, targets: Tensor<2, Int>, pos_weight: &[f32]) -> Tensor<1> {
+pub fn bce_with_logits(
+    logits: Tensor<2>,
+    targets: Tensor<2, Int>,
+    pos_weight: &[f32],
+) -> Tensor<1> {
     let device = logits.device();
     let y = targets.float();
-    let weight = Tensor::<1>::from_data(TensorData::new(pos_weight.to_vec(), [pos_weight.len()]), &device)
-        .unsqueeze_dim::<2>(0);
+    let weight = Tensor::<1>::from_data(
+        TensorData::new(pos_weight.to_vec(), [pos_weight.len()]),
+        &device,
+    )
+    .unsqueeze_dim::<2>(0);
     let positive = y.clone() * weight * log_sigmoid(logits.clone());
     let negative = (y.neg() + 1.0) * log_sigmoid(logits.neg());
     (positive + negative).neg().mean()

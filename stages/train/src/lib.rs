@@ -32,16 +32,16 @@ use stage_metrics::DecisionRule;
 use stage_shards::embedding::{EmbeddingShard, load_embeddings};
 use stage_shards::{Shard, ShardMeta, read_shard};
 
+/// The compute device type and its selection, for stages that run a trained model.
+pub use burn::prelude::Device;
 pub use fit::{EpochRecord, History};
 pub use head::HeadNet;
 pub use model::{
     Architecture, EmbeddingInput, ModelSpec, PosterNet, Reads, Standardize, image_input,
     images_to_tensor,
 };
-pub use trained::{Scored, TrainedModel, split_labels};
-/// The compute device type and its selection, for stages that run a trained model.
-pub use burn::prelude::Device;
 pub use stage_backbone::select_device;
+pub use trained::{Scored, TrainedModel, split_labels};
 
 use fit::{Fitted, Labels, Task, decide};
 use model::Lite0Classifier;
@@ -349,7 +349,11 @@ fn rows_tensor(values: &[f32], rows: &[usize], dim: usize, device: &Device) -> T
 fn targets_tensor(labels: &[u8], rows: &[usize], genres: usize, device: &Device) -> Tensor<2, Int> {
     let mut y = Vec::with_capacity(rows.len() * genres);
     for &r in rows {
-        y.extend(labels[r * genres..(r + 1) * genres].iter().map(|&l| l as i64));
+        y.extend(
+            labels[r * genres..(r + 1) * genres]
+                .iter()
+                .map(|&l| l as i64),
+        );
     }
     Tensor::<2, Int>::from_data(TensorData::new(y, [rows.len(), genres]), device)
 }
@@ -477,7 +481,12 @@ impl Task for ImageTask<'_> {
     fn train_batch(&self, net: &PosterNet, rows: &[usize]) -> (Tensor<2>, Tensor<2, Int>) {
         let (arch, h, w) = (self.spec.architecture, self.spec.height, self.spec.width);
         let pixels = self.pixels(self.train, rows);
-        let y = targets_tensor(&self.train.labels, rows, self.spec.genres.len(), self.autodiff);
+        let y = targets_tensor(
+            &self.train.labels,
+            rows,
+            self.spec.genres.len(),
+            self.autodiff,
+        );
         let logits = match (&self.frozen, net) {
             (Some((frozen, first)), PosterNet::Lite0(lite0)) => {
                 let x = image_input(arch, &pixels, rows.len(), h, w, self.inner);
@@ -493,7 +502,14 @@ impl Task for ImageTask<'_> {
         let rows: Vec<usize> = (0..self.val.len()).collect();
         let mut out = Vec::with_capacity(self.val.len() * self.spec.genres.len());
         for chunk in rows.chunks(self.val_batch.max(1)) {
-            let x = image_input(arch, &self.pixels(self.val, chunk), chunk.len(), h, w, self.inner);
+            let x = image_input(
+                arch,
+                &self.pixels(self.val, chunk),
+                chunk.len(),
+                h,
+                w,
+                self.inner,
+            );
             out.extend(
                 net.forward(x)
                     .try_into_vec_as::<f32>()

@@ -150,11 +150,19 @@ fn a_head_learns_from_embeddings_stops_early_and_round_trips_through_disk() {
     };
     let net = HeadNet::new(&spec, dim, &autodiff);
     let fitted = fit::fit(&task, net, &params, &labels, "flex", &ctx).unwrap();
-    assert!(fitted.history.stopped_early, "{:?}", fitted.history.epochs.len());
+    assert!(
+        fitted.history.stopped_early,
+        "{:?}",
+        fitted.history.epochs.len()
+    );
     assert!(fitted.history.epochs.len() < 200);
     let decision = decide(&params, &fitted.val_probs, &labels);
     let predicted = decision.apply(&fitted.val_probs, 2);
-    let correct = predicted.iter().zip(&train.labels).filter(|(p, t)| p == t).count();
+    let correct = predicted
+        .iter()
+        .zip(&train.labels)
+        .filter(|(p, t)| p == t)
+        .count();
     assert!(correct >= 390, "{correct} of 400 decisions right");
 
     // Saved and loaded back, it scores an embed-layout split the same way.
@@ -230,7 +238,14 @@ fn fine_tuning_trains_the_last_blocks_and_leaves_the_frozen_ones_alone() {
     let PosterNet::Lite0(trained) = &fitted.net else {
         unreachable!()
     };
-    let x = image_input(spec.architecture, &data.images[..w * h * 3 * 4], 4, h, w, &device);
+    let x = image_input(
+        spec.architecture,
+        &data.images[..w * h * 3 * 4],
+        4,
+        h,
+        w,
+        &device,
+    );
     let values = |t: Tensor<4>| t.try_into_vec_as::<f32>().unwrap();
     assert_eq!(
         values(start.frozen_prefix(x.clone(), first)),

@@ -6,7 +6,9 @@ use std::path::Path;
 use burn::prelude::*;
 use burn::tensor::activation::sigmoid;
 use pipeline_api::{ResultExt, StageError, read_json};
-use stage_shards::embedding::{EmbeddingMeta, is_embedding_dir, load_embeddings, read_embedding_shard};
+use stage_shards::embedding::{
+    EmbeddingMeta, is_embedding_dir, load_embeddings, read_embedding_shard,
+};
 use stage_shards::{ShardMeta, read_shard_labels};
 
 use crate::fit::History;
