@@ -1930,33 +1930,20 @@ fn resizing_20000_posters_to_224_stays_under_1_gib_resident() {
 /// The backbone checkpoint shipped in the repository.
 const WEIGHTS: &str = "models/efficientnet-lite0/efficientnet-lite0-57934424.pth";
 
-/// ingest .. split, then `embed` at a small input size so the tests run in seconds.
-const EMBEDDING: &str = "\
-stages:
-  ingest:
-    kind: ingest
-    files: {csv: data/movies.csv}
-  download:
-    kind: download
-    inputs: {movies: ingest}
-    files: {root: data}
-  filter:
-    kind: filter
-    inputs: {movies: ingest, posters: download}
-    params: {min_year: null, min_genre_count: 1}
-  resize:
-    kind: resize
-    inputs: {movies: filter, posters: download}
-    params: {width: 16, height: 16}
-  split:
+/// [`INCREMENTAL`], then `split` and `embed` at a small input size so the tests run in seconds.
+fn embedding_pipeline() -> String {
+    format!(
+        "{INCREMENTAL}  split:
     kind: split
-    inputs: {shards: resize}
+    inputs: {{shards: resize}}
   embed:
     kind: embed
-    inputs: {data: split, posters: download}
-    files: {weights: weights.pth}
-    params: {width: 64, height: 96}
-";
+    inputs: {{data: split, posters: download}}
+    files: {{weights: weights.pth}}
+    params: {{width: 64, height: 96}}
+"
+    )
+}
 
 /// The line of `stage`'s summary that counts computed embeddings.
 fn computed_line<'a>(stdout: &'a str, stage: &str) -> &'a str {
@@ -1981,7 +1968,7 @@ fn computed(stdout: &str, stage: &str) -> (usize, usize) {
 
 #[test]
 fn adding_movies_computes_only_the_new_embeddings() {
-    let p = Project::small(0, EMBEDDING);
+    let p = Project::small(0, &embedding_pipeline());
     std::fs::copy(Path::new(REPO).join(WEIGHTS), p.root.join("weights.pth")).unwrap();
     let sample = std::fs::read(Path::new(REPO).join("data/sample/movies.csv")).unwrap();
     let lines: Vec<&[u8]> = sample
@@ -2056,7 +2043,7 @@ fn adding_movies_computes_only_the_new_embeddings() {
 /// The Python of `.venv` with pyarrow (see [`python_with_pyarrow`]).
 #[test]
 fn embeddings_are_readable_by_pyarrow_with_their_labels() {
-    let p = Project::small(40, EMBEDDING);
+    let p = Project::small(40, &embedding_pipeline());
     std::fs::copy(Path::new(REPO).join(WEIGHTS), p.root.join("weights.pth")).unwrap();
     p.ok(&["run"]);
     let python = python_with_pyarrow();
@@ -2118,10 +2105,7 @@ fn fine_tuning_the_backbone_needs_its_weights_and_runs_from_the_pipeline() {
         "inputs: {data: split}\n    files: {weights: weights.pth}\n",
     );
     let run = p.ok(&["run"]);
-    assert!(
-        run.contains("efficientnet-lite0 on 32x32 images"),
-        "{run}"
-    );
+    assert!(run.contains("efficientnet-lite0 on 32x32 images"), "{run}");
     let metrics: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(p.root.join("reports/metrics.json")).unwrap(),
     )

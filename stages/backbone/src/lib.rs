@@ -231,7 +231,24 @@ pub fn images_to_input(
     width: usize,
     device: &Device,
 ) -> Tensor<4> {
-    let values: Vec<f32> = pixels.iter().map(|&p| (p as f32 - 127.0) / 128.0).collect();
+    pixels_to_nchw(
+        pixels,
+        [n, height, width],
+        1.0 / 128.0,
+        -127.0 / 128.0,
+        device,
+    )
+}
+
+/// `[n, h, w]` HWC RGB u8 images as an NCHW float tensor of `x * scale + shift`.
+pub fn pixels_to_nchw(
+    pixels: &[u8],
+    [n, height, width]: [usize; 3],
+    scale: f32,
+    shift: f32,
+    device: &Device,
+) -> Tensor<4> {
+    let values: Vec<f32> = pixels.iter().map(|&p| p as f32 * scale + shift).collect();
     Tensor::<4>::from_data(TensorData::new(values, [n, height, width, 3]), device)
         .permute([0, 3, 1, 2])
 }

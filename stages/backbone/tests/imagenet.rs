@@ -1,5 +1,6 @@
-//! The imported weights classify photos whose ImageNet class is unambiguous: a wrong key mapping
-//! fails the load, and a wrong padding, layer order or normalisation moves the answers.
+//! The imported weights classify photos whose ImageNet class is unambiguous, and give PyTorch's
+//! logits on the same input: a wrong key mapping fails the load, and a wrong padding, layer order or
+//! normalisation moves the answers.
 
 use std::path::{Path, PathBuf};
 
@@ -68,4 +69,70 @@ fn a_checkpoint_that_is_not_lite0_is_refused_with_its_name() {
     let err = load(&junk, &Device::flex()).unwrap_err().to_string();
     assert!(err.contains("junk.pth"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The input `reference_logits.py` draws: HWC u8 from a formula, no decoder in between.
+fn pattern(width: usize, height: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(width * height * 3);
+    for y in 0..height {
+        for x in 0..width {
+            for c in 0..3 {
+                out.push(((x * 7 + y * 13 + c * 29 + (x * y) % 17) % 256) as u8);
+            }
+        }
+    }
+    out
+}
+
+/// Logits agree with PyTorch's on the same graph and weights (`reference-logits.json`, made by
+/// `reference_logits.py`), at a square and a non-square size (TF "SAME" padding is asymmetric).
+#[test]
+fn logits_match_pytorch_on_the_same_input() {
+    let reference: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference-logits.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let device = Device::flex();
+    let net = load(&weights(), &device).unwrap();
+    for case in reference["cases"].as_array().unwrap() {
+        let (w, h) = (
+            case["width"].as_u64().unwrap() as usize,
+            case["height"].as_u64().unwrap() as usize,
+        );
+        let x = images_to_input(&pattern(w, h), 1, h, w, &device);
+        let features = net.features(x.clone());
+        let feature_sum = features.clone().sum().into_scalar::<f32>() as f64;
+        let logits: Vec<f32> = net.imagenet_logits(x).try_into_vec_as::<f32>().unwrap();
+        let expected_sum = case["feature_sum"].as_f64().unwrap();
+        assert!(
+            (feature_sum - expected_sum).abs() < 1e-3 * expected_sum.abs(),
+            "{w}x{h}: feature sum {feature_sum} vs PyTorch {expected_sum}"
+        );
+        for (i, want) in case["logits_first10"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .enumerate()
+        {
+            let want = want.as_f64().unwrap() as f32;
+            assert!(
+                (logits[i] - want).abs() < 1e-3,
+                "{w}x{h}: logit {i} is {} vs PyTorch {want}",
+                logits[i]
+            );
+        }
+        let mut order: Vec<usize> = (0..logits.len()).collect();
+        order.sort_by(|a, b| logits[*b].total_cmp(&logits[*a]));
+        let top5: Vec<u64> = order[..5].iter().map(|&c| c as u64).collect();
+        let want: Vec<u64> = case["top5"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap())
+            .collect();
+        assert_eq!(top5, want, "{w}x{h}: top-5 classes");
+    }
 }

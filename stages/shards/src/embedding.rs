@@ -15,7 +15,7 @@ use pipeline_api::{ResultExt, StageError, read_json, write_json};
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::{ShardFile, i64_column, read_table, str_column, write_table};
+use crate::{ShardFile, ids_and_posters, read_table, write_table};
 
 /// `layout` of embedding shards' `meta.json`.
 pub const EMBEDDING_LAYOUT: &str = "embedding";
@@ -197,14 +197,7 @@ pub fn read_embedding_shard(
     genres: usize,
 ) -> Result<EmbeddingShard, StageError> {
     let df = read_table(path)?;
-    let ids: Vec<i64> = i64_column(&df, "imdbId", path)?
-        .iter()
-        .map(Option::unwrap_or_default)
-        .collect();
-    let posters: Vec<String> = str_column(&df, "poster", path)?
-        .iter()
-        .map(|p| p.unwrap_or_default().to_string())
-        .collect();
+    let (ids, posters) = ids_and_posters(&df, path)?;
     let embeddings = list_values::<Float32Type>(&df, "embedding", ids.len(), dim, path)?;
     let labels = list_values::<UInt8Type>(&df, "labels", ids.len(), genres, path)?;
     Ok(EmbeddingShard {

@@ -320,14 +320,7 @@ fn write_shard_table(file: File, df: &mut DataFrame) -> PolarsResult<()> {
 /// Reads a shard written by [`write_shard`], checking every row's size.
 pub fn read_shard(path: &Path, pixels: usize, genres: usize) -> Result<Shard, StageError> {
     let df = read_table(path)?;
-    let ids: Vec<i64> = i64_column(&df, "imdbId", path)?
-        .iter()
-        .map(|id| id.unwrap_or_default())
-        .collect();
-    let posters: Vec<String> = str_column(&df, "poster", path)?
-        .iter()
-        .map(|p| p.unwrap_or_default().to_string())
-        .collect();
+    let (ids, posters) = ids_and_posters(&df, path)?;
     let mut images = Vec::with_capacity(ids.len() * pixels);
     let binary = df
         .column("image")
@@ -356,14 +349,7 @@ pub fn read_shard(path: &Path, pixels: usize, genres: usize) -> Result<Shard, St
 /// Reads a shard's ids, posters and labels, leaving its images unread (`images` stays empty).
 pub fn read_shard_labels(path: &Path, genres: usize) -> Result<Shard, StageError> {
     let df = read_columns(path, &["imdbId", "poster", "labels"])?;
-    let ids: Vec<i64> = i64_column(&df, "imdbId", path)?
-        .iter()
-        .map(|id| id.unwrap_or_default())
-        .collect();
-    let posters: Vec<String> = str_column(&df, "poster", path)?
-        .iter()
-        .map(|p| p.unwrap_or_default().to_string())
-        .collect();
+    let (ids, posters) = ids_and_posters(&df, path)?;
     let labels = labels_column(&df, ids.len(), genres, path)?;
     Ok(Shard {
         ids,
@@ -371,6 +357,19 @@ pub fn read_shard_labels(path: &Path, genres: usize) -> Result<Shard, StageError
         images: Vec::new(),
         labels,
     })
+}
+
+/// The `imdbId` and `poster` columns of a shard (images or embeddings).
+pub fn ids_and_posters(df: &DataFrame, path: &Path) -> Result<(Vec<i64>, Vec<String>), StageError> {
+    let ids = i64_column(df, "imdbId", path)?
+        .iter()
+        .map(|id| id.unwrap_or_default())
+        .collect();
+    let posters = str_column(df, "poster", path)?
+        .iter()
+        .map(|p| p.unwrap_or_default().to_string())
+        .collect();
+    Ok((ids, posters))
 }
 
 fn labels_column(

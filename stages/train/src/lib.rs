@@ -28,7 +28,7 @@ use pipeline_api::{
 };
 use serde::{Deserialize, Serialize};
 use stage_backbone::BLOCKS;
-use stage_metrics::DecisionRule;
+use stage_metrics::{Decision, DecisionRule};
 use stage_shards::embedding::{EmbeddingShard, load_embeddings};
 use stage_shards::{Shard, ShardMeta, read_shard};
 
@@ -204,7 +204,7 @@ impl Stage for Train {
         let (device, device_name) =
             select_device().map_err(|e| StageError::invalid(e.to_string()))?;
         device.seed(params.seed);
-        let (spec, history, net_path) = match params.architecture.reads() {
+        let (spec, history) = match params.architecture.reads() {
             Reads::Embeddings => train_head(ctx, &params, data, &device, &device_name)?,
             Reads::Images => train_images(ctx, &params, data, &device, &device_name)?,
         };
@@ -231,7 +231,7 @@ impl Stage for Train {
                 }
             ),
             format!(
-                "decision `{}` (val micro-F1 {:.3}, macro-F1 {:.3}; baseline {:.3} / {:.3}); weights in `{net_path}`",
+                "decision `{}` (val micro-F1 {:.3}, macro-F1 {:.3}; constant baseline {:.3} / {:.3})",
                 decision.rule.name(),
                 best.val_micro_f1,
                 best.val_macro_f1,
@@ -274,7 +274,7 @@ fn train_head(
     data: &Path,
     device: &Device,
     device_name: &str,
-) -> Result<(ModelSpec, History, &'static str), StageError> {
+) -> Result<(ModelSpec, History), StageError> {
     let (meta, mut train) = load_embeddings(&data.join("train")).map_err(|e| {
         StageError::invalid(format!(
             "architecture `{}` reads embeddings: {e}",
@@ -317,15 +317,30 @@ fn train_head(
         val: &val.labels,
         genres: meta.genres.len(),
     };
+    let (history, decision) = fit_decide_save(&task, net, params, &labels, device_name, ctx)?;
+    spec.decision = Some(decision);
+    Ok((spec, history))
+}
+
+/// Fits `net`, chooses the decision rule on the kept epoch's validation scores and saves the
+/// weights as `model.bpk`.
+fn fit_decide_save<T: Task>(
+    task: &T,
+    net: T::Net,
+    params: &TrainParams,
+    labels: &Labels<'_>,
+    device_name: &str,
+    ctx: &StageContext<'_>,
+) -> Result<(History, Decision), StageError> {
     let Fitted {
         net,
         val_probs,
         history,
-    } = fit::fit(&task, net, params, &labels, device_name, ctx)?;
-    spec.decision = Some(decide(params, &val_probs, &labels));
+    } = fit::fit(task, net, params, labels, device_name, ctx)?;
+    let decision = decide(params, &val_probs, labels);
     net.save_file(ctx.out_dir.join("model"))
         .during("saving the model")?;
-    Ok((spec, history, "model.bpk"))
+    Ok((history, decision))
 }
 
 /// Training and validation embeddings for a head.
@@ -390,7 +405,7 @@ fn train_images(
     data: &Path,
     device: &Device,
     device_name: &str,
-) -> Result<(ModelSpec, History, &'static str), StageError> {
+) -> Result<(ModelSpec, History), StageError> {
     let (meta, train) = load_split(data, "train")?;
     let (_, val) = load_split(data, "val")?;
     if train.is_empty() {
@@ -439,15 +454,9 @@ fn train_images(
         val: &val.labels,
         genres: meta.genres.len(),
     };
-    let Fitted {
-        net,
-        val_probs,
-        history,
-    } = fit::fit(&task, net, params, &labels, device_name, ctx)?;
-    spec.decision = Some(decide(params, &val_probs, &labels));
-    net.save_file(ctx.out_dir.join("model"))
-        .during("saving the model")?;
-    Ok((spec, history, "model.bpk"))
+    let (history, decision) = fit_decide_save(&task, net, params, &labels, device_name, ctx)?;
+    spec.decision = Some(decision);
+    Ok((spec, history))
 }
 
 /// Training and validation images for an image network.

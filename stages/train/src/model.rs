@@ -325,6 +325,9 @@ impl Lite0Classifier {
 }
 
 /// A poster network that reads images.
+// One network lives at a time, so the variants' sizes do not matter; Burn's `Module` derive wants
+// the modules by value.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum PosterNet {
     /// See [`Architecture::KerasBaseline`].
@@ -383,7 +386,7 @@ pub fn image_input(
     }
 }
 
-/// Packs `n` HWC u8 images into a normalised NCHW tensor.
+/// Packs `n` HWC u8 images into the from-scratch CNNs' NCHW input, `(x / 255 - 0.5) / 0.25`.
 pub fn images_to_tensor(
     pixels: &[u8],
     n: usize,
@@ -391,12 +394,7 @@ pub fn images_to_tensor(
     width: usize,
     device: &Device,
 ) -> Tensor<4> {
-    let values: Vec<f32> = pixels
-        .iter()
-        .map(|&p| (p as f32 / 255.0 - 0.5) / 0.25)
-        .collect();
-    Tensor::<4>::from_data(TensorData::new(values, [n, height, width, 3]), device)
-        .permute([0, 3, 1, 2])
+    stage_backbone::pixels_to_nchw(pixels, [n, height, width], 4.0 / 255.0, -2.0, device)
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ use crate::head::HeadNet;
 use crate::model::{ModelSpec, PosterNet, Reads, image_input};
 
 /// The network of a trained model.
+#[allow(clippy::large_enum_variant)] // one per process
 pub enum TrainedNet {
     /// Reads images.
     Images(PosterNet),
