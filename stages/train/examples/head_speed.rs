@@ -1,8 +1,9 @@
 //! How long `train` takes to fit a head on embeddings at the real dataset's size, through the
 //! stage's own `run` (reading Parquet shards, standardising, fitting, choosing the decision rule).
 //!
-//! `cargo run --release -p stage-train --example head_speed -- [rows] [genres] [architecture]`
-//! (defaults: 16,152 training rows as in the team's 22,919-poster set, 22 genres, `mlp`).
+//! `target/release/examples/head_speed [rows] [genres] [params as JSON]` after
+//! `cargo build --release --workspace --all-targets` (defaults: 16,152 training rows as in the
+//! team's 22,919-poster set, 22 genres, the default pipeline's head params; the JSON overrides them).
 //! The embeddings are synthetic: each genre shifts a few of the 1,280 dimensions, plus noise.
 
 use std::collections::BTreeMap;
@@ -37,7 +38,7 @@ fn split(dir: &Path, rows: usize, genres: usize, seed: u64) {
         for d in 0..DIM {
             let signal: f32 = (0..genres)
                 .filter(|&g| labels[g] == 1 && d % 64 == g)
-                .map(|_| 1.5)
+                .map(|_| 0.25)
                 .sum();
             shard.embeddings.push(signal + next() * 2.0);
         }
@@ -64,7 +65,10 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let rows: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(16_152);
     let genres: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(22);
-    let architecture = args.get(3).cloned().unwrap_or_else(|| "mlp".into());
+    let overrides: serde_json::Value = args
+        .get(3)
+        .map(|a| serde_json::from_str(a).expect("params as JSON"))
+        .unwrap_or_else(|| serde_json::json!({}));
     let work = tempfile::tempdir().unwrap();
     let data = work.path().join("data");
     split(&data.join("train"), rows, genres, 1);
@@ -72,13 +76,16 @@ fn main() {
     let out = work.path().join("out");
     std::fs::create_dir_all(&out).unwrap();
     // The default pipeline's head params.
-    let params = Train
-        .canonical_params(&serde_json::json!({
-            "architecture": architecture, "hidden": 512, "dropout": 0.3, "epochs": 60,
-            "batch_size": 64, "learning_rate": 0.001, "optimizer": "adamw",
-            "weight_decay": 0.0001, "early_stopping": {"monitor": "val-loss", "patience": 8},
-        }))
-        .unwrap();
+    let mut raw = serde_json::json!({
+        "architecture": "mlp", "hidden": 512, "dropout": 0.3, "epochs": 60,
+        "batch_size": 64, "learning_rate": 0.001, "optimizer": "adamw",
+        "weight_decay": 0.0001, "early_stopping": {"monitor": "val-loss", "patience": 8},
+    });
+    for (key, value) in overrides.as_object().expect("a JSON object") {
+        raw[key] = value.clone();
+    }
+    let params = Train.canonical_params(&raw).unwrap();
+    let architecture = params["architecture"].as_str().unwrap().to_string();
     let inputs: BTreeMap<String, PathBuf> = [("data".to_string(), data)].into();
     let files = BTreeMap::new();
     let ctx = StageContext {
@@ -100,7 +107,9 @@ fn main() {
         serde_json::from_slice(&std::fs::read(out.join("history.json")).unwrap()).unwrap();
     let epochs = history["epochs"].as_array().unwrap().len();
     println!(
-        "{architecture} head, {rows} training rows x {DIM}, {genres} genres: {seconds:.1} s for the stage, {epochs} epochs, {:.2} s per epoch",
+        "{architecture} head (hidden {}, batch {}), {rows} training rows x {DIM}, {genres} genres: {seconds:.1} s for the stage, {epochs} epochs, {:.2} s per epoch",
+        params["hidden"],
+        params["batch_size"],
         history["seconds"].as_f64().unwrap() / epochs as f64
     );
     for line in summary.lines {

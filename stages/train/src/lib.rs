@@ -310,6 +310,9 @@ fn train_head(
         genres: meta.genres.len(),
         autodiff: &autodiff,
         inner: device,
+        dropout: params.dropout,
+        // Another stream than the shuffle's, from the same seed.
+        masks: std::cell::RefCell::new(fit::SplitMix(params.seed ^ 0xD50F_0A5C)),
     };
     let net = HeadNet::new(&spec, meta.dim, &autodiff);
     let labels = Labels {
@@ -351,6 +354,9 @@ struct HeadTask<'a> {
     genres: usize,
     autodiff: &'a Device,
     inner: &'a Device,
+    dropout: f64,
+    /// Draws the dropout masks, step after step.
+    masks: std::cell::RefCell<fit::SplitMix>,
 }
 
 fn rows_tensor(values: &[f32], rows: &[usize], dim: usize, device: &Device) -> Tensor<2> {
@@ -381,7 +387,8 @@ impl Task for HeadTask<'_> {
     fn train_batch(&self, net: &HeadNet, rows: &[usize]) -> (Tensor<2>, Tensor<2, Int>) {
         let x = rows_tensor(&self.train.embeddings, rows, self.dim, self.autodiff);
         let y = targets_tensor(&self.train.labels, rows, self.genres, self.autodiff);
-        (net.forward(x), y)
+        let logits = net.forward_train(x, self.dropout, &mut self.masks.borrow_mut());
+        (logits, y)
     }
     fn val_logits(&self, net: &HeadNet) -> Result<Vec<f32>, StageError> {
         let rows: Vec<usize> = (0..self.val.len()).collect();

@@ -142,6 +142,8 @@ fn a_head_learns_from_embeddings_stops_early_and_round_trips_through_disk() {
         genres: 2,
         autodiff: &autodiff,
         inner: &device,
+        dropout: 0.1,
+        masks: std::cell::RefCell::new(fit::SplitMix(1)),
     };
     let labels = Labels {
         train: &train.labels,
