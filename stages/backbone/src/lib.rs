@@ -10,6 +10,7 @@ pub mod device;
 
 use std::path::Path;
 
+use burn::module::Param;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
@@ -189,6 +190,83 @@ impl EfficientNetLite0 {
     /// ImageNet logits `[n, 1000]`.
     pub fn imagenet_logits(&self, images: Tensor<4>) -> Tensor<2> {
         self.fc.forward(self.features(images))
+    }
+}
+
+/// `conv` followed by `norm` (inference statistics) as one conv with a bias:
+/// `w' = w * gamma / sqrt(var + eps)` per output channel, `b' = beta - mean * gamma / sqrt(var + eps)`.
+fn fold(conv: &Conv2d, norm: &BatchNorm) -> Conv2d {
+    let scale = norm.gamma.val() / (norm.running_var.value() + norm.epsilon).sqrt();
+    let [out, ..] = conv.weight.val().dims();
+    let bias = norm.beta.val() - norm.running_mean.value() * scale.clone();
+    let bias = match &conv.bias {
+        Some(b) => bias + b.val() * scale.clone(),
+        None => bias,
+    };
+    let mut folded = conv.clone();
+    folded.weight = Param::from_tensor(conv.weight.val() * scale.reshape([out, 1, 1, 1]));
+    folded.bias = Some(Param::from_tensor(bias));
+    folded
+}
+
+/// One MBConv block with its BatchNorms folded into the convs.
+#[derive(Module, Debug)]
+pub struct FrozenMbConv {
+    expand: Option<Conv2d>,
+    depthwise: Conv2d,
+    project: Conv2d,
+    residual: bool,
+}
+
+/// EfficientNet-Lite0 for frozen inference (`embed`): every BatchNorm folded into the conv before
+/// it, which saves the four element-wise passes each normalisation makes over its activations.
+/// Same features as [`EfficientNetLite0::features`] to float rounding.
+#[derive(Module, Debug)]
+pub struct FrozenLite0 {
+    stem: Conv2d,
+    blocks: Vec<FrozenMbConv>,
+    head: Conv2d,
+    pool: AdaptiveAvgPool2d,
+}
+
+impl FrozenLite0 {
+    /// Folds a loaded network (its running statistics, as in inference mode).
+    pub fn new(net: &EfficientNetLite0) -> Self {
+        Self {
+            stem: fold(&net.conv_stem, &net.bn0),
+            blocks: net
+                .blocks
+                .iter()
+                .map(|b| FrozenMbConv {
+                    expand: match (&b.expand_conv, &b.bn0) {
+                        (Some(conv), Some(norm)) => Some(fold(conv, norm)),
+                        _ => None,
+                    },
+                    depthwise: fold(&b.depthwise_conv, &b.bn1),
+                    project: fold(&b.project_conv, &b.bn2),
+                    residual: b.residual,
+                })
+                .collect(),
+            head: fold(&net.conv_head, &net.bn1),
+            pool: net.pool.clone(),
+        }
+    }
+
+    /// Preprocessed images `[n, 3, h, w]` -> features `[n, 1280]`.
+    pub fn features(&self, images: Tensor<4>) -> Tensor<2> {
+        let mut x = relu6(self.stem.forward(images));
+        for block in &self.blocks {
+            let mut h = x.clone();
+            if let Some(expand) = &block.expand {
+                h = relu6(expand.forward(h));
+            }
+            h = relu6(block.depthwise.forward(h));
+            h = block.project.forward(h);
+            x = if block.residual { h + x } else { h };
+        }
+        self.pool
+            .forward(relu6(self.head.forward(x)))
+            .flatten::<2>(1, 3)
     }
 }
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
-use stage_backbone::{EfficientNetLite0, images_to_input, load};
+use stage_backbone::{EfficientNetLite0, FrozenLite0, images_to_input, load};
 
 fn weights() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -58,6 +58,19 @@ fn imported_weights_name_the_imagenet_class_of_unambiguous_photos() {
     let features: Vec<f32> = net.features(x).try_into_vec_as::<f32>().unwrap();
     assert_eq!(features.len(), stage_backbone::FEATURE_DIM);
     assert!(features.iter().all(|v| (0.0..=6.0).contains(v)));
+
+    // With the batch norms folded into the convs (what `embed` runs), the same features.
+    let x = images_to_input(&photo("flower.jpg"), 1, 224, 224, &device);
+    let folded: Vec<f32> = FrozenLite0::new(&net)
+        .features(x)
+        .try_into_vec_as::<f32>()
+        .unwrap();
+    let worst = features
+        .iter()
+        .zip(&folded)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(worst < 1e-3, "folded features differ by up to {worst}");
 }
 
 #[test]

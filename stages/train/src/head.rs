@@ -43,7 +43,13 @@ fn dropout(x: Tensor<2>, prob: f64, rng: &mut SplitMix) -> Tensor<2> {
     let threshold = (keep * u64::MAX as f64) as u64;
     let scale = (1.0 / keep) as f32;
     let mask: Vec<f32> = (0..rows * cols)
-        .map(|_| if rng.next_u64() < threshold { scale } else { 0.0 })
+        .map(|_| {
+            if rng.next_u64() < threshold {
+                scale
+            } else {
+                0.0
+            }
+        })
         .collect();
     let mask = Tensor::<2>::from_data(TensorData::new(mask, [rows, cols]), &x.device());
     x * mask
