@@ -113,6 +113,10 @@ pub struct Evaluated {
     pub test: Scored,
     /// Test 0/1 predictions.
     pub predicted: Vec<u8>,
+    /// The genres the constant baseline predicts (from this model's training split).
+    pub baseline_set: Vec<usize>,
+    /// The baseline's per-genre metrics on this model's test split.
+    pub baseline_per_genre: BTreeMap<String, GenreMetrics>,
 }
 
 impl Stage for Evaluate {
@@ -155,35 +159,28 @@ impl Stage for Evaluate {
                 ));
             }
         };
-        let (genre_names, train_labels) = split_labels(ctx.input("data")?, "train")?;
-        let genres = genre_names.len();
-        let (baseline_set, frequencies) = baseline(&train_labels, genres);
-        let test = &primary.test;
-        let baseline_pred = baseline_predictions(&baseline_set, test.len(), genres);
-        let baseline_scores: Vec<f32> = (0..test.len())
-            .flat_map(|_| frequencies.iter().copied())
-            .collect();
-        let baseline_genres = per_genre(&test.labels, &baseline_pred, &baseline_scores, genres);
-        let baseline_headline = headline(&test.labels, &baseline_pred, &baseline_genres, genres);
-        let n_val = split_labels(ctx.input("data")?, "val")?.1.len() / genres.max(1);
-
+        let genre_names = primary.spec.genres.clone();
         let names = &genre_names;
         let decision = &primary.metrics.decision;
         let metrics = Metrics {
             model: primary.metrics.headline.clone(),
-            baseline: baseline_headline,
+            baseline: primary.metrics.baseline.clone(),
             genres: names.clone(),
             per_genre: primary.metrics.per_genre.clone(),
-            baseline_per_genre: names.iter().cloned().zip(baseline_genres).collect(),
+            baseline_per_genre: primary.baseline_per_genre.clone(),
             thresholds: names
                 .iter()
                 .cloned()
                 .zip(decision.thresholds.iter().copied())
                 .collect(),
             decision_rule: decision.rule.name().into(),
-            baseline_genres: baseline_set.iter().map(|&g| names[g].clone()).collect(),
-            n_test: test.len(),
-            n_val,
+            baseline_genres: primary
+                .baseline_set
+                .iter()
+                .map(|&g| names[g].clone())
+                .collect(),
+            n_test: primary.test.len(),
+            n_val: primary.history.val_rows,
             models: std::iter::once(&primary)
                 .chain(second.as_ref())
                 .map(|m| m.metrics.clone())
@@ -261,23 +258,33 @@ fn evaluate_model(
         .flat_map(|_| frequencies.iter().copied())
         .collect();
     let baseline_per = per_genre(&test.labels, &baseline_pred, &baseline_scores, genres);
+    let baseline_headline = headline(&test.labels, &baseline_pred, &baseline_per, genres);
     let metrics = ModelMetrics {
         role: role.into(),
         name: model.spec.describe(),
         architecture: model.spec.architecture.name().into(),
-        baseline: headline(&test.labels, &baseline_pred, &baseline_per, genres),
+        baseline: baseline_headline,
         headline: head,
         per_genre: model.spec.genres.iter().cloned().zip(per).collect(),
         decision,
         n_test: test.len(),
         train_seconds: model.history.seconds,
     };
+    let baseline_per_genre = model
+        .spec
+        .genres
+        .iter()
+        .cloned()
+        .zip(baseline_per)
+        .collect();
     Ok(Evaluated {
         metrics,
         spec: model.spec,
         history: model.history,
         test,
         predicted,
+        baseline_set: set,
+        baseline_per_genre,
     })
 }
 
