@@ -208,6 +208,12 @@ pub fn read_embedding_shard(
     })
 }
 
+/// The labels `[rows, genres]` of an embedding shard, its vectors left unread.
+pub fn read_embedding_labels(path: &Path, genres: usize) -> Result<Vec<u8>, StageError> {
+    let df = crate::read_columns(path, &["labels"])?;
+    list_values::<UInt8Type>(&df, "labels", df.height(), genres, path)
+}
+
 /// Every shard of the embedding set in `dir`, in memory (5 KB per poster at 1,280 values).
 pub fn load_embeddings(dir: &Path) -> Result<(EmbeddingMeta, EmbeddingShard), StageError> {
     let meta = EmbeddingMeta::load(dir)?;

@@ -7,7 +7,7 @@ use burn::prelude::*;
 use burn::tensor::activation::sigmoid;
 use pipeline_api::{ResultExt, StageError, read_json};
 use stage_shards::embedding::{
-    EmbeddingMeta, is_embedding_dir, load_embeddings, read_embedding_shard,
+    EmbeddingMeta, is_embedding_dir, load_embeddings, read_embedding_labels,
 };
 use stage_shards::{ShardMeta, read_shard_labels};
 
@@ -191,7 +191,7 @@ pub fn split_labels(data: &Path, split: &str) -> Result<(Vec<String>, Vec<u8>), 
     if is_embedding_dir(&dir) {
         let meta = EmbeddingMeta::load(&dir)?;
         for path in meta.paths(&dir) {
-            labels.extend(read_embedding_shard(&path, meta.dim, meta.genres.len())?.labels);
+            labels.extend(read_embedding_labels(&path, meta.genres.len())?);
         }
         Ok((meta.genres, labels))
     } else {
