@@ -134,7 +134,7 @@ impl Stage for Embed {
         ctx.progress.message("loading the backbone");
         let net = stage_backbone::load(weights, &device)
             .map_err(|e| StageError::invalid(e.to_string()))?;
-        // Batch norms folded into the convs: the same features, ~fewer passes over activations.
+        // Batch norms folded into the convs: the same features, four fewer passes per conv.
         let net = FrozenLite0::new(&net);
         // On the CPU, one forward pass per thread beats splitting each pass over the threads
         // (the network's layers are small: 21.4 images/s on 1 thread, 29.7 on 2 sharing each pass,

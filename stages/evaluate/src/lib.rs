@@ -159,8 +159,7 @@ impl Stage for Evaluate {
                 ));
             }
         };
-        let genre_names = primary.spec.genres.clone();
-        let names = &genre_names;
+        let names = &primary.spec.genres;
         let decision = &primary.metrics.decision;
         let metrics = Metrics {
             model: primary.metrics.headline.clone(),
