@@ -148,13 +148,15 @@ pub fn sigmoid_on_host(logits: &[f32]) -> Vec<f32> {
     logits.iter().map(|&x| 1.0 / (1.0 + (-x).exp())).collect()
 }
 
-/// What a fit produced: the kept network (a validation copy), its validation probabilities and
-/// the history.
+/// What a fit produced: the kept network (a validation copy), its validation probabilities, the
+/// decision rule fitted on them and the history.
 pub struct Fitted<N> {
     /// The network of the best epoch.
     pub net: N,
     /// Its validation probabilities.
     pub val_probs: Vec<f32>,
+    /// The decision rule fitted on them.
+    pub decision: Decision,
     /// Per-epoch record.
     pub history: History,
 }
@@ -220,7 +222,7 @@ pub fn fit<T: Task>(
         val_rows: labels.val.len() / labels.genres.max(1),
         seconds: 0.0,
     };
-    let mut best: Option<(f64, T::Net, Vec<f32>)> = None;
+    let mut best: Option<(f64, T::Net, Vec<f32>, Decision)> = None;
     let mut since_best = 0;
     let steps = rows.div_ceil(params.batch_size);
     ctx.progress.start("train", (steps * params.epochs) as u64);
@@ -253,22 +255,17 @@ pub fn fit<T: Task>(
                 sigmoid_on_host(&logits),
             )
         };
+        // The rule fitted on this epoch's validation scores: it scores the epoch, and the kept
+        // epoch's is the one saved with the model.
+        let decision = decide(params, &probs, labels);
+        let chosen = decision
+            .candidates
+            .iter()
+            .find(|c| c.rule == decision.rule)
+            .unwrap_or(&decision.baseline);
         let (val_micro_f1, val_macro_f1) = if labels.val.is_empty() {
             (0.0, 0.0)
         } else {
-            let decision = Decision::choose(
-                params.decision,
-                &probs,
-                labels.val,
-                labels.train,
-                labels.genres,
-            );
-            let chosen = decision
-                .candidates
-                .iter()
-                .find(|c| c.rule == decision.rule)
-                .cloned()
-                .unwrap_or(decision.baseline.clone());
             (chosen.micro_f1, chosen.macro_f1)
         };
         ctx.progress.message(&format!(
@@ -289,9 +286,9 @@ pub fn fit<T: Task>(
             Monitor::ValLoss => val_loss,
             Monitor::ValMacroF1 => -val_macro_f1,
         };
-        if best.as_ref().is_none_or(|(b, _, _)| monitored < *b) {
+        if best.as_ref().is_none_or(|(b, ..)| monitored < *b) {
             history.best_epoch = epoch;
-            best = Some((monitored, eval_net, probs));
+            best = Some((monitored, eval_net, probs, decision));
             since_best = 0;
         } else {
             since_best += 1;
@@ -306,16 +303,17 @@ pub fn fit<T: Task>(
         }
     }
     history.seconds = started_fit.elapsed().as_secs_f64();
-    let (_, net, val_probs) = best.expect("at least one epoch");
+    let (_, net, val_probs, decision) = best.expect("at least one epoch");
     Ok(Fitted {
         net,
         val_probs,
+        decision,
         history,
     })
 }
 
-/// The decision rule `params.decision` fitted on the kept network's validation probabilities.
-pub fn decide(params: &TrainParams, val_probs: &[f32], labels: &Labels<'_>) -> Decision {
+/// The decision rule `params.decision` fitted on validation probabilities.
+fn decide(params: &TrainParams, val_probs: &[f32], labels: &Labels<'_>) -> Decision {
     let rule = if labels.val.is_empty() {
         // Nothing to tune on: one 0.5 cut.
         DecisionRule::Global

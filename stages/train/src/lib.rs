@@ -43,7 +43,7 @@ pub use model::{
 pub use stage_backbone::select_device;
 pub use trained::{Scored, TrainedModel, split_labels};
 
-use fit::{Fitted, Labels, Task, decide};
+use fit::{Fitted, Labels, Task};
 use model::Lite0Classifier;
 
 /// The train stage kind.
@@ -320,14 +320,14 @@ fn train_head(
         val: &val.labels,
         genres: meta.genres.len(),
     };
-    let (history, decision) = fit_decide_save(&task, net, params, &labels, device_name, ctx)?;
+    let (history, decision) = fit_and_save(&task, net, params, &labels, device_name, ctx)?;
     spec.decision = Some(decision);
     Ok((spec, history))
 }
 
-/// Fits `net`, chooses the decision rule on the kept epoch's validation scores and saves the
+/// Fits `net` (with the decision rule of its kept epoch) and saves the
 /// weights as `model.bpk`.
-fn fit_decide_save<T: Task>(
+fn fit_and_save<T: Task>(
     task: &T,
     net: T::Net,
     params: &TrainParams,
@@ -337,10 +337,10 @@ fn fit_decide_save<T: Task>(
 ) -> Result<(History, Decision), StageError> {
     let Fitted {
         net,
-        val_probs,
+        decision,
         history,
+        ..
     } = fit::fit(task, net, params, labels, device_name, ctx)?;
-    let decision = decide(params, &val_probs, labels);
     net.save_file(ctx.out_dir.join("model"))
         .during("saving the model")?;
     Ok((history, decision))
@@ -461,7 +461,7 @@ fn train_images(
         val: &val.labels,
         genres: meta.genres.len(),
     };
-    let (history, decision) = fit_decide_save(&task, net, params, &labels, device_name, ctx)?;
+    let (history, decision) = fit_and_save(&task, net, params, &labels, device_name, ctx)?;
     spec.decision = Some(decision);
     Ok((spec, history))
 }

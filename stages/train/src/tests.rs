@@ -86,7 +86,7 @@ fn a_cnn_learns_a_colour_to_genre_mapping_and_chooses_a_decision_that_separates_
     let first = fitted.history.epochs[0].train_loss;
     let best = fitted.history.epochs[fitted.history.best_epoch - 1].val_loss;
     assert!(best < first * 0.5, "loss {first} -> {best}");
-    let decision = decide(&params, &fitted.val_probs, &labels);
+    let decision = fitted.decision.clone();
     assert_eq!(decision.apply(&fitted.val_probs, 2), data.labels);
 }
 
@@ -158,7 +158,7 @@ fn a_head_learns_from_embeddings_stops_early_and_round_trips_through_disk() {
         fitted.history.epochs.len()
     );
     assert!(fitted.history.epochs.len() < 200);
-    let decision = decide(&params, &fitted.val_probs, &labels);
+    let decision = fitted.decision.clone();
     let predicted = decision.apply(&fitted.val_probs, 2);
     let correct = predicted
         .iter()
