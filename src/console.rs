@@ -156,6 +156,15 @@ impl Progress for StageBar {
             say(&format!("  {}: {message}", self.stage));
         }
     }
+
+    fn note(&self, line: &str) {
+        let line = format!("  {}: {line}", self.stage);
+        if self.bar.is_hidden() {
+            say(&line);
+        } else {
+            self.bar.println(line);
+        }
+    }
 }
 
 impl Drop for StageBar {

@@ -622,6 +622,7 @@ impl<'a> Engine<'a> {
             report.removed += 1;
         }
         report.removed += self.store.clear_pending()?;
+        report.removed += self.store.clear_work()?;
         match self.store.collect_items()? {
             Some(items) => {
                 report.items_removed = items.removed;
@@ -817,6 +818,7 @@ impl<'a> Engine<'a> {
         let progress = reporter.started(&stage.name, reasons);
         let started = Instant::now();
         let pending = self.store.begin(key).map_err(|e| e.to_string())?;
+        let work_dir = self.store.work_dir(key).map_err(|e| e.to_string())?;
         let out_dir = pending.out_dir();
         let inputs: BTreeMap<String, PathBuf> = stage
             .inputs
@@ -849,6 +851,7 @@ impl<'a> Engine<'a> {
             items: &items,
             retry_failed: options.retry_failed || options.no_reuse,
             earlier_outputs: &earlier_outputs,
+            work_dir: &work_dir,
         };
         let result = catch_unwind(AssertUnwindSafe(|| stage.stage.run(&ctx)));
         drop(progress);
@@ -878,6 +881,7 @@ impl<'a> Engine<'a> {
             .store
             .commit(pending, &stage.name, stage.stage.kind(), &summary, seconds)
             .map_err(|e| e.to_string())?;
+        self.store.remove_work_dir(key);
         reporter.finished(&stage.name, seconds, &summary.lines);
         Ok(manifest)
     }

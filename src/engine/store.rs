@@ -7,6 +7,9 @@
 //!     out/...                    what the stage wrote
 //!     manifest.json              written last: every output file with size and blake3
 //!   v1/tmp/<key>.<pid>.<n>/      a run in progress; renamed into entries/ only after success
+//!   v1/work/<key>/               resumable state of a stage run (training checkpoints): kept when
+//!                                a run dies, so the next run with the same key resumes; removed
+//!                                once the entry is committed, and by `gc`
 //!   v1/run.lock                  held by the one `pipeline run` allowed at a time
 //!   v1/runs.jsonl                one line per run: what ran, was fresh or failed, and why
 //!   v1/items/<aa>/<key>          per-item results (a fetched poster, a resized image) that stages
@@ -169,6 +172,33 @@ impl Store {
     /// The output directory of the entry for `key`.
     pub fn out_dir(&self, key: &str) -> PathBuf {
         self.entry_dir(key).join("out")
+    }
+
+    /// The working area of a run of `key` (see [`pipeline_api::StageContext::work_dir`]), created
+    /// if missing.
+    pub fn work_dir(&self, key: &str) -> Result<PathBuf, StoreError> {
+        let dir = self.versioned().join("work").join(key);
+        fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+        Ok(dir)
+    }
+
+    /// Drops the working area of `key` (its entry is committed: nothing there is needed again).
+    pub fn remove_work_dir(&self, key: &str) {
+        let _ = fs::remove_dir_all(self.versioned().join("work").join(key));
+    }
+
+    /// Drops every working area (resumable state of runs that did not finish). Call only while
+    /// holding the run lock.
+    pub fn clear_work(&self) -> Result<usize, StoreError> {
+        let work = self.versioned().join("work");
+        let mut removed = 0;
+        if let Ok(entries) = fs::read_dir(&work) {
+            for entry in entries.flatten() {
+                fs::remove_dir_all(entry.path()).map_err(io_err("remove", &entry.path()))?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     /// The per-item cache shared by all stages.

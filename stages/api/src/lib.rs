@@ -124,6 +124,11 @@ pub struct StageContext<'a> {
     /// (record that in its own output) and treat anything unreadable as absent. Empty under
     /// `pipeline run --no-reuse`.
     pub earlier_outputs: &'a [PathBuf],
+    /// A directory for resumable state (checkpoints) that survives a crash or a kill: the engine
+    /// keys it by the stage's cache key, so what a stage finds there was written by an earlier
+    /// attempt with the same code, params and inputs. It is removed once the output is committed.
+    /// A stage must still treat anything unreadable in it as absent.
+    pub work_dir: &'a Path,
 }
 
 /// Per-item results shared across runs of every stage, addressed by keys the stage derives from
@@ -210,6 +215,11 @@ pub trait Progress: Sync {
     fn advance(&self, units: u64);
     /// A one-line status, e.g. `epoch 3/10 train loss 0.231`.
     fn message(&self, message: &str);
+    /// A line worth keeping in the log (what is about to be trained, a resumed checkpoint): printed
+    /// above the bar rather than replacing its status.
+    fn note(&self, line: &str) {
+        self.message(line);
+    }
 }
 
 /// Progress that goes nowhere (tests, non-interactive runs).

@@ -37,3 +37,16 @@ pub fn select_device() -> Result<(Device, String), DeviceError> {
         ))),
     }
 }
+
+/// Serialises seeding and initialisation: Burn's initialisers draw from one process-wide
+/// generator (`burn-flex`'s `SEED`), which a stage initialising beside another one (the engine runs
+/// independent stages in parallel) would otherwise advance in between.
+static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// `make()` run alone, with Burn's generator seeded from `seed` first: every network built by the
+/// model stages goes through here, so what one draws does not depend on what runs beside it.
+pub fn initialise_seeded<N>(device: &Device, seed: u64, make: impl FnOnce() -> N) -> N {
+    let _alone = INIT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    device.seed(seed);
+    make()
+}

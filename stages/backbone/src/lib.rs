@@ -18,7 +18,7 @@ use burn::prelude::*;
 use burn::store::{ModuleSnapshot, PytorchStore};
 use burn::tensor::activation::relu6;
 
-pub use device::{DeviceError, select_device};
+pub use device::{DeviceError, initialise_seeded, select_device};
 
 /// Length of the feature vector the backbone yields per image (the head conv's channels).
 pub const FEATURE_DIM: usize = 1280;
@@ -275,7 +275,8 @@ impl FrozenLite0 {
 /// Every tensor of the network must be in the file with its shape; the file's extra entries
 /// (`num_batches_tracked`) are ignored.
 pub fn load(path: &Path, device: &Device) -> Result<EfficientNetLite0, BackboneError> {
-    let mut net = EfficientNetLite0::new(device);
+    // Initialised only to be overwritten, but through the lock: see `initialise_seeded`.
+    let mut net = device::initialise_seeded(device, 0, || EfficientNetLite0::new(device));
     // "_blocks.3._bn1.weight" -> "blocks.3.bn1.weight"
     let mut store = PytorchStore::from_file(path).with_key_remapping(r"(^|\.)_", "$1");
     let result = net

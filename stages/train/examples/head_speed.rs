@@ -88,6 +88,7 @@ fn main() {
     let architecture = params["architecture"].as_str().unwrap().to_string();
     let inputs: BTreeMap<String, PathBuf> = [("data".to_string(), data)].into();
     let files = BTreeMap::new();
+    let work = tempfile::tempdir().unwrap();
     let ctx = StageContext {
         name: "train",
         params: &params,
@@ -99,6 +100,7 @@ fn main() {
         items: &NoItems,
         retry_failed: false,
         earlier_outputs: &[],
+        work_dir: work.path(),
     };
     let started = Instant::now();
     let summary = Train.run(&ctx).unwrap();

@@ -1,18 +1,21 @@
 //! The training loop every architecture shares: shuffled mini-batches, binary cross-entropy with
-//! logits (optionally weighting each genre's positives, PyTorch's `pos_weight`), Adam or AdamW,
-//! per-epoch validation, early stopping that keeps the best epoch, and `history.json`.
+//! logits (optionally weighting each genre's positives, PyTorch's `pos_weight`), Adam or AdamW
+//! under a learning-rate schedule, per-epoch validation, early stopping that keeps the best
+//! epoch, a checkpoint after every epoch that a killed run resumes from, and `history.json`.
 
 use std::time::Instant;
 
 use burn::module::Module;
 use burn::optim::decay::WeightDecayConfig;
-use burn::optim::{AdamConfig, AdamWConfig, GradientsParams};
+use burn::optim::{AdamConfig, AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 use burn::tensor::activation::log_sigmoid;
 use pipeline_api::{StageContext, StageError};
 use serde::{Deserialize, Serialize};
 use stage_metrics::{Decision, DecisionRule};
 
+use crate::checkpoint::{self, BestEpoch, LoopState};
+use crate::noise::{SplitMix, Stream};
 use crate::{Monitor, Optimizer, TrainParams};
 
 /// One epoch of `history.json`.
@@ -64,11 +67,28 @@ pub struct History {
 /// What the loop needs of an architecture and its data.
 pub trait Task {
     /// The network.
-    type Net: Module;
+    type Net: Module + Clone;
+    /// One mini-batch, as the task's data source yields it.
+    type Batch;
     /// Training rows.
     fn train_rows(&self) -> usize;
-    /// Logits and 0/1 targets of the training rows `rows` through `net` (on the autodiff device).
-    fn train_batch(&self, net: &Self::Net, rows: &[usize]) -> (Tensor<2>, Tensor<2, Int>);
+    /// The training batches of `epoch` (1-based), in the order drawn from `seed` (shuffled, and
+    /// for images augmented).
+    fn train_batches(
+        &self,
+        seed: u64,
+        epoch: usize,
+    ) -> Box<dyn Iterator<Item = Result<Self::Batch, StageError>> + '_>;
+    /// Rows in `batch`.
+    fn batch_rows(batch: &Self::Batch) -> usize;
+    /// Logits and 0/1 targets of `batch` through `net` (on the autodiff device), dropout masks
+    /// drawn from `dropout`.
+    fn train_step(
+        &self,
+        net: &Self::Net,
+        batch: Self::Batch,
+        dropout: &mut SplitMix,
+    ) -> (Tensor<2>, Tensor<2, Int>);
     /// Logits `[val rows, genres]` of the validation split through `net` (a validation copy).
     fn val_logits(&self, net: &Self::Net) -> Result<Vec<f32>, StageError>;
 }
@@ -161,39 +181,9 @@ pub struct Fitted<N> {
     pub history: History,
 }
 
-/// A deterministic generator (splitmix64) for shuffling.
-pub struct SplitMix(pub u64);
-
-impl SplitMix {
-    /// The next pseudo-random number.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Fisher-Yates.
-    pub fn shuffle<T>(&mut self, items: &mut [T]) {
-        for i in (1..items.len()).rev() {
-            let j = (self.next_u64() % (i as u64 + 1)) as usize;
-            items.swap(i, j);
-        }
-    }
-}
-
-/// Trains `net` (on the autodiff device) for up to `params.epochs`, keeping the best epoch.
-pub fn fit<T: Task>(
-    task: &T,
-    mut net: T::Net,
-    params: &TrainParams,
-    labels: &Labels<'_>,
-    device_name: &str,
-    ctx: &StageContext<'_>,
-) -> Result<Fitted<T::Net>, StageError> {
-    let started_fit = Instant::now();
-    let mut optim = match params.optimizer {
+/// The optimiser `params` name.
+fn optimizer(params: &TrainParams) -> ModuleOptimizer {
+    match params.optimizer {
         Optimizer::Adamw => AdamWConfig::new()
             .with_weight_decay(params.weight_decay as f32)
             .init(),
@@ -203,35 +193,92 @@ pub fn fit<T: Task>(
                     .then(|| WeightDecayConfig::new(params.weight_decay as f32)),
             )
             .init(),
-    };
+    }
+}
+
+/// Trains `net` (on the autodiff device) for up to `params.epochs`, keeping the best epoch.
+///
+/// After every epoch the state is checkpointed in `ctx.work_dir`; a checkpoint found there at the
+/// start (left by a run that was killed) is resumed from, and ends with exactly the network an
+/// uninterrupted run makes.
+pub fn fit<T: Task>(
+    task: &T,
+    mut net: T::Net,
+    params: &TrainParams,
+    labels: &Labels<'_>,
+    device_name: &str,
+    ctx: &StageContext<'_>,
+) -> Result<Fitted<T::Net>, StageError> {
+    let started_fit = Instant::now();
+    let mut optim = optimizer(params);
     let pos_weight = if params.pos_weight {
         labels.pos_weight()
     } else {
         vec![1.0; labels.genres]
     };
     let rows = task.train_rows();
-    let mut order: Vec<usize> = (0..rows).collect();
-    let mut rng = SplitMix(params.seed);
-    let mut history = History {
-        epochs: Vec::new(),
-        best_epoch: 0,
-        monitor: params.early_stopping.monitor.name().into(),
-        stopped_early: false,
-        device: device_name.to_string(),
-        train_rows: rows,
-        val_rows: labels.val.len() / labels.genres.max(1),
-        seconds: 0.0,
+    let steps_per_epoch = rows.div_ceil(params.batch_size);
+    let mut state = LoopState {
+        format: 0,
+        epochs_done: 0,
+        steps_done: 0,
+        history: History {
+            epochs: Vec::new(),
+            best_epoch: 0,
+            monitor: params.early_stopping.monitor.name().into(),
+            stopped_early: false,
+            device: device_name.to_string(),
+            train_rows: rows,
+            val_rows: labels.val.len() / labels.genres.max(1),
+            seconds: 0.0,
+        },
+        since_best: 0,
+        best: None,
     };
-    let mut best: Option<(f64, T::Net, Vec<f32>, Decision)> = None;
-    let mut since_best = 0;
-    let steps = rows.div_ceil(params.batch_size);
-    ctx.progress.start("train", (steps * params.epochs) as u64);
-    for epoch in 1..=params.epochs {
+    let mut best_net: Option<T::Net> = None;
+    if let Some(found) = checkpoint::latest(ctx.work_dir) {
+        let resumed = found.net(net.clone()).and_then(|resumed| {
+            let best = found.best(net.clone())?.valid();
+            Ok((resumed, best, found.optimizer(optimizer(params))?))
+        });
+        match resumed {
+            Ok((resumed, best, resumed_optim)) if found.state.best.is_some() => {
+                ctx.progress.note(&format!(
+                    "resuming from the checkpoint after epoch {} of {} (best so far: epoch {})",
+                    found.state.epochs_done, params.epochs, found.state.history.best_epoch
+                ));
+                net = resumed;
+                best_net = Some(best);
+                optim = resumed_optim;
+                state = found.state;
+                state.history.device = device_name.to_string();
+            }
+            Ok(_) => {}
+            Err(err) => ctx.progress.note(&format!(
+                "ignoring an unreadable checkpoint ({err}); training from the start"
+            )),
+        }
+    }
+    let previous_seconds = state.history.seconds;
+    ctx.progress.start("train", (rows * params.epochs) as u64);
+    ctx.progress.advance((rows * state.epochs_done) as u64);
+    let finished = state.history.stopped_early || state.epochs_done >= params.epochs;
+    for epoch in (state.epochs_done + 1..=params.epochs).filter(|_| !finished) {
         let started = Instant::now();
-        rng.shuffle(&mut order);
+        let mut dropout = SplitMix::for_epoch(params.seed, Stream::Dropout, epoch);
         let mut total = 0.0;
-        for chunk in order.chunks(params.batch_size) {
-            let (logits, targets) = task.train_batch(&net, chunk);
+        let mut seen = 0;
+        let mut learning_rate = params.learning_rate;
+        for batch in task.train_batches(params.seed, epoch) {
+            let batch = batch?;
+            let n = T::batch_rows(&batch);
+            learning_rate = params.schedule.rate(
+                params.learning_rate,
+                state.steps_done,
+                steps_per_epoch,
+                params.epochs,
+            );
+            let (logits, targets) = task.train_step(&net, batch, &mut dropout);
             let loss = bce_with_logits(logits, targets, &pos_weight);
             let value = loss.clone().into_scalar::<f32>() as f64;
             if !value.is_finite() {
@@ -239,12 +286,19 @@ pub fn fit<T: Task>(
                     "training diverged at epoch {epoch} (loss {value}); lower `learning_rate`"
                 )));
             }
-            total += value * chunk.len() as f64;
+            total += value * n as f64;
+            seen += n;
             let grads = GradientsParams::from_grads(loss.backward(), &net);
-            net = optim.step(params.learning_rate, net, grads);
-            ctx.progress.advance(1);
+            net = optim.step(learning_rate, net, grads);
+            state.steps_done += 1;
+            ctx.progress.advance(n as u64);
+            ctx.progress.message(&format!(
+                "epoch {epoch}/{} loss {:.4}",
+                params.epochs,
+                total / seen.max(1) as f64
+            ));
         }
-        let train_loss = total / rows.max(1) as f64;
+        let train_loss = total / seen.max(1) as f64;
         let eval_net = net.valid();
         let logits = task.val_logits(&eval_net)?;
         let (val_loss, probs) = if labels.val.is_empty() {
@@ -268,17 +322,18 @@ pub fn fit<T: Task>(
         } else {
             (chosen.micro_f1, chosen.macro_f1)
         };
-        ctx.progress.message(&format!(
-            "epoch {epoch}/{}: train loss {train_loss:.4}, val loss {val_loss:.4}, val macro-F1 {val_macro_f1:.3}",
-            params.epochs
+        ctx.progress.note(&format!(
+            "epoch {epoch}/{}: train loss {train_loss:.4}, val loss {val_loss:.4}, val macro-F1 {val_macro_f1:.3}, lr {learning_rate:.2e}, {:.1}s",
+            params.epochs,
+            started.elapsed().as_secs_f64()
         ));
-        history.epochs.push(EpochRecord {
+        state.history.epochs.push(EpochRecord {
             epoch,
             train_loss,
             val_loss,
             val_micro_f1,
             val_macro_f1,
-            learning_rate: params.learning_rate,
+            learning_rate,
             seconds: started.elapsed().as_secs_f64(),
         });
         // Lower is better for both: the loss, or the negated macro-F1.
@@ -286,28 +341,39 @@ pub fn fit<T: Task>(
             Monitor::ValLoss => val_loss,
             Monitor::ValMacroF1 => -val_macro_f1,
         };
-        if best.as_ref().is_none_or(|(b, ..)| monitored < *b) {
-            history.best_epoch = epoch;
-            best = Some((monitored, eval_net, probs, decision));
-            since_best = 0;
+        if state.best.as_ref().is_none_or(|b| monitored < b.monitored) {
+            state.history.best_epoch = epoch;
+            state.best = Some(BestEpoch {
+                monitored,
+                val_probs: probs,
+                decision,
+            });
+            best_net = Some(eval_net);
+            state.since_best = 0;
         } else {
-            since_best += 1;
+            state.since_best += 1;
             let patience = params.early_stopping.patience;
-            if patience > 0 && since_best >= patience && epoch < params.epochs {
-                history.stopped_early = true;
-                // The bar was sized for every epoch; finish it.
-                ctx.progress
-                    .advance((steps * (params.epochs - epoch)) as u64);
-                break;
+            if patience > 0 && state.since_best >= patience && epoch < params.epochs {
+                state.history.stopped_early = true;
             }
         }
+        state.epochs_done = epoch;
+        state.history.seconds = previous_seconds + started_fit.elapsed().as_secs_f64();
+        let best = best_net.as_ref().expect("set at the first epoch");
+        checkpoint::save(ctx.work_dir, &state, &net, &optim, best)?;
+        if state.history.stopped_early {
+            // The bar was sized for every epoch; finish it.
+            ctx.progress
+                .advance((rows * (params.epochs - epoch)) as u64);
+            break;
+        }
     }
-    history.seconds = started_fit.elapsed().as_secs_f64();
-    let (_, net, val_probs, decision) = best.expect("at least one epoch");
+    let LoopState { history, best, .. } = state;
+    let best = best.expect("at least one epoch");
     Ok(Fitted {
-        net,
-        val_probs,
-        decision,
+        net: best_net.expect("at least one epoch"),
+        val_probs: best.val_probs,
+        decision: best.decision,
         history,
     })
 }

@@ -7,8 +7,8 @@
 use burn::nn::{Linear, LinearConfig, Relu};
 use burn::prelude::*;
 
-use crate::fit::SplitMix;
 use crate::model::{Architecture, ModelSpec};
+use crate::noise::{SplitMix, dropout};
 
 /// A linear layer on the embedding.
 #[derive(Module, Debug)]
@@ -31,28 +31,6 @@ pub enum HeadNet {
     Linear(LinearHead),
     /// See [`Architecture::Mlp`].
     Mlp(MlpHead),
-}
-
-/// Inverted dropout of `x` with drop probability `prob`: a 0 / (1 / keep) mask from `rng`.
-fn dropout(x: Tensor<2>, prob: f64, rng: &mut SplitMix) -> Tensor<2> {
-    if prob <= 0.0 {
-        return x;
-    }
-    let keep = 1.0 - prob;
-    let [rows, cols] = x.dims();
-    let threshold = (keep * u64::MAX as f64) as u64;
-    let scale = (1.0 / keep) as f32;
-    let mask: Vec<f32> = (0..rows * cols)
-        .map(|_| {
-            if rng.next_u64() < threshold {
-                scale
-            } else {
-                0.0
-            }
-        })
-        .collect();
-    let mask = Tensor::<2>::from_data(TensorData::new(mask, [rows, cols]), &x.device());
-    x * mask
 }
 
 impl HeadNet {
@@ -82,10 +60,10 @@ impl HeadNet {
     /// [`Self::forward`] for a training step: dropout `prob` before the output layer.
     pub fn forward_train(&self, x: Tensor<2>, prob: f64, rng: &mut SplitMix) -> Tensor<2> {
         match self {
-            Self::Linear(head) => head.out.forward(dropout(x, prob, rng)),
+            Self::Linear(head) => head.out.forward(dropout(x, prob, Some(rng))),
             Self::Mlp(head) => {
                 let h = head.act.forward(head.hidden.forward(x));
-                head.out.forward(dropout(h, prob, rng))
+                head.out.forward(dropout(h, prob, Some(rng)))
             }
         }
     }

@@ -14,9 +14,14 @@
 //! cache key. Writes `model.bpk` (the weights of the kept epoch), `model.json` (what rebuilds the
 //! network, and its decision rule) and `history.json` (per-epoch losses and validation F1).
 
+pub mod augment;
+pub mod batches;
+pub mod checkpoint;
 pub mod fit;
 pub mod head;
 pub mod model;
+pub mod noise;
+pub mod schedule;
 pub mod trained;
 
 use std::path::Path;
@@ -30,7 +35,6 @@ use serde::{Deserialize, Serialize};
 use stage_backbone::BLOCKS;
 use stage_metrics::{Decision, DecisionRule};
 use stage_shards::embedding::{EmbeddingShard, load_embeddings};
-use stage_shards::{Shard, ShardMeta, read_shard};
 
 /// The compute device type and its selection, for stages that run a trained model.
 pub use burn::prelude::Device;
@@ -43,8 +47,11 @@ pub use model::{
 pub use stage_backbone::select_device;
 pub use trained::{Scored, TrainedModel, split_labels};
 
+use augment::Augment;
+use batches::{Batch, BatchStream, ImageSplit, Pass};
 use fit::{Fitted, Labels, Task};
 use model::Lite0Classifier;
+use schedule::Schedule;
 
 /// The train stage kind.
 pub struct Train;
@@ -131,6 +138,13 @@ pub struct TrainParams {
     /// `efficientnet-lite0`: how many of its 16 blocks, counted from the end, are trained (the
     /// head conv and the new genre layer always are; the stem never).
     pub finetune_blocks: usize,
+    /// The learning rate over the run: `{decay: constant|cosine|step, warmup_epochs, ...}`.
+    pub schedule: Schedule,
+    /// Image architectures: augmentation of the training split, on the fly.
+    pub augment: Augment,
+    /// Image architectures: posters read before a shuffle (the shard order is shuffled too).
+    /// Bounds memory: this many decoded posters, whatever the size of the split.
+    pub shuffle_window: usize,
 }
 
 impl Default for TrainParams {
@@ -149,6 +163,9 @@ impl Default for TrainParams {
             hidden: 512,
             dropout: 0.2,
             finetune_blocks: 2,
+            schedule: Schedule::default(),
+            augment: Augment::default(),
+            shuffle_window: 2048,
         }
     }
 }
@@ -158,7 +175,7 @@ impl Stage for Train {
         "train"
     }
     fn version(&self) -> u32 {
-        2
+        3
     }
     fn describe(&self) -> &'static str {
         "train a multi-label genre classifier with Burn: a head on embeddings or a CNN on images"
@@ -189,6 +206,24 @@ impl Stage for Train {
             if p.hidden == 0 {
                 return Err(ParamError::at("hidden", "must be at least 1"));
             }
+            if p.shuffle_window == 0 {
+                return Err(ParamError::at("shuffle_window", "must be at least 1"));
+            }
+            p.schedule
+                .check(p.epochs)
+                .map_err(|(path, why)| ParamError::at(path, why))?;
+            p.augment
+                .check()
+                .map_err(|(path, why)| ParamError::at(path, why))?;
+            if p.augment.is_active() && p.architecture.reads() == Reads::Embeddings {
+                return Err(ParamError::at(
+                    "augment",
+                    format!(
+                        "`{}` reads embeddings, computed once per poster: augmentation needs an image architecture",
+                        p.architecture.name()
+                    ),
+                ));
+            }
             if p.finetune_blocks > BLOCKS {
                 return Err(ParamError::at(
                     "finetune_blocks",
@@ -203,7 +238,6 @@ impl Stage for Train {
         let data = ctx.input("data")?;
         let (device, device_name) =
             select_device().map_err(|e| StageError::invalid(e.to_string()))?;
-        device.seed(params.seed);
         let (spec, history) = match params.architecture.reads() {
             Reads::Embeddings => train_head(ctx, &params, data, &device, &device_name)?,
             Reads::Images => train_images(ctx, &params, data, &device, &device_name)?,
@@ -240,27 +274,6 @@ impl Stage for Train {
             ),
         ]))
     }
-}
-
-/// Reads every shard of one image split into memory (u8, so 12 KB per 64x64 poster).
-pub fn load_split(split_output: &Path, split: &str) -> Result<(ShardMeta, Shard), StageError> {
-    let dir = split_output.join(split);
-    let meta = ShardMeta::load(&dir)?;
-    if stage_shards::embedding::is_embedding_dir(&dir) {
-        return Err(StageError::invalid(format!(
-            "`{}` holds embeddings, not images: architectures that read images need a `split` output as `data`",
-            dir.display()
-        )));
-    }
-    let mut all = Shard::default();
-    for path in meta.paths(&dir) {
-        let shard = read_shard(&path, meta.pixels(), meta.genres.len())?;
-        all.ids.extend(shard.ids);
-        all.posters.extend(shard.posters);
-        all.images.extend(shard.images);
-        all.labels.extend(shard.labels);
-    }
-    Ok((meta, all))
 }
 
 fn empty_training_split() -> StageError {
@@ -311,10 +324,20 @@ fn train_head(
         autodiff: &autodiff,
         inner: device,
         dropout: params.dropout,
-        // Another stream than the shuffle's, from the same seed.
-        masks: std::cell::RefCell::new(fit::SplitMix(params.seed ^ 0xD50F_0A5C)),
+        batch_size: params.batch_size,
     };
-    let net = HeadNet::new(&spec, meta.dim, &autodiff);
+    let net = noise::initialise(&autodiff, params.seed, || {
+        HeadNet::new(&spec, meta.dim, &autodiff)
+    });
+    announce(
+        ctx,
+        &spec,
+        net.num_params(),
+        device_name,
+        train.len(),
+        val.len(),
+        params,
+    );
     let labels = Labels {
         train: &train.labels,
         val: &val.labels,
@@ -355,8 +378,7 @@ struct HeadTask<'a> {
     autodiff: &'a Device,
     inner: &'a Device,
     dropout: f64,
-    /// Draws the dropout masks, step after step.
-    masks: std::cell::RefCell<fit::SplitMix>,
+    batch_size: usize,
 }
 
 fn rows_tensor(values: &[f32], rows: &[usize], dim: usize, device: &Device) -> Tensor<2> {
@@ -381,13 +403,36 @@ fn targets_tensor(labels: &[u8], rows: &[usize], genres: usize, device: &Device)
 
 impl Task for HeadTask<'_> {
     type Net = HeadNet;
+    /// Row numbers of the training embeddings (all in memory: 5 KB per poster).
+    type Batch = Vec<usize>;
     fn train_rows(&self) -> usize {
         self.train.len()
     }
-    fn train_batch(&self, net: &HeadNet, rows: &[usize]) -> (Tensor<2>, Tensor<2, Int>) {
-        let x = rows_tensor(&self.train.embeddings, rows, self.dim, self.autodiff);
-        let y = targets_tensor(&self.train.labels, rows, self.genres, self.autodiff);
-        let logits = net.forward_train(x, self.dropout, &mut self.masks.borrow_mut());
+    fn train_batches(
+        &self,
+        seed: u64,
+        epoch: usize,
+    ) -> Box<dyn Iterator<Item = Result<Vec<usize>, StageError>> + '_> {
+        let mut order: Vec<usize> = (0..self.train.len()).collect();
+        noise::SplitMix::for_epoch(seed, noise::Stream::Shuffle, epoch).shuffle(&mut order);
+        let batches: Vec<Vec<usize>> = order
+            .chunks(self.batch_size)
+            .map(<[usize]>::to_vec)
+            .collect();
+        Box::new(batches.into_iter().map(Ok))
+    }
+    fn batch_rows(batch: &Vec<usize>) -> usize {
+        batch.len()
+    }
+    fn train_step(
+        &self,
+        net: &HeadNet,
+        rows: Vec<usize>,
+        dropout: &mut noise::SplitMix,
+    ) -> (Tensor<2>, Tensor<2, Int>) {
+        let x = rows_tensor(&self.train.embeddings, &rows, self.dim, self.autodiff);
+        let y = targets_tensor(&self.train.labels, &rows, self.genres, self.autodiff);
+        let logits = net.forward_train(x, self.dropout, dropout);
         (logits, y)
     }
     fn val_logits(&self, net: &HeadNet) -> Result<Vec<f32>, StageError> {
@@ -405,7 +450,37 @@ impl Task for HeadTask<'_> {
     }
 }
 
-/// Trains an image network on the shards of a `split` output.
+/// The line printed as training starts: what is trained, on what, how big.
+fn announce(
+    ctx: &StageContext<'_>,
+    spec: &ModelSpec,
+    parameters: usize,
+    device_name: &str,
+    train_rows: usize,
+    val_rows: usize,
+    params: &TrainParams,
+) {
+    let augment = if params.augment.is_active() {
+        format!(
+            ", augment {}",
+            serde_json::to_string(&params.augment).unwrap_or_default()
+        )
+    } else {
+        String::new()
+    };
+    ctx.progress.note(&format!(
+        "{} ({parameters} parameters) on {device_name}, input {}x{}: {train_rows} train / {val_rows} val posters, batch {}, up to {} epochs, {:?} lr {}{augment}",
+        spec.describe(),
+        spec.width,
+        spec.height,
+        params.batch_size,
+        params.epochs,
+        params.schedule.decay,
+        params.learning_rate,
+    ));
+}
+
+/// Trains an image network on the shards of a `split` output, streaming them.
 fn train_images(
     ctx: &StageContext<'_>,
     params: &TrainParams,
@@ -413,11 +488,12 @@ fn train_images(
     device: &Device,
     device_name: &str,
 ) -> Result<(ModelSpec, History), StageError> {
-    let (meta, train) = load_split(data, "train")?;
-    let (_, val) = load_split(data, "val")?;
-    if train.is_empty() {
+    let train = ImageSplit::open(data, "train")?;
+    let val = ImageSplit::open(data, "val")?;
+    if train.rows() == 0 {
         return Err(empty_training_split());
     }
+    let meta = &train.meta;
     let mut spec = ModelSpec {
         architecture: params.architecture,
         width: meta.width,
@@ -437,7 +513,9 @@ fn train_images(
         })?;
         let backbone = stage_backbone::load(weights, &autodiff)
             .map_err(|e| StageError::invalid(e.to_string()))?;
-        let net = PosterNet::new(&spec, Some(backbone), &autodiff);
+        let net = noise::initialise(&autodiff, params.seed, || {
+            PosterNet::new(&spec, Some(backbone), &autodiff)
+        });
         // The blocks before `first` never change: one validation copy runs them outside autodiff.
         let frozen = match &net {
             PosterNet::Lite0(lite0) => lite0.valid(),
@@ -445,8 +523,22 @@ fn train_images(
         };
         (net, Some((frozen, BLOCKS - params.finetune_blocks)))
     } else {
-        (PosterNet::new(&spec, None, &autodiff), None)
+        let net = noise::initialise(&autodiff, params.seed, || {
+            PosterNet::new(&spec, None, &autodiff)
+        });
+        (net, None)
     };
+    announce(
+        ctx,
+        &spec,
+        net.parameter_count(),
+        device_name,
+        train.rows(),
+        val.rows(),
+        params,
+    );
+    let train_labels = train.labels()?;
+    let val_labels = val.labels()?;
     let task = ImageTask {
         train: &train,
         val: &val,
@@ -454,78 +546,101 @@ fn train_images(
         autodiff: &autodiff,
         inner: device,
         frozen,
-        val_batch: params.batch_size * 2,
+        batch_size: params.batch_size,
+        window_rows: params.shuffle_window,
+        augment: params.augment.clone(),
+        normalize: model::normalize(params.architecture),
     };
     let labels = Labels {
-        train: &train.labels,
-        val: &val.labels,
-        genres: meta.genres.len(),
+        train: &train_labels,
+        val: &val_labels,
+        genres: spec.genres.len(),
     };
     let (history, decision) = fit_and_save(&task, net, params, &labels, device_name, ctx)?;
     spec.decision = Some(decision);
     Ok((spec, history))
 }
 
-/// Training and validation images for an image network.
+/// Training and validation images for an image network, streamed from their shards.
 struct ImageTask<'a> {
-    train: &'a Shard,
-    val: &'a Shard,
+    train: &'a ImageSplit,
+    val: &'a ImageSplit,
     spec: &'a ModelSpec,
     autodiff: &'a Device,
     inner: &'a Device,
     /// Fine-tuning: the frozen copy and the first trained block.
     frozen: Option<(Lite0Classifier, usize)>,
-    val_batch: usize,
+    batch_size: usize,
+    window_rows: usize,
+    augment: Augment,
+    normalize: augment::Normalize,
 }
 
 impl ImageTask<'_> {
-    fn pixels(&self, data: &Shard, rows: &[usize]) -> Vec<u8> {
-        let pixels = self.spec.width * self.spec.height * 3;
-        let mut out = Vec::with_capacity(rows.len() * pixels);
-        for &r in rows {
-            out.extend_from_slice(&data.images[r * pixels..(r + 1) * pixels]);
+    fn pass(&self, shuffle: Option<(u64, usize)>, batch_size: usize) -> Pass {
+        Pass {
+            batch_size,
+            shuffle,
+            window_rows: self.window_rows,
+            augment: self.augment.clone(),
+            normalize: self.normalize,
         }
-        out
+    }
+
+    fn input(&self, batch: Vec<f32>, rows: usize, device: &Device) -> Tensor<4> {
+        let shape = [rows, 3, self.spec.height, self.spec.width];
+        Tensor::<4>::from_data(TensorData::new(batch, shape), device)
     }
 }
 
 impl Task for ImageTask<'_> {
     type Net = PosterNet;
+    type Batch = Batch;
     fn train_rows(&self) -> usize {
-        self.train.len()
+        self.train.rows()
     }
-    fn train_batch(&self, net: &PosterNet, rows: &[usize]) -> (Tensor<2>, Tensor<2, Int>) {
-        let (arch, h, w) = (self.spec.architecture, self.spec.height, self.spec.width);
-        let pixels = self.pixels(self.train, rows);
-        let y = targets_tensor(
-            &self.train.labels,
-            rows,
-            self.spec.genres.len(),
+    fn train_batches(
+        &self,
+        seed: u64,
+        epoch: usize,
+    ) -> Box<dyn Iterator<Item = Result<Batch, StageError>> + '_> {
+        Box::new(BatchStream::start(
+            self.train,
+            self.pass(Some((seed, epoch)), self.batch_size),
+        ))
+    }
+    fn batch_rows(batch: &Batch) -> usize {
+        batch.rows
+    }
+    fn train_step(
+        &self,
+        net: &PosterNet,
+        batch: Batch,
+        dropout: &mut noise::SplitMix,
+    ) -> (Tensor<2>, Tensor<2, Int>) {
+        let genres = self.spec.genres.len();
+        let y = Tensor::<2, Int>::from_data(
+            TensorData::new(batch.labels, [batch.rows, genres]),
             self.autodiff,
         );
         let logits = match (&self.frozen, net) {
             (Some((frozen, first)), PosterNet::Lite0(lite0)) => {
-                let x = image_input(arch, &pixels, rows.len(), h, w, self.inner);
+                let x = self.input(batch.input, batch.rows, self.inner);
                 let activations = frozen.frozen_prefix(x, *first).autodiff();
-                lite0.forward_from(activations, *first)
+                lite0.forward_from(activations, *first, Some(dropout))
             }
-            _ => net.forward(image_input(arch, &pixels, rows.len(), h, w, self.autodiff)),
+            _ => net.forward_train(
+                self.input(batch.input, batch.rows, self.autodiff),
+                Some(dropout),
+            ),
         };
         (logits, y)
     }
     fn val_logits(&self, net: &PosterNet) -> Result<Vec<f32>, StageError> {
-        let (arch, h, w) = (self.spec.architecture, self.spec.height, self.spec.width);
-        let rows: Vec<usize> = (0..self.val.len()).collect();
-        let mut out = Vec::with_capacity(self.val.len() * self.spec.genres.len());
-        for chunk in rows.chunks(self.val_batch.max(1)) {
-            let x = image_input(
-                arch,
-                &self.pixels(self.val, chunk),
-                chunk.len(),
-                h,
-                w,
-                self.inner,
-            );
+        let mut out = Vec::with_capacity(self.val.rows() * self.spec.genres.len());
+        for batch in BatchStream::start(self.val, self.pass(None, self.batch_size * 2)) {
+            let batch = batch?;
+            let x = self.input(batch.input, batch.rows, self.inner);
             out.extend(
                 net.forward(x)
                     .try_into_vec_as::<f32>()

@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 use stage_backbone::{EfficientNetLite0, FEATURE_DIM};
 use stage_metrics::Decision;
 
+use crate::augment::Normalize;
+use crate::noise::{SplitMix, dropout};
+
 /// Which network to train.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -177,9 +180,9 @@ impl KerasBlock {
         }
     }
 
-    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.dropout
-            .forward(self.pool.forward(self.act.forward(self.conv.forward(x))))
+    fn forward(&self, x: Tensor<4>, rng: Option<&mut SplitMix>) -> Tensor<4> {
+        let x = self.pool.forward(self.act.forward(self.conv.forward(x)));
+        dropout(x, self.dropout.prob, rng)
     }
 }
 
@@ -216,16 +219,14 @@ impl KerasBaseline {
         }
     }
 
-    fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+    fn forward(&self, images: Tensor<4>, mut rng: Option<&mut SplitMix>) -> Tensor<2> {
         let mut x = images;
         for block in &self.blocks {
-            x = block.forward(x);
+            x = block.forward(x, rng.as_deref_mut());
         }
         let x = x.flatten::<2>(1, 3);
-        let x = self
-            .dropout
-            .forward(self.act.forward(self.dense.forward(x)));
-        self.head.forward(x)
+        let x = self.act.forward(self.dense.forward(x));
+        self.head.forward(dropout(x, self.dropout.prob, rng))
     }
 }
 
@@ -279,13 +280,13 @@ impl SmallCnn {
         }
     }
 
-    fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+    fn forward(&self, images: Tensor<4>, rng: Option<&mut SplitMix>) -> Tensor<2> {
         let mut x = images;
         for block in &self.blocks {
             x = block.forward(x);
         }
         let x = self.gap.forward(x).flatten::<2>(1, 3);
-        self.head.forward(self.dropout.forward(x))
+        self.head.forward(dropout(x, self.dropout.prob, rng))
     }
 }
 
@@ -312,15 +313,20 @@ impl Lite0Classifier {
         self.backbone.prefix(images, blocks)
     }
 
-    /// The rest of the network from block `first` on.
-    pub fn forward_from(&self, activations: Tensor<4>, first: usize) -> Tensor<2> {
+    /// The rest of the network from block `first` on (a training step: dropout from `rng`).
+    pub fn forward_from(
+        &self,
+        activations: Tensor<4>,
+        first: usize,
+        rng: Option<&mut SplitMix>,
+    ) -> Tensor<2> {
         let features = self.backbone.suffix(activations, first);
-        self.head.forward(self.dropout.forward(features))
+        self.head.forward(dropout(features, self.dropout.prob, rng))
     }
 
-    fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        self.head
-            .forward(self.dropout.forward(self.backbone.features(images)))
+    fn forward(&self, images: Tensor<4>, rng: Option<&mut SplitMix>) -> Tensor<2> {
+        let features = self.backbone.features(images);
+        self.head.forward(dropout(features, self.dropout.prob, rng))
     }
 }
 
@@ -360,11 +366,35 @@ impl PosterNet {
 
     /// Images `[batch, 3, height, width]` (normalised by [`image_input`]) -> logits `[batch, genres]`.
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+        self.forward_train(images, None)
+    }
+
+    /// [`Self::forward`] for a training step: dropout masks from `rng` (none when `None`).
+    pub fn forward_train(&self, images: Tensor<4>, rng: Option<&mut SplitMix>) -> Tensor<2> {
         match self {
-            Self::KerasBaseline(net) => net.forward(images),
-            Self::SmallCnn(net) => net.forward(images),
-            Self::Lite0(net) => net.forward(images),
+            Self::KerasBaseline(net) => net.forward(images, rng),
+            Self::SmallCnn(net) => net.forward(images, rng),
+            Self::Lite0(net) => net.forward(images, rng),
         }
+    }
+
+    /// Learnable values, for the start-of-training line.
+    pub fn parameter_count(&self) -> usize {
+        self.num_params()
+    }
+}
+
+/// The pixel normalisation `architecture` is trained with (see [`image_input`]).
+pub fn normalize(architecture: Architecture) -> Normalize {
+    match architecture {
+        Architecture::EfficientnetLite0 => Normalize {
+            scale: 1.0 / 128.0,
+            shift: -127.0 / 128.0,
+        },
+        _ => Normalize {
+            scale: 4.0 / 255.0,
+            shift: -2.0,
+        },
     }
 }
 

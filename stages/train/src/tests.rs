@@ -4,7 +4,7 @@ use super::*;
 use pipeline_api::{NoItems, NoProgress};
 use stage_backbone::EfficientNetLite0;
 
-fn context(out_dir: &Path) -> StageContext<'_> {
+fn context<'a>(out_dir: &'a Path, work_dir: &'a Path) -> StageContext<'a> {
     static EMPTY: std::sync::OnceLock<std::collections::BTreeMap<String, std::path::PathBuf>> =
         std::sync::OnceLock::new();
     let empty = EMPTY.get_or_init(Default::default);
@@ -19,6 +19,7 @@ fn context(out_dir: &Path) -> StageContext<'_> {
         items: &NoItems,
         retry_failed: false,
         earlier_outputs: &[],
+        work_dir,
     }
 }
 
@@ -36,8 +37,8 @@ fn spec(architecture: Architecture, width: usize, height: usize) -> ModelSpec {
 }
 
 /// 64 posters, each one colour: red ones are genre 0, blue ones genre 1.
-fn colour_posters(w: usize, h: usize) -> Shard {
-    let mut data = Shard::default();
+fn colour_posters(w: usize, h: usize) -> stage_shards::Shard {
+    let mut data = stage_shards::Shard::default();
     for i in 0..64 {
         let red = i % 2 == 0;
         data.ids.push(i);
@@ -52,6 +53,68 @@ fn colour_posters(w: usize, h: usize) -> Shard {
     data
 }
 
+/// Writes `data` as the image split `name` below `root`, `shard_rows` posters per shard.
+fn write_split(
+    root: &Path,
+    name: &str,
+    data: &stage_shards::Shard,
+    [w, h]: [usize; 2],
+    shard_rows: usize,
+) -> ImageSplit {
+    let dir = root.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (pixels, genres) = (w * h * 3, 2);
+    let mut meta = stage_shards::ShardMeta {
+        width: w,
+        height: h,
+        channels: 3,
+        layout: "HWC".into(),
+        genres: vec!["red".into(), "blue".into()],
+        shards: Vec::new(),
+    };
+    for (n, start) in (0..data.len()).step_by(shard_rows).enumerate() {
+        let mut part = stage_shards::Shard::default();
+        for i in start..(start + shard_rows).min(data.len()) {
+            part.push_row(data, i, pixels, genres);
+        }
+        let file = format!("shard-{n:05}.parquet");
+        stage_shards::write_shard(&dir.join(&file), &part, pixels, genres).unwrap();
+        meta.shards.push(stage_shards::ShardFile {
+            file,
+            rows: part.len(),
+        });
+    }
+    meta.save(&dir).unwrap();
+    ImageSplit::open(root, name).unwrap()
+}
+
+fn image_task<'a>(
+    train: &'a ImageSplit,
+    val: &'a ImageSplit,
+    spec: &'a ModelSpec,
+    devices: &'a (Device, Device),
+    params: &TrainParams,
+) -> ImageTask<'a> {
+    ImageTask {
+        train,
+        val,
+        spec,
+        autodiff: &devices.1,
+        inner: &devices.0,
+        frozen: None,
+        batch_size: params.batch_size,
+        window_rows: params.shuffle_window,
+        augment: params.augment.clone(),
+        normalize: model::normalize(spec.architecture),
+    }
+}
+
+fn devices() -> (Device, Device) {
+    let device = Device::flex();
+    let autodiff = device.clone().autodiff();
+    (device, autodiff)
+}
+
 #[test]
 fn a_cnn_learns_a_colour_to_genre_mapping_and_chooses_a_decision_that_separates_it() {
     let (w, h) = (16, 16);
@@ -63,25 +126,17 @@ fn a_cnn_learns_a_colour_to_genre_mapping_and_chooses_a_decision_that_separates_
         learning_rate: 0.01,
         ..TrainParams::default()
     };
-    let dir = tempfile::tempdir().unwrap();
-    let ctx = context(dir.path());
-    let device = Device::flex();
-    let autodiff = device.clone().autodiff();
-    let task = ImageTask {
-        train: &data,
-        val: &data,
-        spec: &spec,
-        autodiff: &autodiff,
-        inner: &device,
-        frozen: None,
-        val_batch: 32,
-    };
+    let (dir, work) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let ctx = context(dir.path(), work.path());
+    let split = write_split(dir.path(), "train", &data, [w, h], 20);
+    let devices = devices();
+    let task = image_task(&split, &split, &spec, &devices, &params);
     let labels = Labels {
         train: &data.labels,
         val: &data.labels,
         genres: 2,
     };
-    let net = PosterNet::new(&spec, None, &autodiff);
+    let net = PosterNet::new(&spec, None, &devices.1);
     let fitted = fit::fit(&task, net, &params, &labels, "flex", &ctx).unwrap();
     let first = fitted.history.epochs[0].train_loss;
     let best = fitted.history.epochs[fitted.history.best_epoch - 1].val_loss;
@@ -95,7 +150,7 @@ fn a_head_learns_from_embeddings_stops_early_and_round_trips_through_disk() {
     // 200 movies with 8-value embeddings: genre 0 lives in dimension 0, genre 1 in dimension 1.
     let dim = 8;
     let mut rows = EmbeddingShard::default();
-    let mut rng = fit::SplitMix(3);
+    let mut rng = noise::SplitMix(3);
     let mut noise = move || (rng.next_u64() % 1000) as f32 / 1000.0 - 0.5;
     for i in 0..200 {
         let (a, b) = (i % 2 == 0, i % 3 == 0);
@@ -131,8 +186,8 @@ fn a_head_learns_from_embeddings_stops_early_and_round_trips_through_disk() {
         },
         ..TrainParams::default()
     };
-    let dir = tempfile::tempdir().unwrap();
-    let ctx = context(dir.path());
+    let (dir, work) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let ctx = context(dir.path(), work.path());
     let device = Device::flex();
     let autodiff = device.clone().autodiff();
     let task = HeadTask {
@@ -143,7 +198,7 @@ fn a_head_learns_from_embeddings_stops_early_and_round_trips_through_disk() {
         autodiff: &autodiff,
         inner: &device,
         dropout: 0.1,
-        masks: std::cell::RefCell::new(fit::SplitMix(1)),
+        batch_size: params.batch_size,
     };
     let labels = Labels {
         train: &train.labels,
@@ -213,24 +268,19 @@ fn fine_tuning_trains_the_last_blocks_and_leaves_the_frozen_ones_alone() {
         finetune_blocks: 2,
         ..TrainParams::default()
     };
-    let dir = tempfile::tempdir().unwrap();
-    let ctx = context(dir.path());
-    let device = Device::flex();
-    let autodiff = device.clone().autodiff();
+    let (dir, work) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let ctx = context(dir.path(), work.path());
+    let split = write_split(dir.path(), "train", &data, [w, h], 64);
+    let devices = devices();
+    let device = devices.0.clone();
+    let autodiff = devices.1.clone();
     let net = PosterNet::new(&spec, Some(EfficientNetLite0::new(&autodiff)), &autodiff);
     let PosterNet::Lite0(start) = net.valid() else {
         unreachable!()
     };
     let first = BLOCKS - params.finetune_blocks;
-    let task = ImageTask {
-        train: &data,
-        val: &data,
-        spec: &spec,
-        autodiff: &autodiff,
-        inner: &device,
-        frozen: Some((start.clone(), first)),
-        val_batch: 32,
-    };
+    let mut task = image_task(&split, &split, &spec, &devices, &params);
+    task.frozen = Some((start.clone(), first));
     let labels = Labels {
         train: &data.labels,
         val: &data.labels,
@@ -255,9 +305,175 @@ fn fine_tuning_trains_the_last_blocks_and_leaves_the_frozen_ones_alone() {
         "the frozen blocks did not move"
     );
     let logits = |n: &Lite0Classifier| {
-        n.forward_from(n.frozen_prefix(x.clone(), first), first)
+        n.forward_from(n.frozen_prefix(x.clone(), first), first, None)
             .try_into_vec_as::<f32>()
             .unwrap()
     };
     assert_ne!(logits(&start), logits(trained), "the trained blocks did");
+}
+
+/// Trains `epochs` of a small CNN with augmentation and dropout on `split`, in `work`; `fail_at`
+/// makes the batches of that epoch fail, as a crash would end the run there.
+fn train_cnn(
+    split: &ImageSplit,
+    data: &stage_shards::Shard,
+    work: &Path,
+    out: &Path,
+    fail_at: Option<usize>,
+) -> Result<Vec<u8>, StageError> {
+    let (w, h) = (split.meta.width, split.meta.height);
+    let spec = spec(Architecture::SmallCnn, w, h);
+    let params = TrainParams {
+        epochs: 5,
+        batch_size: 8,
+        learning_rate: 0.01,
+        shuffle_window: 24,
+        augment: Augment {
+            hflip: true,
+            crop_min_area: 0.7,
+            translate: 0.05,
+            jitter: 0.1,
+        },
+        schedule: Schedule {
+            decay: schedule::Decay::Cosine,
+            warmup_epochs: 1.0,
+            ..Schedule::default()
+        },
+        ..TrainParams::default()
+    };
+    let ctx = context(out, work);
+    let devices = devices();
+    struct Failing<'a>(ImageTask<'a>, Option<usize>);
+    impl Task for Failing<'_> {
+        type Net = PosterNet;
+        type Batch = Batch;
+        fn train_rows(&self) -> usize {
+            self.0.train_rows()
+        }
+        fn train_batches(
+            &self,
+            seed: u64,
+            epoch: usize,
+        ) -> Box<dyn Iterator<Item = Result<Batch, StageError>> + '_> {
+            if Some(epoch) == self.1 {
+                return Box::new(std::iter::once(Err(StageError::invalid("killed"))));
+            }
+            self.0.train_batches(seed, epoch)
+        }
+        fn batch_rows(batch: &Batch) -> usize {
+            batch.rows
+        }
+        fn train_step(
+            &self,
+            net: &PosterNet,
+            batch: Batch,
+            dropout: &mut noise::SplitMix,
+        ) -> (Tensor<2>, Tensor<2, Int>) {
+            self.0.train_step(net, batch, dropout)
+        }
+        fn val_logits(&self, net: &PosterNet) -> Result<Vec<f32>, StageError> {
+            self.0.val_logits(net)
+        }
+    }
+    let task = Failing(image_task(split, split, &spec, &devices, &params), fail_at);
+    let labels = Labels {
+        train: &data.labels,
+        val: &data.labels,
+        genres: 2,
+    };
+    let net = noise::initialise(&devices.1, params.seed, || {
+        PosterNet::new(&spec, None, &devices.1)
+    });
+    let fitted = fit::fit(&task, net, &params, &labels, "flex", &ctx)?;
+    fitted.net.save_file(out.join("model")).unwrap();
+    Ok(std::fs::read(out.join("model.bpk")).unwrap())
+}
+
+#[test]
+fn the_same_seed_trains_the_same_bytes_and_a_run_killed_mid_way_resumes_to_them() {
+    let (w, h) = (12, 12);
+    let data = colour_posters(w, h);
+    let root = tempfile::tempdir().unwrap();
+    let split = write_split(root.path(), "train", &data, [w, h], 10);
+    let (a, b, c) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let once = train_cnn(&split, &data, &a.path().join("work"), a.path(), None).unwrap();
+    let again = train_cnn(&split, &data, &b.path().join("work"), b.path(), None).unwrap();
+    assert!(
+        once == again,
+        "two trainings with one seed wrote different weights"
+    );
+
+    // Dies during epoch 4: the checkpoint after epoch 3 is left in the working area.
+    let work = c.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let err = train_cnn(&split, &data, &work, c.path(), Some(4)).unwrap_err();
+    assert!(err.to_string().contains("killed"), "{err}");
+    let left = checkpoint::latest(&work).expect("a checkpoint");
+    assert_eq!(left.state.epochs_done, 3);
+    let resumed = train_cnn(&split, &data, &work, c.path(), None).unwrap();
+    assert!(
+        resumed == once,
+        "the resumed run wrote other weights than an uninterrupted one"
+    );
+    // A finished training is not redone: with every epoch checkpointed, a rerun trains nothing
+    // (its batches would fail if it asked for any).
+    let finished = train_cnn(&split, &data, &work, c.path(), Some(1)).unwrap();
+    assert!(finished == once);
+}
+
+#[test]
+fn streamed_epochs_cover_every_poster_once_in_an_order_of_their_own_within_the_window() {
+    let (w, h) = (4, 4);
+    let mut data = colour_posters(w, h);
+    // Tag each poster in its first pixel so a batch says which posters it holds.
+    for i in 0..data.len() {
+        data.images[i * w * h * 3] = i as u8;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let split = write_split(root.path(), "train", &data, [w, h], 10);
+    let normalize = augment::Normalize {
+        scale: 1.0,
+        shift: 0.0,
+    };
+    let pass = |shuffle| Pass {
+        batch_size: 7,
+        shuffle,
+        window_rows: 20,
+        augment: Augment::default(),
+        normalize,
+    };
+    let posters = |pass: Pass| -> Vec<Vec<u8>> {
+        BatchStream::start(&split, pass)
+            .map(|b| {
+                let b = b.unwrap();
+                (0..b.rows).map(|r| b.input[r * w * h * 3] as u8).collect()
+            })
+            .collect()
+    };
+    let epoch1 = posters(pass(Some((7, 1))));
+    assert!(epoch1[..epoch1.len() - 1].iter().all(|b| b.len() == 7));
+    let mut seen: Vec<u8> = epoch1.concat();
+    seen.sort();
+    assert_eq!(seen, (0..64).collect::<Vec<u8>>());
+    assert_eq!(
+        epoch1,
+        posters(pass(Some((7, 1)))),
+        "same seed and epoch, same batches"
+    );
+    assert_ne!(
+        epoch1,
+        posters(pass(Some((7, 2)))),
+        "another epoch, another order"
+    );
+    // The first batch comes from the first window: at most three 10-poster shards (20 + one).
+    let first_shards: std::collections::BTreeSet<u8> = epoch1[0].iter().map(|p| p / 10).collect();
+    assert!(first_shards.len() <= 3, "{first_shards:?}");
+    // Unshuffled (validation): shard order, which is the order of `labels()`.
+    let plain = posters(pass(None)).concat();
+    assert_eq!(plain, (0..64).collect::<Vec<u8>>());
+    assert_eq!(split.labels().unwrap(), data.labels);
 }

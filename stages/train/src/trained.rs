@@ -68,7 +68,7 @@ impl TrainedModel {
         let context = || format!("loading `{}`", train_output.join("model.bpk").display());
         let net = match (spec.architecture.reads(), &spec.embedding) {
             (Reads::Embeddings, Some(input)) => TrainedNet::Head(
-                HeadNet::new(&spec, input.dim, device)
+                crate::noise::initialise(device, 0, || HeadNet::new(&spec, input.dim, device))
                     .try_load_file(&weights)
                     .during(context())?,
             ),
@@ -79,7 +79,7 @@ impl TrainedModel {
                 )));
             }
             (Reads::Images, _) => TrainedNet::Images(
-                PosterNet::new(&spec, None, device)
+                crate::noise::initialise(device, 0, || PosterNet::new(&spec, None, device))
                     .try_load_file(&weights)
                     .during(context())?,
             ),
