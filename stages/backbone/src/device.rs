@@ -48,5 +48,33 @@ static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
 pub fn initialise_seeded<N>(device: &Device, seed: u64, make: impl FnOnce() -> N) -> N {
     let _alone = INIT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     device.seed(seed);
+    RUNNING_STATES.set(0);
     make()
+}
+
+thread_local! {
+    /// Running statistics numbered so far by the network being built on this thread.
+    static RUNNING_STATES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Where running-statistic ids start, far above any count of parameters.
+const RUNNING_STATE_IDS: u64 = 1 << 62;
+
+/// `norm` with its running mean and variance numbered in construction order. Burn gives them
+/// random ids, writes the ids into saved weights, and (unlike parameters) a module mapper cannot
+/// renumber them; without this two identical trainings would write different files. Build
+/// inside [`initialise_seeded`], which restarts the count.
+pub fn numbered_running_stats(mut norm: burn::nn::BatchNorm) -> burn::nn::BatchNorm {
+    use burn::module::{ParamId, RunningState};
+    let n = RUNNING_STATES.get();
+    RUNNING_STATES.set(n + 2);
+    norm.running_mean = RunningState::with_id(
+        ParamId::from(RUNNING_STATE_IDS + n),
+        norm.running_mean.value(),
+    );
+    norm.running_var = RunningState::with_id(
+        ParamId::from(RUNNING_STATE_IDS + n + 1),
+        norm.running_var.value(),
+    );
+    norm
 }

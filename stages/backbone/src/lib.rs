@@ -18,7 +18,7 @@ use burn::prelude::*;
 use burn::store::{ModuleSnapshot, PytorchStore};
 use burn::tensor::activation::relu6;
 
-pub use device::{DeviceError, initialise_seeded, select_device};
+pub use device::{DeviceError, initialise_seeded, numbered_running_stats, select_device};
 
 /// Length of the feature vector the backbone yields per image (the head conv's channels).
 pub const FEATURE_DIM: usize = 1280;
@@ -64,10 +64,12 @@ pub enum BackboneError {
 
 fn batch_norm(channels: usize, device: &Device) -> BatchNorm {
     // Momentum 0.01 as TF's 0.99 decay, for fine-tuning; eps as the checkpoint was trained with.
-    BatchNormConfig::new(channels)
-        .with_epsilon(1e-3)
-        .with_momentum(0.01)
-        .init(device)
+    device::numbered_running_stats(
+        BatchNormConfig::new(channels)
+            .with_epsilon(1e-3)
+            .with_momentum(0.01)
+            .init(device),
+    )
 }
 
 /// A bias-free conv with TF "SAME" padding (Burn's `Same` pads the extra pixel bottom/right, as TF).

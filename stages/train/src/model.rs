@@ -246,7 +246,9 @@ impl NormBlock {
                 .with_padding(PaddingConfig2d::Same)
                 .with_bias(false)
                 .init(device),
-            norm: BatchNormConfig::new(channels[1]).init(device),
+            norm: stage_backbone::numbered_running_stats(
+                BatchNormConfig::new(channels[1]).init(device),
+            ),
             act: Relu::new(),
             pool: MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init(),
         }
