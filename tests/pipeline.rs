@@ -460,6 +460,93 @@ fn kill_during_training_leaves_no_fresh_looking_entry() {
     assert_eq!(leftovers, 0, "the next run clears what the killed one left");
 }
 
+#[test]
+fn a_training_killed_mid_way_resumes_at_its_last_epoch_and_ends_with_the_uninterrupted_weights() {
+    let pipeline = SMALL_PIPELINE.replace(
+        "params: {epochs: 2, batch_size: 16}",
+        "params: {epochs: 10, batch_size: 16, augment: {hflip: true, crop_min_area: 0.8}, schedule: {decay: cosine, warmup_epochs: 1}}",
+    );
+    let whole = Project::small(120, &pipeline);
+    whole.ok(&["run", "train"]);
+    let killed = Project::small(120, &pipeline);
+    let mut child = Command::new(BIN)
+        .args(["run", "train"])
+        .current_dir(&killed.root)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill -9 as soon as the checkpoint after epoch 6 is complete: epoch 7 is under way.
+    let work = killed.root.join("cache/v1/work");
+    let checkpoints = || -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&work)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .flat_map(|key| {
+                std::fs::read_dir(key.path())
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+            })
+            .map(|c| c.file_name().to_string_lossy().to_string())
+            .filter(|name| !name.ends_with(".partial"))
+            .collect();
+        names.sort();
+        names
+    };
+    let started = std::time::Instant::now();
+    while !checkpoints()
+        .iter()
+        .any(|c| c.as_str() >= "checkpoint-0006")
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "no checkpoint after epoch 6"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before epoch 7"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap(); // SIGKILL: no destructor, no cleanup
+    child.wait().unwrap();
+    // The newest is used (a kill between writing it and dropping the one before leaves both).
+    let left = checkpoints();
+    assert!((1..=2).contains(&left.len()), "{left:?}");
+    let epoch: usize = left.last().unwrap()["checkpoint-".len()..].parse().unwrap();
+    assert!((6..10).contains(&epoch), "{left:?}");
+
+    // Other params are another key: that run starts from scratch and leaves the checkpoint alone.
+    killed.edit("epochs: 10", "epochs: 3");
+    let other = killed.ok(&["run", "train"]);
+    assert!(!other.contains("resuming"), "{other}");
+    killed.edit("epochs: 3", "epochs: 10");
+    let resumed = killed.ok(&["run", "train"]);
+    assert!(
+        resumed.contains(&format!(
+            "resuming from the checkpoint after epoch {epoch} of 10"
+        )),
+        "{resumed}"
+    );
+    let weights = |p: &Project| std::fs::read(p.output_of("train").join("model.bpk")).unwrap();
+    assert!(
+        weights(&whole) == weights(&killed),
+        "the resumed training ended with other weights than the uninterrupted one"
+    );
+    let model = |p: &Project| std::fs::read(p.output_of("train").join("model.json")).unwrap();
+    assert_eq!(model(&whole), model(&killed));
+    assert_eq!(
+        checkpoints(),
+        Vec::<String>::new(),
+        "committed: the working area is gone"
+    );
+    // Finished is finished: nothing reruns.
+    let again = killed.ok(&["run", "train"]);
+    assert!(stages_with(&again, "Running ").is_empty(), "{again}");
+}
+
 /// A real HTTP/1.1 server on 127.0.0.1: `respond` turns a request path into the raw response bytes.
 fn http_server(respond: impl Fn(&str) -> Vec<u8> + Send + Sync + 'static) -> u16 {
     http_server_raw(move |path, stream| {
