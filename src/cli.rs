@@ -52,6 +52,11 @@ pub struct Cli {
     /// Worker threads per stage [default: number of cores]. Never part of a cache key.
     #[arg(long, global = true, env = "PIPELINE_THREADS")]
     pub threads: Option<usize>,
+    /// Where `embed`, `train` and `evaluate` compute: `flex` (or `cpu`; Burn's pure-Rust CPU
+    /// backend, the default), and in a binary built with libtorch (`scripts/build-tch.sh`)
+    /// `tch-cpu`, `cuda` or `cuda:N`. Checked before anything runs; never part of a cache key.
+    #[arg(long, global = true, env = "PIPELINE_DEVICE", value_name = "DEVICE")]
+    pub device: Option<String>,
     /// Say more: progress lines when not on a terminal and published outputs; debug logs with -vv.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -181,6 +186,9 @@ fn cores() -> usize {
 }
 
 fn execute(cli: &Cli, threads: usize) -> Result<(), Failure> {
+    if let Some(device) = &cli.device {
+        stage_train::choose_device(device).map_err(|e| Failure::Usage(e.into()))?;
+    }
     let spec = SpecFile::load(&cli.file).map_err(|e| Failure::Usage(e.into()))?;
     let registry = kinds::registry();
     let plan = Plan::build(&spec, &registry).map_err(|e| Failure::Usage(e.into()))?;

@@ -547,6 +547,34 @@ fn a_training_killed_mid_way_resumes_at_its_last_epoch_and_ends_with_the_uninter
     assert!(stages_with(&again, "Running ").is_empty(), "{again}");
 }
 
+#[test]
+fn a_device_the_binary_cannot_use_fails_before_anything_runs_with_the_fix() {
+    let p = Project::small(20, SMALL_PIPELINE);
+    // No GPU here or in CI: `cuda` is unusable in a flex build (no libtorch) and in a libtorch build
+    // alike (no device), and both say what to use instead.
+    for args in [
+        &["run", "--device", "cuda"][..],
+        &["run", "--device", "cuda:1"],
+    ] {
+        let out = p.pipeline(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("--device flex"), "{stderr}");
+    }
+    let out = Command::new(BIN)
+        .args(["run"])
+        .env("PIPELINE_DEVICE", "tpu")
+        .current_dir(&p.root)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("unknown device `tpu`"), "{stderr}");
+    assert!(!p.root.join("cache").exists(), "nothing ran");
+    let flex = p.ok(&["run", "--device", "flex", "train"]);
+    assert!(flex.contains("on flex (CPU)"), "{flex}");
+}
+
 /// A real HTTP/1.1 server on 127.0.0.1: `respond` turns a request path into the raw response bytes.
 fn http_server(respond: impl Fn(&str) -> Vec<u8> + Send + Sync + 'static) -> u16 {
     http_server_raw(move |path, stream| {

@@ -1,39 +1,92 @@
-//! The compute device of the model stages (`embed`, `train`, `evaluate`): a runtime knob from
-//! `PIPELINE_DEVICE`, never part of a cache key.
+//! The compute device of the model stages (`embed`, `train`, `evaluate`): a runtime choice from
+//! `pipeline run --device` or `PIPELINE_DEVICE`, never part of a cache key.
+
+use std::sync::OnceLock;
 
 use burn::prelude::Device;
 
-/// Why the asked-for device cannot be used.
+/// Why the asked-for device cannot be used, with the command that fixes it.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct DeviceError(String);
 
-/// The device `PIPELINE_DEVICE` names: `flex` or `cpu` (default, Burn's pure-Rust CPU backend),
-/// or with the `tch` feature `cuda` / `torch-cpu` (libtorch). Returns the device and its name for
-/// summaries.
+/// The device chosen for this process by [`choose_device`].
+static CHOSEN: OnceLock<String> = OnceLock::new();
+
+/// The devices this build can use, for messages.
+pub fn supported_devices() -> &'static str {
+    if cfg!(feature = "tch") {
+        "flex (or cpu), tch-cpu, cuda, cuda:N"
+    } else {
+        "flex (or cpu)"
+    }
+}
+
+/// Checks `name` now (so that a run fails at once, not when the first model stage starts) and
+/// makes it the device [`select_device`] returns in this process.
+pub fn choose_device(name: &str) -> Result<String, DeviceError> {
+    let (_, description) = open(name)?;
+    let _ = CHOSEN.set(name.to_string());
+    Ok(description)
+}
+
+/// The device chosen with [`choose_device`], else the one `PIPELINE_DEVICE` names, else flex:
+/// the device and its description for summaries.
 pub fn select_device() -> Result<(Device, String), DeviceError> {
-    let wanted = std::env::var("PIPELINE_DEVICE").unwrap_or_else(|_| "flex".into());
-    match wanted.as_str() {
+    let name = CHOSEN
+        .get()
+        .cloned()
+        .or_else(|| std::env::var("PIPELINE_DEVICE").ok())
+        .unwrap_or_else(|| "flex".into());
+    open(&name)
+}
+
+fn open(name: &str) -> Result<(Device, String), DeviceError> {
+    match name {
         "flex" | "cpu" => Ok((Device::flex(), "flex (CPU)".into())),
         #[cfg(feature = "tch")]
-        "cuda" => {
-            #[allow(deprecated)]
-            let device = Device::libtorch_cuda(0);
-            Ok((device, "libtorch CUDA:0".into()))
-        }
-        #[cfg(feature = "tch")]
-        "torch-cpu" => {
+        "tch-cpu" | "torch-cpu" => {
             #[allow(deprecated)]
             let device = Device::libtorch();
             Ok((device, "libtorch CPU".into()))
         }
-        other => Err(DeviceError(format!(
-            "unknown PIPELINE_DEVICE `{other}`; this build supports: flex{}",
-            if cfg!(feature = "tch") {
-                ", cuda, torch-cpu"
-            } else {
-                " (build with `--features tch` for libtorch)"
+        #[cfg(feature = "tch")]
+        cuda if cuda == "cuda" || cuda.starts_with("cuda:") => {
+            let index: usize = match cuda.strip_prefix("cuda:") {
+                None => 0,
+                Some(n) => n.parse().map_err(|_| {
+                    DeviceError(format!(
+                        "`{cuda}`: the device index must be a number, as in `cuda:0`"
+                    ))
+                })?,
+            };
+            let count = tch::Cuda::device_count().max(0) as usize;
+            if count == 0 {
+                return Err(DeviceError(format!(
+                    "`{cuda}`: libtorch sees no CUDA device (no NVIDIA driver, or a CPU-only libtorch on LD_LIBRARY_PATH); run with `--device tch-cpu` or `--device flex`, or check `nvidia-smi`"
+                )));
             }
+            if index >= count {
+                return Err(DeviceError(format!(
+                    "`{cuda}`: libtorch sees {count} CUDA device(s), cuda:0 to cuda:{}",
+                    count - 1
+                )));
+            }
+            #[allow(deprecated)]
+            let device = Device::libtorch_cuda(index);
+            Ok((device, format!("libtorch CUDA:{index}")))
+        }
+        #[cfg(not(feature = "tch"))]
+        "tch-cpu" | "torch-cpu" | "cuda" => Err(DeviceError(format!(
+            "device `{name}` needs libtorch, and this binary was built without it; build one with `bash scripts/build-tch.sh` (see README, \"GPU training\"), or use `--device flex`"
+        ))),
+        #[cfg(not(feature = "tch"))]
+        cuda if cuda.starts_with("cuda:") => Err(DeviceError(format!(
+            "device `{name}` needs libtorch, and this binary was built without it; build one with `bash scripts/build-tch.sh` (see README, \"GPU training\"), or use `--device flex`"
+        ))),
+        other => Err(DeviceError(format!(
+            "unknown device `{other}`; this build supports: {}",
+            supported_devices()
         ))),
     }
 }

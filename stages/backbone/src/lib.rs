@@ -18,7 +18,10 @@ use burn::prelude::*;
 use burn::store::{ModuleSnapshot, PytorchStore};
 use burn::tensor::activation::relu6;
 
-pub use device::{DeviceError, initialise_seeded, numbered_running_stats, select_device};
+pub use device::{
+    DeviceError, choose_device, initialise_seeded, numbered_running_stats, select_device,
+    supported_devices,
+};
 
 /// Length of the feature vector the backbone yields per image (the head conv's channels).
 pub const FEATURE_DIM: usize = 1280;

@@ -44,7 +44,7 @@ pub use model::{
     Architecture, EmbeddingInput, ModelSpec, PosterNet, Reads, Standardize, image_input,
     images_to_tensor,
 };
-pub use stage_backbone::select_device;
+pub use stage_backbone::{choose_device, select_device, supported_devices};
 pub use trained::{Scored, TrainedModel, split_labels};
 
 use augment::Augment;

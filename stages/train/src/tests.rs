@@ -109,8 +109,16 @@ fn image_task<'a>(
     }
 }
 
+/// The device `PIPELINE_DEVICE` names (flex by default): `scripts/build-tch.sh` runs these tests
+/// on libtorch.
+fn device() -> Device {
+    select_device()
+        .expect("PIPELINE_DEVICE names a device this build has")
+        .0
+}
+
 fn devices() -> (Device, Device) {
-    let device = Device::flex();
+    let device = device();
     let autodiff = device.clone().autodiff();
     (device, autodiff)
 }
@@ -188,7 +196,7 @@ fn a_head_learns_from_embeddings_stops_early_and_round_trips_through_disk() {
     };
     let (dir, work) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let ctx = context(dir.path(), work.path());
-    let device = Device::flex();
+    let device = device();
     let autodiff = device.clone().autodiff();
     let task = HeadTask {
         train: &train,
