@@ -38,6 +38,10 @@ pub struct EpochRecord {
     pub learning_rate: f64,
     /// Seconds the epoch took.
     pub seconds: f64,
+    /// Of which the training steps (data, forward, backward, update; not validation): what
+    /// `bench/train-vs-pytorch.sh` divides the training rows by.
+    #[serde(default)]
+    pub train_seconds: f64,
 }
 
 /// `history.json`.
@@ -298,6 +302,7 @@ pub fn fit<T: Task>(
                 total / seen.max(1) as f64
             ));
         }
+        let train_seconds = started.elapsed().as_secs_f64();
         let train_loss = total / seen.max(1) as f64;
         let eval_net = net.valid();
         let logits = task.val_logits(&eval_net)?;
@@ -335,6 +340,7 @@ pub fn fit<T: Task>(
             val_macro_f1,
             learning_rate,
             seconds: started.elapsed().as_secs_f64(),
+            train_seconds,
         });
         // Lower is better for both: the loss, or the negated macro-F1.
         let monitored = match params.early_stopping.monitor {
