@@ -87,21 +87,6 @@ pub fn dropout<const D: usize>(x: Tensor<D>, prob: f64, rng: Option<&mut SplitMi
     x * mask
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn streams_differ_by_stream_and_epoch_and_repeat_for_the_same_ones() {
-        let draw = |stream, epoch| SplitMix::for_epoch(7, stream, epoch).next_u64();
-        assert_eq!(draw(Stream::Shuffle, 3), draw(Stream::Shuffle, 3));
-        assert_ne!(draw(Stream::Shuffle, 3), draw(Stream::Shuffle, 4));
-        assert_ne!(draw(Stream::Shuffle, 3), draw(Stream::Dropout, 3));
-        let unit = SplitMix(1).unit();
-        assert!((0.0..1.0).contains(&unit));
-    }
-}
-
 /// `make()` run with Burn's generator seeded from `seed`, alone (see
 /// [`stage_backbone::initialise_seeded`]), and its parameters numbered in visit order. Burn numbers
 /// parameters at random and writes the numbers into saved weights, so without this two identical
@@ -125,5 +110,20 @@ impl burn::module::ModuleMapper for NumberParams {
         self.0 += 1;
         let (_, value, mapper) = param.consume();
         burn::module::Param::from_mapped_value(burn::module::ParamId::from(self.0), value, mapper)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn streams_differ_by_stream_and_epoch_and_repeat_for_the_same_ones() {
+        let draw = |stream, epoch| SplitMix::for_epoch(7, stream, epoch).next_u64();
+        assert_eq!(draw(Stream::Shuffle, 3), draw(Stream::Shuffle, 3));
+        assert_ne!(draw(Stream::Shuffle, 3), draw(Stream::Shuffle, 4));
+        assert_ne!(draw(Stream::Shuffle, 3), draw(Stream::Dropout, 3));
+        let unit = SplitMix(1).unit();
+        assert!((0.0..1.0).contains(&unit));
     }
 }
