@@ -306,6 +306,9 @@ pub fn load(path: &Path, device: &Device) -> Result<EfficientNetLite0, BackboneE
     Ok(net)
 }
 
+/// `(scale, shift)` of the input the checkpoint was trained on: `x * scale + shift = (x - 127) / 128`.
+pub const INPUT_NORMALIZATION: (f32, f32) = (1.0 / 128.0, -127.0 / 128.0);
+
 /// Packs `n` HWC RGB u8 images of `height` x `width` into the backbone's input `[n, 3, h, w]`,
 /// normalised as the checkpoint was trained: `(x - 127) / 128`.
 pub fn images_to_input(
@@ -315,13 +318,8 @@ pub fn images_to_input(
     width: usize,
     device: &Device,
 ) -> Tensor<4> {
-    pixels_to_nchw(
-        pixels,
-        [n, height, width],
-        1.0 / 128.0,
-        -127.0 / 128.0,
-        device,
-    )
+    let (scale, shift) = INPUT_NORMALIZATION;
+    pixels_to_nchw(pixels, [n, height, width], scale, shift, device)
 }
 
 /// `[n, h, w]` HWC RGB u8 images as an NCHW float tensor of `x * scale + shift`.

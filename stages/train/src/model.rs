@@ -386,22 +386,27 @@ impl PosterNet {
     }
 }
 
-/// The pixel normalisation `architecture` is trained with (see [`image_input`]).
+/// The from-scratch CNNs' input normalisation, `(x / 255 - 0.5) / 0.25`.
+const FROM_SCRATCH: Normalize = Normalize {
+    scale: 4.0 / 255.0,
+    shift: -2.0,
+};
+
+/// The pixel normalisation `architecture` is trained with: ImageNet weights expect the backbone's
+/// `(x - 127) / 128`, the from-scratch CNNs `(x / 255 - 0.5) / 0.25`. The streamed training
+/// batches and [`image_input`] (evaluation, prediction) both use it.
 pub fn normalize(architecture: Architecture) -> Normalize {
     match architecture {
-        Architecture::EfficientnetLite0 => Normalize {
-            scale: 1.0 / 128.0,
-            shift: -127.0 / 128.0,
-        },
-        _ => Normalize {
-            scale: 4.0 / 255.0,
-            shift: -2.0,
-        },
+        Architecture::EfficientnetLite0 => {
+            let (scale, shift) = stage_backbone::INPUT_NORMALIZATION;
+            Normalize { scale, shift }
+        }
+        _ => FROM_SCRATCH,
     }
 }
 
-/// Packs `n` HWC u8 images into the normalised NCHW input `architecture` was trained with:
-/// ImageNet weights expect `(x - 127) / 128`, the from-scratch CNNs `(x / 255 - 0.5) / 0.25`.
+/// Packs `n` HWC u8 images into the normalised NCHW input `architecture` was trained with (see
+/// [`normalize`]).
 pub fn image_input(
     architecture: Architecture,
     pixels: &[u8],
@@ -410,12 +415,8 @@ pub fn image_input(
     width: usize,
     device: &Device,
 ) -> Tensor<4> {
-    match architecture {
-        Architecture::EfficientnetLite0 => {
-            stage_backbone::images_to_input(pixels, n, height, width, device)
-        }
-        _ => images_to_tensor(pixels, n, height, width, device),
-    }
+    let norm = normalize(architecture);
+    stage_backbone::pixels_to_nchw(pixels, [n, height, width], norm.scale, norm.shift, device)
 }
 
 /// Packs `n` HWC u8 images into the from-scratch CNNs' NCHW input, `(x / 255 - 0.5) / 0.25`.
@@ -426,7 +427,7 @@ pub fn images_to_tensor(
     width: usize,
     device: &Device,
 ) -> Tensor<4> {
-    stage_backbone::pixels_to_nchw(pixels, [n, height, width], 4.0 / 255.0, -2.0, device)
+    image_input(Architecture::SmallCnn, pixels, n, height, width, device)
 }
 
 #[cfg(test)]
