@@ -468,14 +468,15 @@ fn announce(
     } else {
         String::new()
     };
+    let decay = serde_json::to_value(params.schedule.decay)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
     ctx.progress.note(&format!(
-        "{} ({parameters} parameters) on {device_name}, input {}x{}: {train_rows} train / {val_rows} val posters, batch {}, up to {} epochs, {:?} lr {}{augment}",
+        "{} ({parameters} parameters) on {device_name}: {train_rows} train / {val_rows} val posters, batch {}, up to {} epochs, lr {} ({decay} schedule){augment}",
         spec.describe(),
-        spec.width,
-        spec.height,
         params.batch_size,
         params.epochs,
-        params.schedule.decay,
         params.learning_rate,
     ));
 }
