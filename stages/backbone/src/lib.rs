@@ -322,7 +322,8 @@ pub fn images_to_input(
     pixels_to_nchw(pixels, [n, height, width], scale, shift, device)
 }
 
-/// `[n, h, w]` HWC RGB u8 images as an NCHW float tensor of `x * scale + shift`.
+/// `[n, h, w]` HWC RGB u8 images as an NCHW float tensor of `x * scale + shift`, packed on the
+/// host by [`pack_planar`] (contiguous, so no permute on the device).
 pub fn pixels_to_nchw(
     pixels: &[u8],
     [n, height, width]: [usize; 3],
@@ -330,7 +331,24 @@ pub fn pixels_to_nchw(
     shift: f32,
     device: &Device,
 ) -> Tensor<4> {
-    let values: Vec<f32> = pixels.iter().map(|&p| p as f32 * scale + shift).collect();
-    Tensor::<4>::from_data(TensorData::new(values, [n, height, width, 3]), device)
-        .permute([0, 3, 1, 2])
+    let per_image = height * width * 3;
+    let mut values = vec![0f32; n * per_image];
+    for (image, out) in pixels
+        .chunks_exact(per_image)
+        .zip(values.chunks_exact_mut(per_image))
+    {
+        pack_planar(image, scale, shift, out);
+    }
+    Tensor::<4>::from_data(TensorData::new(values, [n, 3, height, width]), device)
+}
+
+/// One HWC RGB u8 image as planar CHW `out` (as many values), each `x * scale + shift`: the one
+/// packing that training batches, evaluation, embedding and prediction share.
+pub fn pack_planar(pixels: &[u8], scale: f32, shift: f32, out: &mut [f32]) {
+    let plane = pixels.len() / 3;
+    for (i, px) in pixels.chunks_exact(3).enumerate() {
+        out[i] = px[0] as f32 * scale + shift;
+        out[plane + i] = px[1] as f32 * scale + shift;
+        out[2 * plane + i] = px[2] as f32 * scale + shift;
+    }
 }

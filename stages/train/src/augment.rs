@@ -64,14 +64,10 @@ pub struct Normalize {
     pub shift: f32,
 }
 
-/// Writes one HWC u8 image as planar CHW `out` (`3 * height * width` values), normalised.
-pub fn pack(pixels: &[u8], [height, width]: [usize; 2], norm: Normalize, out: &mut [f32]) {
-    let plane = height * width;
-    for (i, px) in pixels.chunks_exact(3).enumerate() {
-        out[i] = px[0] as f32 * norm.scale + norm.shift;
-        out[plane + i] = px[1] as f32 * norm.scale + norm.shift;
-        out[2 * plane + i] = px[2] as f32 * norm.scale + norm.shift;
-    }
+/// Writes one HWC u8 image as planar CHW `out` (`3 * height * width` values), normalised: the
+/// backbone's [`stage_backbone::pack_planar`], which evaluation and embedding use too.
+pub fn pack(pixels: &[u8], norm: Normalize, out: &mut [f32]) {
+    stage_backbone::pack_planar(pixels, norm.scale, norm.shift, out);
 }
 
 /// [`pack`] with `augment` drawn from `rng`: one bilinear resample for the flip, crop and
@@ -179,7 +175,7 @@ mod tests {
             scale: 0.5,
             shift: -1.0,
         };
-        pack(&ramp(), [2, 4], norm, &mut out);
+        pack(&ramp(), norm, &mut out);
         assert_eq!(&out[..8], &[-1.0, 4.0, 9.0, 14.0, 19.0, 24.0, 29.0, 34.0]);
         assert_eq!(out[8], 49.0);
         assert_eq!(out[16], 99.0);
@@ -188,7 +184,7 @@ mod tests {
     #[test]
     fn nothing_on_is_the_plain_packing_and_a_flip_mirrors_each_row() {
         let (mut plain, mut same) = (vec![0f32; 24], vec![0f32; 24]);
-        pack(&ramp(), [2, 4], IDENTITY, &mut plain);
+        pack(&ramp(), IDENTITY, &mut plain);
         let off = Augment::default();
         pack_augmented(&ramp(), [2, 4], &off, &mut SplitMix(1), IDENTITY, &mut same);
         assert_eq!(plain, same);
@@ -223,7 +219,7 @@ mod tests {
             jitter: 0.2,
         };
         let mut plain = vec![0f32; 16 * 16 * 3];
-        pack(&image, [16, 16], IDENTITY, &mut plain);
+        pack(&image, IDENTITY, &mut plain);
         let mut rng = SplitMix(3);
         for _ in 0..20 {
             let mut out = vec![0f32; 16 * 16 * 3];

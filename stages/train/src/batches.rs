@@ -155,6 +155,8 @@ fn produce(split: &ImageSplit, pass: &Pass, send: &SyncSender<Result<Batch, Stag
         while window.len() < target {
             let Some(&shard) = pending.next() else { break };
             match read_shard(&paths[shard], pixels, genres) {
+                // An empty window takes the shard as it is; otherwise its rows are appended.
+                Ok(read) if window.is_empty() => window = read,
                 Ok(read) => {
                     for i in 0..read.len() {
                         window.push_row(&read, i, pixels, genres);
@@ -212,7 +214,7 @@ fn pack_batch(
         let image = &window.images[r * pixels..(r + 1) * pixels];
         match augment.as_deref_mut() {
             Some(rng) => pack_augmented(image, size, &pass.augment, rng, pass.normalize, out),
-            None => pack(image, size, pass.normalize, out),
+            None => pack(image, pass.normalize, out),
         }
         labels.extend(
             window.labels[r * genres..(r + 1) * genres]
