@@ -77,13 +77,14 @@ fn open(name: &str) -> Result<(Device, String), DeviceError> {
             Ok((device, format!("libtorch CUDA:{index}")))
         }
         #[cfg(not(feature = "tch"))]
-        "tch-cpu" | "torch-cpu" | "cuda" => Err(DeviceError(format!(
-            "device `{name}` needs libtorch, and this binary was built without it; build one with `bash scripts/build-tch.sh` (see README, \"GPU training\"), or use `--device flex`"
-        ))),
-        #[cfg(not(feature = "tch"))]
-        cuda if cuda.starts_with("cuda:") => Err(DeviceError(format!(
-            "device `{name}` needs libtorch, and this binary was built without it; build one with `bash scripts/build-tch.sh` (see README, \"GPU training\"), or use `--device flex`"
-        ))),
+        libtorch
+            if matches!(libtorch, "tch-cpu" | "torch-cpu" | "cuda")
+                || libtorch.starts_with("cuda:") =>
+        {
+            Err(DeviceError(format!(
+                "device `{libtorch}` needs libtorch, and this binary was built without it; build one with `bash scripts/build-tch.sh` (see README, \"GPU training\"), or use `--device flex`"
+            )))
+        }
         other => Err(DeviceError(format!(
             "unknown device `{other}`; this build supports: {}",
             supported_devices()

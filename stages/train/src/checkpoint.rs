@@ -39,6 +39,20 @@ pub struct LoopState {
     pub best: Option<BestEpoch>,
 }
 
+impl LoopState {
+    /// The state before the first epoch.
+    pub fn new(history: History) -> Self {
+        Self {
+            format: FORMAT,
+            epochs_done: 0,
+            steps_done: 0,
+            history,
+            since_best: 0,
+            best: None,
+        }
+    }
+}
+
 /// What the loop keeps of its best epoch, beside the network.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BestEpoch {
@@ -129,13 +143,7 @@ pub fn save<N: Module + Clone>(
     optim
         .save(partial.join("optim.bpk"))
         .during("checkpointing the optimiser")?;
-    write_json(
-        &partial.join("state.json"),
-        &LoopState {
-            format: FORMAT,
-            ..state.clone()
-        },
-    )?;
+    write_json(&partial.join("state.json"), state)?;
     let done = work_dir.join(&name);
     let _ = fs::remove_dir_all(&done);
     fs::rename(&partial, &done).map_err(|e| StageError::Write {

@@ -222,23 +222,16 @@ pub fn fit<T: Task>(
     };
     let rows = task.train_rows();
     let steps_per_epoch = rows.div_ceil(params.batch_size);
-    let mut state = LoopState {
-        format: 0,
-        epochs_done: 0,
-        steps_done: 0,
-        history: History {
-            epochs: Vec::new(),
-            best_epoch: 0,
-            monitor: params.early_stopping.monitor.name().into(),
-            stopped_early: false,
-            device: device_name.to_string(),
-            train_rows: rows,
-            val_rows: labels.val.len() / labels.genres.max(1),
-            seconds: 0.0,
-        },
-        since_best: 0,
-        best: None,
-    };
+    let mut state = LoopState::new(History {
+        epochs: Vec::new(),
+        best_epoch: 0,
+        monitor: params.early_stopping.monitor.name().into(),
+        stopped_early: false,
+        device: device_name.to_string(),
+        train_rows: rows,
+        val_rows: labels.val.len() / labels.genres.max(1),
+        seconds: 0.0,
+    });
     let mut best_net: Option<T::Net> = None;
     if let Some(found) = checkpoint::latest(ctx.work_dir) {
         let resumed = found.net(net.clone()).and_then(|resumed| {
