@@ -1752,27 +1752,37 @@ fn remembered_failures_expire_after_the_configured_time_and_are_retried() {
 
 /// The Python of `.venv` with pyarrow, made on first use (what `.ci/run` does up front).
 fn python_with_pyarrow() -> PathBuf {
+    python_with(&["pyarrow>=15"], "pyarrow")
+}
+
+/// `.venv`'s Python with `packages` installed (made when `import modules` fails, as `.ci/run`
+/// makes it).
+fn python_with(packages: &[&str], modules: &str) -> PathBuf {
     let venv = Path::new(REPO).join(".venv");
     let python = venv.join("bin/python");
-    let has_pyarrow = |python: &Path| {
+    let has_them = |python: &Path| {
         Command::new(python)
-            .args(["-c", "import pyarrow"])
+            .args(["-c", &format!("import {modules}")])
             .status()
             .is_ok_and(|s| s.success())
     };
-    if !has_pyarrow(&python) {
-        let made = Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&venv)
-            .status()
-            .is_ok_and(|s| s.success())
+    if !has_them(&python) {
+        let made = (python.exists()
+            || Command::new("python3")
+                .args(["-m", "venv"])
+                .arg(&venv)
+                .status()
+                .is_ok_and(|s| s.success()))
             && Command::new(venv.join("bin/pip"))
-                .args(["install", "--quiet", "pyarrow>=15"])
+                .args(["install", "--quiet"])
+                .args(packages)
                 .status()
                 .is_ok_and(|s| s.success());
         assert!(
-            made && has_pyarrow(&python),
-            "this test reads shards with Python pyarrow: `python3 -m venv .venv && .venv/bin/pip install pyarrow` (as .ci/run does)"
+            made && has_them(&python),
+            "this test needs Python with {}: `python3 -m venv .venv && .venv/bin/pip install {}` (as .ci/run does)",
+            modules,
+            packages.join(" ")
         );
     }
     python
@@ -1799,6 +1809,46 @@ print(json.dumps({
     "shape": [meta["height"], meta["width"], meta["channels"]],
 }))
 "#;
+
+#[test]
+fn metrics_agree_with_scikit_learn_for_thresholds_and_top_k_and_both_baselines() {
+    let python = python_with(&["pyarrow>=15", "scikit-learn>=1.3"], "pyarrow, sklearn");
+    let p = Project::small(300, SMALL_PIPELINE);
+    for decision in ["micro-f1", "top-k"] {
+        p.edit(
+            "params: {epochs: 2, batch_size: 16",
+            &format!("params: {{decision: {decision}, epochs: 2, batch_size: 16"),
+        );
+        p.ok(&["run"]);
+        let reports = p.root.join("reports");
+        let metrics: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(reports.join("metrics.json")).unwrap())
+                .unwrap();
+        let model = &metrics["models"][0];
+        assert_eq!(model["decision"]["rule"], decision, "{model}");
+        assert_eq!(model["top_k"].is_null(), decision != "top-k", "{model}");
+        assert!(reports.join("predictions.parquet").is_file());
+        let out = Command::new(&python)
+            .arg(Path::new(REPO).join("tests/metrics_vs_sklearn.py"))
+            .arg(&reports)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "`{decision}`: metrics.json disagrees with scikit-learn:\n{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // Every genre, both operating points, the model and two baselines: hundreds of values.
+        let checked: usize = stdout
+            .split_whitespace()
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_default();
+        assert!(checked > 300, "{stdout}");
+        p.edit(&format!("decision: {decision}, "), "");
+    }
+}
 
 #[test]
 fn shards_are_readable_by_pyarrow_as_is() {

@@ -16,7 +16,10 @@ use pipeline_api::{
     ParamError, RunSummary, Stage, StageContext, StageError, canonicalize, write_file, write_json,
 };
 use serde::{Deserialize, Serialize};
-use stage_metrics::{Decision, GenreMetrics, Headline, baseline, headline, per_genre};
+use stage_metrics::{
+    Decision, DecisionRule, GenreMetrics, Headline, Scorecard, baseline, headline, per_genre,
+};
+use stage_shards::predictions::Predictions;
 use stage_shards::{i64_column, read_table, str_column};
 use stage_stats::DatasetStats;
 use stage_train::{History, ModelSpec, Scored, TrainedModel, split_labels};
@@ -59,6 +62,32 @@ pub struct ModelMetrics {
     pub n_test: usize,
     /// Seconds its training took.
     pub train_seconds: f64,
+    /// Every metric on test, at a 0.5 cut and under its decision rule.
+    pub test: Scorecard,
+    /// The per-genre thresholds of its decision rule, in `genres` order (`null` under `top-k`).
+    pub thresholds: Option<Vec<f32>>,
+    /// Genres per movie under `top-k`.
+    pub top_k: Option<usize>,
+    /// Its test probabilities and labels, beside this file.
+    pub predictions: String,
+    /// The constant predictors on the same test movies: `most-frequent`, then `prior`.
+    pub baselines: Vec<BaselineMetrics>,
+}
+
+/// A constant predictor's scores (`ModelMetrics::baselines`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BaselineMetrics {
+    /// `most-frequent` (always the k most frequent training genres) or `prior` (each genre at
+    /// its training frequency, thresholds tuned per genre on validation).
+    pub name: String,
+    /// Every movie's score per genre: the genre's share of the training movies.
+    pub scores: Vec<f32>,
+    /// `most-frequent`: the genres it always predicts.
+    pub always: Option<Vec<String>>,
+    /// `prior`: its per-genre thresholds.
+    pub thresholds: Option<Vec<f32>>,
+    /// Its scores on test.
+    pub test: Scorecard,
 }
 
 /// `metrics.json`.
@@ -124,10 +153,10 @@ impl Stage for Evaluate {
         "evaluate"
     }
     fn version(&self) -> u32 {
-        2
+        3
     }
     fn describe(&self) -> &'static str {
-        "score the models on the test split against a constant baseline; write metrics.json and an HTML report"
+        "score the models on the test split against constant baselines; write metrics.json, predictions.parquet and an HTML report"
     }
     fn input_roles(&self) -> &'static [&'static str] {
         &["model", "data", "ingest", "download", "filter"]
@@ -143,14 +172,26 @@ impl Stage for Evaluate {
         let (device, _) =
             stage_train::select_device().map_err(|e| StageError::invalid(e.to_string()))?;
         ctx.progress.message("scoring the model");
-        let primary = evaluate_model(ctx.input("model")?, ctx.input("data")?, "primary", &device)?;
+        let primary = evaluate_model(
+            ctx.input("model")?,
+            ctx.input("data")?,
+            "primary",
+            "predictions.parquet",
+            &device,
+        )?;
         let second = match (
             ctx.inputs.get("second_model"),
             ctx.inputs.get("second_data"),
         ) {
             (Some(model), Some(data)) => {
                 ctx.progress.message("scoring the second model");
-                Some(evaluate_model(model, data, "second", &device)?)
+                Some(evaluate_model(
+                    model,
+                    data,
+                    "second",
+                    "predictions-second.parquet",
+                    &device,
+                )?)
             }
             (None, None) => None,
             _ => {
@@ -193,6 +234,17 @@ impl Stage for Evaluate {
             ctx.input("download")?,
             ctx.input("filter")?,
         )?;
+        for model in std::iter::once(&primary).chain(second.as_ref()) {
+            Predictions {
+                ids: model.test.ids.clone(),
+                labels: model.test.labels.clone(),
+                probs: model.test.probs.clone(),
+            }
+            .write(
+                &ctx.out_dir.join(&model.metrics.predictions),
+                model.spec.genres.len(),
+            )?;
+        }
         write_json(&ctx.out_dir.join("metrics.json"), &metrics)?;
         let dataset = match ctx.inputs.get("stats") {
             Some(dir) => Some(DatasetStats::load(dir)?),
@@ -231,6 +283,7 @@ fn evaluate_model(
     model_dir: &Path,
     data: &Path,
     role: &str,
+    predictions: &str,
     device: &stage_train::Device,
 ) -> Result<Evaluated, StageError> {
     let model = TrainedModel::load(model_dir, device)?;
@@ -258,7 +311,25 @@ fn evaluate_model(
         .collect();
     let baseline_per = per_genre(&test.labels, &baseline_pred, &baseline_scores, genres);
     let baseline_headline = headline(&test.labels, &baseline_pred, &baseline_per, genres);
+    let names = &model.spec.genres;
+    let (_, val_labels) = split_labels(data, "val")?;
+    let baselines = constant_baselines(
+        names,
+        &set,
+        &frequencies,
+        &train_labels,
+        &val_labels,
+        &test.labels,
+    );
     let metrics = ModelMetrics {
+        test: Scorecard::new(names, &test.labels, &test.probs, &predicted),
+        thresholds: decision
+            .top_k
+            .is_none()
+            .then(|| decision.thresholds.clone()),
+        top_k: decision.top_k,
+        predictions: predictions.into(),
+        baselines,
         role: role.into(),
         name: model.spec.describe(),
         architecture: model.spec.architecture.name().into(),
@@ -285,6 +356,60 @@ fn evaluate_model(
         baseline_set: set,
         baseline_per_genre,
     })
+}
+
+/// The two constant predictors, scored on `test_labels`: the most frequent genres (`set`), and
+/// each genre at its training frequency with per-genre thresholds tuned on the validation split
+/// (0.5 when it is empty).
+fn constant_baselines(
+    names: &[String],
+    set: &[usize],
+    frequencies: &[f32],
+    train_labels: &[u8],
+    val_labels: &[u8],
+    test_labels: &[u8],
+) -> Vec<BaselineMetrics> {
+    let genres = names.len();
+    let rows = |labels: &[u8]| labels.len() / genres.max(1);
+    let broadcast = |n: usize| -> Vec<f32> { frequencies.repeat(n) };
+    let test_scores = broadcast(rows(test_labels));
+    let most_frequent = BaselineMetrics {
+        name: "most-frequent".into(),
+        scores: frequencies.to_vec(),
+        always: Some(set.iter().map(|&g| names[g].clone()).collect()),
+        thresholds: None,
+        test: Scorecard::new(
+            names,
+            test_labels,
+            &test_scores,
+            &baseline_predictions(set, rows(test_labels), genres),
+        ),
+    };
+    let thresholds = if val_labels.is_empty() {
+        vec![0.5; genres]
+    } else {
+        Decision::choose(
+            DecisionRule::PerGenreF1,
+            &broadcast(rows(val_labels)),
+            val_labels,
+            train_labels,
+            genres,
+        )
+        .thresholds
+    };
+    let prior_predictions: Vec<u8> = test_scores
+        .iter()
+        .enumerate()
+        .map(|(i, &p)| u8::from(p >= thresholds[i % genres]))
+        .collect();
+    let prior = BaselineMetrics {
+        name: "prior".into(),
+        scores: frequencies.to_vec(),
+        always: None,
+        test: Scorecard::new(names, test_labels, &test_scores, &prior_predictions),
+        thresholds: Some(thresholds),
+    };
+    vec![most_frequent, prior]
 }
 
 fn baseline_predictions(set: &[usize], rows: usize, genres: usize) -> Vec<u8> {

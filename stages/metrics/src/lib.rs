@@ -4,8 +4,10 @@
 //! the model) and `evaluate` (which applies it on the test split). Every array is row-major
 //! `[rows, genres]`.
 
+pub mod card;
 pub mod decision;
 pub mod scores;
 
+pub use card::{Decided, GenreCard, GenreDecided, Ranking, Scorecard};
 pub use decision::{Candidate, Decision, DecisionRule};
 pub use scores::{GenreMetrics, Headline, baseline, f1, headline, per_genre, roc_auc};

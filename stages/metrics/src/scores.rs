@@ -85,39 +85,52 @@ pub fn headline(
     per_genre: &[GenreMetrics],
     genres: usize,
 ) -> Headline {
-    let (mut tp, mut fp, mut fn_) = (0, 0, 0);
-    for (&t, &p) in truth.iter().zip(predicted) {
-        tp += usize::from(t == 1 && p == 1);
-        fp += usize::from(t == 0 && p == 1);
-        fn_ += usize::from(t == 1 && p == 0);
-    }
+    let (tp, fp, fn_) = pooled_counts(truth, predicted);
     let supported: Vec<&GenreMetrics> = per_genre.iter().filter(|m| m.support > 0).collect();
     let macro_f1 = mean(supported.iter().map(|m| m.f1));
     let aucs = per_genre.iter().filter_map(|m| m.roc_auc);
-    let rows = truth.len() / genres.max(1);
-    let samples_f1 = mean((0..rows).map(|r| {
-        let (t, p) = (
-            &truth[r * genres..(r + 1) * genres],
-            &predicted[r * genres..(r + 1) * genres],
-        );
-        let both = t
-            .iter()
-            .zip(p)
-            .filter(|(a, b)| **a == 1 && **b == 1)
-            .count();
-        let sizes = t.iter().filter(|v| **v == 1).count() + p.iter().filter(|v| **v == 1).count();
-        if sizes == 0 {
-            1.0
-        } else {
-            2.0 * both as f64 / sizes as f64
-        }
-    }));
+    let samples_f1 = mean(samples_f1(truth, predicted, genres));
     Headline {
         micro_f1: f1(tp, fp, fn_),
         macro_f1,
         samples_f1,
         roc_auc_macro: mean(aucs),
     }
+}
+
+/// True positives, false positives and false negatives of every (movie, genre) decision pooled.
+pub(crate) fn pooled_counts(truth: &[u8], predicted: &[u8]) -> (usize, usize, usize) {
+    let (mut tp, mut fp, mut fn_) = (0, 0, 0);
+    for (&t, &p) in truth.iter().zip(predicted) {
+        tp += usize::from(t == 1 && p == 1);
+        fp += usize::from(t == 0 && p == 1);
+        fn_ += usize::from(t == 1 && p == 0);
+    }
+    (tp, fp, fn_)
+}
+
+/// Each movie's F1 between its true and predicted genre sets; 1 for a movie with neither.
+pub(crate) fn samples_f1<'a>(
+    truth: &'a [u8],
+    predicted: &'a [u8],
+    genres: usize,
+) -> impl Iterator<Item = f64> + 'a {
+    truth
+        .chunks(genres.max(1))
+        .zip(predicted.chunks(genres.max(1)))
+        .map(|(t, p)| {
+            let both = t
+                .iter()
+                .zip(p)
+                .filter(|(a, b)| **a == 1 && **b == 1)
+                .count();
+            let sizes = t.iter().chain(p).filter(|v| **v == 1).count();
+            if sizes == 0 {
+                1.0
+            } else {
+                2.0 * both as f64 / sizes as f64
+            }
+        })
 }
 
 fn mean(values: impl Iterator<Item = f64>) -> f64 {

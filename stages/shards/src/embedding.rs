@@ -110,7 +110,8 @@ impl EmbeddingShard {
     }
 }
 
-fn fixed_list<T: PolarsNumericType>(
+/// A `FixedSizeList(T, width)` column of `rows` rows from flat row-major `values`.
+pub(crate) fn fixed_list<T: PolarsNumericType>(
     name: &str,
     values: Vec<T::Native>,
     width: usize,
@@ -161,7 +162,7 @@ pub fn write_embedding_shard(
 }
 
 /// The flat values of the fixed-size list column `name`, checked to be `rows * width` long.
-fn list_values<T: PolarsNumericType>(
+pub(crate) fn list_values<T: PolarsNumericType>(
     df: &DataFrame,
     name: &str,
     rows: usize,

@@ -16,6 +16,7 @@
 
 pub mod embedding;
 pub mod poster;
+pub mod predictions;
 
 use std::fs::File;
 use std::io::BufWriter;
