@@ -452,7 +452,7 @@ mod tests {
                 embedding: None,
                 decision: None,
             };
-            let net = PosterNet::new(&spec, None, &device);
+            let net = crate::noise::initialise(&device, 0, || PosterNet::new(&spec, None, &device));
             let x = images_to_tensor(&vec![128u8; 2 * 40 * 32 * 3], 2, 40, 32, &device);
             assert_eq!(net.forward(x).dims(), [2, 3], "{architecture:?}");
         }

@@ -144,7 +144,11 @@ fn a_cnn_learns_a_colour_to_genre_mapping_and_chooses_a_decision_that_separates_
         val: &data.labels,
         genres: 2,
     };
-    let net = PosterNet::new(&spec, None, &devices.1);
+    // Every network in these tests is built as the stage builds it, under the one lock: one built
+    // beside it would draw from Burn's process-wide generator while the determinism test draws.
+    let net = noise::initialise(&devices.1, params.seed, || {
+        PosterNet::new(&spec, None, &devices.1)
+    });
     let fitted = fit::fit(&task, net, &params, &labels, "flex", &ctx).unwrap();
     let first = fitted.history.epochs[0].train_loss;
     let best = fitted.history.epochs[fitted.history.best_epoch - 1].val_loss;
@@ -213,7 +217,9 @@ fn a_head_learns_from_embeddings_stops_early_and_round_trips_through_disk() {
         val: &train.labels,
         genres: 2,
     };
-    let net = HeadNet::new(&spec, dim, &autodiff);
+    let net = noise::initialise(&autodiff, params.seed, || {
+        HeadNet::new(&spec, dim, &autodiff)
+    });
     let fitted = fit::fit(&task, net, &params, &labels, "flex", &ctx).unwrap();
     assert!(
         fitted.history.stopped_early,
@@ -282,7 +288,9 @@ fn fine_tuning_trains_the_last_blocks_and_leaves_the_frozen_ones_alone() {
     let devices = devices();
     let device = devices.0.clone();
     let autodiff = devices.1.clone();
-    let net = PosterNet::new(&spec, Some(EfficientNetLite0::new(&autodiff)), &autodiff);
+    let net = noise::initialise(&autodiff, 0, || {
+        PosterNet::new(&spec, Some(EfficientNetLite0::new(&autodiff)), &autodiff)
+    });
     let PosterNet::Lite0(start) = net.valid() else {
         unreachable!()
     };
