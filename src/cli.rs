@@ -18,6 +18,7 @@ use crate::engine::plan::Plan;
 use crate::engine::record::format_utc;
 use crate::engine::runner::{Engine, EngineError, RunOptions};
 use crate::engine::spec::SpecFile;
+use crate::graph::DagFormat;
 use crate::kinds;
 
 const AFTER_HELP: &str = "\
@@ -29,8 +30,12 @@ Examples:
   pipeline run -j 1             run one stage at a time (default: independent stages in parallel)
   pipeline status               each stage fresh or dirty, with the reason
   pipeline status --json        the same, one JSON object per stage
+  pipeline run -S train.learning_rate=0.01
+                                one run with a param changed, the file left as it is
   pipeline dag                  the stages in dependency order
+  pipeline dag --format dot     the graph for Graphviz (or `mermaid` for Markdown)
   pipeline log                  what the last runs did, and why
+  pipeline metrics diff         headline metrics of the previous and the latest run, with deltas
   pipeline verify --repair      rehash the cache and evict damaged entries
   pipeline gc --keep 3          drop cache entries not used by the lock or the last 3 runs
 
@@ -57,6 +62,17 @@ pub struct Cli {
     /// `tch-cpu`, `cuda` or `cuda:N`. Checked before anything runs; never part of a cache key.
     #[arg(long, global = true, env = "PIPELINE_DEVICE", value_name = "DEVICE")]
     pub device: Option<String>,
+    /// Set a stage param for this run only, as if `pipeline.yaml` said so (repeatable):
+    /// `-S train.learning_rate=0.01 -S resize.width=64`. The value is read as YAML (`0.01` a
+    /// number, `pad` a string, `null`), validated like the file, keyed like an edit of it, and
+    /// kept in the run record; the file is never written.
+    #[arg(
+        short = 'S',
+        long = "set",
+        global = true,
+        value_name = "STAGE.PARAM=VALUE"
+    )]
+    pub set: Vec<String>,
     /// Say more: progress lines when not on a terminal and published outputs; debug logs with -vv.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -131,8 +147,42 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Show the stages in dependency order with their inputs.
-    Dag,
+    /// Headline metrics of the published runs (`reports/<run-id>/metrics.json`) and their deltas.
+    Metrics {
+        /// `show` (the default) or `diff`.
+        #[command(subcommand)]
+        what: Option<MetricsCommand>,
+    },
+    /// Show the stages in dependency order with their inputs, or the graph for Graphviz or Mermaid.
+    Dag {
+        /// `text`, `dot` (`pipeline dag --format dot | dot -Tsvg > dag.svg`) or `mermaid`.
+        #[arg(long, value_enum, default_value_t = DagFormat::Text)]
+        format: DagFormat,
+    },
+}
+
+/// `pipeline metrics ...`. RUN is a run id (`pipeline log` shows them), a unique prefix of one,
+/// `latest` or `previous`.
+#[derive(Debug, Subcommand)]
+pub enum MetricsCommand {
+    /// One run's headline metrics [default: the latest].
+    Show {
+        /// The run.
+        run: Option<String>,
+        /// Print JSON: run, folder, overrides, metrics.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Two runs' headline metrics side by side with the change [default: previous and latest].
+    Diff {
+        /// The older run [default: previous].
+        old: Option<String>,
+        /// The newer run [default: latest].
+        new: Option<String>,
+        /// Print JSON: old, new, and per metric old, new, change.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Why the command failed, and with which exit code.
@@ -189,7 +239,9 @@ fn execute(cli: &Cli, threads: usize) -> Result<(), Failure> {
     if let Some(device) = &cli.device {
         stage_train::choose_device(device).map_err(|e| Failure::Usage(e.into()))?;
     }
-    let spec = SpecFile::load(&cli.file).map_err(|e| Failure::Usage(e.into()))?;
+    let mut spec = SpecFile::load(&cli.file).map_err(|e| Failure::Usage(e.into()))?;
+    spec.apply_overrides(&cli.set)
+        .map_err(|e| Failure::Usage(e.into()))?;
     let registry = kinds::registry();
     let plan = Plan::build(&spec, &registry).map_err(|e| Failure::Usage(e.into()))?;
     let engine = Engine::new(&plan);
@@ -223,6 +275,7 @@ fn execute(cli: &Cli, threads: usize) -> Result<(), Failure> {
                 jobs: jobs.unwrap_or_else(cores),
                 retry_failed: *retry_failed,
                 no_reuse: *no_reuse,
+                overrides: cli.set.clone(),
             };
             let outcome = engine.run(&options, &console).map_err(engine_err)?;
             if !outcome.failed.is_empty() {
@@ -343,8 +396,14 @@ fn execute(cli: &Cli, threads: usize) -> Result<(), Failure> {
                     continue;
                 }
                 let ran = run.stages.iter().filter(|s| s.action == "ran").count();
+                let overrides: String = run.overrides.iter().map(|o| format!(" -S {o}")).collect();
                 say!(
-                    "run at {} ({}): {} in {:.1}s, {ran} ran, {} fresh",
+                    "run {}at {} ({}{overrides}): {} in {:.1}s, {ran} ran, {} fresh",
+                    if run.id.is_empty() {
+                        String::new()
+                    } else {
+                        format!("{} ", run.id)
+                    },
                     format_utc(run.started_unix),
                     if run.targets.is_empty() {
                         "all stages".to_string()
@@ -370,27 +429,22 @@ fn execute(cli: &Cli, threads: usize) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Command::Dag => {
-            let width = plan.stages.iter().map(|s| s.name.len()).max().unwrap_or(0);
-            for stage in &plan.stages {
-                let inputs: Vec<String> = stage
-                    .inputs
-                    .iter()
-                    .map(|(role, up)| format!("{up} ({role})"))
-                    .chain(stage.files.values().map(|p| format!("`{p}`")))
-                    .collect();
-                let from = if inputs.is_empty() {
-                    String::new()
-                } else {
-                    format!(" <- {}", inputs.join(", "))
-                };
-                say!(
-                    "{:width$}  [{}] {}{from}",
-                    stage.name,
-                    stage.stage.kind(),
-                    stage.stage.describe()
-                );
+        Command::Metrics { what } => {
+            let text = match what {
+                None => crate::experiments::show(&plan, None, false),
+                Some(MetricsCommand::Show { run, json }) => {
+                    crate::experiments::show(&plan, run.as_deref(), *json)
+                }
+                Some(MetricsCommand::Diff { old, new, json }) => {
+                    crate::experiments::diff(&plan, old.as_deref(), new.as_deref(), *json)
+                }
             }
+            .map_err(Failure::Usage)?;
+            say!("{text}");
+            Ok(())
+        }
+        Command::Dag { format } => {
+            say!("{}", crate::graph::render(&plan, *format).trim_end());
             Ok(())
         }
     }

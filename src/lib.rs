@@ -6,4 +6,6 @@
 pub mod cli;
 pub mod console;
 pub mod engine;
+pub mod experiments;
+pub mod graph;
 pub mod kinds;

@@ -5,6 +5,7 @@ pub mod dirty;
 pub mod key;
 pub mod lock;
 pub mod plan;
+pub mod publish;
 pub mod record;
 pub mod runner;
 pub mod spec;

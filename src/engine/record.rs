@@ -11,6 +11,13 @@ use super::store::{StoreError, io_err};
 /// One `pipeline run`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunRecord {
+    /// The run's id, `YYYYMMDD-HHMMSS` (UTC) of its start, with `-N` when one second held two runs;
+    /// published copies of its outputs live in folders of that name. Empty in older records.
+    #[serde(default)]
+    pub id: String,
+    /// The `-S STAGE.PARAM=VALUE` overrides it ran with.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub overrides: Vec<String>,
     /// Unix time the run started.
     pub started_unix: u64,
     /// How long it took.
@@ -71,6 +78,29 @@ pub fn read_runs(path: &Path) -> Vec<RunRecord> {
         .unwrap_or_default()
 }
 
+/// The id of a run started at `unix`: its UTC time, `20261122-024630`, made unique against the
+/// last recorded run's id (runs hold the project lock, so they never start together).
+pub fn run_id(unix: u64, last: Option<&str>) -> String {
+    let utc = format_utc(unix);
+    let stem: String = utc
+        .chars()
+        .filter(|c| c.is_ascii_digit() || *c == ' ')
+        .collect::<String>()
+        .trim()
+        .replacen(' ', "-", 1)
+        .replace(' ', "");
+    match last {
+        Some(last) if last == stem || last.starts_with(&format!("{stem}-")) => {
+            let n = last
+                .strip_prefix(&format!("{stem}-"))
+                .and_then(|n| n.parse::<u32>().ok())
+                .unwrap_or(1);
+            format!("{stem}-{}", n + 1)
+        }
+        _ => stem,
+    }
+}
+
 /// `2026-11-22 02:46:30 UTC` for a Unix time (civil-from-days, proleptic Gregorian).
 pub fn format_utc(unix: u64) -> String {
     let days = (unix / 86_400) as i64;
@@ -95,6 +125,23 @@ pub fn format_utc(unix: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn run_ids_are_utc_times_made_unique_within_a_second() {
+        assert_eq!(run_id(1_795_315_590, None), "20261122-024630");
+        assert_eq!(
+            run_id(1_795_315_590, Some("20261122-024629")),
+            "20261122-024630"
+        );
+        assert_eq!(
+            run_id(1_795_315_590, Some("20261122-024630")),
+            "20261122-024630-2"
+        );
+        assert_eq!(
+            run_id(1_795_315_590, Some("20261122-024630-2")),
+            "20261122-024630-3"
+        );
+    }
 
     #[test]
     fn formats_unix_times_as_utc() {

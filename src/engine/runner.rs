@@ -8,13 +8,18 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, mpsc};
 use std::time::Instant;
 
-use pipeline_api::{ItemCache, Progress, StageContext, StageError};
+use std::cell::RefCell;
+
+use pipeline_api::{
+    ItemCache, Progress, RunContext, StageContext, StageError, StageParams, StageTiming,
+};
 
 use super::dirty::{Current, Reason, describe, explain};
 use super::key::{CACHE_FORMAT, StageKey, sorted_json};
 use super::lock::{LockFile, LockedFile, LockedInput, LockedOutputs, LockedStage};
 use super::plan::{Plan, PlannedStage};
-use super::record::{RunRecord, StageRecord, append_run, read_runs, unix_now};
+use super::publish::run_folders;
+use super::record::{RunRecord, StageRecord, append_run, read_runs, run_id, unix_now};
 use super::statcache::{StaleStamp, StatCache};
 use super::store::{ItemStore, Manifest, Store, StoreError, io_err};
 
@@ -47,6 +52,9 @@ pub enum EngineError {
     /// A name on the command line is not a stage.
     #[error("{0}")]
     Usage(String),
+    /// A published copy could not be finished.
+    #[error("{0}")]
+    Publish(String),
     /// `--no-wait` and another run holds the project.
     #[error("another `pipeline run` holds `{}`; rerun without `--no-wait` to wait for it", .0.display())]
     Busy(PathBuf),
@@ -77,6 +85,8 @@ pub struct RunOptions {
     pub retry_failed: bool,
     /// Recompute every item: stages see no per-item results and no earlier outputs.
     pub no_reuse: bool,
+    /// The `-S` overrides already applied to the plan, kept in the run record.
+    pub overrides: Vec<String>,
 }
 
 /// What `verify` found.
@@ -171,6 +181,8 @@ pub struct RunOutcome {
     pub failed: Vec<String>,
     /// Directories that received published outputs.
     pub published: Vec<PathBuf>,
+    /// The run's id (empty for a dry run).
+    pub run_id: String,
 }
 
 /// The engine bound to one plan and its project directory.
@@ -314,6 +326,29 @@ impl<'a> Engine<'a> {
         let mut lock = LockFile::load(&self.lock_path);
         lock.version = 1;
         let mut outcome = RunOutcome::default();
+        let started_unix = unix_now();
+        if !options.dry_run {
+            let runs = read_runs(&self.store.runs_path());
+            outcome.run_id = run_id(started_unix, runs.last().map(|r| r.id.as_str()));
+        }
+        let run_context = RunContext {
+            id: outcome.run_id.clone(),
+            started_unix,
+            overrides: options.overrides.clone(),
+            stages: self
+                .plan
+                .stages
+                .iter()
+                .map(|s| {
+                    let params = StageParams {
+                        kind: s.stage.kind().to_string(),
+                        params: s.params.clone(),
+                    };
+                    (s.name.clone(), params)
+                })
+                .collect(),
+            timings: Vec::new(),
+        };
         let mut slots: BTreeMap<&str, Slot> = self
             .plan
             .stages
@@ -325,14 +360,15 @@ impl<'a> Engine<'a> {
         let mut digests: BTreeMap<String, String> = BTreeMap::new();
         let mut entry_keys: BTreeMap<String, String> = BTreeMap::new();
         let run_started = Instant::now();
-        let mut records: Vec<StageRecord> = Vec::new();
-        let mut record = |name: &str,
-                          action: &str,
-                          reason: String,
-                          key: Option<&str>,
-                          began: Instant,
-                          ended: Instant| {
-            records.push(StageRecord {
+        // Shared with publishing, which writes the timings so far beside each copy.
+        let records: RefCell<Vec<StageRecord>> = RefCell::new(Vec::new());
+        let record = |name: &str,
+                      action: &str,
+                      reason: String,
+                      key: Option<&str>,
+                      began: Instant,
+                      ended: Instant| {
+            records.borrow_mut().push(StageRecord {
                 name: name.to_string(),
                 action: action.to_string(),
                 reason,
@@ -428,7 +464,13 @@ impl<'a> Engine<'a> {
                                         lock.stages.insert(stage.name.clone(), locked);
                                         lock.save(&self.lock_path)?;
                                     }
-                                    self.publish(stage, &manifest.key, reporter, &mut outcome)?;
+                                    self.publish(
+                                        stage,
+                                        &manifest.key,
+                                        None,
+                                        reporter,
+                                        &mut outcome,
+                                    )?;
                                 }
                                 slots.insert(&stage.name, Slot::Fresh);
                                 progressed = true;
@@ -514,7 +556,20 @@ impl<'a> Engine<'a> {
                             done.ended,
                         );
                         slots.insert(name, Slot::Ran);
-                        self.publish(done.stage, &done.key, reporter, &mut outcome)?;
+                        let run = RunContext {
+                            timings: records
+                                .borrow()
+                                .iter()
+                                .filter(|r| r.action == "ran" || r.action == "fresh")
+                                .map(|r| StageTiming {
+                                    name: r.name.clone(),
+                                    action: r.action.clone(),
+                                    seconds: r.seconds,
+                                })
+                                .collect(),
+                            ..run_context.clone()
+                        };
+                        self.publish(done.stage, &done.key, Some(&run), reporter, &mut outcome)?;
                     }
                     Err(message) => {
                         reporter.failed(name, &message);
@@ -537,7 +592,9 @@ impl<'a> Engine<'a> {
         if !options.dry_run {
             self.stat.save()?;
             let run = RunRecord {
-                started_unix: unix_now() - run_started.elapsed().as_secs(),
+                id: outcome.run_id.clone(),
+                overrides: options.overrides.clone(),
+                started_unix,
                 seconds: run_started.elapsed().as_secs_f64(),
                 targets: options.targets.clone(),
                 outcome: if outcome.failed.is_empty() {
@@ -546,7 +603,7 @@ impl<'a> Engine<'a> {
                     "failed"
                 }
                 .into(),
-                stages: records,
+                stages: records.into_inner(),
             };
             append_run(&self.store.runs_path(), &run)?;
         }
@@ -910,19 +967,48 @@ impl<'a> Engine<'a> {
         keys.iter().map(|key| self.store.out_dir(key)).collect()
     }
 
+    /// Publishes the output of `stage` (`key`) when the stage asks for it. A stage that ran in
+    /// this run (`ran`) gets a folder of the run's own, which its kind may dress with the run's
+    /// context, and that copy becomes the latest; a fresh one only restores the latest when it
+    /// was touched.
     fn publish(
         &self,
         stage: &PlannedStage,
         key: &str,
+        ran: Option<&RunContext>,
         reporter: &dyn Reporter,
         outcome: &mut RunOutcome,
     ) -> Result<(), EngineError> {
-        if let Some(dir) = &stage.publish {
-            // Skipped when the directory still holds exactly what was last published of `key`.
-            self.store.publish(key, &self.plan.root.join(dir))?;
-            reporter.published(&stage.name, Path::new(dir));
-            outcome.published.push(PathBuf::from(dir));
+        let Some(dir) = &stage.publish else {
+            return Ok(());
+        };
+        let to = self.plan.root.join(dir);
+        match ran {
+            Some(run) => {
+                let previous = run_folders(&to)
+                    .into_iter()
+                    .rfind(|(id, _)| id.as_str() < run.id.as_str())
+                    .map(|(_, folder)| folder);
+                let folder = self.store.publish_run_copy(key, &to, run)?;
+                stage
+                    .stage
+                    .present(&folder, run, previous.as_deref())
+                    .map_err(|err| {
+                        EngineError::Publish(format!(
+                            "`{}` could not finish its report in `{}`: {err}",
+                            stage.name,
+                            folder.display()
+                        ))
+                    })?;
+                self.store.publish_latest(key, &folder, &to, true)?;
+            }
+            None => {
+                self.store
+                    .publish_latest(key, &self.store.out_dir(key), &to, false)?;
+            }
         }
+        reporter.published(&stage.name, Path::new(dir));
+        outcome.published.push(PathBuf::from(dir));
         Ok(())
     }
 }

@@ -47,6 +47,58 @@ pub struct SpecFile {
     pub spec: PipelineSpec,
     /// Stage names in the order they appear in the file.
     pub order: Vec<String>,
+    /// The `-S` overrides applied on top of the file, as given.
+    pub overrides: Vec<Override>,
+}
+
+/// One `-S STAGE.PARAM=VALUE`: a param set for one run as if the file said so, never written.
+#[derive(Debug, Clone)]
+pub struct Override {
+    /// As given on the command line.
+    pub text: String,
+    /// The stage it sets a param of.
+    pub stage: String,
+    /// The key path below the stage's `params` (`early_stopping.patience` is two keys).
+    pub keys: Vec<String>,
+    /// The value, read as YAML reads it in the file: `0.01` a number, `pad` a string.
+    pub value: serde_yaml_ng::Value,
+}
+
+impl Override {
+    /// Parses `stage.param[.sub...]=value`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let Some((path, raw)) = text.split_once('=') else {
+            return Err(format!(
+                "`-S {text}` has no `=`: write `-S STAGE.PARAM=VALUE`, e.g. `-S train.learning_rate=0.01`"
+            ));
+        };
+        let mut parts = path.trim().split('.').map(str::trim);
+        let stage = parts.next().unwrap_or_default().to_string();
+        let keys: Vec<String> = parts.map(str::to_string).collect();
+        if stage.is_empty() || keys.is_empty() || keys.iter().any(String::is_empty) {
+            return Err(format!(
+                "`-S {text}` names no param: write `-S STAGE.PARAM=VALUE`, e.g. `-S resize.width=64`"
+            ));
+        }
+        if raw.trim().is_empty() {
+            return Err(format!(
+                "`-S {text}` gives no value: write `{path}=VALUE` (`{path}=null` for none)"
+            ));
+        }
+        let value = serde_yaml_ng::from_str(raw)
+            .map_err(|err| format!("`-S {text}`: the value is not YAML: {err}"))?;
+        Ok(Self {
+            text: text.to_string(),
+            stage,
+            keys,
+            value,
+        })
+    }
+
+    /// The dotted key in the pipeline file (`stages.train.params.learning_rate`).
+    pub fn key(&self) -> String {
+        format!("stages.{}.params.{}", self.stage, self.keys.join("."))
+    }
 }
 
 /// A problem in the pipeline file, located by line and key path.
@@ -124,11 +176,97 @@ impl SpecFile {
             text,
             spec,
             order,
+            overrides: Vec::new(),
         })
+    }
+
+    /// Applies `-S` overrides to the parsed params, in order (a later one wins). The plan then
+    /// types and validates them exactly as it does the file's own params.
+    pub fn apply_overrides(&mut self, overrides: &[String]) -> Result<(), SpecError> {
+        for text in overrides {
+            let parsed = Override::parse(text).map_err(|message| SpecError {
+                path: self.path.clone(),
+                line: None,
+                key: String::new(),
+                message,
+                help: None,
+            })?;
+            let Some(stage) = self.spec.stages.get_mut(&parsed.stage) else {
+                let known = self.order.join(", ");
+                return Err(SpecError {
+                    path: self.path.clone(),
+                    line: None,
+                    key: String::new(),
+                    message: format!(
+                        "`-S {text}` names stage `{}`, which the file does not have",
+                        parsed.stage
+                    ),
+                    help: Some(format!("stages: {known}")),
+                });
+            };
+            let mut at = &mut stage.params;
+            for (depth, key) in parsed.keys.iter().enumerate() {
+                if at.is_null() {
+                    *at = serde_yaml_ng::Value::Mapping(Default::default());
+                }
+                let serde_yaml_ng::Value::Mapping(map) = at else {
+                    let parent = parsed.keys[..depth].join(".");
+                    return Err(SpecError {
+                        path: self.path.clone(),
+                        line: line_of(
+                            &self.text,
+                            &format!("stages.{}.params.{parent}", parsed.stage),
+                        ),
+                        key: format!("stages.{}.params.{parent}", parsed.stage),
+                        message: format!(
+                            "`-S {text}` sets a key inside `{parent}`, which is not a map"
+                        ),
+                        help: Some(format!(
+                            "set `{}.{parent}` as a whole instead",
+                            parsed.stage
+                        )),
+                    });
+                };
+                let key = serde_yaml_ng::Value::String(key.clone());
+                if depth + 1 == parsed.keys.len() {
+                    map.insert(key, parsed.value.clone());
+                    break;
+                }
+                at = map.entry(key).or_insert(serde_yaml_ng::Value::Null);
+            }
+            self.overrides.push(parsed);
+        }
+        Ok(())
     }
 
     /// Builds an error about `key`, looking up its line.
     pub fn error(&self, key: &str, message: impl Into<String>, help: Option<String>) -> SpecError {
+        // A key an override set is not on the line the file shows: name the override instead.
+        let overriding: Vec<&str> = self
+            .overrides
+            .iter()
+            .filter(|o| {
+                let set = o.key();
+                set.starts_with(key) || key.starts_with(&set)
+            })
+            .map(|o| o.text.as_str())
+            .collect();
+        let help = if overriding.is_empty() {
+            help
+        } else {
+            let set = format!(
+                "set on the command line by {}",
+                overriding
+                    .iter()
+                    .map(|o| format!("`-S {o}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            Some(match help {
+                Some(help) => format!("{help}; {set}"),
+                None => set,
+            })
+        };
         SpecError {
             path: self.path.clone(),
             line: line_of(&self.text, key),
@@ -249,6 +387,41 @@ stages:
         let err = SpecFile::parse(Path::new("p.yaml"), text.into()).unwrap_err();
         assert_eq!(err.line, Some(4), "{err}");
         assert!(err.message.contains("parms"), "{err}");
+    }
+
+    #[test]
+    fn overrides_set_typed_params_nested_keys_and_name_themselves_in_errors() {
+        let mut file = SpecFile::parse(Path::new("p.yaml"), TEXT.into()).unwrap();
+        file.apply_overrides(&[
+            "resize.width=96".into(),
+            "resize.mode=pad".into(),
+            "ingest.early_stopping.patience=3".into(),
+        ])
+        .unwrap();
+        let params = &file.spec.stages["resize"].params;
+        assert_eq!(params["width"], serde_yaml_ng::Value::from(96));
+        assert_eq!(params["height"], serde_yaml_ng::Value::from(64));
+        assert_eq!(params["mode"], serde_yaml_ng::Value::from("pad"));
+        assert_eq!(
+            file.spec.stages["ingest"].params["early_stopping"]["patience"],
+            serde_yaml_ng::Value::from(3)
+        );
+        let err = file.error("stages.resize.params.width", "bad", None);
+        assert!(err.to_string().contains("`-S resize.width=96`"), "{err}");
+        let untouched = file.error("stages.resize.params.height", "bad", None);
+        assert!(!untouched.to_string().contains("-S"), "{untouched}");
+
+        for (bad, says) in [
+            ("resize.width", "no `=`"),
+            ("resize=3", "names no param"),
+            ("resize.width=", "gives no value"),
+            ("rezise.width=3", "stage `rezise`"),
+            ("resize.width.px=3", "not a map"),
+        ] {
+            let mut file = SpecFile::parse(Path::new("p.yaml"), TEXT.into()).unwrap();
+            let err = file.apply_overrides(&[bad.into()]).unwrap_err();
+            assert!(err.to_string().contains(says), "{bad}: {err}");
+        }
     }
 
     #[test]

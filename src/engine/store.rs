@@ -32,7 +32,6 @@ use serde::{Deserialize, Serialize};
 
 use super::key::CACHE_FORMAT;
 use super::record::unix_now;
-use super::statcache::Stamp;
 
 /// An error of the cache store, naming the path involved.
 #[derive(Debug, thiserror::Error)]
@@ -160,7 +159,7 @@ impl Store {
         }
     }
 
-    fn versioned(&self) -> PathBuf {
+    pub(crate) fn versioned(&self) -> PathBuf {
         self.root.join(format!("v{CACHE_FORMAT}"))
     }
 
@@ -611,82 +610,6 @@ pub fn tree_digest(files: &BTreeMap<String, FileEntry>) -> String {
     hasher.finalize().to_hex().to_string()
 }
 
-/// Copies every file below `from` into `to`, replacing `to` as a whole.
-pub fn publish_tree(from: &Path, to: &Path) -> Result<(), StoreError> {
-    let staging = to.with_extension("publishing");
-    let _ = fs::remove_dir_all(&staging);
-    for file in list_files(from)? {
-        let rel = file.strip_prefix(from).expect("listed below from");
-        let dest = staging.join(rel);
-        if let Some(parent) = dest.parent() {
-            fs::create_dir_all(parent).map_err(io_err("create", parent))?;
-        }
-        fs::copy(&file, &dest).map_err(io_err("copy", &file))?;
-    }
-    fs::create_dir_all(&staging).map_err(io_err("create", &staging))?;
-    if to.exists() {
-        fs::remove_dir_all(to).map_err(io_err("remove", to))?;
-    }
-    fs::rename(&staging, to).map_err(io_err("rename", &staging))
-}
-
-/// What was last published to a directory: the entry's key and the stamp of every file copied.
-#[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
-struct PublishRecord {
-    key: String,
-    files: BTreeMap<String, Stamp>,
-}
-
-impl Store {
-    /// Publishes the output of `key` to `to`, unless `to` still holds exactly what the last
-    /// publication of `key` put there (same files with the same size, mtime and inode).
-    /// Returns whether anything was copied.
-    pub fn publish(&self, key: &str, to: &Path) -> Result<bool, StoreError> {
-        let record_path = self.versioned().join("published").join(format!(
-            "{}.json",
-            blake3::hash(to.to_string_lossy().as_bytes()).to_hex()
-        ));
-        let recorded: Option<PublishRecord> = fs::read(&record_path)
-            .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok());
-        if let Some(recorded) = recorded
-            && recorded.key == key
-            && stamps_below(to).ok().as_ref() == Some(&recorded.files)
-        {
-            return Ok(false);
-        }
-        publish_tree(&self.out_dir(key), to)?;
-        let record = PublishRecord {
-            key: key.to_string(),
-            files: stamps_below(to)?,
-        };
-        if let Some(dir) = record_path.parent() {
-            fs::create_dir_all(dir).map_err(io_err("create", dir))?;
-        }
-        write_atomic(
-            &record_path,
-            &serde_json::to_vec(&record).expect("a publish record serialises"),
-        )?;
-        Ok(true)
-    }
-}
-
-/// Relative path -> stamp of every file below `dir`.
-fn stamps_below(dir: &Path) -> Result<BTreeMap<String, Stamp>, StoreError> {
-    list_files(dir)?
-        .iter()
-        .map(|file| {
-            let meta = fs::metadata(file).map_err(io_err("stat", file))?;
-            let rel = file
-                .strip_prefix(dir)
-                .expect("listed below dir")
-                .to_string_lossy()
-                .into_owned();
-            Ok((rel, Stamp::of(&meta)))
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -725,42 +648,5 @@ mod tests {
         assert_ne!(tree_digest(&a), tree_digest(&b));
         assert_ne!(tree_digest(&a), tree_digest(&c));
         assert_eq!(tree_digest(&a), tree_digest(&a.clone()));
-    }
-
-    #[test]
-    fn publish_copies_once_and_again_after_the_copy_is_touched() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::new(dir.path().join("cache"));
-        store.init().unwrap();
-        let pending = store.begin("k1").unwrap();
-        fs::create_dir_all(pending.out_dir()).unwrap();
-        fs::write(pending.out_dir().join("index.html"), b"<p>report</p>").unwrap();
-        store
-            .commit(pending, "s", "kind", &RunSummary::default(), 0.0)
-            .unwrap();
-        let target = dir.path().join("reports");
-        assert!(
-            store.publish("k1", &target).unwrap(),
-            "first publication copies"
-        );
-        assert!(
-            !store.publish("k1", &target).unwrap(),
-            "unchanged: nothing to copy"
-        );
-        fs::write(target.join("index.html"), b"edited by hand").unwrap();
-        assert!(
-            store.publish("k1", &target).unwrap(),
-            "a touched copy is replaced"
-        );
-        assert_eq!(
-            fs::read(target.join("index.html")).unwrap(),
-            b"<p>report</p>"
-        );
-        fs::write(target.join("extra.txt"), b"x").unwrap();
-        assert!(
-            store.publish("k1", &target).unwrap(),
-            "an extra file is removed"
-        );
-        assert!(!target.join("extra.txt").exists());
     }
 }

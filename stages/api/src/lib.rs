@@ -53,6 +53,54 @@ pub trait Stage: Send + Sync {
     fn canonical_params(&self, raw: &serde_json::Value) -> Result<serde_json::Value, ParamError>;
     /// Does the work, writing outputs below `ctx.out_dir`.
     fn run(&self, ctx: &StageContext<'_>) -> Result<RunSummary, StageError>;
+    /// Dresses a run's published copy of the output (`published`, a folder of its own) with what
+    /// only the run knows: `evaluate` adds the params, timings and deltas against `previous`
+    /// (the folder of the run published before) to its report. The cached output stays a pure
+    /// function of inputs and params; only the copy changes. The default leaves it as it is.
+    fn present(
+        &self,
+        published: &Path,
+        run: &RunContext,
+        previous: Option<&Path>,
+    ) -> Result<(), StageError> {
+        let _ = (published, run, previous);
+        Ok(())
+    }
+}
+
+/// The run a published copy came from; the engine writes it beside the copy as `run.json`.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+pub struct RunContext {
+    /// The run's id (`20261201-164806`), also the copy's folder name.
+    pub id: String,
+    /// Unix time the run started.
+    pub started_unix: u64,
+    /// The `-S STAGE.PARAM=VALUE` overrides it ran with.
+    pub overrides: Vec<String>,
+    /// Stage -> kind and canonical params, every stage of the pipeline.
+    pub stages: BTreeMap<String, StageParams>,
+    /// What each stage did so far in this run, in the order they finished.
+    pub timings: Vec<StageTiming>,
+}
+
+/// A stage's kind and params in [`RunContext::stages`].
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+pub struct StageParams {
+    /// Its kind.
+    pub kind: String,
+    /// Its canonical params.
+    pub params: serde_json::Value,
+}
+
+/// One stage's part in a run ([`RunContext::timings`]).
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+pub struct StageTiming {
+    /// The stage.
+    pub name: String,
+    /// `ran` or `fresh`.
+    pub action: String,
+    /// Seconds it took.
+    pub seconds: f64,
 }
 
 /// Canonicalises params by round-tripping them through the stage's typed params struct.

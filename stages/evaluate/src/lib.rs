@@ -7,13 +7,15 @@
 //! movie, rounded; its scores are the training frequencies, so its ROC-AUC is 0.5. A second model
 //! (`second_model` with its `second_data`) is scored the same way and compared in the report.
 
+pub mod headline;
 pub mod report;
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use pipeline_api::{
-    ParamError, RunSummary, Stage, StageContext, StageError, canonicalize, write_file, write_json,
+    ParamError, RunContext, RunSummary, Stage, StageContext, StageError, canonicalize, write_file,
+    write_json,
 };
 use serde::{Deserialize, Serialize};
 use stage_metrics::{
@@ -31,7 +33,8 @@ pub struct Evaluate;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EvaluateParams {
-    /// Test movies shown with their predictions in the report.
+    /// Test posters shown in the report's gallery, a third each as best hits, worst misses and a
+    /// fixed random sample.
     pub examples: usize,
 }
 
@@ -117,19 +120,6 @@ pub struct Metrics {
     pub models: Vec<ModelMetrics>,
 }
 
-/// One test movie as shown in the report.
-#[derive(Debug, Clone, Serialize)]
-pub struct Example {
-    /// Movie id.
-    pub id: i64,
-    /// Title from the CSV (escaped when rendered).
-    pub title: String,
-    /// True genres.
-    pub truth: Vec<String>,
-    /// (genre, probability, predicted) for the top genres.
-    pub top: Vec<(String, f32, bool)>,
-}
-
 /// A model with its test predictions, as the report needs it.
 pub struct Evaluated {
     /// Scores.
@@ -153,7 +143,7 @@ impl Stage for Evaluate {
         "evaluate"
     }
     fn version(&self) -> u32 {
-        3
+        4
     }
     fn describe(&self) -> &'static str {
         "score the models on the test split against constant baselines; write metrics.json, predictions.parquet and an HTML report"
@@ -166,6 +156,14 @@ impl Stage for Evaluate {
     }
     fn canonical_params(&self, raw: &serde_json::Value) -> Result<serde_json::Value, ParamError> {
         canonicalize::<EvaluateParams>(raw)
+    }
+    fn present(
+        &self,
+        published: &Path,
+        run: &RunContext,
+        previous: Option<&Path>,
+    ) -> Result<(), StageError> {
+        report::context::present(published, run, previous)
     }
     fn run(&self, ctx: &StageContext<'_>) -> Result<RunSummary, StageError> {
         let params: EvaluateParams = ctx.params()?;
@@ -228,7 +226,6 @@ impl Stage for Evaluate {
         };
 
         let titles = titles(ctx.input("filter")?)?;
-        let examples = examples(&primary, names, &titles, params.examples);
         let quality = report::DataQuality::load(
             ctx.input("ingest")?,
             ctx.input("download")?,
@@ -250,8 +247,21 @@ impl Stage for Evaluate {
             Some(dir) => Some(DatasetStats::load(dir)?),
             None => None,
         };
+        ctx.progress.message("drawing the report");
+        let gallery = report::gallery::build(
+            &primary,
+            &titles,
+            ctx.input("download")?,
+            params.examples.div_ceil(3),
+        );
         let evaluated: Vec<&Evaluated> = std::iter::once(&primary).chain(second.as_ref()).collect();
-        let html = report::render(&metrics, &evaluated, &examples, &quality, dataset.as_ref());
+        let html = report::render(&report::Report {
+            metrics: &metrics,
+            models: &evaluated,
+            gallery: &gallery,
+            quality: &quality,
+            dataset: dataset.as_ref(),
+        });
         write_file(&ctx.out_dir.join("index.html"), html)?;
         let line = |m: &ModelMetrics| {
             format!(
@@ -415,40 +425,6 @@ fn constant_baselines(
 fn baseline_predictions(set: &[usize], rows: usize, genres: usize) -> Vec<u8> {
     (0..rows)
         .flat_map(|_| (0..genres).map(|g| u8::from(set.contains(&g))))
-        .collect()
-}
-
-fn examples(
-    model: &Evaluated,
-    names: &[String],
-    titles: &BTreeMap<i64, String>,
-    count: usize,
-) -> Vec<Example> {
-    let genres = names.len();
-    let test = &model.test;
-    (0..test.len().min(count))
-        .map(|r| {
-            let mut top: Vec<(String, f32, bool)> = (0..genres)
-                .map(|g| {
-                    (
-                        names[g].clone(),
-                        test.probs[r * genres + g],
-                        model.predicted[r * genres + g] == 1,
-                    )
-                })
-                .collect();
-            top.sort_by(|a, b| b.1.total_cmp(&a.1));
-            top.truncate(4);
-            Example {
-                id: test.ids[r],
-                title: titles.get(&test.ids[r]).cloned().unwrap_or_default(),
-                truth: (0..genres)
-                    .filter(|&g| test.labels[r * genres + g] == 1)
-                    .map(|g| names[g].clone())
-                    .collect(),
-                top,
-            }
-        })
         .collect()
 }
 

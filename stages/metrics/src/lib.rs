@@ -5,6 +5,7 @@
 //! `[rows, genres]`.
 
 pub mod card;
+pub mod curves;
 pub mod decision;
 pub mod scores;
 

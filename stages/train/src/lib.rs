@@ -175,7 +175,7 @@ impl Stage for Train {
         "train"
     }
     fn version(&self) -> u32 {
-        3
+        4
     }
     fn describe(&self) -> &'static str {
         "train a multi-label genre classifier with Burn: a head on embeddings or a CNN on images"
@@ -244,6 +244,9 @@ impl Stage for Train {
         };
         write_json(&ctx.out_dir.join("model.json"), &spec)?;
         write_json(&ctx.out_dir.join("history.json"), &history)?;
+        // Read back as evaluate and predict read it, then written for other tools.
+        TrainedModel::load(ctx.out_dir, &device)?
+            .export_safetensors(&ctx.out_dir.join("model.safetensors"))?;
         let best = &history.epochs[history.best_epoch - 1];
         let decision = spec.decision.as_ref().expect("train always decides");
         Ok(RunSummary::new([

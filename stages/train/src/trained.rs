@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use burn::prelude::*;
+use burn::store::{ModuleSnapshot, SafetensorsStore};
 use burn::tensor::activation::sigmoid;
 use pipeline_api::{ResultExt, StageError, read_json};
 use stage_shards::embedding::{
@@ -172,6 +173,46 @@ impl TrainedModel {
         }
     }
 
+    /// Writes the weights as SafeTensors for other tools (Python `safetensors`, PyTorch), with
+    /// what it takes to use them in the metadata: `architecture`, `genres` (JSON, output order),
+    /// `width` and `height`, `decision_rule`, `thresholds` (JSON, per genre; `null` under
+    /// `top-k`), `top_k`, and for heads `backbone`, `embedding_dim` and `standardize` (JSON
+    /// mean and std per dimension).
+    pub fn export_safetensors(&self, path: &Path) -> Result<(), StageError> {
+        let spec = &self.spec;
+        let decision = spec.decision.as_ref();
+        let mut store = SafetensorsStore::from_file(path)
+            .overwrite(true)
+            .metadata("architecture", spec.architecture.name())
+            .metadata("genres", json(&spec.genres))
+            .metadata("width", spec.width.to_string())
+            .metadata("height", spec.height.to_string())
+            .metadata(
+                "decision_rule",
+                decision.map_or("none".into(), |d| d.rule.name().to_string()),
+            )
+            .metadata(
+                "thresholds",
+                json(
+                    &decision
+                        .filter(|d| d.top_k.is_none())
+                        .map(|d| d.thresholds.clone()),
+                ),
+            )
+            .metadata("top_k", json(&decision.and_then(|d| d.top_k)));
+        if let Some(input) = &spec.embedding {
+            store = store
+                .metadata("backbone", input.backbone.clone())
+                .metadata("embedding_dim", input.dim.to_string())
+                .metadata("standardize", json(&input.standardize));
+        }
+        let context = || format!("writing `{}`", path.display());
+        match &self.net {
+            TrainedNet::Head(net) => net.save_into(&mut store).during(context()),
+            TrainedNet::Images(net) => net.save_into(&mut store).during(context()),
+        }
+    }
+
     fn check_genres(&self, genres: &[String], dir: &Path) -> Result<(), StageError> {
         if genres != self.spec.genres.as_slice() {
             return Err(StageError::invalid(format!(
@@ -201,4 +242,9 @@ pub fn split_labels(data: &Path, split: &str) -> Result<(Vec<String>, Vec<u8>), 
         }
         Ok((meta.genres, labels))
     }
+}
+
+/// A metadata value as JSON text.
+fn json(value: &impl serde::Serialize) -> String {
+    serde_json::to_string(value).expect("metadata serialises")
 }

@@ -1,0 +1,242 @@
+//! Publishing: copies of cached outputs in the workspace (`publish: reports`), one folder per
+//! run that made the output and the latest copy at the top.
+//!
+//! ```text
+//! reports/
+//!   index.html, metrics.json, ...     the latest publication (replaced file by file)
+//!   run.json                          the run that made it
+//!   20261201-164806/                  every run that ran the stage keeps its own copy
+//!     index.html, ..., run.json
+//! ```
+//!
+//! Only files the engine put at the top are ever replaced or removed there: run folders and
+//! anything a person adds are left alone.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use pipeline_api::RunContext;
+use serde::{Deserialize, Serialize};
+
+use super::statcache::Stamp;
+use super::store::{Store, StoreError, io_err, list_files, write_atomic};
+
+/// The file beside every published copy that says which run made it.
+pub const RUN_FILE: &str = "run.json";
+
+/// What was last published to a directory's top: the entry's key and the stamp of every file
+/// copied there, so an untouched publication is not copied again.
+#[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
+struct PublishRecord {
+    key: String,
+    files: BTreeMap<String, Stamp>,
+}
+
+/// `/`-separated path of `file` below `dir`.
+fn relative(file: &Path, dir: &Path) -> String {
+    file.strip_prefix(dir)
+        .expect("listed below dir")
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// Copies every file below `from` into the new folder `to`, replacing `to` as a whole: a
+/// half-made copy is only ever a `*.publishing` sibling.
+pub fn copy_tree(from: &Path, to: &Path) -> Result<(), StoreError> {
+    let staging = to.with_extension("publishing");
+    let _ = fs::remove_dir_all(&staging);
+    fs::create_dir_all(&staging).map_err(io_err("create", &staging))?;
+    for file in list_files(from)? {
+        let dest = staging.join(relative(&file, from));
+        if let Some(parent) = dest.parent() {
+            fs::create_dir_all(parent).map_err(io_err("create", parent))?;
+        }
+        fs::copy(&file, &dest).map_err(io_err("copy", &file))?;
+    }
+    if to.exists() {
+        fs::remove_dir_all(to).map_err(io_err("remove", to))?;
+    }
+    fs::rename(&staging, to).map_err(io_err("rename", &staging))
+}
+
+/// The run folders below a publication directory, oldest first (ids sort by time).
+pub fn run_folders(to: &Path) -> Vec<(String, PathBuf)> {
+    let mut found: Vec<(String, PathBuf)> = fs::read_dir(to)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|entry| entry.path().join(RUN_FILE).is_file())
+        .filter_map(|entry| Some((entry.file_name().into_string().ok()?, entry.path())))
+        .collect();
+    found.sort();
+    found
+}
+
+impl Store {
+    fn publish_record_path(&self, to: &Path) -> PathBuf {
+        self.versioned().join("published").join(format!(
+            "{}.json",
+            blake3::hash(to.to_string_lossy().as_bytes()).to_hex()
+        ))
+    }
+
+    /// Makes the files at the top of `to` those below `from` (the output of `key`, or a run's
+    /// copy of it), unless `force` is off and `to` still holds exactly what the last publication
+    /// of `key` put there (same files with the same size, mtime and inode). Returns whether
+    /// anything was copied. Each file is replaced atomically.
+    pub fn publish_latest(
+        &self,
+        key: &str,
+        from: &Path,
+        to: &Path,
+        force: bool,
+    ) -> Result<bool, StoreError> {
+        let record_path = self.publish_record_path(to);
+        let recorded: PublishRecord = fs::read(&record_path)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default();
+        let intact = |record: &PublishRecord| {
+            !record.files.is_empty()
+                && record.files.iter().all(|(rel, stamp)| {
+                    fs::metadata(to.join(rel)).is_ok_and(|meta| Stamp::of(&meta) == *stamp)
+                })
+        };
+        if !force && recorded.key == key && intact(&recorded) {
+            return Ok(false);
+        }
+        fs::create_dir_all(to).map_err(io_err("create", to))?;
+        let mut files = BTreeMap::new();
+        for file in list_files(from)? {
+            let rel = relative(&file, from);
+            let dest = to.join(&rel);
+            if let Some(parent) = dest.parent() {
+                fs::create_dir_all(parent).map_err(io_err("create", parent))?;
+            }
+            let staging = dest.with_extension("publishing");
+            fs::copy(&file, &staging).map_err(io_err("copy", &file))?;
+            fs::rename(&staging, &dest).map_err(io_err("rename", &staging))?;
+            let meta = fs::metadata(&dest).map_err(io_err("stat", &dest))?;
+            files.insert(rel, Stamp::of(&meta));
+        }
+        for rel in recorded.files.keys() {
+            if !files.contains_key(rel) {
+                let _ = fs::remove_file(to.join(rel));
+            }
+        }
+        if let Some(dir) = record_path.parent() {
+            fs::create_dir_all(dir).map_err(io_err("create", dir))?;
+        }
+        let record = PublishRecord {
+            key: key.to_string(),
+            files,
+        };
+        write_atomic(
+            &record_path,
+            &serde_json::to_vec(&record).expect("a publish record serialises"),
+        )?;
+        Ok(true)
+    }
+
+    /// Copies the output of `key` into `to/<run id>/` with the run's `run.json`; returns the
+    /// folder.
+    pub fn publish_run_copy(
+        &self,
+        key: &str,
+        to: &Path,
+        run: &RunContext,
+    ) -> Result<PathBuf, StoreError> {
+        let folder = to.join(&run.id);
+        copy_tree(&self.out_dir(key), &folder)?;
+        write_atomic(
+            &folder.join(RUN_FILE),
+            &serde_json::to_vec_pretty(run).expect("a run context serialises"),
+        )?;
+        Ok(folder)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pipeline_api::RunSummary;
+
+    fn store_with_report(dir: &Path) -> Store {
+        let store = Store::new(dir.join("cache"));
+        store.init().unwrap();
+        let pending = store.begin("k1").unwrap();
+        fs::create_dir_all(pending.out_dir()).unwrap();
+        fs::write(pending.out_dir().join("index.html"), b"<p>report</p>").unwrap();
+        store
+            .commit(pending, "s", "kind", &RunSummary::default(), 0.0)
+            .unwrap();
+        store
+    }
+
+    #[test]
+    fn the_latest_is_copied_once_and_again_after_it_is_touched() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_report(dir.path());
+        let from = store.out_dir("k1");
+        let target = dir.path().join("reports");
+        assert!(store.publish_latest("k1", &from, &target, false).unwrap());
+        assert!(
+            !store.publish_latest("k1", &from, &target, false).unwrap(),
+            "unchanged: nothing to copy"
+        );
+        fs::write(target.join("index.html"), b"edited by hand").unwrap();
+        assert!(
+            store.publish_latest("k1", &from, &target, false).unwrap(),
+            "a touched copy is replaced"
+        );
+        assert_eq!(
+            fs::read(target.join("index.html")).unwrap(),
+            b"<p>report</p>"
+        );
+        fs::remove_file(target.join("index.html")).unwrap();
+        assert!(store.publish_latest("k1", &from, &target, false).unwrap());
+        assert!(
+            target.join("index.html").is_file(),
+            "a deleted copy is restored"
+        );
+    }
+
+    #[test]
+    fn run_copies_accumulate_and_the_latest_leaves_them_and_foreign_files_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_report(dir.path());
+        let target = dir.path().join("reports");
+        let mut folders = Vec::new();
+        for id in ["20261201-100000", "20261201-110000"] {
+            let run = RunContext {
+                id: id.into(),
+                ..RunContext::default()
+            };
+            let folder = store.publish_run_copy("k1", &target, &run).unwrap();
+            store.publish_latest("k1", &folder, &target, true).unwrap();
+            folders.push(folder);
+        }
+        fs::write(target.join("notes.txt"), b"mine").unwrap();
+        let listed: Vec<String> = run_folders(&target).into_iter().map(|(id, _)| id).collect();
+        assert_eq!(listed, ["20261201-100000", "20261201-110000"]);
+        for folder in &folders {
+            assert_eq!(
+                fs::read(folder.join("index.html")).unwrap(),
+                b"<p>report</p>"
+            );
+        }
+        let latest: RunContext =
+            serde_json::from_slice(&fs::read(target.join(RUN_FILE)).unwrap()).unwrap();
+        assert_eq!(latest.id, "20261201-110000");
+        // A later output without run.json: the stale run.json at the top goes, the rest stays.
+        store
+            .publish_latest("k1", &store.out_dir("k1"), &target, true)
+            .unwrap();
+        assert!(!target.join(RUN_FILE).exists());
+        assert!(target.join("notes.txt").is_file());
+        assert_eq!(run_folders(&target).len(), 2);
+    }
+}

@@ -1,0 +1,200 @@
+//! `pipeline metrics show|diff`: the headline metrics of published runs and their deltas, read
+//! from the run folders publishing keeps (`reports/<run-id>/metrics.json`), as `dvc metrics`
+//! reads them from commits.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use pipeline_api::RunContext;
+use stage_evaluate::headline::{HeadlineMetric, MetricChange, compare, headline};
+
+use crate::engine::plan::Plan;
+use crate::engine::publish::{RUN_FILE, run_folders};
+
+/// One published run with metrics.
+pub struct PublishedRun {
+    /// Its id.
+    pub id: String,
+    /// Its folder, relative to the project root.
+    pub folder: PathBuf,
+    /// Its `run.json`.
+    pub run: RunContext,
+    /// Its headline metrics.
+    pub metrics: Vec<HeadlineMetric>,
+}
+
+/// Every published run folder that holds a `metrics.json`, oldest first.
+pub fn published_runs(plan: &Plan) -> anyhow::Result<Vec<PublishedRun>> {
+    let mut runs = Vec::new();
+    for stage in &plan.stages {
+        let Some(dir) = &stage.publish else { continue };
+        for (id, folder) in run_folders(&plan.root.join(dir)) {
+            let metrics_path = folder.join("metrics.json");
+            if !metrics_path.is_file() {
+                continue;
+            }
+            let read = |path: &Path| -> anyhow::Result<serde_json::Value> {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read `{}`", path.display()))?;
+                serde_json::from_str(&text).with_context(|| {
+                    format!(
+                        "`{}` is not JSON; delete the folder or rerun `pipeline run --force {}`",
+                        path.display(),
+                        stage.name
+                    )
+                })
+            };
+            let metrics = headline(&read(&metrics_path)?);
+            let run: RunContext =
+                serde_json::from_value(read(&folder.join(RUN_FILE))?).unwrap_or_default();
+            runs.push(PublishedRun {
+                folder: Path::new(dir).join(&id),
+                id,
+                run,
+                metrics,
+            });
+        }
+    }
+    runs.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(runs)
+}
+
+/// The run `wanted` names: an id, a unique prefix of one, `latest` or `previous`.
+fn resolve<'a>(runs: &'a [PublishedRun], wanted: &str) -> anyhow::Result<&'a PublishedRun> {
+    let recent = || {
+        runs.iter()
+            .rev()
+            .take(5)
+            .map(|r| r.id.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let found = match wanted {
+        "latest" => runs.last(),
+        "previous" => runs.iter().rev().nth(1),
+        _ => {
+            let matching: Vec<&PublishedRun> =
+                runs.iter().filter(|r| r.id.starts_with(wanted)).collect();
+            match matching.as_slice() {
+                [one] => Some(*one),
+                [] => None,
+                many => {
+                    if let Some(exact) = many.iter().find(|r| r.id == wanted) {
+                        Some(*exact)
+                    } else {
+                        bail!(
+                            "`{wanted}` matches {} runs ({}); give more of the id",
+                            many.len(),
+                            many.iter()
+                                .map(|r| r.id.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    }
+                }
+            }
+        }
+    };
+    found.with_context(|| {
+        if runs.is_empty() {
+            "no run has published metrics yet; `pipeline run` makes the first".to_string()
+        } else {
+            format!("no published run `{wanted}`; the latest are {}", recent())
+        }
+    })
+}
+
+fn number(value: Option<f64>) -> String {
+    value.map_or_else(|| "-".into(), |v| format!("{v:.4}"))
+}
+
+fn change(change: &MetricChange) -> String {
+    match change.change {
+        Some(d) if d.abs() < 5e-5 => "0".into(),
+        Some(d) => {
+            let better = (d > 0.0) == change.higher_is_better;
+            format!("{d:+.4} ({})", if better { "better" } else { "worse" })
+        }
+        None => "-".into(),
+    }
+}
+
+/// `pipeline metrics show [RUN]`.
+pub fn show(plan: &Plan, wanted: Option<&str>, json: bool) -> anyhow::Result<String> {
+    let runs = published_runs(plan)?;
+    let run = resolve(&runs, wanted.unwrap_or("latest"))?;
+    if json {
+        let metrics: serde_json::Map<String, serde_json::Value> = run
+            .metrics
+            .iter()
+            .map(|m| (m.name.clone(), m.value.into()))
+            .collect();
+        return Ok(serde_json::to_string_pretty(&serde_json::json!({
+            "run": run.id,
+            "folder": run.folder,
+            "overrides": run.run.overrides,
+            "metrics": metrics,
+        }))?);
+    }
+    let width = run.metrics.iter().map(|m| m.name.len()).max().unwrap_or(6);
+    let mut out = format!("Run {} ({})", run.id, run.folder.display());
+    if !run.run.overrides.is_empty() {
+        out.push_str(&format!(
+            ", with {}",
+            run.run
+                .overrides
+                .iter()
+                .map(|o| format!("-S {o}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ));
+    }
+    out.push_str(&format!("\n{:width$}  value", "metric"));
+    for m in &run.metrics {
+        out.push_str(&format!("\n{:width$}  {:.4}", m.name, m.value));
+    }
+    Ok(out)
+}
+
+/// `pipeline metrics diff [OLD] [NEW]`: by default the previous run against the latest; with
+/// one run, that run against the latest.
+pub fn diff(
+    plan: &Plan,
+    old: Option<&str>,
+    new: Option<&str>,
+    json: bool,
+) -> anyhow::Result<String> {
+    let runs = published_runs(plan)?;
+    if runs.len() < 2 && old.is_none() {
+        bail!(
+            "{} published run(s) with metrics; `metrics diff` needs two (run again with a change, e.g. `pipeline run -S train.learning_rate=0.01`)",
+            runs.len()
+        );
+    }
+    let new_run = resolve(&runs, new.unwrap_or("latest"))?;
+    let old_run = resolve(&runs, old.unwrap_or("previous"))?;
+    let changes = compare(&old_run.metrics, &new_run.metrics);
+    if json {
+        return Ok(serde_json::to_string_pretty(&serde_json::json!({
+            "old": old_run.id,
+            "new": new_run.id,
+            "metrics": changes,
+        }))?);
+    }
+    let width = changes.iter().map(|m| m.name.len()).max().unwrap_or(6);
+    let column = old_run.id.len().max(new_run.id.len()).max(6);
+    let mut out = format!(
+        "{:width$}  {:>column$}  {:>column$}  change",
+        "metric", old_run.id, new_run.id
+    );
+    for m in &changes {
+        out.push_str(&format!(
+            "\n{:width$}  {:>column$}  {:>column$}  {}",
+            m.name,
+            number(m.old),
+            number(m.new),
+            change(m)
+        ));
+    }
+    Ok(out)
+}
