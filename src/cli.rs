@@ -36,6 +36,8 @@ Examples:
   pipeline dag --format dot     the graph for Graphviz (or `mermaid` for Markdown)
   pipeline log                  what the last runs did, and why
   pipeline metrics diff         headline metrics of the previous and the latest run, with deltas
+  pipeline predict poster.jpg --top 5
+                                the genres the trained model sees in a poster
   pipeline verify --repair      rehash the cache and evict damaged entries
   pipeline gc --keep 3          drop cache entries not used by the lock or the last 3 runs
 
@@ -144,6 +146,24 @@ pub enum Command {
     /// Show whether each stage is fresh or dirty, and why.
     Status {
         /// One JSON object per stage: name, kind, state, reason, reasons, key.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask a trained model about posters: the genres its decision rule predicts, with
+    /// probabilities. Posters go through the pipeline's own download limits, decoder limits,
+    /// resizing and backbone, fitted as the model's training posters were.
+    Predict {
+        /// Poster files or http(s) URLs.
+        #[arg(required = true, value_name = "POSTER")]
+        posters: Vec<String>,
+        /// The model: a `train` stage [default: `evaluate`'s primary model], or a run id from
+        /// `pipeline log` (a prefix, `latest` or `previous`) to ask the model that run had.
+        #[arg(long, value_name = "STAGE|RUN")]
+        model: Option<String>,
+        /// Also list the K most probable genres, predicted (`*`) or not.
+        #[arg(long, value_name = "K", default_value_t = 0)]
+        top: usize,
+        /// Print JSON: the model, and per poster genres, top, probabilities, input digest, error.
         #[arg(long)]
         json: bool,
     },
@@ -426,6 +446,40 @@ fn execute(cli: &Cli, threads: usize) -> Result<(), Failure> {
                         stage.reason
                     );
                 }
+            }
+            Ok(())
+        }
+        Command::Predict {
+            posters,
+            model,
+            top,
+            json,
+        } => {
+            let options = crate::predict::PredictOptions {
+                posters,
+                model: model.as_deref(),
+                top: *top,
+            };
+            let prediction = crate::predict::predict(&plan, &options).map_err(Failure::Run)?;
+            if *json {
+                let text = serde_json::to_string_pretty(&prediction)
+                    .context("serialising the prediction")
+                    .map_err(Failure::Run)?;
+                say!("{text}");
+            } else {
+                say!("{}", crate::predict::render(&prediction));
+            }
+            let failed = prediction
+                .posters
+                .iter()
+                .filter(|a| a.error.is_some())
+                .count();
+            if failed > 0 {
+                eprintln!(
+                    "error: {failed} of {} posters could not be read; see above",
+                    prediction.posters.len()
+                );
+                return Err(Failure::Reported);
             }
             Ok(())
         }

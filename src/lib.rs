@@ -9,3 +9,4 @@ pub mod engine;
 pub mod experiments;
 pub mod graph;
 pub mod kinds;
+pub mod predict;

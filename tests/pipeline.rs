@@ -190,6 +190,68 @@ fn default_pipeline_runs_offline_and_beats_the_baseline() {
         html.contains("&lt;script&gt;"),
         "the sample's hostile title is shown escaped"
     );
+    assert!(
+        html.len() < 5_000_000,
+        "self-contained but small: {} bytes",
+        html.len()
+    );
+    for section in [
+        "run",
+        "summary",
+        "training",
+        "decisions",
+        "genres",
+        "curves",
+        "co-occurrence",
+        "gallery",
+        "dataset",
+        "data",
+    ] {
+        assert!(
+            html.contains(&format!("<section id=\"{section}\">")),
+            "no `{section}` section"
+        );
+    }
+    assert!(
+        html.contains("data:image/jpeg;base64,"),
+        "the gallery embeds its thumbnails"
+    );
+    // A real browser: no console error, no failed request, every thumbnail decodes, no script,
+    // and the hostile title is on the page as text. The screenshot is for a person to look at.
+    let python = python_with(&["playwright"], "playwright");
+    let screenshot = Path::new(REPO).join("target/report-screenshot.png");
+    let out = Command::new(&python)
+        .arg(Path::new(REPO).join("tests/report_in_browser.py"))
+        .arg(root.join("reports/index.html"))
+        .arg(&screenshot)
+        .arg("<script>alert('escaped?')</script> & Friends")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the report fails in Chromium:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_slice(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
+            .unwrap_or("{}")
+            .as_bytes(),
+    )
+    .unwrap();
+    assert!(
+        seen["images"].as_u64().unwrap() >= 20 && seen["svgs"].as_u64().unwrap() >= 6,
+        "{seen}"
+    );
+    assert!(screenshot.is_file());
+    let folders: Vec<_> = std::fs::read_dir(root.join("reports"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().join("run.json").is_file())
+        .collect();
+    assert_eq!(folders.len(), 1, "the run keeps its own report folder");
     let metrics: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(root.join("reports/metrics.json")).unwrap())
             .unwrap();
@@ -2338,4 +2400,483 @@ fn fine_tuning_the_backbone_needs_its_weights_and_runs_from_the_pipeline() {
     )
     .unwrap();
     assert_eq!(metrics["models"][0]["architecture"], "efficientnet-lite0");
+}
+
+/// The id of the last recorded run.
+fn last_run(p: &Project) -> serde_json::Value {
+    let log = p.ok(&["log", "--json", "-n", "1"]);
+    serde_json::from_str(log.trim()).unwrap()
+}
+
+/// The run folders below `reports/`, oldest first.
+fn report_folders(p: &Project) -> Vec<String> {
+    let mut found: Vec<String> = std::fs::read_dir(p.root.join("reports"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().join("run.json").is_file())
+        .map(|e| e.file_name().into_string().unwrap())
+        .collect();
+    found.sort();
+    found
+}
+
+#[test]
+fn an_override_runs_once_like_an_edit_and_metrics_diff_compares_the_published_runs() {
+    let p = Project::small(150, SMALL_PIPELINE);
+    p.ok(&["run"]);
+    let first = last_run(&p)["id"].as_str().unwrap().to_string();
+    let yaml = std::fs::read(p.root.join("pipeline.yaml")).unwrap();
+
+    let overrides = ["train.epochs=3", "train.learning_rate=0.01"];
+    let out = p.ok(&["run", "-S", overrides[0], "--set", overrides[1]]);
+    assert_eq!(
+        stages_with(&out, "Running "),
+        set(&["train", "evaluate"]),
+        "{out}"
+    );
+    assert!(
+        out.contains("train.epochs 2 -> 3"),
+        "the reason names the param: {out}"
+    );
+    assert_eq!(
+        std::fs::read(p.root.join("pipeline.yaml")).unwrap(),
+        yaml,
+        "never written"
+    );
+    let record = last_run(&p);
+    let second = record["id"].as_str().unwrap().to_string();
+    assert_eq!(record["overrides"], serde_json::json!(overrides));
+    assert_ne!(first, second);
+
+    // Each run that evaluated keeps its report; the top is the latest, dressed with its context.
+    assert_eq!(report_folders(&p), [first.clone(), second.clone()]);
+    let latest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(p.root.join("reports/run.json")).unwrap())
+            .unwrap();
+    assert_eq!(latest["id"], second.as_str());
+    assert_eq!(latest["stages"]["train"]["params"]["epochs"], 3);
+    let html = std::fs::read_to_string(p.root.join("reports/index.html")).unwrap();
+    assert_eq!(
+        html,
+        std::fs::read_to_string(p.root.join("reports").join(&second).join("index.html")).unwrap()
+    );
+    assert!(
+        html.contains(&format!(
+            "compared with the run before it, <code>{first}</code>"
+        )),
+        "the summary compares with the previous run"
+    );
+    assert!(html.contains("-S train.epochs=3"));
+
+    // `metrics diff` (previous against latest) and `metrics show`, as JSON.
+    let diff: serde_json::Value =
+        serde_json::from_str(&p.ok(&["metrics", "diff", "--json"])).unwrap();
+    assert_eq!(
+        (diff["old"].as_str(), diff["new"].as_str()),
+        (Some(first.as_str()), Some(second.as_str()))
+    );
+    let metric = |name: &str| {
+        diff["metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {diff}"))
+            .clone()
+    };
+    let micro = metric("primary.micro_f1");
+    let read = |run: &str| -> serde_json::Value {
+        serde_json::from_str(
+            &std::fs::read_to_string(p.root.join("reports").join(run).join("metrics.json"))
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    let micro_of = |run: &str| {
+        read(run)["models"][0]["test"]["decided"]["micro_f1"]
+            .as_f64()
+            .unwrap()
+    };
+    assert_eq!(micro["old"].as_f64(), Some(micro_of(&first)));
+    assert_eq!(micro["new"].as_f64(), Some(micro_of(&second)));
+    assert!(
+        (micro["change"].as_f64().unwrap() - (micro_of(&second) - micro_of(&first))).abs() < 1e-12
+    );
+    assert_eq!(
+        metric("baseline-prior.macro_f1")["change"],
+        0.0,
+        "same test split, same baseline"
+    );
+    let show: serde_json::Value =
+        serde_json::from_str(&p.ok(&["metrics", "show", "--json", "previous"])).unwrap();
+    assert_eq!(show["run"], first.as_str());
+    assert_eq!(
+        show["metrics"]["primary.micro_f1"].as_f64(),
+        Some(micro_of(&first))
+    );
+    let text = p.ok(&["metrics", "diff", &first, &second]);
+    assert!(
+        text.lines().any(|l| l.starts_with("primary.micro_f1")),
+        "{text}"
+    );
+
+    // The same values written into the file key the same: nothing is dirty.
+    p.edit(
+        "params: {epochs: 2, batch_size: 16}",
+        "params: {epochs: 3, learning_rate: 0.01, batch_size: 16}",
+    );
+    assert!(
+        p.status().iter().all(|s| s["state"] == "fresh"),
+        "{:?}",
+        p.status()
+    );
+    p.ok(&["run"]);
+    assert_eq!(
+        report_folders(&p).len(),
+        2,
+        "a run that changed nothing publishes nothing new"
+    );
+
+    // A bad override is a usage error naming the override, before anything runs.
+    let out = p.pipeline(&["run", "-S", "train.epochs=many"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("pipeline.yaml") && stderr.contains("`-S train.epochs=many`"),
+        "{stderr}"
+    );
+    let out = p.pipeline(&["run", "-S", "trian.epochs=3"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("stage `trian`"));
+}
+
+#[test]
+fn dag_prints_dot_that_a_graphviz_parser_reads_and_a_mermaid_flowchart() {
+    let python = python_with(&["pydot"], "pydot");
+    let p = Project::small(10, SMALL_PIPELINE);
+    let dot = p.ok(&["dag", "--format", "dot"]);
+    let script = r#"
+import json, sys, pydot
+(graph,) = pydot.graph_from_dot_data(sys.stdin.read())
+edges = sorted([e.get_source().strip('"'), e.get_destination().strip('"'), e.get_label().strip('"')] for e in graph.get_edges())
+print(json.dumps(edges))
+"#;
+    let mut child = Command::new(&python)
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(dot.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{dot}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let edges: Vec<[String; 3]> = serde_json::from_slice(&out.stdout).unwrap();
+    let expected: BTreeSet<[String; 3]> = [
+        ["file:data/movies.csv", "ingest", "csv"],
+        ["ingest", "download", "movies"],
+        ["file:data", "download", "root"],
+        ["ingest", "filter", "movies"],
+        ["download", "filter", "posters"],
+        ["filter", "resize", "movies"],
+        ["download", "resize", "posters"],
+        ["resize", "split", "shards"],
+        ["split", "train", "data"],
+        ["train", "evaluate", "model"],
+        ["split", "evaluate", "data"],
+        ["ingest", "evaluate", "ingest"],
+        ["download", "evaluate", "download"],
+        ["filter", "evaluate", "filter"],
+    ]
+    .map(|e| e.map(String::from))
+    .into_iter()
+    .collect();
+    assert_eq!(
+        edges.into_iter().collect::<BTreeSet<_>>(),
+        expected,
+        "{dot}"
+    );
+
+    let mermaid = p.ok(&["dag", "--format", "mermaid"]);
+    assert!(mermaid.starts_with("flowchart LR\n"), "{mermaid}");
+    let arrows = mermaid
+        .lines()
+        .filter(|l| l.contains("-->|") || l.contains("-.->|"))
+        .count();
+    assert_eq!(arrows, expected.len(), "{mermaid}");
+    assert!(mermaid.contains("s0[\"ingest"), "{mermaid}");
+    let text = p.ok(&["dag"]);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("evaluate") && l.contains("train (model)")),
+        "{text}"
+    );
+}
+
+#[test]
+fn trained_models_are_written_as_safetensors_that_python_reads_with_their_metadata() {
+    let python = python_with(&["safetensors", "numpy"], "safetensors, numpy");
+    let p = Project::small(150, SMALL_PIPELINE);
+    p.ok(&["run", "train"]);
+    let out_dir = p.output_of("train");
+    let spec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("model.json")).unwrap())
+            .unwrap();
+    let script = r#"
+import json, sys
+from safetensors import safe_open
+with safe_open(sys.argv[1], "np") as f:
+    print(json.dumps({"metadata": f.metadata(), "shapes": {k: list(f.get_tensor(k).shape) for k in f.keys()},
+                      "dtypes": sorted({str(f.get_tensor(k).dtype) for k in f.keys()})}))
+"#;
+    let out = Command::new(&python)
+        .args(["-c", script])
+        .arg(out_dir.join("model.safetensors"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let read: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let meta = &read["metadata"];
+    let genres: serde_json::Value = serde_json::from_str(meta["genres"].as_str().unwrap()).unwrap();
+    assert_eq!(genres, spec["genres"]);
+    let n = genres.as_array().unwrap().len();
+    assert_eq!(meta["architecture"], "small-cnn");
+    assert_eq!(
+        (meta["width"].as_str(), meta["height"].as_str()),
+        (Some("24"), Some("24"))
+    );
+    assert_eq!(meta["layout"], "pytorch");
+    assert_eq!(meta["decision_rule"], spec["decision"]["rule"]);
+    let thresholds: serde_json::Value =
+        serde_json::from_str(meta["thresholds"].as_str().unwrap()).unwrap();
+    assert_eq!(thresholds, spec["decision"]["thresholds"]);
+    assert_eq!(thresholds.as_array().unwrap().len(), n);
+    // PyTorch's names and layouts: no enum variant in the path, Linear `[out, in]`, norms'
+    // `weight`/`bias`, running stats kept.
+    let shapes = &read["shapes"];
+    assert_eq!(
+        shapes["blocks.0.conv.weight"],
+        serde_json::json!([32, 3, 3, 3]),
+        "{shapes}"
+    );
+    assert_eq!(
+        shapes["head.weight"],
+        serde_json::json!([n, 128]),
+        "{shapes}"
+    );
+    assert_eq!(shapes["head.bias"], serde_json::json!([n]), "{shapes}");
+    for name in ["weight", "bias", "running_mean", "running_var"] {
+        assert!(
+            shapes[format!("blocks.0.norm.{name}")].is_array(),
+            "{name}: {shapes}"
+        );
+    }
+    assert_eq!(read["dtypes"], serde_json::json!(["float32"]));
+}
+
+/// A PNG whose header claims `width` x `height` pixels, with no pixel data: a bomb's shape.
+fn png_claiming(width: u32, height: u32) -> Vec<u8> {
+    fn chunk(out: &mut Vec<u8>, kind: &[u8], data: &[u8]) {
+        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        let start = out.len();
+        out.extend_from_slice(kind);
+        out.extend_from_slice(data);
+        let crc = crc32(&out[start..]);
+        out.extend_from_slice(&crc.to_be_bytes());
+    }
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = 0xFFFF_FFFFu32;
+        for &b in bytes {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut header = Vec::new();
+    header.extend_from_slice(&width.to_be_bytes());
+    header.extend_from_slice(&height.to_be_bytes());
+    header.extend_from_slice(&[8, 2, 0, 0, 0]);
+    chunk(&mut out, b"IHDR", &header);
+    // A zlib stream of a few zero bytes (one stored block): far less than the image needs.
+    chunk(
+        &mut out,
+        b"IDAT",
+        &[
+            0x78, 0x01, 0x01, 0x04, 0x00, 0xFB, 0xFF, 0, 0, 0, 0, 0, 0, 0, 0,
+        ],
+    );
+    chunk(&mut out, b"IEND", &[]);
+    out
+}
+
+#[test]
+fn predict_answers_with_the_probabilities_evaluate_gave_and_refuses_what_the_pipeline_refuses() {
+    let pipeline = format!(
+        "{}  train:
+    kind: train
+    inputs: {{data: embed}}
+    params: {{architecture: mlp, epochs: 4}}
+  cnn:
+    kind: train
+    inputs: {{data: split}}
+    params: {{epochs: 1, batch_size: 16}}
+  evaluate:
+    kind: evaluate
+    inputs: {{model: train, data: embed, second_model: cnn, second_data: split, ingest: ingest, download: download, filter: filter}}
+    publish: reports
+",
+        embedding_pipeline()
+    );
+    let p = Project::small(160, &pipeline);
+    std::fs::copy(Path::new(REPO).join(WEIGHTS), p.root.join("weights.pth")).unwrap();
+    // Before anything is trained there is nothing to ask.
+    let poster = p.root.join("data/posters/0100001.jpg");
+    let out = p.pipeline(&["predict", poster.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no trained model") && stderr.contains("pipeline run train"),
+        "{stderr}"
+    );
+    p.ok(&["run"]);
+
+    // Test posters, found through the split's test shard (their files in `download`'s output).
+    let split = p.output_of("split").join("test");
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(split.join("meta.json")).unwrap()).unwrap();
+    let genres = meta["genres"].as_array().unwrap().len();
+    let shard = stage_shards::read_shard(
+        &split.join(meta["shards"][0]["file"].as_str().unwrap()),
+        24 * 24 * 3,
+        genres,
+    )
+    .unwrap();
+    let posters = p.output_of("download");
+    let picked: Vec<usize> = (0..shard.len().min(4)).collect();
+    let paths: Vec<String> = picked
+        .iter()
+        .map(|&r| posters.join(&shard.posters[r]).display().to_string())
+        .collect();
+    for (model, predictions, expect_pixels) in [
+        ("train", "predictions.parquet", false),
+        ("cnn", "predictions-second.parquet", true),
+    ] {
+        let evaluated = stage_shards::predictions::Predictions::read(
+            &p.root.join("reports").join(predictions),
+            genres,
+        )
+        .unwrap();
+        let mut args = vec!["predict", "--json", "--top", "3", "--model", model];
+        args.extend(paths.iter().map(String::as_str));
+        let answer: serde_json::Value = serde_json::from_str(&p.ok(&args)).unwrap();
+        assert_eq!(answer["model"]["stage"], model);
+        for (i, &r) in picked.iter().enumerate() {
+            let got = &answer["posters"][i];
+            let row = evaluated
+                .ids
+                .iter()
+                .position(|&id| id == shard.ids[r])
+                .unwrap();
+            let want = &evaluated.probs[row * genres..(row + 1) * genres];
+            let probs: Vec<f64> = got["probabilities"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect();
+            assert_eq!(probs.len(), genres);
+            for (g, (a, b)) in probs.iter().zip(want).enumerate() {
+                assert!(
+                    (a - f64::from(*b)).abs() < 1e-5,
+                    "{model}, movie {}, genre {g}: predict {a}, evaluate {b}",
+                    shard.ids[r]
+                );
+            }
+            assert_eq!(got["top"].as_array().unwrap().len(), 3);
+            if expect_pixels {
+                // The CNN reads exactly the pixels `resize` stored for this poster.
+                let stored = &shard.images[r * 24 * 24 * 3..(r + 1) * 24 * 24 * 3];
+                assert_eq!(got["input_blake3"], blake3::hash(stored).to_hex().as_str());
+            }
+        }
+    }
+    // The default is evaluate's primary model; text output lists genres with probabilities.
+    let text = p.ok(&["predict", &paths[0]]);
+    assert!(
+        text.starts_with("mlp on efficientnet-lite0 embeddings (64x96)"),
+        "{text}"
+    );
+
+    // Over HTTP through the download stage's fetcher: the same answer as from the file.
+    let jpeg = std::fs::read(&paths[0]).unwrap();
+    let port = http_server(move |_| http_ok(&jpeg));
+    let url = format!("http://127.0.0.1:{port}/poster.jpg");
+    let json = |args: &[&str]| -> serde_json::Value { serde_json::from_str(&p.ok(args)).unwrap() };
+    assert_eq!(
+        json(&["predict", "--json", &url])["posters"][0]["probabilities"],
+        json(&["predict", "--json", &paths[0]])["posters"][0]["probabilities"]
+    );
+
+    // What the pipeline refuses, predict refuses, each with its reason; good posters still answer.
+    std::fs::write(p.root.join("notes.txt"), "not a poster").unwrap();
+    std::fs::write(p.root.join("bomb.png"), png_claiming(50_000, 50_000)).unwrap();
+    let huge = image::GrayImage::new(10_000, 10_000);
+    huge.save(p.root.join("huge.png")).unwrap();
+    let out = p.pipeline(&[
+        "predict",
+        "--json",
+        &paths[0],
+        "notes.txt",
+        "bomb.png",
+        "huge.png",
+        "missing.jpg",
+        "http://127.0.0.1:9/x.jpg",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let errors: Vec<String> = answer["posters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["error"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(errors[0], "", "the good poster answers");
+    assert!(
+        errors[1].contains("not a known image format"),
+        "{}",
+        errors[1]
+    );
+    assert!(errors[2].contains("too large"), "{}", errors[2]);
+    assert!(
+        errors[3].contains("too large") && errors[3].contains("MiB"),
+        "{}",
+        errors[3]
+    );
+    assert!(
+        errors[4].contains("cannot read `missing.jpg`"),
+        "{}",
+        errors[4]
+    );
+    assert!(errors[5].contains("Connection refused"), "{}", errors[5]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("5 of 6 posters could not be read"));
 }

@@ -83,6 +83,14 @@ impl Store {
         ))
     }
 
+    /// The key whose output the top of `to` was last made from.
+    pub fn published_key(&self, to: &Path) -> Option<String> {
+        let bytes = fs::read(self.publish_record_path(to)).ok()?;
+        serde_json::from_slice::<PublishRecord>(&bytes)
+            .ok()
+            .map(|record| record.key)
+    }
+
     /// Makes the files at the top of `to` those below `from` (the output of `key`, or a run's
     /// copy of it), unless `force` is off and `to` still holds exactly what the last publication
     /// of `key` put there (same files with the same size, mtime and inode). Returns whether
@@ -106,6 +114,8 @@ impl Store {
                 })
         };
         if !force && recorded.key == key && intact(&recorded) {
+            // Nothing to copy: `from` may be the cached output while the top holds a run's
+            // dressed copy of the same key.
             return Ok(false);
         }
         fs::create_dir_all(to).map_err(io_err("create", to))?;

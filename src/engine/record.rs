@@ -155,6 +155,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("runs.jsonl");
         let run = RunRecord {
+            id: "19700101-000001".into(),
+            overrides: vec![],
             started_unix: 1,
             seconds: 0.5,
             targets: vec![],

@@ -377,6 +377,20 @@ impl<'a> Engine<'a> {
                 seconds: ended.duration_since(began).as_secs_f64(),
             });
         };
+        // The run as publishing describes it: what every stage did so far.
+        let run_so_far = || RunContext {
+            timings: records
+                .borrow()
+                .iter()
+                .filter(|r| r.action == "ran" || r.action == "fresh")
+                .map(|r| StageTiming {
+                    name: r.name.clone(),
+                    action: r.action.clone(),
+                    seconds: r.seconds,
+                })
+                .collect(),
+            ..run_context.clone()
+        };
         let jobs = options.jobs.max(1);
 
         // The scheduler: the main thread keys stages and owns the lock file; up to `jobs` workers
@@ -467,7 +481,8 @@ impl<'a> Engine<'a> {
                                     self.publish(
                                         stage,
                                         &manifest.key,
-                                        None,
+                                        false,
+                                        &run_so_far(),
                                         reporter,
                                         &mut outcome,
                                     )?;
@@ -556,20 +571,14 @@ impl<'a> Engine<'a> {
                             done.ended,
                         );
                         slots.insert(name, Slot::Ran);
-                        let run = RunContext {
-                            timings: records
-                                .borrow()
-                                .iter()
-                                .filter(|r| r.action == "ran" || r.action == "fresh")
-                                .map(|r| StageTiming {
-                                    name: r.name.clone(),
-                                    action: r.action.clone(),
-                                    seconds: r.seconds,
-                                })
-                                .collect(),
-                            ..run_context.clone()
-                        };
-                        self.publish(done.stage, &done.key, Some(&run), reporter, &mut outcome)?;
+                        self.publish(
+                            done.stage,
+                            &done.key,
+                            true,
+                            &run_so_far(),
+                            reporter,
+                            &mut outcome,
+                        )?;
                     }
                     Err(message) => {
                         reporter.failed(name, &message);
@@ -967,15 +976,17 @@ impl<'a> Engine<'a> {
         keys.iter().map(|key| self.store.out_dir(key)).collect()
     }
 
-    /// Publishes the output of `stage` (`key`) when the stage asks for it. A stage that ran in
-    /// this run (`ran`) gets a folder of the run's own, which its kind may dress with the run's
-    /// context, and that copy becomes the latest; a fresh one only restores the latest when it
-    /// was touched.
+    /// Publishes the output of `stage` (`key`) when the stage asks for it. When it ran in this
+    /// run, or comes fresh from the cache but is not what the directory shows (a param set back
+    /// to an earlier value), the run gets a folder of its own, which the kind may dress with the
+    /// run's context, and that copy becomes the latest. Otherwise the latest is only restored
+    /// when it was touched.
     fn publish(
         &self,
         stage: &PlannedStage,
         key: &str,
-        ran: Option<&RunContext>,
+        ran: bool,
+        run: &RunContext,
         reporter: &dyn Reporter,
         outcome: &mut RunOutcome,
     ) -> Result<(), EngineError> {
@@ -983,29 +994,29 @@ impl<'a> Engine<'a> {
             return Ok(());
         };
         let to = self.plan.root.join(dir);
-        match ran {
-            Some(run) => {
-                let previous = run_folders(&to)
-                    .into_iter()
-                    .rfind(|(id, _)| id.as_str() < run.id.as_str())
-                    .map(|(_, folder)| folder);
-                let folder = self.store.publish_run_copy(key, &to, run)?;
-                stage
-                    .stage
-                    .present(&folder, run, previous.as_deref())
-                    .map_err(|err| {
-                        EngineError::Publish(format!(
-                            "`{}` could not finish its report in `{}`: {err}",
-                            stage.name,
-                            folder.display()
-                        ))
-                    })?;
-                self.store.publish_latest(key, &folder, &to, true)?;
-            }
-            None => {
-                self.store
-                    .publish_latest(key, &self.store.out_dir(key), &to, false)?;
-            }
+        if ran || self.store.published_key(&to).as_deref() != Some(key) {
+            let previous = run_folders(&to)
+                .into_iter()
+                .rfind(|(id, _)| id.as_str() < run.id.as_str())
+                .map(|(_, folder)| folder);
+            let folder = self.store.publish_run_copy(key, &to, run)?;
+            stage
+                .stage
+                .present(&folder, run, previous.as_deref())
+                .map_err(|err| {
+                    EngineError::Publish(format!(
+                        "`{}` could not finish its report in `{}`: {err}",
+                        stage.name,
+                        folder.display()
+                    ))
+                })?;
+            self.store.publish_latest(key, &folder, &to, true)?;
+        } else {
+            // The top was made from the newest run folder, the dressed copy of this same key.
+            let from = run_folders(&to)
+                .pop()
+                .map_or_else(|| self.store.out_dir(key), |(_, folder)| folder);
+            self.store.publish_latest(key, &from, &to, false)?;
         }
         reporter.published(&stage.name, Path::new(dir));
         outcome.published.push(PathBuf::from(dir));

@@ -28,7 +28,8 @@ use stage_shards::embedding::write_embedding_shard;
 use stage_shards::embedding::{EMBEDDING_LAYOUT, EmbeddingMeta, EmbeddingShard};
 use stage_shards::{ShardFile, ShardMeta, read_shard_labels};
 
-use reuse::{EarlierEmbeddings, ReuseStamp, STAMP_FILE};
+use reuse::EarlierEmbeddings;
+pub use reuse::{ReuseStamp, STAMP_FILE};
 
 /// Code version: bump when the embedding made from the same poster, weights and params changes.
 const VERSION: u32 = 1;

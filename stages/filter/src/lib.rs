@@ -95,7 +95,9 @@ impl Stage for Filter {
         "filter"
     }
     fn version(&self) -> u32 {
-        1
+        // 2: posters whose RGB image would exceed the decoder limit are refused by their declared
+        // size (a grey 10,000 x 10,000 poster used to pass).
+        2
     }
     fn describe(&self) -> &'static str {
         "keep movies with a decodable poster, a recent year and a genre in the vocabulary"

@@ -284,7 +284,13 @@ impl Stage for Resize {
 /// Decodes one poster and fits it into `dst` (`width * height * 3` values; RGB, HWC).
 pub fn load_resized_into(path: &Path, params: &ResizeParams, dst: &mut [u8]) -> Result<(), String> {
     let bytes = std::fs::read(path).map_err(|e| format!("unreadable: {e}"))?;
-    let rgb = decode_rgb(&bytes).map_err(|e| format!("broken poster: {e}"))?;
+    fit_bytes_into(&bytes, params, dst)
+}
+
+/// Decodes poster bytes (with the pipeline's limits) and fits them into `dst`: what `resize`,
+/// `embed` and `pipeline predict` all do to a poster.
+pub fn fit_bytes_into(bytes: &[u8], params: &ResizeParams, dst: &mut [u8]) -> Result<(), String> {
+    let rgb = decode_rgb(bytes).map_err(|e| format!("broken poster: {e}"))?;
     resize_into(rgb.width(), rgb.height(), rgb.into_raw(), params, dst)
 }
 

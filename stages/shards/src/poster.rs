@@ -39,6 +39,16 @@ pub fn decode_rgb(bytes: &[u8]) -> Result<image::RgbImage, String> {
             "too large: {width}x{height} pixels declared, over the {MAX_SIDE}-pixel side limit (a decompression bomb?)"
         ));
     }
+    // The decoder's own limit counts what it allocates (a grey image is a third of its RGB
+    // copy); the RGB image kept is what must fit.
+    let rgb_bytes = u64::from(width) * u64::from(height) * 3;
+    if rgb_bytes > MAX_ALLOC {
+        return Err(format!(
+            "too large: {width}x{height} pixels declared, {} MiB as RGB, over the {} MiB limit",
+            rgb_bytes >> 20,
+            MAX_ALLOC >> 20
+        ));
+    }
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(MAX_SIDE);
     limits.max_image_height = Some(MAX_SIDE);
@@ -278,6 +288,9 @@ mod tests {
         // Inside the side limit but over the allocation limit: the decoder's limits apply.
         let wide = decode_rgb(&png_claiming(11_000, 11_000)).unwrap_err();
         assert!(wide.contains("limit"), "{wide}");
+        // 10,000 x 10,000 is refused by its declared size, whatever its colour type.
+        let square = decode_rgb(&png_claiming(10_000, 10_000)).unwrap_err();
+        assert!(square.contains("286 MiB as RGB"), "{square}");
     }
 
     #[test]

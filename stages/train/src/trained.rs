@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use burn::prelude::*;
-use burn::store::{ModuleSnapshot, SafetensorsStore};
+use burn::store::{BurnToPyTorchAdapter, ModuleSnapshot, SafetensorsStore};
 use burn::tensor::activation::sigmoid;
 use pipeline_api::{ResultExt, StageError, read_json};
 use stage_shards::embedding::{
@@ -100,22 +100,12 @@ impl TrainedModel {
         let genres = self.spec.genres.len();
         match &self.net {
             TrainedNet::Head(head) => {
-                let (meta, mut rows) = load_embeddings(&dir)?;
+                let (meta, rows) = load_embeddings(&dir)?;
                 self.check_genres(&meta.genres, &dir)?;
-                let input = self.spec.embedding.as_ref().expect("checked at load");
-                input.standardize.apply(&mut rows.embeddings);
                 let mut probs = Vec::with_capacity(rows.len() * genres);
-                for chunk in rows.embeddings.chunks(1024 * input.dim) {
-                    let n = chunk.len() / input.dim;
-                    let x = Tensor::<2>::from_data(
-                        TensorData::new(chunk.to_vec(), [n, input.dim]),
-                        device,
-                    );
-                    probs.extend(
-                        sigmoid(head.forward(x))
-                            .try_into_vec_as::<f32>()
-                            .during("reading predictions")?,
-                    );
+                let dim = self.spec.embedding.as_ref().expect("checked at load").dim;
+                for chunk in rows.embeddings.chunks(1024 * dim) {
+                    probs.extend(self.head_probabilities(head, chunk.to_vec(), device)?);
                 }
                 Ok(Scored {
                     ids: rows.ids,
@@ -150,19 +140,12 @@ impl TrainedModel {
                     let pixels = w * h * 3;
                     for start in (0..shard.len()).step_by(64) {
                         let end = (start + 64).min(shard.len());
-                        let x = image_input(
-                            self.spec.architecture,
+                        scored.probs.extend(self.image_probabilities(
+                            net,
                             &shard.images[start * pixels..end * pixels],
                             end - start,
-                            h,
-                            w,
                             device,
-                        );
-                        scored.probs.extend(
-                            sigmoid(net.forward(x))
-                                .try_into_vec_as::<f32>()
-                                .during("reading predictions")?,
-                        );
+                        )?);
                     }
                     scored.ids.extend(shard.ids);
                     scored.posters.extend(shard.posters);
@@ -173,16 +156,73 @@ impl TrainedModel {
         }
     }
 
+    /// Probabilities `[n, genres]` of `n` embeddings as the backbone gave them (`[n, dim]`):
+    /// standardised as in training, then the head and a sigmoid.
+    fn head_probabilities(
+        &self,
+        head: &HeadNet,
+        mut embeddings: Vec<f32>,
+        device: &Device,
+    ) -> Result<Vec<f32>, StageError> {
+        let input = self.spec.embedding.as_ref().expect("checked at load");
+        input.standardize.apply(&mut embeddings);
+        let n = embeddings.len() / input.dim.max(1);
+        let x = Tensor::<2>::from_data(TensorData::new(embeddings, [n, input.dim]), device);
+        sigmoid(head.forward(x))
+            .try_into_vec_as::<f32>()
+            .during("reading predictions")
+    }
+
+    /// Probabilities `[n, genres]` of `n` resized posters (`[n, height, width, 3]` u8).
+    fn image_probabilities(
+        &self,
+        net: &PosterNet,
+        pixels: &[u8],
+        n: usize,
+        device: &Device,
+    ) -> Result<Vec<f32>, StageError> {
+        let (h, w) = (self.spec.height, self.spec.width);
+        let x = image_input(self.spec.architecture, pixels, n, h, w, device);
+        sigmoid(net.forward(x))
+            .try_into_vec_as::<f32>()
+            .during("reading predictions")
+    }
+
+    /// Probabilities of one poster as `predict` sees it: `pixels` resized to the model's input
+    /// (`[height, width, 3]` u8) for an image network, or `embedding` (the backbone's output for
+    /// those pixels) for a head. The same calls as [`Self::predict_split`] makes per batch.
+    pub fn poster_probabilities(
+        &self,
+        pixels: &[u8],
+        embedding: Option<Vec<f32>>,
+        device: &Device,
+    ) -> Result<Vec<f32>, StageError> {
+        match (&self.net, embedding) {
+            (TrainedNet::Images(net), _) => self.image_probabilities(net, pixels, 1, device),
+            (TrainedNet::Head(head), Some(embedding)) => {
+                self.head_probabilities(head, embedding, device)
+            }
+            (TrainedNet::Head(_), None) => Err(StageError::invalid(
+                "a head needs the backbone's embedding of the poster",
+            )),
+        }
+    }
+
     /// Writes the weights as SafeTensors for other tools (Python `safetensors`, PyTorch), with
-    /// what it takes to use them in the metadata: `architecture`, `genres` (JSON, output order),
+    /// what it takes to use them in the metadata: `layout` (`pytorch`), `architecture`, `genres` (JSON, output order),
     /// `width` and `height`, `decision_rule`, `thresholds` (JSON, per genre; `null` under
     /// `top-k`), `top_k`, and for heads `backbone`, `embedding_dim` and `standardize` (JSON
     /// mean and std per dimension).
     pub fn export_safetensors(&self, path: &Path) -> Result<(), StageError> {
         let spec = &self.spec;
         let decision = spec.decision.as_ref();
+        // PyTorch's names and layout (Linear weights `[out, in]`, norms' `weight`/`bias`, no
+        // enum variant in the path), so `model.load_state_dict` of the same network takes them.
         let mut store = SafetensorsStore::from_file(path)
             .overwrite(true)
+            .skip_enum_variants(true)
+            .with_to_adapter(BurnToPyTorchAdapter)
+            .metadata("layout", "pytorch")
             .metadata("architecture", spec.architecture.name())
             .metadata("genres", json(&spec.genres))
             .metadata("width", spec.width.to_string())

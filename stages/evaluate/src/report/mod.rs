@@ -537,7 +537,7 @@ fn poster_card(card: &Card) -> Markup {
     html! {
         div.card {
             @match &card.thumbnail {
-                Some(uri) => img src=(uri) alt=(format!("poster of {}", card.title)) loading="lazy";
+                Some(uri) => img src=(uri) alt=(format!("poster of {}", card.title));
                 None => div.muted style="width:96px" { "no poster" },
             }
             div {
