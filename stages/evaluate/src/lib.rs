@@ -18,9 +18,7 @@ use pipeline_api::{
     write_json,
 };
 use serde::{Deserialize, Serialize};
-use stage_metrics::{
-    Decision, DecisionRule, GenreMetrics, Headline, Scorecard, baseline, headline, per_genre,
-};
+use stage_metrics::{Decision, DecisionRule, Scorecard, baseline};
 use stage_shards::predictions::Predictions;
 use stage_shards::{i64_column, read_table, str_column};
 use stage_stats::DatasetStats;
@@ -53,14 +51,8 @@ pub struct ModelMetrics {
     pub name: String,
     /// Its architecture's name.
     pub architecture: String,
-    /// Headline metrics on test.
-    pub headline: Headline,
-    /// Genre -> metrics on test.
-    pub per_genre: BTreeMap<String, GenreMetrics>,
     /// The decision rule that ran, with its validation scores.
     pub decision: Decision,
-    /// The constant baseline on this model's test split.
-    pub baseline: Headline,
     /// Movies in its test split.
     pub n_test: usize,
     /// Seconds its training took.
@@ -96,27 +88,15 @@ pub struct BaselineMetrics {
 /// `metrics.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Metrics {
-    /// The primary model's headline metrics.
-    pub model: Headline,
-    /// The constant baseline's headline metrics.
-    pub baseline: Headline,
-    /// Genres in label order.
+    /// Genres in label order (every per-genre array's order).
     pub genres: Vec<String>,
-    /// Genre -> the primary model's metrics.
-    pub per_genre: BTreeMap<String, GenreMetrics>,
-    /// Genre -> the baseline's metrics.
-    pub baseline_per_genre: BTreeMap<String, GenreMetrics>,
     /// Genre -> the primary model's decision threshold (empty under `top-k`).
     pub thresholds: BTreeMap<String, f32>,
-    /// The primary model's decision rule (`micro-f1`, `top-k`, ...).
-    pub decision_rule: String,
-    /// Genres the baseline always predicts.
-    pub baseline_genres: Vec<String>,
     /// Movies in the test split.
     pub n_test: usize,
     /// Movies in the validation split (where decision rules were chosen).
     pub n_val: usize,
-    /// Every model, primary first.
+    /// Every model, primary first, with its scorecards and baselines.
     pub models: Vec<ModelMetrics>,
 }
 
@@ -132,10 +112,6 @@ pub struct Evaluated {
     pub test: Scored,
     /// Test 0/1 predictions.
     pub predicted: Vec<u8>,
-    /// The genres the constant baseline predicts (from this model's training split).
-    pub baseline_set: Vec<usize>,
-    /// The baseline's per-genre metrics on this model's test split.
-    pub baseline_per_genre: BTreeMap<String, GenreMetrics>,
 }
 
 impl Stage for Evaluate {
@@ -143,7 +119,7 @@ impl Stage for Evaluate {
         "evaluate"
     }
     fn version(&self) -> u32 {
-        4
+        5
     }
     fn describe(&self) -> &'static str {
         "score the models on the test split against constant baselines; write metrics.json, predictions.parquet and an HTML report"
@@ -201,22 +177,16 @@ impl Stage for Evaluate {
         let names = &primary.spec.genres;
         let decision = &primary.metrics.decision;
         let metrics = Metrics {
-            model: primary.metrics.headline.clone(),
-            baseline: primary.metrics.baseline.clone(),
             genres: names.clone(),
-            per_genre: primary.metrics.per_genre.clone(),
-            baseline_per_genre: primary.baseline_per_genre.clone(),
-            thresholds: names
-                .iter()
-                .cloned()
-                .zip(decision.thresholds.iter().copied())
-                .collect(),
-            decision_rule: decision.rule.name().into(),
-            baseline_genres: primary
-                .baseline_set
-                .iter()
-                .map(|&g| names[g].clone())
-                .collect(),
+            thresholds: if decision.top_k.is_none() {
+                names
+                    .iter()
+                    .cloned()
+                    .zip(decision.thresholds.iter().copied())
+                    .collect()
+            } else {
+                BTreeMap::new()
+            },
             n_test: primary.test.len(),
             n_val: primary.history.val_rows,
             models: std::iter::once(&primary)
@@ -263,26 +233,35 @@ impl Stage for Evaluate {
             dataset: dataset.as_ref(),
         });
         write_file(&ctx.out_dir.join("index.html"), html)?;
-        let line = |m: &ModelMetrics| {
+        let line = |name: &str, card: &Scorecard, how: String| {
             format!(
-                "{}: micro F1 {:.3}, macro F1 {:.3}, samples F1 {:.3}, ROC-AUC {:.3} (decision `{}`)",
-                m.name,
-                m.headline.micro_f1,
-                m.headline.macro_f1,
-                m.headline.samples_f1,
-                m.headline.roc_auc_macro,
-                m.decision.rule.name()
+                "{name}: micro F1 {:.3}, macro F1 {:.3}, samples F1 {:.3}, ROC-AUC {} ({how})",
+                card.decided.micro_f1,
+                card.decided.macro_f1,
+                card.decided.samples_f1,
+                card.ranking
+                    .roc_auc_macro
+                    .map_or("-".into(), |a| format!("{a:.3}")),
             )
         };
-        let mut lines: Vec<String> = metrics.models.iter().map(line).collect();
-        lines.push(format!(
-            "baseline: micro F1 {:.3}, macro F1 {:.3}, samples F1 {:.3}, ROC-AUC {:.3} (always {})",
-            metrics.baseline.micro_f1,
-            metrics.baseline.macro_f1,
-            metrics.baseline.samples_f1,
-            metrics.baseline.roc_auc_macro,
-            metrics.baseline_genres.join(" + ")
-        ));
+        let mut lines: Vec<String> = metrics
+            .models
+            .iter()
+            .map(|m| {
+                line(
+                    &m.name,
+                    &m.test,
+                    format!("decision `{}`", m.decision.rule.name()),
+                )
+            })
+            .collect();
+        for b in &primary.metrics.baselines {
+            let how = match &b.always {
+                Some(genres) => format!("always {}", genres.join(" + ")),
+                None => "each genre at its training share".into(),
+            };
+            lines.push(line(&format!("baseline {}", b.name), &b.test, how));
+        }
         lines.push(format!("{} test movies", metrics.n_test));
         Ok(RunSummary::new(lines))
     }
@@ -311,16 +290,8 @@ fn evaluate_model(
         ))
     })?;
     let predicted = decision.apply(&test.probs, genres);
-    let per = per_genre(&test.labels, &predicted, &test.probs, genres);
-    let head = headline(&test.labels, &predicted, &per, genres);
     let (_, train_labels) = split_labels(data, "train")?;
     let (set, frequencies) = baseline(&train_labels, genres);
-    let baseline_pred = baseline_predictions(&set, test.len(), genres);
-    let baseline_scores: Vec<f32> = (0..test.len())
-        .flat_map(|_| frequencies.iter().copied())
-        .collect();
-    let baseline_per = per_genre(&test.labels, &baseline_pred, &baseline_scores, genres);
-    let baseline_headline = headline(&test.labels, &baseline_pred, &baseline_per, genres);
     let names = &model.spec.genres;
     let (_, val_labels) = split_labels(data, "val")?;
     let baselines = constant_baselines(
@@ -343,28 +314,16 @@ fn evaluate_model(
         role: role.into(),
         name: model.spec.describe(),
         architecture: model.spec.architecture.name().into(),
-        baseline: baseline_headline,
-        headline: head,
-        per_genre: model.spec.genres.iter().cloned().zip(per).collect(),
         decision,
         n_test: test.len(),
         train_seconds: model.history.seconds,
     };
-    let baseline_per_genre = model
-        .spec
-        .genres
-        .iter()
-        .cloned()
-        .zip(baseline_per)
-        .collect();
     Ok(Evaluated {
         metrics,
         spec: model.spec,
         history: model.history,
         test,
         predicted,
-        baseline_set: set,
-        baseline_per_genre,
     })
 }
 

@@ -5,9 +5,16 @@
 /// Points of a curve, `(x, y)` in drawing order.
 pub type Curve = Vec<(f64, f64)>;
 
-/// Scores sorted high to low, grouped by distinct score: (true positives, false positives)
-/// accumulated at each threshold. `None` without both classes.
-fn thresholds(scored: &[(f32, bool)]) -> Option<(Vec<(usize, usize)>, usize, usize)> {
+/// (true positives, false positives) accumulated down to each distinct score, with the totals
+/// of positives and negatives.
+struct Counts {
+    points: Vec<(usize, usize)>,
+    positives: usize,
+    negatives: usize,
+}
+
+/// Scores sorted high to low, grouped by distinct score. `None` without both classes.
+fn thresholds(scored: &[(f32, bool)]) -> Option<Counts> {
     let positives = scored.iter().filter(|(_, t)| *t).count();
     let negatives = scored.len() - positives;
     if positives == 0 || negatives == 0 {
@@ -27,12 +34,20 @@ fn thresholds(scored: &[(f32, bool)]) -> Option<(Vec<(usize, usize)>, usize, usi
             points.push((tp, fp));
         }
     }
-    Some((points, positives, negatives))
+    Some(Counts {
+        points,
+        positives,
+        negatives,
+    })
 }
 
 /// `(false positive rate, true positive rate)` from (0, 0) to (1, 1).
 pub fn roc_curve(scored: &[(f32, bool)]) -> Option<Curve> {
-    let (points, p, n) = thresholds(scored)?;
+    let Counts {
+        points,
+        positives: p,
+        negatives: n,
+    } = thresholds(scored)?;
     let mut curve = vec![(0.0, 0.0)];
     curve.extend(
         points
@@ -44,7 +59,11 @@ pub fn roc_curve(scored: &[(f32, bool)]) -> Option<Curve> {
 
 /// `(recall, precision)` from the highest threshold down, starting at (0, 1).
 pub fn pr_curve(scored: &[(f32, bool)]) -> Option<Curve> {
-    let (points, p, _) = thresholds(scored)?;
+    let Counts {
+        points,
+        positives: p,
+        ..
+    } = thresholds(scored)?;
     let mut curve = vec![(0.0, 1.0)];
     curve.extend(
         points

@@ -281,7 +281,7 @@ fn summary(report: &Report<'_>) -> Markup {
             p.muted {
                 "Green: better than the better baseline on the same test movies; red: not (precision, recall and genres per movie are not ranked: predicting every genre maximises recall). "
                 "Baselines: " b { "most-frequent" } " always predicts "
-                @for g in metrics.baseline_genres.iter() { span.tag { (g) } }
+                @for g in primary.metrics.baselines.iter().filter_map(|b| b.always.as_ref()).flatten() { span.tag { (g) } }
                 "; " b { "prior" } " scores every genre at its training share with thresholds tuned on validation. "
                 "\"Absent\": no test movie has the genre, so the metric is undefined (not zero)."
             }
