@@ -10,6 +10,7 @@ use stage_evaluate::headline::{HeadlineMetric, MetricChange, compare, headline};
 
 use crate::engine::plan::Plan;
 use crate::engine::publish::{RUN_FILE, run_folders};
+use crate::engine::record::find_run;
 
 /// One published run with metrics.
 pub struct PublishedRun {
@@ -69,32 +70,10 @@ fn resolve<'a>(runs: &'a [PublishedRun], wanted: &str) -> anyhow::Result<&'a Pub
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let found = match wanted {
-        "latest" => runs.last(),
-        "previous" => runs.iter().rev().nth(1),
-        _ => {
-            let matching: Vec<&PublishedRun> =
-                runs.iter().filter(|r| r.id.starts_with(wanted)).collect();
-            match matching.as_slice() {
-                [one] => Some(*one),
-                [] => None,
-                many => {
-                    if let Some(exact) = many.iter().find(|r| r.id == wanted) {
-                        Some(*exact)
-                    } else {
-                        bail!(
-                            "`{wanted}` matches {} runs ({}); give more of the id",
-                            many.len(),
-                            many.iter()
-                                .map(|r| r.id.as_str())
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        )
-                    }
-                }
-            }
-        }
-    };
+    let ids: Vec<&str> = runs.iter().map(|r| r.id.as_str()).collect();
+    let found = find_run(&ids, wanted)
+        .map_err(anyhow::Error::msg)?
+        .map(|i| &runs[i]);
     found.with_context(|| {
         if runs.is_empty() {
             "no run has published metrics yet; `pipeline run` makes the first".to_string()

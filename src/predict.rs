@@ -19,7 +19,7 @@ use stage_train::{Device, TrainedModel};
 
 use crate::engine::lock::LockFile;
 use crate::engine::plan::Plan;
-use crate::engine::record::read_runs;
+use crate::engine::record::{find_run, read_runs};
 use crate::engine::store::Store;
 
 /// What `pipeline predict` was asked.
@@ -146,24 +146,10 @@ fn choose(plan: &Plan, wanted: Option<&str>) -> anyhow::Result<(String, Keys)> {
         Some(wanted) => {
             let runs = read_runs(&Store::new(plan.root.join("cache")).runs_path());
             let with_ids: Vec<_> = runs.iter().filter(|r| !r.id.is_empty()).collect();
-            let run = match wanted {
-                "latest" => with_ids.last().copied(),
-                "previous" => with_ids.iter().rev().nth(1).copied(),
-                _ => {
-                    let matching: Vec<_> = with_ids
-                        .iter()
-                        .filter(|r| r.id.starts_with(wanted))
-                        .collect();
-                    match matching.as_slice() {
-                        [one] => Some(**one),
-                        [] => None,
-                        many => bail!(
-                            "`{wanted}` matches {} runs; give more of the id",
-                            many.len()
-                        ),
-                    }
-                }
-            };
+            let ids: Vec<&str> = with_ids.iter().map(|r| r.id.as_str()).collect();
+            let run = find_run(&ids, wanted)
+                .map_err(anyhow::Error::msg)?
+                .map(|i| with_ids[i]);
             let run = run.with_context(|| {
                 format!(
                     "`{wanted}` is neither a train stage ({}) nor a recorded run id (`pipeline log` lists them)",

@@ -2533,6 +2533,53 @@ fn an_override_runs_once_like_an_edit_and_metrics_diff_compares_the_published_ru
         "{text}"
     );
 
+    // `predict --model RUN` asks the model that run had: the first run's probabilities for a
+    // test poster, as that run's evaluate wrote them, not the latest model's.
+    let split = p.output_of("split").join("test");
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(split.join("meta.json")).unwrap()).unwrap();
+    let genres = meta["genres"].as_array().unwrap().len();
+    let shard = stage_shards::read_shard_labels(
+        &split.join(meta["shards"][0]["file"].as_str().unwrap()),
+        genres,
+    )
+    .unwrap();
+    let poster = p.output_of("download").join(&shard.posters[0]);
+    let probs_of = |args: &[&str]| -> Vec<f64> {
+        let answer: serde_json::Value = serde_json::from_str(&p.ok(args)).unwrap();
+        answer["posters"][0]["probabilities"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect()
+    };
+    let poster = poster.to_str().unwrap();
+    for run in [&first, &second] {
+        let evaluated = stage_shards::predictions::Predictions::read(
+            &p.root.join("reports").join(run).join("predictions.parquet"),
+            genres,
+        )
+        .unwrap();
+        let row = evaluated
+            .ids
+            .iter()
+            .position(|&id| id == shard.ids[0])
+            .unwrap();
+        let got = probs_of(&["predict", "--json", "--model", run, poster]);
+        for (a, b) in got
+            .iter()
+            .zip(&evaluated.probs[row * genres..(row + 1) * genres])
+        {
+            assert!((a - f64::from(*b)).abs() < 1e-5, "run {run}: {a} vs {b}");
+        }
+    }
+    assert_ne!(
+        probs_of(&["predict", "--json", "--model", &first, poster]),
+        probs_of(&["predict", "--json", poster]),
+        "two epochs and three give other weights"
+    );
+
     // The same values written into the file key the same: nothing is dirty.
     p.edit(
         "params: {epochs: 2, batch_size: 16}",

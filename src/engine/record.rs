@@ -101,6 +101,32 @@ pub fn run_id(unix: u64, last: Option<&str>) -> String {
     }
 }
 
+/// Which of `ids` (oldest first) `wanted` names: an id, a unique prefix of one, `latest` or
+/// `previous`. `Ok(None)` when none does; an error when a prefix is ambiguous.
+pub fn find_run(ids: &[&str], wanted: &str) -> Result<Option<usize>, String> {
+    match wanted {
+        "latest" => return Ok(ids.len().checked_sub(1)),
+        "previous" => return Ok(ids.len().checked_sub(2)),
+        _ => {}
+    }
+    // `20261201-170022` is also a prefix of `20261201-170022-2`: an exact id wins.
+    if let Some(exact) = ids.iter().position(|id| *id == wanted) {
+        return Ok(Some(exact));
+    }
+    let matching: Vec<usize> = (0..ids.len())
+        .filter(|&i| ids[i].starts_with(wanted))
+        .collect();
+    match matching.as_slice() {
+        [] => Ok(None),
+        [one] => Ok(Some(*one)),
+        many => Err(format!(
+            "`{wanted}` matches {} runs ({}); give more of the id",
+            many.len(),
+            many.iter().map(|&i| ids[i]).collect::<Vec<_>>().join(", ")
+        )),
+    }
+}
+
 /// `2026-11-22 02:46:30 UTC` for a Unix time (civil-from-days, proleptic Gregorian).
 pub fn format_utc(unix: u64) -> String {
     let days = (unix / 86_400) as i64;
@@ -141,6 +167,27 @@ mod tests {
             run_id(1_795_315_590, Some("20261122-024630-2")),
             "20261122-024630-3"
         );
+    }
+
+    #[test]
+    fn runs_are_found_by_id_prefix_latest_and_previous() {
+        let ids = ["20261201-170022", "20261201-170022-2", "20261201-180000"];
+        assert_eq!(
+            find_run(&ids, "20261201-170022"),
+            Ok(Some(0)),
+            "exact beats prefix"
+        );
+        assert_eq!(find_run(&ids, "20261201-18"), Ok(Some(2)));
+        assert_eq!(find_run(&ids, "latest"), Ok(Some(2)));
+        assert_eq!(find_run(&ids, "previous"), Ok(Some(1)));
+        assert_eq!(find_run(&ids, "2025"), Ok(None));
+        assert!(
+            find_run(&ids, "20261201-17")
+                .unwrap_err()
+                .contains("matches 2 runs")
+        );
+        assert_eq!(find_run(&[], "latest"), Ok(None));
+        assert_eq!(find_run(&["a"], "previous"), Ok(None));
     }
 
     #[test]
