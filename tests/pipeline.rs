@@ -1863,6 +1863,21 @@ fn python_with(packages: &[&str], modules: &str) -> PathBuf {
     python
 }
 
+/// Runs a Python `script` with `args` and parses what it prints as JSON; fails with its stderr.
+fn python_json(python: &Path, script: &str, args: &[&Path]) -> serde_json::Value {
+    let out = Command::new(python)
+        .args(["-c", script])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 const READ_WITH_PYARROW: &str = r#"
 import json, sys
 import pyarrow.parquet as pq
@@ -1934,18 +1949,11 @@ fn shards_are_readable_by_pyarrow_as_is() {
         serde_json::from_str(&std::fs::read_to_string(out.join("meta.json")).unwrap()).unwrap();
     let shard_file = meta["shards"][0]["file"].as_str().unwrap();
     let python = python_with_pyarrow();
-    let read = Command::new(&python)
-        .args(["-c", READ_WITH_PYARROW])
-        .arg(out.join(shard_file))
-        .arg(out.join("meta.json"))
-        .output()
-        .unwrap();
-    assert!(
-        read.status.success(),
-        "{}",
-        String::from_utf8_lossy(&read.stderr)
+    let py = python_json(
+        &python,
+        READ_WITH_PYARROW,
+        &[&out.join(shard_file), &out.join("meta.json")],
     );
-    let py: serde_json::Value = serde_json::from_slice(&read.stdout).unwrap();
 
     // The Rust side, through the crate the stages use.
     let (width, height) = (
@@ -2698,17 +2706,7 @@ with safe_open(sys.argv[1], "np") as f:
     print(json.dumps({"metadata": f.metadata(), "shapes": {k: list(f.get_tensor(k).shape) for k in f.keys()},
                       "dtypes": sorted({str(f.get_tensor(k).dtype) for k in f.keys()})}))
 "#;
-    let out = Command::new(&python)
-        .args(["-c", script])
-        .arg(out_dir.join("model.safetensors"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let read: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let read = python_json(&python, script, &[&out_dir.join("model.safetensors")]);
     let meta = &read["metadata"];
     let genres: serde_json::Value = serde_json::from_str(meta["genres"].as_str().unwrap()).unwrap();
     assert_eq!(genres, spec["genres"]);
@@ -2745,48 +2743,6 @@ with safe_open(sys.argv[1], "np") as f:
         );
     }
     assert_eq!(read["dtypes"], serde_json::json!(["float32"]));
-}
-
-/// A PNG whose header claims `width` x `height` pixels, with no pixel data: a bomb's shape.
-fn png_claiming(width: u32, height: u32) -> Vec<u8> {
-    fn chunk(out: &mut Vec<u8>, kind: &[u8], data: &[u8]) {
-        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
-        let start = out.len();
-        out.extend_from_slice(kind);
-        out.extend_from_slice(data);
-        let crc = crc32(&out[start..]);
-        out.extend_from_slice(&crc.to_be_bytes());
-    }
-    fn crc32(bytes: &[u8]) -> u32 {
-        let mut crc = 0xFFFF_FFFFu32;
-        for &b in bytes {
-            crc ^= u32::from(b);
-            for _ in 0..8 {
-                crc = if crc & 1 == 1 {
-                    (crc >> 1) ^ 0xEDB8_8320
-                } else {
-                    crc >> 1
-                };
-            }
-        }
-        !crc
-    }
-    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
-    let mut header = Vec::new();
-    header.extend_from_slice(&width.to_be_bytes());
-    header.extend_from_slice(&height.to_be_bytes());
-    header.extend_from_slice(&[8, 2, 0, 0, 0]);
-    chunk(&mut out, b"IHDR", &header);
-    // A zlib stream of a few zero bytes (one stored block): far less than the image needs.
-    chunk(
-        &mut out,
-        b"IDAT",
-        &[
-            0x78, 0x01, 0x01, 0x04, 0x00, 0xFB, 0xFF, 0, 0, 0, 0, 0, 0, 0, 0,
-        ],
-    );
-    chunk(&mut out, b"IEND", &[]);
-    out
 }
 
 #[test]
@@ -2899,7 +2855,11 @@ fn predict_answers_with_the_probabilities_evaluate_gave_and_refuses_what_the_pip
 
     // What the pipeline refuses, predict refuses, each with its reason; good posters still answer.
     std::fs::write(p.root.join("notes.txt"), "not a poster").unwrap();
-    std::fs::write(p.root.join("bomb.png"), png_claiming(50_000, 50_000)).unwrap();
+    std::fs::write(
+        p.root.join("bomb.png"),
+        stage_shards::poster::png_claiming(50_000, 50_000),
+    )
+    .unwrap();
     let huge = image::GrayImage::new(10_000, 10_000);
     huge.save(p.root.join("huge.png")).unwrap();
     let out = p.pipeline(&[
