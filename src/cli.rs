@@ -350,7 +350,7 @@ fn execute(cli: &Cli, threads: usize) -> Result<(), Failure> {
                 say!(
                     "{} {} (stage `{}`): {}",
                     if *repair { "Evicted" } else { "Damaged" },
-                    &damaged.key[..16],
+                    damaged.key.chars().take(16).collect::<String>(),
                     damaged.stage,
                     damaged.problems.join(", ")
                 );

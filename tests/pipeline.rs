@@ -2900,3 +2900,141 @@ fn predict_answers_with_the_probabilities_evaluate_gave_and_refuses_what_the_pip
     assert!(errors[5].contains("Connection refused"), "{}", errors[5]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("5 of 6 posters could not be read"));
 }
+
+/// A small deterministic generator (xorshift) for the junk below: the same junk every run.
+struct Junk(u64);
+
+impl Junk {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
+        from[(self.next() % from.len() as u64) as usize]
+    }
+    fn bytes(&mut self) -> Vec<u8> {
+        let len = (self.next() % 300) as usize;
+        let kind = self.next() % 4;
+        (0..len)
+            .map(|i| match kind {
+                0 => (self.next() & 0xFF) as u8,
+                1 => {
+                    let json = b"{}[]\":,0123456789abcdef-e.nulltrue\n";
+                    json[(self.next() % json.len() as u64) as usize]
+                }
+                2 => {
+                    let manifest = b"{\"key\":\"files\":{\"size\":1}}";
+                    manifest[i % manifest.len()]
+                }
+                _ => 0,
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn every_command_survives_junk_in_the_cache_and_the_workspace() {
+    let p = Project::small(60, SMALL_PIPELINE);
+    p.ok(&["run"]);
+    let v1 = p.root.join("cache/v1");
+    let key = p
+        .output_of("train")
+        .parent()
+        .unwrap()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .to_string();
+    // Hand-picked junk: what a crash, a person or another tool might leave.
+    let fixed: Vec<(PathBuf, &[u8])> = vec![
+        (v1.join("entries/x/manifest.json"), b"{}"),
+        (v1.join("entries/\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}/manifest.json"), b"not json"),
+        (v1.join("entries/0123456789abcdef0123/manifest.json"), br#"{"format":1,"key":"k","kind":"train","stage":"train","output_digest":"d","files":{"../../../../../outside.txt":{"size":1,"blake3":"00"}},"summary":[],"seconds":0,"finished_unix":0}"#),
+        (v1.join("entries/justafile"), b"junk"),
+        (v1.join(format!("entries/{key}/out/extra.bin")), b"extra"),
+        (v1.join("items/zz/short"), b"junk"),
+        (v1.join("items/q"), b"a file where a folder goes"),
+        (v1.join("tmp/garbage.1.2/out/x"), b"junk"),
+        (v1.join("work/w/partial"), b"junk"),
+        (v1.join("published/abc.json"), b"{\"key\": 3}"),
+        (p.root.join("reports/9999/run.json"), b"[1,2"),
+        (p.root.join("reports/9999/metrics.json"), b"{\"models\": [{\"test\": 5}]}"),
+    ];
+    std::fs::write(p.root.join("outside.txt"), b"mine").unwrap();
+    for (path, bytes) in &fixed {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, bytes).unwrap();
+    }
+    let mut runs = std::fs::OpenOptions::new()
+        .append(true)
+        .open(v1.join("runs.jsonl"))
+        .unwrap();
+    runs.write_all(b"\xff\xfe{\"id\":7}\n{\"started_unix\": \"x\"}\n")
+        .unwrap();
+    // Seeded junk over every cache file: truncated, replaced by noise, or emptied.
+    let mut junk = Junk(0x9E37_79B9_7F4A_7C15);
+    let mut files = Vec::new();
+    let mut todo = vec![p.root.join("cache")];
+    while let Some(dir) = todo.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            if entry.file_type().unwrap().is_dir() {
+                todo.push(entry.path());
+            } else {
+                files.push(entry.path());
+            }
+        }
+    }
+    files.sort();
+    for path in &files {
+        match junk.pick(&["keep", "keep", "truncate", "noise", "empty", "remove"]) {
+            "truncate" => {
+                let bytes = std::fs::read(path).unwrap();
+                std::fs::write(path, &bytes[..bytes.len() / 2]).unwrap();
+            }
+            "noise" => std::fs::write(path, junk.bytes()).unwrap(),
+            "empty" => std::fs::write(path, b"").unwrap(),
+            "remove" => std::fs::remove_file(path).unwrap(),
+            _ => {}
+        }
+    }
+    std::fs::write(p.root.join("pipeline.lock"), junk.bytes()).unwrap();
+    let poster = p
+        .root
+        .join("data/posters/0100001.jpg")
+        .display()
+        .to_string();
+    for args in [
+        &["status"][..],
+        &["status", "--json"],
+        &["run", "--dry-run"],
+        &["log"],
+        &["log", "--json"],
+        &["dag", "--format", "dot"],
+        &["metrics"],
+        &["metrics", "diff"],
+        &["predict", &poster],
+        &["verify"],
+        &["gc"],
+        &["verify", "--repair"],
+        &["run"],
+        &["verify"],
+    ] {
+        let out = p.pipeline(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.code().is_some_and(|c| c <= 2) && !stderr.contains("panicked"),
+            "pipeline {args:?} did not survive the junk (exit {:?}):\n{stderr}",
+            out.status.code()
+        );
+    }
+    // After `verify --repair` and a run, the project is whole again.
+    p.ok(&["verify"]);
+    assert!(p.status().iter().all(|s| s["state"] == "fresh"));
+    assert_eq!(
+        std::fs::read(p.root.join("outside.txt")).unwrap(),
+        b"mine",
+        "a manifest naming a file outside its entry never reaches it"
+    );
+}
