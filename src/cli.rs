@@ -15,8 +15,8 @@ macro_rules! say {
     ($($arg:tt)*) => { say(&format!($($arg)*)) };
 }
 use crate::engine::plan::Plan;
-use crate::engine::record::format_utc;
-use crate::engine::runner::{Engine, EngineError, RunOptions};
+use crate::engine::record::{Action, format_utc};
+use crate::engine::runner::{Engine, EngineError, RunOptions, State};
 use crate::engine::spec::SpecFile;
 use crate::graph::DagFormat;
 use crate::kinds;
@@ -335,7 +335,7 @@ fn execute(cli: &Cli, threads: usize) -> Result<(), Failure> {
             } else {
                 let width = statuses.iter().map(|s| s.name.len()).max().unwrap_or(0);
                 for status in &statuses {
-                    if status.state == "fresh" {
+                    if status.state == State::Fresh {
                         say!("{:width$}  fresh", status.name);
                     } else {
                         say!("{:width$}  dirty  {}", status.name, status.reason);
@@ -415,7 +415,7 @@ fn execute(cli: &Cli, threads: usize) -> Result<(), Failure> {
                     say!("{line}");
                     continue;
                 }
-                let ran = run.stages.iter().filter(|s| s.action == "ran").count();
+                let ran = run.stages.iter().filter(|s| s.action == Action::Ran).count();
                 let overrides: String = run.overrides.iter().map(|o| format!(" -S {o}")).collect();
                 say!(
                     "run {}at {} ({}{overrides}): {} in {:.1}s, {ran} ran, {} fresh",
@@ -432,14 +432,17 @@ fn execute(cli: &Cli, threads: usize) -> Result<(), Failure> {
                     },
                     run.outcome,
                     run.seconds,
-                    run.stages.iter().filter(|s| s.action == "fresh").count()
+                    run.stages
+                        .iter()
+                        .filter(|s| s.action == Action::Fresh)
+                        .count()
                 );
                 let width = run.stages.iter().map(|s| s.name.len()).max().unwrap_or(0);
                 for stage in &run.stages {
                     // Start offset and duration: overlapping spans are stages that ran in parallel.
                     say!(
                         "  {:8} {:width$}  from {:>8} for {:>6}  {}",
-                        stage.action,
+                        stage.action.as_str(),
                         stage.name,
                         format!("+{:.1}s", stage.started),
                         format!("{:.1}s", stage.seconds),

@@ -160,7 +160,7 @@ fn choose(plan: &Plan, wanted: Option<&str>) -> anyhow::Result<(String, Keys)> {
             let keys: Vec<(String, String)> = run
                 .stages
                 .iter()
-                .filter(|s| s.action == "ran" || s.action == "fresh")
+                .filter(|s| s.action.made_output())
                 .filter_map(|s| Some((s.name.clone(), s.key.clone()?)))
                 .collect();
             if !keys.iter().any(|(s, _)| *s == stage) {

@@ -24,10 +24,60 @@ pub struct RunRecord {
     pub seconds: f64,
     /// Stages named on the command line (empty: all).
     pub targets: Vec<String>,
-    /// `ok` or `failed`.
-    pub outcome: String,
+    /// How it ended.
+    pub outcome: RunOutcomeKind,
     /// What happened to each selected stage, in the order they were handled.
     pub stages: Vec<StageRecord>,
+}
+
+/// How a run ended (`"ok"` or `"failed"` in the record).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunOutcomeKind {
+    /// Every selected stage is up to date.
+    Ok,
+    /// A stage failed.
+    Failed,
+}
+
+impl std::fmt::Display for RunOutcomeKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Ok => "ok",
+            Self::Failed => "failed",
+        })
+    }
+}
+
+/// What happened to one stage in a run (`"ran"`, `"fresh"`, `"failed"`, `"skipped"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// It ran.
+    Ran,
+    /// Its cached output was current.
+    Fresh,
+    /// It ran and failed.
+    Failed,
+    /// It did not run because an input failed.
+    Skipped,
+}
+
+impl Action {
+    /// The word the record and `pipeline log` use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ran => "ran",
+            Self::Fresh => "fresh",
+            Self::Failed => "failed",
+            Self::Skipped => "skipped",
+        }
+    }
+
+    /// Whether the stage's output is known after it: it ran or was fresh.
+    pub fn made_output(self) -> bool {
+        matches!(self, Self::Ran | Self::Fresh)
+    }
 }
 
 /// What happened to one stage in a run.
@@ -35,8 +85,8 @@ pub struct RunRecord {
 pub struct StageRecord {
     /// Stage name.
     pub name: String,
-    /// `ran`, `fresh`, `failed` or `skipped`.
-    pub action: String,
+    /// What happened to it.
+    pub action: Action,
     /// Why it ran (or the failure, or why it was skipped).
     pub reason: String,
     /// The stage key, when known.
@@ -207,7 +257,7 @@ mod tests {
             started_unix: 1,
             seconds: 0.5,
             targets: vec![],
-            outcome: "ok".into(),
+            outcome: RunOutcomeKind::Ok,
             stages: vec![],
         };
         append_run(&path, &run).unwrap();

@@ -19,7 +19,9 @@ use super::key::{CACHE_FORMAT, StageKey, sorted_json};
 use super::lock::{LockFile, LockedFile, LockedInput, LockedOutputs, LockedStage};
 use super::plan::{Plan, PlannedStage};
 use super::publish::run_folders;
-use super::record::{RunRecord, StageRecord, append_run, read_runs, run_id, unix_now};
+use super::record::{
+    Action, RunOutcomeKind, RunRecord, StageRecord, append_run, read_runs, run_id, unix_now,
+};
 use super::statcache::{StaleStamp, StatCache};
 use super::store::{ItemStore, Manifest, Store, StoreError, io_err};
 
@@ -151,6 +153,16 @@ impl Reporter for QuietReporter {
     fn published(&self, _: &str, _: &Path) {}
 }
 
+/// Whether a stage's cached output is current (`"fresh"`, `"dirty"` in `status --json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// Its key has a complete entry: it would not run.
+    Fresh,
+    /// It would run.
+    Dirty,
+}
+
 /// How one stage stands.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct StageStatus {
@@ -158,8 +170,8 @@ pub struct StageStatus {
     pub name: String,
     /// Kind.
     pub kind: String,
-    /// `fresh` or `dirty`.
-    pub state: &'static str,
+    /// Fresh or dirty.
+    pub state: State,
     /// Why, as one line.
     pub reason: String,
     /// Why, as structured reasons (empty when fresh).
@@ -258,7 +270,7 @@ impl<'a> Engine<'a> {
                     StageStatus {
                         name: stage.name.clone(),
                         kind: stage.stage.kind().into(),
-                        state: "fresh",
+                        state: State::Fresh,
                         reason: "fresh".into(),
                         reasons: vec![],
                         key: Some(key),
@@ -267,7 +279,7 @@ impl<'a> Engine<'a> {
                 Assessment::Dirty { key, reasons, .. } => StageStatus {
                     name: stage.name.clone(),
                     kind: stage.stage.kind().into(),
-                    state: "dirty",
+                    state: State::Dirty,
                     reason: super::dirty::describe(&reasons),
                     reasons,
                     key,
@@ -363,14 +375,14 @@ impl<'a> Engine<'a> {
         // Shared with publishing, which writes the timings so far beside each copy.
         let records: RefCell<Vec<StageRecord>> = RefCell::new(Vec::new());
         let record = |name: &str,
-                      action: &str,
+                      action: Action,
                       reason: String,
                       key: Option<&str>,
                       began: Instant,
                       ended: Instant| {
             records.borrow_mut().push(StageRecord {
                 name: name.to_string(),
-                action: action.to_string(),
+                action,
                 reason,
                 key: key.map(str::to_string),
                 started: began.duration_since(run_started).as_secs_f64(),
@@ -382,10 +394,10 @@ impl<'a> Engine<'a> {
             timings: records
                 .borrow()
                 .iter()
-                .filter(|r| r.action == "ran" || r.action == "fresh")
+                .filter(|r| r.action.made_output())
                 .map(|r| StageTiming {
                     name: r.name.clone(),
-                    action: r.action.clone(),
+                    action: r.action.as_str().to_string(),
                     seconds: r.seconds,
                 })
                 .collect(),
@@ -434,7 +446,7 @@ impl<'a> Engine<'a> {
                             reporter.skipped(&stage.name, &reasons);
                             record(
                                 &stage.name,
-                                "skipped",
+                                Action::Skipped,
                                 describe(&reasons),
                                 None,
                                 began,
@@ -464,7 +476,7 @@ impl<'a> Engine<'a> {
                                 reporter.fresh(&stage.name, note.as_deref());
                                 record(
                                     &stage.name,
-                                    "fresh",
+                                    Action::Fresh,
                                     note.unwrap_or_else(|| "fresh".into()),
                                     Some(&manifest.key),
                                     began,
@@ -564,7 +576,7 @@ impl<'a> Engine<'a> {
                         outcome.ran.push(name.to_string());
                         record(
                             name,
-                            "ran",
+                            Action::Ran,
                             describe(&done.reasons),
                             Some(&done.key),
                             done.began,
@@ -584,7 +596,7 @@ impl<'a> Engine<'a> {
                         reporter.failed(name, &message);
                         record(
                             name,
-                            "failed",
+                            Action::Failed,
                             message,
                             Some(&done.key),
                             done.began,
@@ -607,11 +619,10 @@ impl<'a> Engine<'a> {
                 seconds: run_started.elapsed().as_secs_f64(),
                 targets: options.targets.clone(),
                 outcome: if outcome.failed.is_empty() {
-                    "ok"
+                    RunOutcomeKind::Ok
                 } else {
-                    "failed"
-                }
-                .into(),
+                    RunOutcomeKind::Failed
+                },
                 stages: records.into_inner(),
             };
             append_run(&self.store.runs_path(), &run)?;
@@ -959,7 +970,7 @@ impl<'a> Engine<'a> {
         let mut keys: Vec<String> = Vec::new();
         for run in read_runs(&self.store.runs_path()).iter().rev() {
             for record in run.stages.iter().rev() {
-                if record.name != stage || record.action != "ran" {
+                if record.name != stage || record.action != Action::Ran {
                     continue;
                 }
                 let Some(key) = &record.key else { continue };
