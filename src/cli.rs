@@ -415,7 +415,11 @@ fn execute(cli: &Cli, threads: usize) -> Result<(), Failure> {
                     say!("{line}");
                     continue;
                 }
-                let ran = run.stages.iter().filter(|s| s.action == Action::Ran).count();
+                let ran = run
+                    .stages
+                    .iter()
+                    .filter(|s| s.action == Action::Ran)
+                    .count();
                 let overrides: String = run.overrides.iter().map(|o| format!(" -S {o}")).collect();
                 say!(
                     "run {}at {} ({}{overrides}): {} in {:.1}s, {ran} ran, {} fresh",

@@ -97,13 +97,7 @@ pub struct StageRecord {
     pub seconds: f64,
 }
 
-/// Seconds since the Unix epoch.
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+pub use pipeline_api::unix_now;
 
 /// Appends one record as one line (a single `write` on an append-mode file).
 pub fn append_run(path: &Path, run: &RunRecord) -> Result<(), StoreError> {

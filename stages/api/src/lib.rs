@@ -103,6 +103,14 @@ pub struct StageTiming {
     pub seconds: f64,
 }
 
+/// Seconds since the Unix epoch (0 on a clock set before it): the one clock reading that run
+/// records, manifests and remembered download failures share.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// Canonicalises params by round-tripping them through the stage's typed params struct.
 ///
 /// Use `#[serde(deny_unknown_fields, default)]` on `P` so typos are errors and omitted keys take

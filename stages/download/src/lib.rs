@@ -17,7 +17,7 @@ use std::sync::{Condvar, Mutex};
 
 use pipeline_api::{
     ItemCache, ParamError, ResultExt, RunSummary, Stage, StageContext, StageError,
-    canonicalize_checked, create_dir, item_key, write_json,
+    canonicalize_checked, create_dir, item_key, unix_now, write_json,
 };
 use polars::prelude::*;
 use rayon::prelude::*;
@@ -437,12 +437,6 @@ fn remember_failure(
     };
     serde_json::to_vec(&record)
         .is_ok_and(|bytes| items.replace(&failure_key(source, params), &bytes).is_ok())
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// Stores poster bytes under their blake3; identical posters share one file.

@@ -1,11 +1,13 @@
 //! What the data stages left out, read from their `summary.json`, for the report's summary and
 //! its "What was left out" section.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use pipeline_api::{StageError, read_json};
 use serde::Deserialize;
+use stage_download::DownloadSummary;
+use stage_filter::{DroppedMovie, FilterSummary};
+use stage_ingest::IngestSummary;
 
 /// A row someone should know was left out.
 #[derive(Debug, Clone, Deserialize)]
@@ -29,45 +31,6 @@ pub struct DataQuality {
     pub counts: Vec<(String, String, usize)>,
     /// (stage, skipped rows), at most 200 per stage.
     pub rows: Vec<(String, Vec<Skip>)>,
-}
-
-#[derive(Deserialize)]
-struct IngestSummary {
-    encoding: String,
-    rows_read: usize,
-    dropped: BTreeMap<String, usize>,
-    dropped_rows: Vec<IngestRow>,
-}
-#[derive(Deserialize)]
-struct IngestRow {
-    #[serde(default)]
-    line: u64,
-    row: usize,
-    id: String,
-    reason: String,
-}
-#[derive(Deserialize)]
-struct DownloadSummary {
-    failed_by_reason: BTreeMap<String, usize>,
-    failures: Vec<DownloadFailure>,
-}
-#[derive(Deserialize)]
-struct DownloadFailure {
-    id: i64,
-    source: String,
-    reason: Option<String>,
-}
-#[derive(Deserialize)]
-struct FilterSummary {
-    dropped: BTreeMap<String, usize>,
-    broken_posters: Vec<FilterRow>,
-    dropped_movies: Vec<FilterRow>,
-}
-#[derive(Deserialize)]
-struct FilterRow {
-    id: i64,
-    title: String,
-    reason: String,
 }
 
 impl DataQuality {
@@ -137,7 +100,7 @@ impl DataQuality {
     }
 }
 
-fn filter_skip(r: FilterRow) -> Skip {
+fn filter_skip(r: DroppedMovie) -> Skip {
     Skip {
         id: r.id.to_string(),
         what: r.title,
