@@ -1,0 +1,102 @@
+//! Keeps unused dependencies out of the workspace: every crate named under a member's
+//! `[dependencies]` must be named in that member's sources (as `cargo machete` checks, by
+//! reading the code, not by compiling it). An unused crate costs build time on every cold build.
+
+use std::path::{Path, PathBuf};
+
+const REPO: &str = env!("CARGO_MANIFEST_DIR");
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// The names under `[dependencies]` of a manifest (not dev- or build-dependencies).
+fn dependencies(manifest: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut inside = false;
+    for line in manifest.lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            inside = line == "[dependencies]";
+            continue;
+        }
+        if !inside || line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if let Some(name) = line.split(['=', '.']).next() {
+            names.push(name.trim().to_string());
+        }
+    }
+    names
+}
+
+fn members() -> Vec<PathBuf> {
+    let mut members = vec![PathBuf::from(REPO)];
+    for group in ["stages", "tools"] {
+        let mut found: Vec<PathBuf> = std::fs::read_dir(Path::new(REPO).join(group))
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.join("Cargo.toml").is_file())
+            .collect();
+        found.sort();
+        members.extend(found);
+    }
+    members
+}
+
+#[test]
+fn every_dependency_is_named_in_the_code_of_the_crate_that_declares_it() {
+    let mut unused = Vec::new();
+    let mut checked = 0;
+    for member in members() {
+        let manifest = std::fs::read_to_string(member.join("Cargo.toml")).unwrap();
+        let mut files = Vec::new();
+        for dir in ["src", "examples", "benches"] {
+            rust_files(&member.join(dir), &mut files);
+        }
+        let code: String = files
+            .iter()
+            .map(|f| std::fs::read_to_string(f).unwrap())
+            .collect();
+        for name in dependencies(&manifest) {
+            checked += 1;
+            let ident = name.replace('-', "_");
+            let named = code.match_indices(&ident).any(|(at, _)| {
+                let before = code[..at].chars().next_back();
+                let after = code[at + ident.len()..].chars().next();
+                let boundary =
+                    |c: Option<char>| c.is_none_or(|c| !(c.is_alphanumeric() || c == '_'));
+                boundary(before) && boundary(after)
+            });
+            if !named {
+                unused.push(format!(
+                    "{}: `{name}`",
+                    member.strip_prefix(REPO).unwrap_or(&member).display()
+                ));
+            }
+        }
+    }
+    assert!(
+        checked > 60,
+        "read {checked} dependencies: the manifests moved?"
+    );
+    assert!(
+        unused.is_empty(),
+        "dependencies no code of theirs names; remove them from Cargo.toml:\n  {}",
+        unused.join("\n  ")
+    );
+}
+
+#[test]
+fn the_check_sees_a_dependency_that_is_not_used() {
+    let manifest = "[package]\nname = \"x\"\n[dependencies]\nserde.workspace = true\nblake3 = \"1\"\n# a comment\n[dev-dependencies]\ntempfile = \"3\"\n";
+    assert_eq!(dependencies(manifest), ["serde", "blake3"]);
+}
