@@ -409,7 +409,7 @@ impl<'a> Engine<'a> {
         // run dirty stages whose inputs are all known. Stages are considered in plan order, so with
         // `--jobs 1` the run is the sequential one.
         std::thread::scope(|scope| -> Result<(), EngineError> {
-            let (finished_tx, finished_rx) = mpsc::channel::<Finished>();
+            let (finished_tx, finished_rx) = mpsc::channel::<Finished<'_>>();
             let mut running = 0usize;
             let mut stopping = false;
             loop {

@@ -6,6 +6,8 @@
 //! team's 22,919-poster set, 22 genres, the default pipeline's head params; the JSON overrides them).
 //! The embeddings are synthetic: each genre shifts a few of the 1,280 dimensions, plus noise.
 
+#![allow(clippy::print_stdout)] // a command-line tool: stdout is its output
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;

@@ -7,6 +7,8 @@
 //!
 //! Usage: `decode-floor DIR THREADS [WIDTH HEIGHT]`
 
+#![allow(clippy::print_stdout)] // a command-line tool: stdout is its output
+
 use std::time::Instant;
 
 use rayon::prelude::*;

@@ -9,6 +9,8 @@
 //!
 //! Usage: `cargo run --release -p make-sample -- [OUT_DIR] [MOVIES]` (defaults: data/sample 1400).
 
+#![allow(clippy::print_stdout)] // a command-line tool: stdout is its output
+
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
