@@ -111,6 +111,23 @@ pub fn append_run(path: &Path, run: &RunRecord) -> Result<(), StoreError> {
     file.write_all(&line).map_err(io_err("append to", path))
 }
 
+/// The id of the newest readable record, reading only the file's tail: every `pipeline run`
+/// asks, and the whole history can be long.
+pub fn last_run_id(path: &Path) -> Option<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    const TAIL: u64 = 64 * 1024;
+    let mut file = std::fs::File::open(path).ok()?;
+    let len = file.metadata().ok()?.len();
+    file.seek(SeekFrom::Start(len.saturating_sub(TAIL))).ok()?;
+    let mut tail = Vec::new();
+    file.read_to_end(&mut tail).ok()?;
+    String::from_utf8_lossy(&tail)
+        .lines()
+        .rev()
+        .find_map(|line| serde_json::from_str::<RunRecord>(line).ok())
+        .map(|run| run.id)
+}
+
 /// Every readable record, oldest first (a torn last line from a crash is skipped).
 pub fn read_runs(path: &Path) -> Vec<RunRecord> {
     std::fs::read_to_string(path)
@@ -261,5 +278,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(read_runs(&path).len(), 1);
+        assert_eq!(
+            last_run_id(&path).as_deref(),
+            Some("19700101-000001"),
+            "the torn line is passed over"
+        );
     }
 }

@@ -20,7 +20,8 @@ use super::lock::{LockFile, LockedFile, LockedInput, LockedOutputs, LockedStage}
 use super::plan::{Plan, PlannedStage};
 use super::publish::run_folders;
 use super::record::{
-    Action, RunOutcomeKind, RunRecord, StageRecord, append_run, read_runs, run_id, unix_now,
+    Action, RunOutcomeKind, RunRecord, StageRecord, append_run, last_run_id, read_runs, run_id,
+    unix_now,
 };
 use super::statcache::{StaleStamp, StatCache};
 use super::store::{ItemStore, Manifest, Store, StoreError, io_err};
@@ -340,8 +341,8 @@ impl<'a> Engine<'a> {
         let mut outcome = RunOutcome::default();
         let started_unix = unix_now();
         if !options.dry_run {
-            let runs = read_runs(&self.store.runs_path());
-            outcome.run_id = run_id(started_unix, runs.last().map(|r| r.id.as_str()));
+            let last = last_run_id(&self.store.runs_path());
+            outcome.run_id = run_id(started_unix, last.as_deref());
         }
         let run_context = RunContext {
             id: outcome.run_id.clone(),
