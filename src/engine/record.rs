@@ -142,14 +142,7 @@ pub fn read_runs(path: &Path) -> Vec<RunRecord> {
 /// The id of a run started at `unix`: its UTC time, `20261122-024630`, made unique against the
 /// last recorded run's id (runs hold the project lock, so they never start together).
 pub fn run_id(unix: u64, last: Option<&str>) -> String {
-    let utc = format_utc(unix);
-    let stem: String = utc
-        .chars()
-        .filter(|c| c.is_ascii_digit() || *c == ' ')
-        .collect::<String>()
-        .trim()
-        .replacen(' ', "-", 1)
-        .replace(' ', "");
+    let stem = utc(unix).strftime("%Y%m%d-%H%M%S").to_string();
     match last {
         Some(last) if last == stem || last.starts_with(&format!("{stem}-")) => {
             let n = last
@@ -188,25 +181,16 @@ pub fn find_run(ids: &[&str], wanted: &str) -> Result<Option<usize>, String> {
     }
 }
 
-/// `2026-11-22 02:46:30 UTC` for a Unix time (civil-from-days, proleptic Gregorian).
+/// `2026-11-22 02:46:30 UTC` for a Unix time.
 pub fn format_utc(unix: u64) -> String {
-    let days = (unix / 86_400) as i64;
-    let secs = unix % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
+    utc(unix).strftime("%Y-%m-%d %H:%M:%S UTC").to_string()
+}
+
+/// A Unix time as a UTC instant (clamped to jiff's range, years -9999 to 9999).
+fn utc(unix: u64) -> jiff::Timestamp {
+    let seconds = i64::try_from(unix).unwrap_or(i64::MAX);
+    jiff::Timestamp::from_second(seconds.min(jiff::Timestamp::MAX.as_second()))
+        .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
 }
 
 #[cfg(test)]
@@ -256,6 +240,12 @@ mod tests {
         assert_eq!(format_utc(0), "1970-01-01 00:00:00 UTC");
         assert_eq!(format_utc(1_795_315_590), "2026-11-22 02:46:30 UTC");
         assert_eq!(format_utc(951_782_400), "2000-02-29 00:00:00 UTC");
+        // Past jiff's range (year 9999): clamped, never a panic.
+        assert!(
+            format_utc(u64::MAX).starts_with("9999-12-"),
+            "{}",
+            format_utc(u64::MAX)
+        );
     }
 
     #[test]
