@@ -520,13 +520,17 @@ impl Drop for HostSlot<'_> {
 }
 
 /// The `host:port` part of an http(s) URL, lowercased, without user info (`a@b` -> `b`).
-fn host_of(url: &str) -> String {
-    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-    let host = authority
-        .rsplit_once('@')
-        .map_or(authority, |(_, host)| host);
-    host.to_ascii_lowercase()
+fn host_of(source: &str) -> String {
+    // The `url` crate's parser (WHATWG): userinfo, case, IDNA and default ports are handled as
+    // browsers do, so `http://a.com` and `http://A.com:80/x` share one per-host limit.
+    match url::Url::parse(source) {
+        Ok(url) => match (url.host_str(), url.port_or_known_default()) {
+            (Some(host), Some(port)) => format!("{host}:{port}"),
+            (Some(host), None) => host.to_string(),
+            (None, _) => source.to_string(),
+        },
+        Err(_) => source.to_string(),
+    }
 }
 
 impl Fetcher {
@@ -708,8 +712,15 @@ mod tests {
             host_of("http://User:pw@Images.Example.com:8080/a/b.jpg?x=1"),
             "images.example.com:8080"
         );
-        assert_eq!(host_of("https://example.org?q=/x"), "example.org");
-        assert_eq!(host_of("https://example.org#frag"), "example.org");
+        assert_eq!(host_of("https://example.org?q=/x"), "example.org:443");
+        assert_eq!(host_of("https://example.org#frag"), "example.org:443");
+        assert_eq!(
+            host_of("http://example.org/a"),
+            host_of("HTTP://Example.ORG:80/b"),
+            "the default port is the same host"
+        );
+        assert_eq!(host_of("http://[::1]:8080/p.jpg"), "[::1]:8080");
+        assert_eq!(host_of("not a url"), "not a url");
     }
 
     #[test]
