@@ -33,6 +33,16 @@ struct PublishRecord {
     files: BTreeMap<String, Stamp>,
 }
 
+impl PublishRecord {
+    /// Whether every file this publication put at the top of `to` is still as it left it.
+    fn intact(&self, to: &Path) -> bool {
+        !self.files.is_empty()
+            && self.files.iter().all(|(rel, stamp)| {
+                fs::metadata(to.join(rel)).is_ok_and(|meta| Stamp::of(&meta) == *stamp)
+            })
+    }
+}
+
 /// `/`-separated path of `file` below `dir`.
 fn relative(file: &Path, dir: &Path) -> String {
     file.strip_prefix(dir)
@@ -83,12 +93,22 @@ impl Store {
         ))
     }
 
-    /// The key whose output the top of `to` was last made from.
-    pub fn published_key(&self, to: &Path) -> Option<String> {
-        let bytes = fs::read(self.publish_record_path(to)).ok()?;
-        serde_json::from_slice::<PublishRecord>(&bytes)
+    fn publish_record(&self, to: &Path) -> PublishRecord {
+        fs::read(self.publish_record_path(to))
             .ok()
-            .map(|record| record.key)
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default()
+    }
+
+    /// The key whose output the top of `to` was last made from, and whether every file that
+    /// publication put there is still as it left it: one read of the record, then one stat per
+    /// file, without listing the run folders.
+    pub fn shown(&self, to: &Path) -> Option<(String, bool)> {
+        let record = self.publish_record(to);
+        (!record.key.is_empty()).then(|| {
+            let intact = record.intact(to);
+            (record.key, intact)
+        })
     }
 
     /// Makes the files at the top of `to` those below `from` (the output of `key`, or a run's
@@ -103,17 +123,8 @@ impl Store {
         force: bool,
     ) -> Result<bool, StoreError> {
         let record_path = self.publish_record_path(to);
-        let recorded: PublishRecord = fs::read(&record_path)
-            .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-            .unwrap_or_default();
-        let intact = |record: &PublishRecord| {
-            !record.files.is_empty()
-                && record.files.iter().all(|(rel, stamp)| {
-                    fs::metadata(to.join(rel)).is_ok_and(|meta| Stamp::of(&meta) == *stamp)
-                })
-        };
-        if !force && recorded.key == key && intact(&recorded) {
+        let recorded = self.publish_record(to);
+        if !force && recorded.key == key && recorded.intact(to) {
             // Nothing to copy: `from` may be the cached output while the top holds a run's
             // dressed copy of the same key.
             return Ok(false);

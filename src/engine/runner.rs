@@ -1,14 +1,13 @@
 //! Walks the plan in dependency order: keys each stage, reuses fresh cache entries, runs the rest,
 //! and keeps `pipeline.lock` up to date after every stage. Emits events to a [`Reporter`]; draws nothing.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, TryLockError};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, mpsc};
 use std::time::Instant;
-
-use std::cell::RefCell;
 
 use pipeline_api::{
     ItemCache, Progress, RunContext, StageContext, StageError, StageParams, StageTiming,
@@ -1006,7 +1005,9 @@ impl<'a> Engine<'a> {
             return Ok(());
         };
         let to = self.plan.root.join(dir);
-        if ran || self.store.published_key(&to).as_deref() != Some(key) {
+        let shown = self.store.shown(&to);
+        let shows_key = shown.as_ref().is_some_and(|(shown, _)| shown == key);
+        if ran || !shows_key {
             let previous = run_folders(&to)
                 .into_iter()
                 .rfind(|(id, _)| id.as_str() < run.id.as_str())
@@ -1023,12 +1024,13 @@ impl<'a> Engine<'a> {
                     ))
                 })?;
             self.store.publish_latest(key, &folder, &to, true)?;
-        } else {
-            // The top was made from the newest run folder, the dressed copy of this same key.
+        } else if !shown.is_some_and(|(_, intact)| intact) {
+            // Touched: restore it from the newest run folder, the dressed copy of this same key.
+            // (An intact top, the no-op case, lists no run folders: they only grow.)
             let from = run_folders(&to)
                 .pop()
                 .map_or_else(|| self.store.out_dir(key), |(_, folder)| folder);
-            self.store.publish_latest(key, &from, &to, false)?;
+            self.store.publish_latest(key, &from, &to, true)?;
         }
         reporter.published(&stage.name, Path::new(dir));
         outcome.published.push(PathBuf::from(dir));
