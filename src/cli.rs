@@ -14,12 +14,12 @@ use crate::console::{Console, say};
 macro_rules! say {
     ($($arg:tt)*) => { say(&format!($($arg)*)) };
 }
-use crate::engine::plan::Plan;
-use crate::engine::record::{Action, format_utc};
-use crate::engine::runner::{Engine, EngineError, RunOptions, State};
-use crate::engine::spec::SpecFile;
 use crate::graph::DagFormat;
 use crate::kinds;
+use pipeline_engine::plan::Plan;
+use pipeline_engine::record::{Action, format_utc};
+use pipeline_engine::spec::SpecFile;
+use pipeline_engine::{Engine, EngineError, RunOptions, State};
 
 const AFTER_HELP: &str = "\
 Examples:

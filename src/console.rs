@@ -2,14 +2,12 @@
 //! bars on a terminal only.
 
 use std::io::IsTerminal;
-use std::path::Path;
 use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use pipeline_api::Progress;
 
-use crate::engine::dirty::{Reason, describe};
-use crate::engine::runner::Reporter;
+use pipeline_engine::{Event, Reporter, describe};
 
 /// Prints a line on stdout. A closed pipe (`pipeline status | head -3`) is not an error worth a
 /// panic: the line is dropped, as ripgrep and friends do.
@@ -62,26 +60,50 @@ impl Console {
 }
 
 impl Reporter for Console {
-    fn waiting_for_lock(&self, lock: &Path) {
-        self.line(&format!(
-            "Waiting for another `pipeline run` on this project to finish (lock `{}`)...",
-            lock.display()
-        ));
-    }
-
-    fn fresh(&self, stage: &str, note: Option<&str>) {
-        match note {
-            Some(note) => self.line(&format!("Fresh {stage} ({note})")),
-            None => self.line(&format!("Fresh {stage}")),
+    fn event(&self, event: &Event<'_>) {
+        match event {
+            Event::WaitingForLock { lock } => self.line(&format!(
+                "Waiting for another `pipeline run` on this project to finish (lock `{}`)...",
+                lock.display()
+            )),
+            Event::Fresh {
+                stage,
+                note: Some(note),
+                ..
+            } => self.line(&format!("Fresh {stage} ({note})")),
+            Event::Fresh { stage, .. } => self.line(&format!("Fresh {stage}")),
+            Event::WouldRun { stage, reasons } => {
+                self.line(&format!("Would run {stage} ({})", describe(reasons)));
+            }
+            Event::Started { stage, reasons } => {
+                self.line(&format!("Running {stage} ({})", describe(reasons)));
+            }
+            Event::Ran {
+                stage,
+                summary,
+                span,
+                ..
+            } => {
+                self.line(&format!("Finished {stage} in {:.1}s", span.seconds));
+                for line in *summary {
+                    self.line(&format!("  {line}"));
+                }
+            }
+            Event::Failed { stage, error, .. } => {
+                self.error_line(&format!("Failed {stage}: {error}"));
+            }
+            Event::Skipped { stage, reasons, .. } => {
+                self.line(&format!("Skipped {stage} ({})", describe(reasons)));
+            }
+            Event::Published { stage, dir } => {
+                if self.verbose {
+                    self.line(&format!("Published {stage} to `{}`", dir.display()));
+                }
+            }
         }
     }
 
-    fn would_run(&self, stage: &str, reasons: &[Reason]) {
-        self.line(&format!("Would run {stage} ({})", describe(reasons)));
-    }
-
-    fn started(&self, stage: &str, reasons: &[Reason]) -> Box<dyn Progress + '_> {
-        self.line(&format!("Running {stage} ({})", describe(reasons)));
+    fn progress(&self, stage: &str) -> Box<dyn Progress + '_> {
         let bar = if self.interactive {
             let bar = self.bars.add(ProgressBar::new_spinner());
             bar.set_style(
@@ -98,27 +120,6 @@ impl Reporter for Console {
             stage: stage.to_string(),
             verbose: self.verbose && !self.interactive,
         })
-    }
-
-    fn finished(&self, stage: &str, seconds: f64, summary: &[String]) {
-        self.line(&format!("Finished {stage} in {seconds:.1}s"));
-        for line in summary {
-            self.line(&format!("  {line}"));
-        }
-    }
-
-    fn failed(&self, stage: &str, error: &str) {
-        self.error_line(&format!("Failed {stage}: {error}"));
-    }
-
-    fn skipped(&self, stage: &str, reasons: &[Reason]) {
-        self.line(&format!("Skipped {stage} ({})", describe(reasons)));
-    }
-
-    fn published(&self, stage: &str, dir: &Path) {
-        if self.verbose {
-            self.line(&format!("Published {stage} to `{}`", dir.display()));
-        }
     }
 }
 

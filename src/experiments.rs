@@ -8,9 +8,9 @@ use anyhow::{Context, bail};
 use pipeline_api::RunContext;
 use stage_evaluate::headline::{HeadlineMetric, MetricChange, compare, headline};
 
-use crate::engine::plan::Plan;
-use crate::engine::publish::{RUN_FILE, run_folders};
-use crate::engine::record::find_run;
+use pipeline_engine::plan::Plan;
+use pipeline_engine::publish::{RUN_FILE, run_folders};
+use pipeline_engine::record::find_run;
 
 /// One published run with metrics.
 pub struct PublishedRun {

@@ -5,7 +5,7 @@
 
 use clap::ValueEnum;
 
-use crate::engine::plan::Plan;
+use pipeline_engine::plan::Plan;
 
 /// What `pipeline dag --format` prints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -1,6 +1,6 @@
 //! The stage kinds this binary ships, registered with the engine.
 
-use crate::engine::plan::Registry;
+use pipeline_engine::plan::Registry;
 
 /// Every built-in stage kind.
 pub fn registry() -> Registry {

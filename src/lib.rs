@@ -1,11 +1,10 @@
 //! `pipeline`: a declarative, content-cached data pipeline that builds a movie-poster genre classifier.
 //!
-//! [`engine`] is generic (spec, plan, cache, runner); [`kinds`] wires in the poster stages;
+//! [`pipeline_engine`] is generic (spec, plan, cache, runner); [`kinds`] wires in the poster stages;
 //! [`cli`] and [`console`] are the command-line edge.
 
 pub mod cli;
 pub mod console;
-pub mod engine;
 pub mod experiments;
 pub mod graph;
 pub mod kinds;

@@ -17,10 +17,10 @@ use stage_download::{DownloadParams, Fetcher};
 use stage_resize::{Mode, ResizeParams, fit_bytes_into};
 use stage_train::{Device, TrainedModel};
 
-use crate::engine::lock::LockFile;
-use crate::engine::plan::Plan;
-use crate::engine::record::{find_run, read_runs};
-use crate::engine::store::Store;
+use pipeline_engine::lock::LockFile;
+use pipeline_engine::plan::Plan;
+use pipeline_engine::record::{find_run, read_runs};
+use pipeline_engine::store::Store;
 
 /// What `pipeline predict` was asked.
 pub struct PredictOptions<'a> {
@@ -207,7 +207,7 @@ fn preprocess(
         keys.lock
             .stages
             .get(stage)
-            .and_then(|s| s.inputs.get(role))
+            .and_then(|s| s.fingerprint.inputs.get(role))
             .map(|i| i.stage.clone())
             .with_context(|| format!("pipeline.lock does not say what `{stage}` read as `{role}`; rerun `pipeline run {stage}`"))
     };
@@ -222,7 +222,7 @@ fn preprocess(
         .lock
         .stages
         .get(&data)
-        .map(|s| s.kind.clone())
+        .map(|s| s.fingerprint.kind.clone())
         .unwrap_or_default();
     let fit = |width, height, mode| ResizeParams {
         width,
@@ -238,7 +238,7 @@ fn preprocess(
                 .lock
                 .stages
                 .get(&data)
-                .and_then(|s| s.files.get("weights"))
+                .and_then(|s| s.fingerprint.files.get("weights"))
                 .map(|f| plan.root.join(&f.path))
                 .with_context(|| format!("pipeline.lock names no weights for `{data}`"))?;
             let bytes = std::fs::read(&weights).with_context(|| {
@@ -317,8 +317,8 @@ pub fn predict(plan: &Plan, options: &PredictOptions<'_>) -> anyhow::Result<Pred
         .lock
         .stages
         .values()
-        .find(|s| s.kind == "download")
-        .and_then(|s| serde_json::from_value(s.params.clone()).ok())
+        .find(|s| s.fingerprint.kind == "download")
+        .and_then(|s| serde_json::from_value(s.fingerprint.params.clone()).ok())
         .unwrap_or_default();
     let fetcher = || -> anyhow::Result<Fetcher> {
         Ok(Fetcher::new(&download_params, &std::env::current_dir()?)?)

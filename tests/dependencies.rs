@@ -39,8 +39,13 @@ fn dependencies(manifest: &str) -> Vec<String> {
 
 fn members() -> Vec<PathBuf> {
     let mut members = vec![PathBuf::from(REPO)];
-    for group in ["stages", "tools"] {
-        let mut found: Vec<PathBuf> = std::fs::read_dir(Path::new(REPO).join(group))
+    for group in ["engine", "stages", "tools"] {
+        let dir = Path::new(REPO).join(group);
+        if dir.join("Cargo.toml").is_file() {
+            members.push(dir);
+            continue;
+        }
+        let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
             .unwrap()
             .flatten()
             .map(|e| e.path())

@@ -48,6 +48,13 @@ pub trait Stage: Send + Sync {
     fn knob_params(&self) -> &'static [&'static str] {
         &[]
     }
+    /// The crates this kind's code depends on, with the versions Cargo.lock resolved them to
+    /// when the binary was built (`[("image", "0.25.6"), ...]`). They enter the cache key, so a
+    /// `cargo update` that changes a decoder reruns the stages that decode, and only those.
+    /// Kinds get the list from [`locked_dependencies!`] and the `pipeline-build` build script.
+    fn dependencies(&self) -> &'static [(&'static str, &'static str)] {
+        &[]
+    }
     /// Validates raw params and returns them in canonical form: every field, defaults filled in.
     /// The canonical form, less [`Stage::knob_params`], is what enters the cache key.
     fn canonical_params(&self, raw: &serde_json::Value) -> Result<serde_json::Value, ParamError>;
@@ -66,6 +73,16 @@ pub trait Stage: Send + Sync {
         let _ = (published, run, previous);
         Ok(())
     }
+}
+
+/// The crate versions the `pipeline-build` build script found in Cargo.lock for the calling
+/// crate: `fn dependencies(&self) -> &'static [(&'static str, &'static str)] {
+/// pipeline_api::locked_dependencies!() }`.
+#[macro_export]
+macro_rules! locked_dependencies {
+    () => {
+        include!(concat!(env!("OUT_DIR"), "/locked_dependencies.rs"))
+    };
 }
 
 /// The run a published copy came from; the engine writes it beside the copy as `run.json`.

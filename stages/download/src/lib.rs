@@ -106,6 +106,9 @@ impl Stage for Download {
     fn kind(&self) -> &'static str {
         "download"
     }
+    fn dependencies(&self) -> &'static [(&'static str, &'static str)] {
+        pipeline_api::locked_dependencies!()
+    }
     fn version(&self) -> u32 {
         // 2: failure reasons no longer contain the absolute data root.
         // 3: non-image and truncated bodies are failures; Retry-After; remembered failures.

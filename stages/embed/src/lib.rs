@@ -84,6 +84,9 @@ impl Stage for Embed {
     fn kind(&self) -> &'static str {
         "embed"
     }
+    fn dependencies(&self) -> &'static [(&'static str, &'static str)] {
+        pipeline_api::locked_dependencies!()
+    }
     fn version(&self) -> u32 {
         VERSION
     }

@@ -118,6 +118,9 @@ impl Stage for Evaluate {
     fn kind(&self) -> &'static str {
         "evaluate"
     }
+    fn dependencies(&self) -> &'static [(&'static str, &'static str)] {
+        pipeline_api::locked_dependencies!()
+    }
     fn version(&self) -> u32 {
         5
     }

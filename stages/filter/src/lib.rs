@@ -94,6 +94,9 @@ impl Stage for Filter {
     fn kind(&self) -> &'static str {
         "filter"
     }
+    fn dependencies(&self) -> &'static [(&'static str, &'static str)] {
+        pipeline_api::locked_dependencies!()
+    }
     fn version(&self) -> u32 {
         // 2: posters whose RGB image would exceed the decoder limit are refused by their declared
         // size (a grey 10,000 x 10,000 poster used to pass).

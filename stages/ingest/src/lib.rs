@@ -93,6 +93,9 @@ impl Stage for Ingest {
     fn kind(&self) -> &'static str {
         "ingest"
     }
+    fn dependencies(&self) -> &'static [(&'static str, &'static str)] {
+        pipeline_api::locked_dependencies!()
+    }
     fn version(&self) -> u32 {
         // 2: records of the wrong width are dropped (polars used to truncate them); line numbers.
         2

@@ -90,6 +90,9 @@ impl Stage for Resize {
     fn kind(&self) -> &'static str {
         "resize"
     }
+    fn dependencies(&self) -> &'static [(&'static str, &'static str)] {
+        pipeline_api::locked_dependencies!()
+    }
     fn version(&self) -> u32 {
         VERSION
     }

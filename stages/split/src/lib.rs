@@ -62,6 +62,9 @@ impl Stage for Split {
     fn kind(&self) -> &'static str {
         "split"
     }
+    fn dependencies(&self) -> &'static [(&'static str, &'static str)] {
+        pipeline_api::locked_dependencies!()
+    }
     fn version(&self) -> u32 {
         1
     }

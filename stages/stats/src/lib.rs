@@ -157,6 +157,9 @@ impl Stage for Stats {
     fn kind(&self) -> &'static str {
         "stats"
     }
+    fn dependencies(&self) -> &'static [(&'static str, &'static str)] {
+        pipeline_api::locked_dependencies!()
+    }
     fn version(&self) -> u32 {
         1
     }

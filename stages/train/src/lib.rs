@@ -174,6 +174,9 @@ impl Stage for Train {
     fn kind(&self) -> &'static str {
         "train"
     }
+    fn dependencies(&self) -> &'static [(&'static str, &'static str)] {
+        pipeline_api::locked_dependencies!()
+    }
     fn version(&self) -> u32 {
         4
     }

@@ -1,4 +1,4 @@
-//! The run record: one JSON line per `pipeline run` in `cache/v1/runs.jsonl`, shown by `pipeline log`
+//! Owns the run record: one JSON line per `pipeline run` in `cache/v1/runs.jsonl`, shown by `pipeline log`
 //! and used by `pipeline gc --keep N`.
 
 use std::io::Write;
@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::store::{StoreError, io_err};
+use crate::fsio::{Area, FsError};
 
 /// One `pipeline run`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -97,18 +97,16 @@ pub struct StageRecord {
     pub seconds: f64,
 }
 
-pub use pipeline_api::unix_now;
-
 /// Appends one record as one line (a single `write` on an append-mode file).
-pub fn append_run(path: &Path, run: &RunRecord) -> Result<(), StoreError> {
+pub fn append_run(path: &Path, run: &RunRecord) -> Result<(), FsError> {
     let mut line = serde_json::to_vec(run).expect("a run record serialises");
     line.push(b'\n');
-    let mut file = std::fs::OpenOptions::new()
+    let mut file = fs_err::OpenOptions::new()
         .create(true)
         .append(true)
         .open(path)
-        .map_err(io_err("open", path))?;
-    file.write_all(&line).map_err(io_err("append to", path))
+        .map_err(Area::Cache.err())?;
+    file.write_all(&line).map_err(Area::Cache.err())
 }
 
 /// The id of the newest readable record, reading only the file's tail: every `pipeline run`

@@ -21,50 +21,17 @@
 //! a crash at any point leaves either no entry or a complete one.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs;
-use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use pipeline_api::{Expiry, ItemCache, RunSummary, StageError};
+use pipeline_api::{Expiry, RunSummary};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::key::CACHE_FORMAT;
-use super::record::unix_now;
-
-/// An error of the cache store, naming the path involved.
-#[derive(Debug, thiserror::Error)]
-#[error("cache: cannot {action} `{}`: {source}", path.display())]
-pub struct StoreError {
-    /// What was being done (`read`, `create`, `rename`, ...).
-    pub action: &'static str,
-    /// The path.
-    pub path: PathBuf,
-    /// The cause.
-    pub source: io::Error,
-}
-
-/// Wraps an I/O error with what was being done to which path.
-pub(crate) fn io_err<'a>(
-    action: &'static str,
-    path: &'a Path,
-) -> impl FnOnce(io::Error) -> StoreError + 'a {
-    move |source| StoreError {
-        action,
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
-/// One output file as recorded in a manifest.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct FileEntry {
-    /// Size in bytes.
-    pub size: u64,
-    /// blake3 of the content, hex.
-    pub blake3: String,
-}
+use crate::digest::{FileEntry, hash_file, hash_tree, tree_digest};
+use crate::fingerprint::CACHE_FORMAT;
+use crate::fsio::{Area, FsError, fs, list_files, sync_tree, write_synced};
+use crate::items::ItemStore;
 
 /// What a finished stage run produced; written last into its entry.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -120,13 +87,13 @@ impl Pending {
 
     /// Records which per-item results the run used, so `gc` keeps them while this entry lives.
     /// Written beside `out/` (not inside it: it is not part of the output digest).
-    pub fn record_items(&self, keys: &BTreeSet<String>) -> Result<(), StoreError> {
+    pub fn record_items(&self, keys: &BTreeSet<String>) -> Result<(), FsError> {
         let mut text = String::new();
         for key in keys {
             text.push_str(key);
             text.push('\n');
         }
-        write_synced(&self.dir.join(ITEMS_USED), text.as_bytes())
+        write_synced(&self.dir.join(ITEMS_USED), text.as_bytes(), Area::Cache)
     }
 
     /// Removes everything the failed run wrote.
@@ -175,9 +142,9 @@ impl Store {
 
     /// The working area of a run of `key` (see [`pipeline_api::StageContext::work_dir`]), created
     /// if missing.
-    pub fn work_dir(&self, key: &str) -> Result<PathBuf, StoreError> {
+    pub fn work_dir(&self, key: &str) -> Result<PathBuf, FsError> {
         let dir = self.versioned().join("work").join(key);
-        fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+        fs::create_dir_all(&dir).map_err(Area::Cache.err())?;
         Ok(dir)
     }
 
@@ -188,12 +155,12 @@ impl Store {
 
     /// Drops every working area (resumable state of runs that did not finish). Call only while
     /// holding the run lock.
-    pub fn clear_work(&self) -> Result<usize, StoreError> {
+    pub fn clear_work(&self) -> Result<usize, FsError> {
         let work = self.versioned().join("work");
         let mut removed = 0;
         if let Ok(entries) = fs::read_dir(&work) {
             for entry in entries.flatten() {
-                fs::remove_dir_all(entry.path()).map_err(io_err("remove", &entry.path()))?;
+                fs::remove_dir_all(entry.path()).map_err(Area::Cache.err())?;
                 removed += 1;
             }
         }
@@ -202,9 +169,7 @@ impl Store {
 
     /// The per-item cache shared by all stages.
     pub fn items(&self) -> ItemStore {
-        ItemStore {
-            dir: self.versioned().join("items"),
-        }
+        ItemStore::new(self.versioned().join("items"))
     }
 
     /// Path of the stat cache of workspace files.
@@ -250,13 +215,15 @@ impl Store {
         let mut problems: Vec<String> = manifest
             .files
             .par_iter()
-            .filter_map(|(rel, expected)| match hash_file(&out.join(rel)) {
-                Err(_) => Some(format!("`{rel}` is missing")),
-                Ok(actual) if actual != *expected => {
-                    Some(format!("`{rel}` does not match its hash"))
-                }
-                Ok(_) => None,
-            })
+            .filter_map(
+                |(rel, expected)| match hash_file(&out.join(rel), Area::Cache) {
+                    Err(_) => Some(format!("`{rel}` is missing")),
+                    Ok(actual) if actual != *expected => {
+                        Some(format!("`{rel}` does not match its hash"))
+                    }
+                    Ok(_) => None,
+                },
+            )
             .collect();
         problems.sort();
         problems
@@ -264,7 +231,7 @@ impl Store {
 
     /// Bytes used by an entry.
     pub fn entry_bytes(&self, key: &str) -> u64 {
-        list_files(&self.entry_dir(key))
+        list_files(&self.entry_dir(key), Area::Cache)
             .unwrap_or_default()
             .iter()
             .filter_map(|p| fs::metadata(p).ok())
@@ -273,19 +240,19 @@ impl Store {
     }
 
     /// Removes an entry: first renamed out of `entries/` so it stops looking fresh at once.
-    pub fn evict(&self, key: &str) -> Result<(), StoreError> {
+    pub fn evict(&self, key: &str) -> Result<(), FsError> {
         let dir = self.entry_dir(key);
         let aside = self
             .versioned()
             .join("tmp")
             .join(format!("{key}.evicted.{}", std::process::id()));
-        fs::rename(&dir, &aside).map_err(io_err("rename", &dir))?;
-        fs::remove_dir_all(&aside).map_err(io_err("remove", &aside))
+        fs::rename(&dir, &aside).map_err(Area::Cache.err())?;
+        fs::remove_dir_all(&aside).map_err(Area::Cache.err())
     }
 
     /// Removes every item that no remaining entry used. Entries written before items were
     /// recorded have no list; while one exists, nothing is removed (`None`).
-    pub fn collect_items(&self) -> Result<Option<ItemsCollected>, StoreError> {
+    pub fn collect_items(&self) -> Result<Option<ItemsCollected>, FsError> {
         let mut used: BTreeSet<String> = BTreeSet::new();
         for key in self.keys() {
             let Ok(text) = fs::read_to_string(self.entry_dir(&key).join(ITEMS_USED)) else {
@@ -298,7 +265,7 @@ impl Store {
         if !dir.exists() {
             return Ok(Some(report));
         }
-        for file in list_files(&dir)? {
+        for file in list_files(&dir, Area::Cache)? {
             let name = file
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
@@ -309,7 +276,7 @@ impl Store {
             }
             // Unused items and temporary files of runs that died mid-write.
             report.freed_bytes += fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
-            fs::remove_file(&file).map_err(io_err("remove", &file))?;
+            fs::remove_file(&file).map_err(Area::Cache.err())?;
             report.removed += 1;
         }
         Ok(Some(report))
@@ -321,10 +288,10 @@ impl Store {
     }
 
     /// Creates the cache root with its tag files.
-    pub fn init(&self) -> Result<(), StoreError> {
+    pub fn init(&self) -> Result<(), FsError> {
         let versioned = self.versioned();
         for dir in [versioned.join("entries"), versioned.join("tmp")] {
-            fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+            fs::create_dir_all(&dir).map_err(Area::Cache.err())?;
         }
         let tag = self.root.join("CACHEDIR.TAG");
         if !tag.exists() {
@@ -332,22 +299,22 @@ impl Store {
                 &tag,
                 "Signature: 8a477f597d28d172789f06886806bc55\n# This is the cache of `pipeline`; see README.md.\n",
             )
-            .map_err(io_err("write", &tag))?;
+            .map_err(Area::Cache.err())?;
         }
         let ignore = self.root.join(".gitignore");
         if !ignore.exists() {
-            fs::write(&ignore, "*\n").map_err(io_err("write", &ignore))?;
+            fs::write(&ignore, "*\n").map_err(Area::Cache.err())?;
         }
         Ok(())
     }
 
     /// Removes leftovers of runs that died. Call only while holding the run lock.
-    pub fn clear_pending(&self) -> Result<usize, StoreError> {
+    pub fn clear_pending(&self) -> Result<usize, FsError> {
         let tmp = self.versioned().join("tmp");
         let mut removed = 0;
         if let Ok(entries) = fs::read_dir(&tmp) {
             for entry in entries.flatten() {
-                fs::remove_dir_all(entry.path()).map_err(io_err("remove", &entry.path()))?;
+                fs::remove_dir_all(entry.path()).map_err(Area::Cache.err())?;
                 removed += 1;
             }
         }
@@ -395,14 +362,14 @@ impl Store {
     }
 
     /// Starts a run for `key` in a fresh temporary directory.
-    pub fn begin(&self, key: &str) -> Result<Pending, StoreError> {
+    pub fn begin(&self, key: &str) -> Result<Pending, FsError> {
         let n = PENDING_COUNTER.fetch_add(1, Ordering::Relaxed);
         let dir = self
             .versioned()
             .join("tmp")
             .join(format!("{key}.{}.{n}", std::process::id()));
         let out = dir.join("out");
-        fs::create_dir_all(&out).map_err(io_err("create", &out))?;
+        fs::create_dir_all(&out).map_err(Area::Cache.err())?;
         Ok(Pending {
             dir,
             key: key.to_string(),
@@ -417,8 +384,8 @@ impl Store {
         kind: &str,
         summary: &RunSummary,
         seconds: f64,
-    ) -> Result<Manifest, StoreError> {
-        let files = hash_tree(&pending.out_dir())?;
+    ) -> Result<Manifest, FsError> {
+        let files = hash_tree(&pending.out_dir(), Area::Cache)?;
         let manifest = Manifest {
             format: CACHE_FORMAT,
             key: pending.key.clone(),
@@ -428,7 +395,7 @@ impl Store {
             files,
             summary: summary.lines.clone(),
             seconds,
-            finished_unix: unix_now(),
+            finished_unix: pipeline_api::unix_now(),
             expires: summary.expires.clone(),
         };
         sync_tree(&pending.out_dir())?;
@@ -436,15 +403,16 @@ impl Store {
         write_synced(
             &manifest_path,
             &serde_json::to_vec_pretty(&manifest).expect("manifest serialises"),
+            Area::Cache,
         )?;
         let target = self.entry_dir(&pending.key);
         if target.exists() {
             // An incomplete or damaged entry under the same key: move it aside, then drop it.
             let aside = pending.dir.with_extension("old");
-            fs::rename(&target, &aside).map_err(io_err("rename", &target))?;
+            fs::rename(&target, &aside).map_err(Area::Cache.err())?;
             let _ = fs::remove_dir_all(&aside);
         }
-        fs::rename(&pending.dir, &target).map_err(io_err("rename", &pending.dir))?;
+        fs::rename(&pending.dir, &target).map_err(Area::Cache.err())?;
         if let Some(parent) = target.parent()
             && let Ok(dir) = fs::File::open(parent)
         {
@@ -452,162 +420,6 @@ impl Store {
         }
         Ok(manifest)
     }
-}
-
-/// The engine's [`ItemCache`]: one file per item under `cache/v1/items/`.
-pub struct ItemStore {
-    dir: PathBuf,
-}
-
-impl ItemStore {
-    fn path(&self, key: &str) -> Result<PathBuf, StageError> {
-        if key.len() < 3 || !key.bytes().all(|b| b.is_ascii_alphanumeric()) {
-            return Err(StageError::invalid(format!("item key `{key}` is not hex")));
-        }
-        Ok(self.dir.join(&key[..2]).join(key))
-    }
-}
-
-impl ItemCache for ItemStore {
-    fn get(&self, key: &str) -> Option<Vec<u8>> {
-        fs::read(self.path(key).ok()?).ok()
-    }
-
-    fn put(&self, key: &str, bytes: &[u8]) -> Result<(), StageError> {
-        // Write-once: an item already there is by construction the same bytes.
-        if self.path(key)?.exists() {
-            return Ok(());
-        }
-        self.replace(key, bytes)
-    }
-
-    fn replace(&self, key: &str, bytes: &[u8]) -> Result<(), StageError> {
-        let path = self.path(key)?;
-        let parent = path.parent().expect("items have a parent");
-        let write_err = |source| StageError::Write {
-            path: path.clone(),
-            source,
-        };
-        fs::create_dir_all(parent).map_err(write_err)?;
-        let n = PENDING_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let tmp = parent.join(format!(".{key}.{}.{n}", std::process::id()));
-        fs::write(&tmp, bytes).map_err(write_err)?;
-        fs::rename(&tmp, &path).map_err(write_err)
-    }
-
-    fn link(&self, key: &str, dest: &Path) -> Result<bool, StageError> {
-        let path = self.path(key)?;
-        if !path.exists() {
-            return Ok(false);
-        }
-        if dest.exists() {
-            return Ok(true);
-        }
-        fs::hard_link(&path, dest)
-            .or_else(|_| fs::copy(&path, dest).map(|_| ()))
-            .map_err(|source| StageError::Write {
-                path: dest.to_path_buf(),
-                source,
-            })?;
-        Ok(true)
-    }
-}
-
-/// Writes a file and flushes it to disk before returning.
-pub fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    let mut file = fs::File::create(path).map_err(io_err("create", path))?;
-    file.write_all(bytes).map_err(io_err("write", path))?;
-    file.sync_all().map_err(io_err("sync", path))
-}
-
-/// Writes a file atomically: a temporary sibling, flushed, then renamed over the target.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-    write_synced(&tmp, bytes)?;
-    fs::rename(&tmp, path).map_err(io_err("rename", &tmp))
-}
-
-/// Makes everything below `dir` durable before the manifest is written.
-///
-/// On Linux one `syncfs` flushes the whole file system the cache lives on: a single journal
-/// commit instead of one per file (20,000 per-file `fsync`s of a download output took 1.1-1.4 s
-/// here; `syncfs` with nothing else dirty takes milliseconds). Elsewhere, one `fsync` per file.
-fn sync_tree(dir: &Path) -> Result<(), StoreError> {
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::fd::AsRawFd;
-        let handle = fs::File::open(dir).map_err(io_err("open", dir))?;
-        // SAFETY: `syncfs` only reads the descriptor, which `handle` keeps open for the call.
-        if unsafe { libc::syncfs(handle.as_raw_fd()) } == 0 {
-            return Ok(());
-        }
-        // Fall through to per-file syncs if the file system refuses.
-    }
-    for path in list_files(dir)? {
-        let file = fs::File::open(&path).map_err(io_err("open", &path))?;
-        file.sync_all().map_err(io_err("sync", &path))?;
-    }
-    Ok(())
-}
-
-/// All regular files below `dir`, sorted.
-pub fn list_files(dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
-    let mut files = Vec::new();
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(current) = todo.pop() {
-        for entry in fs::read_dir(&current).map_err(io_err("list", &current))? {
-            let entry = entry.map_err(io_err("list", &current))?;
-            let kind = entry.file_type().map_err(io_err("stat", &entry.path()))?;
-            if kind.is_dir() {
-                todo.push(entry.path());
-            } else if kind.is_file() {
-                files.push(entry.path());
-            }
-        }
-    }
-    files.sort();
-    Ok(files)
-}
-
-/// Hashes every file below `dir`, keyed by its `/`-separated path relative to `dir`.
-pub fn hash_tree(dir: &Path) -> Result<BTreeMap<String, FileEntry>, StoreError> {
-    let files = list_files(dir)?;
-    files
-        .par_iter()
-        .map(|path| {
-            let rel = path
-                .strip_prefix(dir)
-                .expect("listed below dir")
-                .components()
-                .map(|c| c.as_os_str().to_string_lossy())
-                .collect::<Vec<_>>()
-                .join("/");
-            Ok((rel, hash_file(path)?))
-        })
-        .collect()
-}
-
-/// Size and blake3 of one file.
-pub fn hash_file(path: &Path) -> Result<FileEntry, StoreError> {
-    let mut hasher = blake3::Hasher::new();
-    hasher.update_mmap(path).map_err(io_err("read", path))?;
-    let size = fs::metadata(path).map_err(io_err("stat", path))?.len();
-    Ok(FileEntry {
-        size,
-        blake3: hasher.finalize().to_hex().to_string(),
-    })
-}
-
-/// One digest over relative paths and contents: equal iff the trees are byte-identical.
-pub fn tree_digest(files: &BTreeMap<String, FileEntry>) -> String {
-    let mut hasher = blake3::Hasher::new();
-    for (rel, entry) in files {
-        hasher.update(rel.as_bytes());
-        hasher.update(&[0]);
-        hasher.update(entry.blake3.as_bytes());
-        hasher.update(b"\n");
-    }
-    hasher.finalize().to_hex().to_string()
 }
 
 #[cfg(test)]
@@ -634,19 +446,5 @@ mod tests {
         fs::remove_file(store.out_dir("k1").join("sub/a.txt")).unwrap();
         assert!(store.fresh("k1").is_none());
         assert_eq!(store.damage("k1").unwrap(), "output missing: `sub/a.txt`");
-    }
-
-    #[test]
-    fn digest_depends_on_names_and_contents() {
-        let entry = |h: &str| FileEntry {
-            size: 1,
-            blake3: h.into(),
-        };
-        let a = BTreeMap::from([("a".to_string(), entry("x"))]);
-        let b = BTreeMap::from([("b".to_string(), entry("x"))]);
-        let c = BTreeMap::from([("a".to_string(), entry("y"))]);
-        assert_ne!(tree_digest(&a), tree_digest(&b));
-        assert_ne!(tree_digest(&a), tree_digest(&c));
-        assert_eq!(tree_digest(&a), tree_digest(&a.clone()));
     }
 }

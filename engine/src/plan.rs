@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use pipeline_api::Stage;
 
-use super::spec::{SpecError, SpecFile};
+use crate::spec::{SpecError, SpecFile};
 
 /// The stage kinds the engine can run, by kind name.
 #[derive(Default, Clone)]

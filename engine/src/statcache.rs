@@ -1,4 +1,4 @@
-//! The stat cache: content digests of workspace files, reused while a file's stamp is unchanged.
+//! Owns the stat cache: content digests of workspace files, reused while a file's stamp is unchanged.
 //!
 //! Like git's index and DVC's state database, it maps a path to (size, mtime, inode) and the
 //! blake3 of the content seen with that stamp. A file whose stamp still matches is not reread, so
@@ -9,7 +9,7 @@
 //! workspace file and names such files; `--repair` records the new digests.
 //!
 //! Two guards keep it honest:
-//! - a file modified within [`RACY_WINDOW`] of being hashed is not recorded (git's "racy clean"
+//! - a file modified within [`crate::digest::RACY_WINDOW`] of being hashed is not recorded (git's "racy clean"
 //!   problem: a second write in the same timestamp tick would otherwise go unseen);
 //! - ctime is not part of the stamp on purpose: hard-linking a file (which the item cache does)
 //!   changes it without changing the content, and DVC leaves it out for the same reason.
@@ -18,64 +18,15 @@
 //! one full rehash.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::store::{
-    FileEntry, StoreError, hash_file, io_err, list_files, tree_digest, write_atomic,
-};
-
-/// Files modified this recently are hashed but not recorded.
-pub const RACY_WINDOW: Duration = Duration::from_secs(2);
-
-/// What identifies one version of a file without reading it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Stamp {
-    size: u64,
-    mtime_ns: i128,
-    inode: u64,
-}
-
-impl Stamp {
-    /// The stamp of a file from its metadata.
-    pub fn of(meta: &fs::Metadata) -> Self {
-        #[cfg(unix)]
-        let (mtime_ns, inode) = {
-            use std::os::unix::fs::MetadataExt;
-            (
-                i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
-                meta.ino(),
-            )
-        };
-        #[cfg(not(unix))]
-        let (mtime_ns, inode) = (
-            meta.modified()
-                .ok()
-                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                .map_or(0, |d| d.as_nanos() as i128),
-            0,
-        );
-        Self {
-            size: meta.len(),
-            mtime_ns,
-            inode,
-        }
-    }
-
-    /// Modified so recently that a second write could share this mtime.
-    pub fn is_racy(&self) -> bool {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as i128);
-        now - self.mtime_ns < RACY_WINDOW.as_nanos() as i128
-    }
-}
+use crate::digest::{FileEntry, Stamp, hash_file, tree_digest};
+use crate::fsio::{Area, FsError, fs, list_files, relative, write_atomic};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Known {
@@ -124,7 +75,7 @@ impl StatCache {
     }
 
     /// Writes the cache back if anything changed. Atomic: readers see the old or the new file.
-    pub fn save(&self) -> Result<(), StoreError> {
+    pub fn save(&self) -> Result<(), FsError> {
         if !self.changed.swap(false, Ordering::Relaxed) {
             return Ok(());
         }
@@ -133,51 +84,48 @@ impl StatCache {
             files: self.known.lock().expect("not poisoned").clone(),
         };
         if let Some(dir) = self.path.parent() {
-            fs::create_dir_all(dir).map_err(io_err("create", dir))?;
+            fs::create_dir_all(dir).map_err(Area::Cache.err())?;
         }
         write_atomic(
             &self.path,
             &serde_json::to_vec(&stored).expect("the stat cache serialises"),
+            Area::Cache,
         )
     }
 
     /// Content digest of a workspace file or directory (a directory hashes like an output tree).
-    pub fn path_digest(&self, path: &Path) -> Result<String, StoreError> {
-        let meta = fs::metadata(path).map_err(io_err("stat", path))?;
+    pub fn path_digest(&self, path: &Path) -> Result<String, FsError> {
+        let meta = fs::metadata(path).map_err(Area::Workspace.err())?;
         if !meta.is_dir() {
             return Ok(self.file_entry(path, &meta)?.blake3);
         }
-        let files = list_files(path)?;
+        let files = list_files(path, Area::Workspace)?;
         let entries: BTreeMap<String, FileEntry> = files
             .par_iter()
             .map(|file| {
-                let meta = fs::metadata(file).map_err(io_err("stat", file))?;
-                Ok((relative(path, file), self.file_entry(file, &meta)?))
+                let meta = fs::metadata(file).map_err(Area::Workspace.err())?;
+                Ok((relative(file, path), self.file_entry(file, &meta)?))
             })
-            .collect::<Result<_, StoreError>>()?;
+            .collect::<Result<_, FsError>>()?;
         self.forget_missing_below(path, &files);
         Ok(tree_digest(&entries))
     }
 
     /// Rehashes every file below `path`; returns how many it rehashed and those whose recorded
     /// digest is wrong although their stamp matches. With `repair`, records the true digests.
-    pub fn verify(
-        &self,
-        path: &Path,
-        repair: bool,
-    ) -> Result<(usize, Vec<StaleStamp>), StoreError> {
-        let meta = fs::metadata(path).map_err(io_err("stat", path))?;
+    pub fn verify(&self, path: &Path, repair: bool) -> Result<(usize, Vec<StaleStamp>), FsError> {
+        let meta = fs::metadata(path).map_err(Area::Workspace.err())?;
         let files = if meta.is_dir() {
-            list_files(path)?
+            list_files(path, Area::Workspace)?
         } else {
             vec![path.to_path_buf()]
         };
         let mut stale: Vec<StaleStamp> = files
             .par_iter()
             .map(|file| {
-                let meta = fs::metadata(file).map_err(io_err("stat", file))?;
+                let meta = fs::metadata(file).map_err(Area::Workspace.err())?;
                 let stamp = Stamp::of(&meta);
-                let actual = hash_file(file)?.blake3;
+                let actual = hash_file(file, Area::Workspace)?.blake3;
                 let name = self.name(file);
                 let mut known = self.known.lock().expect("not poisoned");
                 let Some(entry) = known.get(&name) else {
@@ -199,12 +147,12 @@ impl StatCache {
                 Ok(Some(StaleStamp { path: name }))
             })
             .filter_map(Result::transpose)
-            .collect::<Result<_, StoreError>>()?;
+            .collect::<Result<_, FsError>>()?;
         stale.sort_by(|a, b| a.path.cmp(&b.path));
         Ok((files.len(), stale))
     }
 
-    fn file_entry(&self, file: &Path, meta: &fs::Metadata) -> Result<FileEntry, StoreError> {
+    fn file_entry(&self, file: &Path, meta: &std::fs::Metadata) -> Result<FileEntry, FsError> {
         let stamp = Stamp::of(meta);
         let name = self.name(file);
         if let Some(known) = self.known.lock().expect("not poisoned").get(&name)
@@ -215,7 +163,7 @@ impl StatCache {
                 blake3: known.blake3.clone(),
             });
         }
-        let entry = hash_file(file)?;
+        let entry = hash_file(file, Area::Workspace)?;
         // Re-stat after reading: a file written while we hashed it must not be recorded.
         let after = fs::metadata(file).map(|m| Stamp::of(&m)).ok();
         if after == Some(stamp) && entry.size == stamp.size && !stamp.is_racy() {
@@ -253,10 +201,6 @@ impl StatCache {
     }
 }
 
-fn relative(base: &Path, file: &Path) -> String {
-    relative_components(file.strip_prefix(base).expect("listed below base"))
-}
-
 fn relative_components(rel: &Path) -> String {
     rel.components()
         .map(|c| c.as_os_str().to_string_lossy())
@@ -267,9 +211,10 @@ fn relative_components(rel: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::{Duration, SystemTime};
 
     fn set_mtime(path: &Path, mtime: SystemTime) {
-        fs::File::options()
+        std::fs::File::options()
             .write(true)
             .open(path)
             .unwrap()

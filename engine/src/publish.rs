@@ -1,4 +1,4 @@
-//! Publishing: copies of cached outputs in the workspace (`publish: reports`), one folder per
+//! Owns publishing: copies of cached outputs in the workspace (`publish: reports`), one folder per
 //! run that made the output and the latest copy at the top.
 //!
 //! ```text
@@ -13,14 +13,14 @@
 //! anything a person adds are left alone.
 
 use std::collections::BTreeMap;
-use std::fs;
 use std::path::{Path, PathBuf};
 
 use pipeline_api::RunContext;
 use serde::{Deserialize, Serialize};
 
-use super::statcache::Stamp;
-use super::store::{Store, StoreError, io_err, list_files, write_atomic};
+use crate::digest::Stamp;
+use crate::fsio::{Area, FsError, fs, list_files, relative, write_atomic};
+use crate::store::Store;
 
 /// The file beside every published copy that says which run made it.
 pub const RUN_FILE: &str = "run.json";
@@ -43,33 +43,23 @@ impl PublishRecord {
     }
 }
 
-/// `/`-separated path of `file` below `dir`.
-fn relative(file: &Path, dir: &Path) -> String {
-    file.strip_prefix(dir)
-        .expect("listed below dir")
-        .components()
-        .map(|c| c.as_os_str().to_string_lossy())
-        .collect::<Vec<_>>()
-        .join("/")
-}
-
 /// Copies every file below `from` into the new folder `to`, replacing `to` as a whole: a
 /// half-made copy is only ever a `*.publishing` sibling.
-pub fn copy_tree(from: &Path, to: &Path) -> Result<(), StoreError> {
+pub fn copy_tree(from: &Path, to: &Path) -> Result<(), FsError> {
     let staging = to.with_extension("publishing");
     let _ = fs::remove_dir_all(&staging);
-    fs::create_dir_all(&staging).map_err(io_err("create", &staging))?;
-    for file in list_files(from)? {
+    fs::create_dir_all(&staging).map_err(Area::Published.err())?;
+    for file in list_files(from, Area::Published)? {
         let dest = staging.join(relative(&file, from));
         if let Some(parent) = dest.parent() {
-            fs::create_dir_all(parent).map_err(io_err("create", parent))?;
+            fs::create_dir_all(parent).map_err(Area::Published.err())?;
         }
-        fs::copy(&file, &dest).map_err(io_err("copy", &file))?;
+        fs::copy(&file, &dest).map_err(Area::Published.err())?;
     }
     if to.exists() {
-        fs::remove_dir_all(to).map_err(io_err("remove", to))?;
+        fs::remove_dir_all(to).map_err(Area::Published.err())?;
     }
-    fs::rename(&staging, to).map_err(io_err("rename", &staging))
+    fs::rename(&staging, to).map_err(Area::Published.err())
 }
 
 /// The run folders below a publication directory, oldest first (ids sort by time).
@@ -121,7 +111,7 @@ impl Store {
         from: &Path,
         to: &Path,
         force: bool,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<bool, FsError> {
         let record_path = self.publish_record_path(to);
         let recorded = self.publish_record(to);
         if !force && recorded.key == key && recorded.intact(to) {
@@ -129,18 +119,18 @@ impl Store {
             // dressed copy of the same key.
             return Ok(false);
         }
-        fs::create_dir_all(to).map_err(io_err("create", to))?;
+        fs::create_dir_all(to).map_err(Area::Published.err())?;
         let mut files = BTreeMap::new();
-        for file in list_files(from)? {
+        for file in list_files(from, Area::Published)? {
             let rel = relative(&file, from);
             let dest = to.join(&rel);
             if let Some(parent) = dest.parent() {
-                fs::create_dir_all(parent).map_err(io_err("create", parent))?;
+                fs::create_dir_all(parent).map_err(Area::Published.err())?;
             }
             let staging = dest.with_extension("publishing");
-            fs::copy(&file, &staging).map_err(io_err("copy", &file))?;
-            fs::rename(&staging, &dest).map_err(io_err("rename", &staging))?;
-            let meta = fs::metadata(&dest).map_err(io_err("stat", &dest))?;
+            fs::copy(&file, &staging).map_err(Area::Published.err())?;
+            fs::rename(&staging, &dest).map_err(Area::Published.err())?;
+            let meta = fs::metadata(&dest).map_err(Area::Published.err())?;
             files.insert(rel, Stamp::of(&meta));
         }
         for rel in recorded.files.keys() {
@@ -149,7 +139,7 @@ impl Store {
             }
         }
         if let Some(dir) = record_path.parent() {
-            fs::create_dir_all(dir).map_err(io_err("create", dir))?;
+            fs::create_dir_all(dir).map_err(Area::Cache.err())?;
         }
         let record = PublishRecord {
             key: key.to_string(),
@@ -158,6 +148,7 @@ impl Store {
         write_atomic(
             &record_path,
             &serde_json::to_vec(&record).expect("a publish record serialises"),
+            Area::Cache,
         )?;
         Ok(true)
     }
@@ -169,12 +160,13 @@ impl Store {
         key: &str,
         to: &Path,
         run: &RunContext,
-    ) -> Result<PathBuf, StoreError> {
+    ) -> Result<PathBuf, FsError> {
         let folder = to.join(&run.id);
         copy_tree(&self.out_dir(key), &folder)?;
         write_atomic(
             &folder.join(RUN_FILE),
             &serde_json::to_vec_pretty(run).expect("a run context serialises"),
+            Area::Published,
         )?;
         Ok(folder)
     }

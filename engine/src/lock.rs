@@ -1,4 +1,5 @@
-//! `pipeline.lock`: a file a person can read (like `dvc.lock`) recording what each stage last ran with.
+//! Owns `pipeline.lock`: a file a person can read (like `dvc.lock`) recording the fingerprint each
+//! stage last ran with and what it produced.
 //!
 //! The lock is a record, not the source of truth: freshness is decided by the cache entry for a
 //! stage's key. The lock is what lets `status` say *why* a stage is dirty (old -> new values).
@@ -8,7 +9,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::store::{StoreError, write_atomic};
+use crate::fingerprint::Fingerprint;
+use crate::fsio::{Area, FsError, fs, write_atomic};
 
 /// The whole lock file.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
@@ -23,44 +25,17 @@ pub struct LockFile {
 /// One stage's last successful run.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct LockedStage {
-    /// Stage kind.
-    pub kind: String,
-    /// Code version of the kind.
-    pub version: u32,
-    /// The cache key.
+    /// The cache key (`fingerprint.key()`, kept for readers and `gc`).
     pub key: String,
-    /// Canonical params.
-    pub params: serde_json::Value,
-    /// Input role -> upstream stage and its output digest.
-    #[serde(default)]
-    pub inputs: BTreeMap<String, LockedInput>,
-    /// File role -> path and content digest.
-    #[serde(default)]
-    pub files: BTreeMap<String, LockedFile>,
+    /// What it ran with.
+    #[serde(flatten)]
+    pub fingerprint: Fingerprint,
     /// What the run produced.
     pub outputs: LockedOutputs,
 }
 
-/// An upstream output as consumed.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct LockedInput {
-    /// Upstream stage name.
-    pub stage: String,
-    /// Its output digest.
-    pub digest: String,
-}
-
-/// A workspace file as consumed.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct LockedFile {
-    /// Path relative to the project root.
-    pub path: String,
-    /// Content digest.
-    pub digest: String,
-}
-
 /// Summary of a run's outputs.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct LockedOutputs {
     /// Digest over all output files.
     pub digest: String,
@@ -75,7 +50,7 @@ const HEADER: &str = "# pipeline.lock: written by `pipeline run` after each stag
 impl LockFile {
     /// Reads the lock, or an empty one when there is none (or it cannot be parsed).
     pub fn load(path: &Path) -> Self {
-        std::fs::read_to_string(path)
+        fs::read_to_string(path)
             .ok()
             .and_then(|text| serde_yaml_ng::from_str(&text).ok())
             .unwrap_or(Self {
@@ -85,8 +60,8 @@ impl LockFile {
     }
 
     /// Writes the lock atomically.
-    pub fn save(&self, path: &Path) -> Result<(), StoreError> {
+    pub fn save(&self, path: &Path) -> Result<(), FsError> {
         let body = serde_yaml_ng::to_string(self).expect("lock serialises");
-        write_atomic(path, format!("{HEADER}{body}").as_bytes())
+        write_atomic(path, format!("{HEADER}{body}").as_bytes(), Area::LockFile)
     }
 }

@@ -1,0 +1,220 @@
+//! Owns assessing: a stage's fingerprint from its inputs, params, files and locked crate
+//! versions, and whether the cache holds its output - fresh, or dirty with the reasons why. Also
+//! `status`, which assesses every stage without running any.
+
+use std::collections::BTreeMap;
+
+use crate::digest::sorted_json;
+use crate::engine::{Engine, EngineError};
+use crate::fingerprint::{FilePrint, Fingerprint, InputPrint, Reason, describe};
+use crate::lock::{LockFile, LockedOutputs, LockedStage};
+use crate::plan::PlannedStage;
+use crate::store::Manifest;
+
+/// Whether a stage's cached output is current (`"fresh"`, `"dirty"` in `status --json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// Its key has a complete entry: it would not run.
+    Fresh,
+    /// It would run.
+    Dirty,
+}
+
+/// How one stage stands.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StageStatus {
+    /// Stage name.
+    pub name: String,
+    /// Kind.
+    pub kind: String,
+    /// Fresh or dirty.
+    pub state: State,
+    /// Why, as one line.
+    pub reason: String,
+    /// Why, as structured reasons (empty when fresh).
+    pub reasons: Vec<Reason>,
+    /// The key, when all inputs are known.
+    pub key: Option<String>,
+}
+
+/// Outcome of assessing one stage without running it.
+pub(crate) enum Assessment {
+    /// The cache holds its output; `locked` is what the lock should say.
+    Fresh {
+        manifest: Manifest,
+        locked: LockedStage,
+    },
+    /// It must run. Key and fingerprint are known unless an input is not known yet.
+    Dirty {
+        reasons: Vec<Reason>,
+        known: Option<(String, Fingerprint)>,
+    },
+}
+
+impl Engine<'_> {
+    /// The state of every stage, without running anything.
+    pub fn status(&self) -> Result<Vec<StageStatus>, EngineError> {
+        let lock = LockFile::load(&self.lock_path);
+        let mut digests: BTreeMap<String, String> = BTreeMap::new();
+        let mut statuses = Vec::new();
+        for stage in &self.plan.stages {
+            let kind = stage.stage.kind().to_string();
+            let status = match self.assess(stage, &digests, &lock, false)? {
+                Assessment::Fresh { manifest, .. } => {
+                    digests.insert(stage.name.clone(), manifest.output_digest);
+                    StageStatus {
+                        name: stage.name.clone(),
+                        kind,
+                        state: State::Fresh,
+                        reason: "fresh".into(),
+                        reasons: vec![],
+                        key: Some(manifest.key),
+                    }
+                }
+                Assessment::Dirty { reasons, known } => StageStatus {
+                    name: stage.name.clone(),
+                    kind,
+                    state: State::Dirty,
+                    reason: describe(&reasons),
+                    reasons,
+                    key: known.map(|(key, _)| key),
+                },
+            };
+            statuses.push(status);
+        }
+        // Like `git status`, refresh the stat cache, but never create a cache that is not there.
+        if self.store.exists() {
+            self.stat.save()?;
+        }
+        Ok(statuses)
+    }
+
+    /// What `stage` would run with now, given the output digests of the stages before it.
+    /// `None` when an input's output is not known yet.
+    pub(crate) fn fingerprint(
+        &self,
+        stage: &PlannedStage,
+        digests: &BTreeMap<String, String>,
+    ) -> Result<Option<Fingerprint>, EngineError> {
+        let mut inputs = BTreeMap::new();
+        for (role, up) in &stage.inputs {
+            let Some(digest) = digests.get(up) else {
+                return Ok(None);
+            };
+            inputs.insert(
+                role.clone(),
+                InputPrint {
+                    stage: up.clone(),
+                    digest: digest.clone(),
+                },
+            );
+        }
+        let mut files = BTreeMap::new();
+        for (role, rel) in &stage.files {
+            let digest = self.stat.path_digest(&self.plan.root.join(rel))?;
+            files.insert(
+                role.clone(),
+                FilePrint {
+                    path: rel.clone(),
+                    digest,
+                },
+            );
+        }
+        Ok(Some(Fingerprint {
+            kind: stage.stage.kind().to_string(),
+            version: stage.stage.version(),
+            params: sorted_json(&keyed_params(&stage.params, stage.stage.knob_params())),
+            dependencies: stage
+                .stage
+                .dependencies()
+                .iter()
+                .map(|(name, version)| (name.to_string(), version.to_string()))
+                .collect(),
+            inputs,
+            files,
+        }))
+    }
+
+    /// Fingerprints the stage (if its inputs are known) and compares with the cache and the lock.
+    pub(crate) fn assess(
+        &self,
+        stage: &PlannedStage,
+        digests: &BTreeMap<String, String>,
+        lock: &LockFile,
+        forced: bool,
+    ) -> Result<Assessment, EngineError> {
+        let Some(fingerprint) = self.fingerprint(stage, digests)? else {
+            let pending: Vec<String> = stage
+                .inputs
+                .values()
+                .filter(|up| !digests.contains_key(*up))
+                .cloned()
+                .collect();
+            let mut reasons = vec![Reason::UpstreamDirty(pending)];
+            if forced {
+                reasons.insert(0, Reason::Forced);
+            }
+            return Ok(Assessment::Dirty {
+                reasons,
+                known: None,
+            });
+        };
+        let key = fingerprint.key();
+        let cached = if forced { None } else { self.store.fresh(&key) };
+        // An output past the expiry its stage set is not fresh, whatever its key.
+        let expired = cached
+            .as_ref()
+            .and_then(|manifest| manifest.expires.as_ref())
+            .filter(|expiry| expiry.at_unix <= pipeline_api::unix_now())
+            .map(|expiry| Reason::Expired(expiry.why.clone()));
+        if let Some(manifest) = cached.filter(|_| expired.is_none()) {
+            let locked = LockedStage {
+                key,
+                fingerprint,
+                outputs: outputs_of(&manifest),
+            };
+            return Ok(Assessment::Fresh { manifest, locked });
+        }
+        let reasons = if forced {
+            vec![Reason::Forced]
+        } else if let Some(expired) = expired {
+            vec![expired]
+        } else {
+            let damage = self.store.damage(&key);
+            match lock.stages.get(&stage.name) {
+                None => vec![damage.map_or(Reason::NeverRun, Reason::OutputMissing)],
+                Some(old) if old.key == key => vec![Reason::OutputMissing(
+                    damage.unwrap_or_else(|| "output missing from cache".into()),
+                )],
+                Some(old) => fingerprint.compare(&stage.name, &old.fingerprint),
+            }
+        };
+        Ok(Assessment::Dirty {
+            reasons,
+            known: Some((key, fingerprint)),
+        })
+    }
+}
+
+/// The lock's summary of a committed entry.
+pub(crate) fn outputs_of(manifest: &Manifest) -> LockedOutputs {
+    LockedOutputs {
+        digest: manifest.output_digest.clone(),
+        files: manifest.files.len(),
+        bytes: manifest.total_bytes(),
+    }
+}
+
+/// `params` without the stage's knobs: what identifies the output (see `Stage::knob_params`).
+fn keyed_params(params: &serde_json::Value, knobs: &[&str]) -> serde_json::Value {
+    match params {
+        serde_json::Value::Object(map) => serde_json::Value::Object(
+            map.iter()
+                .filter(|(name, _)| !knobs.contains(&name.as_str()))
+                .map(|(name, value)| (name.clone(), value.clone()))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}

@@ -1,0 +1,119 @@
+//! Owns the [`Engine`] handle (a plan bound to its cache, lock file and stat cache), what a run
+//! is asked to do ([`RunOptions`]), the engine's errors, and the process lock that lets one
+//! `pipeline run` at a time change the cache. The jobs live beside it: `assess`, `schedule`,
+//! `execute`, `maintain`.
+
+use std::path::PathBuf;
+
+use crate::event::{Event, Reporter};
+use crate::fsio::{Area, FsError};
+use crate::plan::Plan;
+use crate::record::{RunRecord, read_runs};
+use crate::statcache::StatCache;
+use crate::store::Store;
+
+/// Errors of the engine itself (not of a stage).
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// A file of the cache, the workspace, the lock or a published copy could not be read or
+    /// written; the message says which.
+    #[error(transparent)]
+    Fs(#[from] FsError),
+    /// A name on the command line is not a stage.
+    #[error("{0}")]
+    Usage(String),
+    /// A published copy could not be finished.
+    #[error("{0}")]
+    Publish(String),
+    /// `--no-wait` and another run holds the project.
+    #[error("another `pipeline run` holds `{}`; rerun without `--no-wait` to wait for it", .0.display())]
+    Busy(PathBuf),
+}
+
+/// What `pipeline run` was asked to do.
+#[derive(Debug, Default, Clone)]
+pub struct RunOptions {
+    /// Stages to bring up to date (with what they need); all when empty.
+    pub targets: Vec<String>,
+    /// Stages to rerun even if fresh.
+    pub force: Vec<String>,
+    /// Only say what would run.
+    pub dry_run: bool,
+    /// Worker threads for stages (not part of any key).
+    pub threads: usize,
+    /// Stages that may run at the same time (independent branches); 0 counts as 1.
+    pub jobs: usize,
+    /// Also bring every stage downstream of `targets` up to date.
+    pub downstream: bool,
+    /// Rerun the dependents of forced stages too, even if the forced output is unchanged.
+    pub force_downstream: bool,
+    /// After a failure, keep running stages that do not depend on it.
+    pub keep_going: bool,
+    /// Fail instead of waiting when another run holds the project.
+    pub no_wait: bool,
+    /// Rerun stages that remember per-item failures, attempting those items again.
+    pub retry_failed: bool,
+    /// Recompute every item: stages see no per-item results and no earlier outputs.
+    pub no_reuse: bool,
+    /// The `-S` overrides already applied to the plan, kept in the run record.
+    pub overrides: Vec<String>,
+}
+
+/// The engine bound to one plan and its project directory.
+pub struct Engine<'a> {
+    pub(crate) plan: &'a Plan,
+    pub(crate) store: Store,
+    pub(crate) lock_path: PathBuf,
+    pub(crate) stat: StatCache,
+}
+
+impl<'a> Engine<'a> {
+    /// The engine for `plan`, with its cache in `<root>/cache` and lock in `<root>/pipeline.lock`.
+    pub fn new(plan: &'a Plan) -> Self {
+        let store = Store::new(plan.root.join("cache"));
+        Self {
+            stat: StatCache::load(&plan.root, store.stat_cache_path()),
+            store,
+            lock_path: plan.root.join("pipeline.lock"),
+            plan,
+        }
+    }
+
+    /// The recorded runs, oldest first.
+    pub fn runs(&self) -> Vec<RunRecord> {
+        read_runs(&self.store.runs_path())
+    }
+
+    /// Takes the process lock that serialises runs (and maintenance that changes the cache):
+    /// waits for it, saying so, or fails with `no_wait`. Released when the file is dropped.
+    pub(crate) fn acquire_run_lock(
+        &self,
+        reporter: &dyn Reporter,
+        no_wait: bool,
+    ) -> Result<std::fs::File, EngineError> {
+        use std::fs::TryLockError;
+        self.store.init()?;
+        let path = self.store.lock_path();
+        let failed = |action: &'static str| {
+            let path = path.clone();
+            move |source: std::io::Error| FsError {
+                area: Area::Cache,
+                source: std::io::Error::new(
+                    source.kind(),
+                    format!("failed to {action} `{}`: {source}", path.display()),
+                ),
+            }
+        };
+        let file = std::fs::File::create(&path).map_err(failed("create"))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) if no_wait => return Err(EngineError::Busy(path)),
+            Err(TryLockError::WouldBlock) => {
+                reporter.event(&Event::WaitingForLock { lock: &path });
+                file.lock().map_err(failed("lock"))?;
+            }
+            Err(TryLockError::Error(source)) => return Err(failed("lock")(source).into()),
+        }
+        Ok(file)
+    }
+}

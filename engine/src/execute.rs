@@ -1,0 +1,209 @@
+//! Owns executing one dirty stage: check the inputs it will read, run it into a pending entry
+//! with its item cache and earlier outputs, and commit the entry - or discard everything it
+//! wrote when it fails or panics.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use pipeline_api::{ItemCache, StageContext, StageError};
+
+use crate::engine::{Engine, RunOptions};
+use crate::event::{Event, Reporter};
+use crate::fingerprint::Reason;
+use crate::items::ItemStore;
+use crate::plan::PlannedStage;
+use crate::record::{Action, read_runs};
+use crate::store::Manifest;
+
+/// How many earlier outputs of a stage are offered for reuse.
+const EARLIER_OUTPUTS: usize = 4;
+
+impl Engine<'_> {
+    /// Runs one stage into a pending entry and commits it; any failure discards the entry.
+    /// `entry_keys` holds the key of every stage whose output is known.
+    pub(crate) fn execute(
+        &self,
+        stage: &PlannedStage,
+        key: &str,
+        entry_keys: &BTreeMap<String, String>,
+        reasons: &[Reason],
+        options: &RunOptions,
+        reporter: &dyn Reporter,
+    ) -> Result<Manifest, String> {
+        // A corrupted input is never used silently: rehash what this stage is about to read.
+        for up in stage.inputs.values() {
+            let problems = self.store.verify(&entry_keys[up]);
+            if !problems.is_empty() {
+                return Err(format!(
+                    "the cached output of `{up}` is corrupted ({}); run `pipeline verify --repair`, then `pipeline run` again",
+                    problems.join(", ")
+                ));
+            }
+        }
+        reporter.event(&Event::Started {
+            stage: &stage.name,
+            reasons,
+        });
+        let progress = reporter.progress(&stage.name);
+        let started = Instant::now();
+        let pending = self.store.begin(key).map_err(|e| e.to_string())?;
+        let work_dir = self.store.work_dir(key).map_err(|e| e.to_string())?;
+        let out_dir = pending.out_dir();
+        let inputs: BTreeMap<String, PathBuf> = stage
+            .inputs
+            .iter()
+            .map(|(role, up)| (role.clone(), self.store.out_dir(&entry_keys[up])))
+            .collect();
+        let files: BTreeMap<String, PathBuf> = stage
+            .files
+            .iter()
+            .map(|(role, rel)| (role.clone(), self.plan.root.join(rel)))
+            .collect();
+        let items = UsedItems {
+            store: self.store.items(),
+            used: Mutex::new(BTreeSet::new()),
+            blind: options.no_reuse,
+        };
+        let earlier_outputs = if options.no_reuse {
+            Vec::new()
+        } else {
+            self.earlier_outputs(&stage.name)
+        };
+        let ctx = StageContext {
+            name: &stage.name,
+            params: &stage.params,
+            inputs: &inputs,
+            files: &files,
+            out_dir: &out_dir,
+            threads: options.threads.max(1),
+            progress: progress.as_ref(),
+            items: &items,
+            retry_failed: options.retry_failed || options.no_reuse,
+            earlier_outputs: &earlier_outputs,
+            work_dir: &work_dir,
+        };
+        let result = catch_unwind(AssertUnwindSafe(|| stage.stage.run(&ctx)));
+        drop(progress);
+        let summary = match result {
+            Ok(Ok(summary)) => summary,
+            Ok(Err(err)) => {
+                pending.discard();
+                return Err(error_chain(&err));
+            }
+            Err(panic) => {
+                pending.discard();
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                return Err(format!("the stage panicked: {message}"));
+            }
+        };
+        let seconds = started.elapsed().as_secs_f64();
+        let used = items.used.into_inner().expect("not poisoned");
+        if let Err(err) = pending.record_items(&used) {
+            pending.discard();
+            return Err(err.to_string());
+        }
+        let manifest = self
+            .store
+            .commit(pending, &stage.name, stage.stage.kind(), &summary, seconds)
+            .map_err(|e| e.to_string())?;
+        self.store.remove_work_dir(key);
+        Ok(manifest)
+    }
+
+    /// Output directories of the newest committed runs of `stage` (distinct keys, at most
+    /// [`EARLIER_OUTPUTS`]), from the run record. Only the manifest's presence is checked here:
+    /// the stage validates whatever it takes.
+    fn earlier_outputs(&self, stage: &str) -> Vec<PathBuf> {
+        let mut keys: Vec<String> = Vec::new();
+        for run in read_runs(&self.store.runs_path()).iter().rev() {
+            for record in run.stages.iter().rev() {
+                if record.name != stage || record.action != Action::Ran {
+                    continue;
+                }
+                let Some(key) = &record.key else { continue };
+                if !keys.contains(key) && self.store.entry_dir(key).join("manifest.json").is_file()
+                {
+                    keys.push(key.clone());
+                }
+            }
+            if keys.len() >= EARLIER_OUTPUTS {
+                break;
+            }
+        }
+        keys.truncate(EARLIER_OUTPUTS);
+        keys.iter().map(|key| self.store.out_dir(key)).collect()
+    }
+}
+
+/// The item cache as one stage run sees it: every item it reads or writes is noted, so the
+/// entry can list what `gc` must keep.
+struct UsedItems {
+    store: ItemStore,
+    used: Mutex<BTreeSet<String>>,
+    /// `--no-reuse`: nothing is found, everything written replaces what is there.
+    blind: bool,
+}
+
+impl UsedItems {
+    fn note(&self, key: &str) {
+        self.used
+            .lock()
+            .expect("not poisoned")
+            .insert(key.to_string());
+    }
+}
+
+impl ItemCache for UsedItems {
+    fn get(&self, key: &str) -> Option<Vec<u8>> {
+        if self.blind {
+            return None;
+        }
+        let bytes = self.store.get(key)?;
+        self.note(key);
+        Some(bytes)
+    }
+    fn put(&self, key: &str, bytes: &[u8]) -> Result<(), StageError> {
+        if self.blind {
+            // What was recomputed replaces what is there, in case that was the problem.
+            self.store.replace(key, bytes)?;
+        } else {
+            self.store.put(key, bytes)?;
+        }
+        self.note(key);
+        Ok(())
+    }
+    fn replace(&self, key: &str, bytes: &[u8]) -> Result<(), StageError> {
+        self.store.replace(key, bytes)?;
+        self.note(key);
+        Ok(())
+    }
+    fn link(&self, key: &str, dest: &Path) -> Result<bool, StageError> {
+        let found = self.store.link(key, dest)?;
+        if found {
+            self.note(key);
+        }
+        Ok(found)
+    }
+}
+
+/// `error: cause: cause` from a std error and its sources.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}

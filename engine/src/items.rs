@@ -1,0 +1,78 @@
+//! Owns the per-item cache (`cache/v1/items/<aa>/<key>`): results a stage reuses across runs (a
+//! fetched poster, a resized image), one file each, written once and atomically, never changed.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use pipeline_api::{ItemCache, StageError};
+
+use crate::fsio::fs;
+
+/// The engine's [`ItemCache`]: one file per item.
+pub struct ItemStore {
+    dir: PathBuf,
+}
+
+impl ItemStore {
+    /// The item cache in `dir`.
+    pub fn new(dir: PathBuf) -> Self {
+        Self { dir }
+    }
+
+    fn path(&self, key: &str) -> Result<PathBuf, StageError> {
+        if key.len() < 3 || !key.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(StageError::invalid(format!("item key `{key}` is not hex")));
+        }
+        Ok(self.dir.join(&key[..2]).join(key))
+    }
+}
+
+impl ItemCache for ItemStore {
+    fn get(&self, key: &str) -> Option<Vec<u8>> {
+        fs::read(self.path(key).ok()?).ok()
+    }
+
+    fn put(&self, key: &str, bytes: &[u8]) -> Result<(), StageError> {
+        // Write-once: an item already there is by construction the same bytes.
+        if self.path(key)?.exists() {
+            return Ok(());
+        }
+        self.replace(key, bytes)
+    }
+
+    fn replace(&self, key: &str, bytes: &[u8]) -> Result<(), StageError> {
+        let path = self.path(key)?;
+        let parent = path.parent().expect("items have a parent");
+        let write_err = |source| StageError::Write {
+            path: path.clone(),
+            source,
+        };
+        std::fs::create_dir_all(parent).map_err(write_err)?;
+        // A temporary sibling renamed into place: a reader never sees half an item. (A run that
+        // dies leaves `.tmp*` files, which `gc` removes as unused.)
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".tmp")
+            .tempfile_in(parent)
+            .map_err(write_err)?;
+        tmp.write_all(bytes).map_err(write_err)?;
+        tmp.persist(&path).map_err(|e| write_err(e.error))?;
+        Ok(())
+    }
+
+    fn link(&self, key: &str, dest: &Path) -> Result<bool, StageError> {
+        let path = self.path(key)?;
+        if !path.exists() {
+            return Ok(false);
+        }
+        if dest.exists() {
+            return Ok(true);
+        }
+        std::fs::hard_link(&path, dest)
+            .or_else(|_| std::fs::copy(&path, dest).map(|_| ()))
+            .map_err(|source| StageError::Write {
+                path: dest.to_path_buf(),
+                source,
+            })?;
+        Ok(true)
+    }
+}

@@ -1,0 +1,43 @@
+//! The pipeline engine: spec, plan, fingerprints, the content-addressed store, the lock file and
+//! the run loop. It knows nothing about posters; stage kinds come in through [`plan::Registry`]
+//! as [`pipeline_api::Stage`]s.
+//!
+//! Modules, leaves first (each imports only those above it):
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`fsio`] | I/O errors with their area, atomic and durable writes, tree listing |
+//! | [`digest`] | blake3 of files and trees, canonical JSON, file stamps |
+//! | [`spec`], [`plan`] | `pipeline.yaml` and the validated, ordered plan |
+//! | [`fingerprint`] | what a stage run depends on: the key, the lock record, the reasons |
+//! | [`lock`] | `pipeline.lock` |
+//! | [`record`] | `cache/v1/runs.jsonl` |
+//! | [`statcache`] | digests of workspace files, reused while their stamp holds |
+//! | [`items`], [`store`] | per-item results; entries, pending runs and commits |
+//! | [`publish`] | copies of outputs in the workspace |
+//! | [`event`] | what a run tells its reporter, its record and its outcome |
+//! | [`engine`] | the handle, run options, errors, the process lock |
+//! | [`assess`], [`execute`], [`schedule`], [`maintain`] | the jobs: fresh or dirty; run one stage; run the plan; verify and gc |
+
+pub mod assess;
+pub mod digest;
+pub mod engine;
+pub mod event;
+pub mod execute;
+pub mod fingerprint;
+pub mod fsio;
+pub mod items;
+pub mod lock;
+pub mod maintain;
+pub mod plan;
+pub mod publish;
+pub mod record;
+pub mod schedule;
+pub mod spec;
+pub mod statcache;
+pub mod store;
+
+pub use assess::{StageStatus, State};
+pub use engine::{Engine, EngineError, RunOptions};
+pub use event::{Event, Reporter, RunOutcome, Span};
+pub use fingerprint::{Reason, describe};
