@@ -1,0 +1,9 @@
+//! Integration tests: drive the real `pipeline` binary in temporary project directories. Each
+//! test mirrors a promise of README; `support` is the kit they share.
+
+mod support;
+
+mod cache;
+mod commands;
+mod data;
+mod model;

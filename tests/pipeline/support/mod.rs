@@ -1,0 +1,239 @@
+//! The test kit: a project builder around the real binary, one HTTP server, Python readers, and
+//! synthetic posters.
+
+#![allow(dead_code)]
+
+mod http;
+mod posters;
+mod python;
+
+pub use http::*;
+pub use posters::*;
+pub use python::*;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_pipeline");
+
+pub const REPO: &str = env!("CARGO_MANIFEST_DIR");
+
+/// A pipeline file for a small, fast project: tiny images, two epochs.
+pub const SMALL_PIPELINE: &str = "\
+stages:
+  ingest:
+    kind: ingest
+    files: {csv: data/movies.csv}
+  download:
+    kind: download
+    inputs: {movies: ingest}
+    files: {root: data}
+  filter:
+    kind: filter
+    inputs: {movies: ingest, posters: download}
+    params: {min_year: 2000, min_genre_count: 5}
+  resize:
+    kind: resize
+    inputs: {movies: filter, posters: download}
+    params:
+      width: 24
+      height: 24
+      shard_rows: 64
+  split:
+    kind: split
+    inputs: {shards: resize}
+  train:
+    kind: train
+    inputs: {data: split}
+    params: {epochs: 2, batch_size: 16}
+  evaluate:
+    kind: evaluate
+    inputs: {model: train, data: split, ingest: ingest, download: download, filter: filter}
+    publish: reports
+";
+
+pub struct Project {
+    pub _dir: tempfile::TempDir,
+    pub root: PathBuf,
+}
+
+impl Project {
+    /// A project with the first `movies` sample movies, the sample's bad rows, and `pipeline`.
+    pub fn small(movies: usize, pipeline: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("project");
+        let sample = Path::new(REPO).join("data/sample");
+        std::fs::create_dir_all(root.join("data/posters")).unwrap();
+        let csv = std::fs::read(sample.join("movies.csv")).unwrap();
+        let lines: Vec<&[u8]> = csv
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .collect();
+        let bad_start = lines
+            .iter()
+            .position(|l| l.starts_with(b"9000000,"))
+            .expect("the sample has bad rows");
+        let mut out = Vec::new();
+        for line in lines[..=movies].iter().chain(&lines[bad_start..]) {
+            out.extend_from_slice(line);
+            out.push(b'\n');
+        }
+        std::fs::write(root.join("data/movies.csv"), out).unwrap();
+        for entry in std::fs::read_dir(sample.join("posters")).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(
+                entry.path(),
+                root.join("data/posters").join(entry.file_name()),
+            )
+            .unwrap();
+        }
+        std::fs::write(root.join("pipeline.yaml"), pipeline).unwrap();
+        Self { _dir: dir, root }
+    }
+
+    pub fn pipeline(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .current_dir(&self.root)
+            .env_remove("PIPELINE_THREADS")
+            .output()
+            .unwrap()
+    }
+
+    /// Runs and asserts success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.pipeline(args);
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "pipeline {args:?} failed\nstdout:\n{stdout}\nstderr:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    }
+
+    /// The names of the stages the last recorded run (`pipeline log --json -n 1`) handled with
+    /// `action` (`ran`, `fresh`, `failed`, `skipped`): the run record, not the console's prose.
+    pub fn last_run(&self, action: &str) -> BTreeSet<String> {
+        let log = self.ok(&["log", "--json", "-n", "1"]);
+        let run: serde_json::Value = serde_json::from_str(log.trim()).unwrap();
+        run["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["action"] == action)
+            .map(|s| s["name"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    pub fn edit(&self, from: &str, to: &str) {
+        let path = self.root.join("pipeline.yaml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains(from), "pipeline.yaml has no `{from}`");
+        std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
+    }
+
+    pub fn status(&self) -> Vec<serde_json::Value> {
+        serde_json::from_str(&self.ok(&["status", "--json"])).unwrap()
+    }
+
+    /// The cache output directory of `stage`, from the lock file.
+    pub fn output_of(&self, stage: &str) -> PathBuf {
+        let lock: serde_yaml_ng::Value = serde_yaml_ng::from_str(
+            &std::fs::read_to_string(self.root.join("pipeline.lock")).unwrap(),
+        )
+        .unwrap();
+        let key = lock["stages"][stage]["key"].as_str().unwrap().to_string();
+        self.root.join("cache/v1/entries").join(key).join("out")
+    }
+}
+
+/// Stage names on lines starting with `prefix` (e.g. `Running`).
+pub fn stages_with(stdout: &str, prefix: &str) -> BTreeSet<String> {
+    stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix(prefix))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
+}
+
+pub fn set(names: &[&str]) -> BTreeSet<String> {
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+pub const ALL: [&str; 7] = [
+    "ingest", "download", "filter", "resize", "split", "train", "evaluate",
+];
+
+pub const INCREMENTAL: &str = "\
+stages:
+  ingest:
+    kind: ingest
+    files: {csv: data/movies.csv}
+  download:
+    kind: download
+    inputs: {movies: ingest}
+    files: {root: data}
+  filter:
+    kind: filter
+    inputs: {movies: ingest, posters: download}
+    params: {min_year: null, min_genre_count: 1}
+  resize:
+    kind: resize
+    inputs: {movies: filter, posters: download}
+    params: {width: 24, height: 24}
+";
+
+/// Sets the mtime of every file below `dir` to an hour ago, so the stat cache trusts them
+/// (files modified in the last two seconds are always rehashed).
+pub fn age_files(dir: &Path) {
+    let past = std::time::SystemTime::now() - Duration::from_secs(3600);
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            age_files(&path);
+        } else {
+            set_mtime(&path, past);
+        }
+    }
+}
+
+pub fn set_mtime(path: &Path, mtime: std::time::SystemTime) {
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+}
+
+/// Output digest of each stage, from the lock file.
+pub fn locked_outputs(p: &Project) -> std::collections::BTreeMap<String, String> {
+    let lock: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(p.root.join("pipeline.lock")).unwrap())
+            .unwrap();
+    lock["stages"]
+        .as_mapping()
+        .unwrap()
+        .iter()
+        .map(|(name, stage)| {
+            (
+                name.as_str().unwrap().to_string(),
+                stage["outputs"]["digest"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The second summary line of a stage (`Finished X` then two indented lines).
+pub fn decoded_line<'a>(stdout: &'a str, stage: &str) -> &'a str {
+    let mut lines = stdout
+        .lines()
+        .skip_while(|l| !l.starts_with(&format!("Finished {stage}")));
+    lines
+        .find(|l| l.contains("decoded"))
+        .unwrap_or_else(|| panic!("no decode line for {stage}: {stdout}"))
+}
