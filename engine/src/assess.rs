@@ -9,7 +9,7 @@ use crate::engine::{Engine, EngineError};
 use crate::fingerprint::{FilePrint, Fingerprint, InputPrint, Reason, describe};
 use crate::lock::{LockFile, LockedOutputs, LockedStage};
 use crate::plan::PlannedStage;
-use crate::store::Manifest;
+use crate::store::Committed;
 
 /// Whether a stage's cached output is current (`"fresh"`, `"dirty"` in `status --json`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -42,7 +42,7 @@ pub struct StageStatus {
 pub(crate) enum Assessment {
     /// The cache holds its output; `locked` is what the lock should say.
     Fresh {
-        manifest: Manifest,
+        entry: Committed,
         locked: LockedStage,
     },
     /// It must run. Key and fingerprint are known unless an input is not known yet.
@@ -61,15 +61,15 @@ impl Engine<'_> {
         for stage in &self.plan.stages {
             let kind = stage.stage.kind().to_string();
             let status = match self.assess(stage, &digests, &lock, false)? {
-                Assessment::Fresh { manifest, .. } => {
-                    digests.insert(stage.name.clone(), manifest.output_digest);
+                Assessment::Fresh { entry, .. } => {
+                    digests.insert(stage.name.clone(), entry.output_digest);
                     StageStatus {
                         name: stage.name.clone(),
                         kind,
                         state: State::Fresh,
                         reason: "fresh".into(),
                         reasons: vec![],
-                        key: Some(manifest.key),
+                        key: Some(entry.key),
                     }
                 }
                 Assessment::Dirty { reasons, known } => StageStatus {
@@ -165,16 +165,16 @@ impl Engine<'_> {
         // An output past the expiry its stage set is not fresh, whatever its key.
         let expired = cached
             .as_ref()
-            .and_then(|manifest| manifest.expires.as_ref())
+            .and_then(|entry| entry.expires.as_ref())
             .filter(|expiry| expiry.at_unix <= pipeline_api::unix_now())
             .map(|expiry| Reason::Expired(expiry.why.clone()));
-        if let Some(manifest) = cached.filter(|_| expired.is_none()) {
+        if let Some(entry) = cached.filter(|_| expired.is_none()) {
             let locked = LockedStage {
                 key,
                 fingerprint,
-                outputs: outputs_of(&manifest),
+                outputs: outputs_of(&entry),
             };
-            return Ok(Assessment::Fresh { manifest, locked });
+            return Ok(Assessment::Fresh { entry, locked });
         }
         let reasons = if forced {
             vec![Reason::Forced]
@@ -198,11 +198,11 @@ impl Engine<'_> {
 }
 
 /// The lock's summary of a committed entry.
-pub(crate) fn outputs_of(manifest: &Manifest) -> LockedOutputs {
+pub(crate) fn outputs_of(entry: &Committed) -> LockedOutputs {
     LockedOutputs {
-        digest: manifest.output_digest.clone(),
-        files: manifest.files.len(),
-        bytes: manifest.total_bytes(),
+        digest: entry.output_digest.clone(),
+        files: entry.files,
+        bytes: entry.bytes,
     }
 }
 

@@ -18,7 +18,7 @@ use crate::lock::{LockFile, LockedStage};
 use crate::plan::PlannedStage;
 use crate::publish::run_folders;
 use crate::record::{RunOutcomeKind, RunRecord, append_run, last_run_id, run_id};
-use crate::store::Manifest;
+use crate::store::{Committed, Manifest};
 
 /// Where a selected stage stands during a run.
 enum Slot {
@@ -373,8 +373,8 @@ impl<'e, 'p> Scheduler<'e, 'p> {
             .engine
             .assess(stage, &self.digests, &self.lock, forced)?
         {
-            Assessment::Fresh { manifest, locked } => {
-                self.fresh(stage, manifest, locked, began)?;
+            Assessment::Fresh { entry, locked } => {
+                self.fresh(stage, entry, locked, began)?;
                 Ok(Settled::Done)
             }
             Assessment::Dirty { reasons, .. } if self.options.dry_run => {
@@ -408,7 +408,7 @@ impl<'e, 'p> Scheduler<'e, 'p> {
     fn fresh(
         &mut self,
         stage: &'p PlannedStage,
-        manifest: Manifest,
+        entry: Committed,
         locked: LockedStage,
         began: Instant,
     ) -> Result<(), EngineError> {
@@ -417,21 +417,21 @@ impl<'e, 'p> Scheduler<'e, 'p> {
             .then(|| format!("upstream {} reran with identical output", reran.join(", ")));
         self.emit(Event::Fresh {
             stage: &stage.name,
-            key: &manifest.key,
+            key: &entry.key,
             note: note.as_deref(),
             span: self.span(began, Instant::now()),
         });
         self.digests
-            .insert(stage.name.clone(), manifest.output_digest.clone());
+            .insert(stage.name.clone(), entry.output_digest.clone());
         self.entry_keys
-            .insert(stage.name.clone(), manifest.key.clone());
+            .insert(stage.name.clone(), entry.key.clone());
         self.slots.insert(&stage.name, Slot::Fresh);
         if !self.options.dry_run {
             if self.lock.stages.get(&stage.name) != Some(&locked) {
                 self.lock.stages.insert(stage.name.clone(), locked);
                 self.lock.save(&self.engine.lock_path)?;
             }
-            self.publish(stage, &manifest.key, false)?;
+            self.publish(stage, &entry.key, false)?;
         }
         Ok(())
     }
@@ -445,7 +445,7 @@ impl<'e, 'p> Scheduler<'e, 'p> {
         match result {
             Ok(manifest) => {
                 let mut locked = job.locked;
-                locked.outputs = outputs_of(&manifest);
+                locked.outputs = outputs_of(&manifest.committed());
                 self.lock.stages.insert(stage.name.clone(), locked);
                 self.lock.save(&self.engine.lock_path)?;
                 self.digests

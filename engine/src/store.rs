@@ -6,6 +6,8 @@
 //!   v1/entries/<key>/            one finished stage run, addressed by its key
 //!     out/...                    what the stage wrote
 //!     manifest.json              written last: every output file with size and blake3
+//!     seal.json                  the stamp of every directory below out/, recorded once the
+//!                                entry was found complete and its directories had settled
 //!   v1/tmp/<key>.<pid>.<n>/      a run in progress; renamed into entries/ only after success
 //!   v1/work/<key>/               resumable state of a stage run (training checkpoints): kept when
 //!                                a run dies, so the next run with the same key resumes; removed
@@ -19,6 +21,16 @@
 //! An entry is fresh only if its manifest exists and every file it lists exists with the listed
 //! size. Because the manifest is written last and the directory is renamed into place after it,
 //! a crash at any point leaves either no entry or a complete one.
+//!
+//! Checking that costs one `stat` per output file (22,883 for a download of that many posters),
+//! so, as git's index does for the work tree, the first check that finds an entry complete seals
+//! it: it records the stamp (mtime, inode, size) of every directory below `out/`. Adding,
+//! removing or renaming a file changes its directory's stamp, so while every directory still has
+//! its recorded stamp, no file was added or deleted, and the check is one small read and one
+//! `stat` per directory. A directory modified within [`crate::digest::RACY_WINDOW`] of sealing is not sealed
+//! (a second change in the same timestamp tick would go unseen). What a seal cannot see is a
+//! file rewritten in place, which keeps its directory's stamp: `pipeline verify` rehashes every
+//! file, and a stage rehashes its inputs before it reads them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -28,9 +40,9 @@ use pipeline_api::{Expiry, RunSummary};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::digest::{FileEntry, hash_file, hash_tree, tree_digest};
+use crate::digest::{FileEntry, Stamp, hash_file, hash_tree, tree_digest};
 use crate::fingerprint::CACHE_FORMAT;
-use crate::fsio::{Area, FsError, fs, list_files, sync_tree, write_synced};
+use crate::fsio::{Area, FsError, fs, list_files, relative, sync_tree, write_atomic, write_synced};
 use crate::items::ItemStore;
 
 /// What a finished stage run produced; written last into its entry.
@@ -64,7 +76,48 @@ impl Manifest {
     pub fn total_bytes(&self) -> u64 {
         self.files.values().map(|f| f.size).sum()
     }
+
+    /// What the engine needs of a committed entry.
+    pub fn committed(&self) -> Committed {
+        Committed {
+            key: self.key.clone(),
+            output_digest: self.output_digest.clone(),
+            files: self.files.len(),
+            bytes: self.total_bytes(),
+            expires: self.expires.clone(),
+        }
+    }
 }
+
+/// A complete entry as the engine uses it: what its dependents key on and the lock records,
+/// without the list of files.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Committed {
+    /// Its key.
+    pub key: String,
+    /// Digest over all output paths and contents.
+    pub output_digest: String,
+    /// Number of output files.
+    pub files: usize,
+    /// Their total size.
+    pub bytes: u64,
+    /// When the stage said it stops being current.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<Expiry>,
+}
+
+/// `seal.json`: the entry's [`Committed`] summary and the stamp of every directory below `out/`
+/// (see the module docs).
+#[derive(Debug, Serialize, Deserialize)]
+struct Seal {
+    format: u32,
+    entry: Committed,
+    /// `/`-separated path below `out/` (`""` for `out/` itself) -> stamp.
+    dirs: BTreeMap<String, Stamp>,
+}
+
+/// In an entry directory: the seal.
+const SEAL: &str = "seal.json";
 
 /// The cache of one project.
 #[derive(Debug, Clone)]
@@ -321,15 +374,75 @@ impl Store {
         Ok(removed)
     }
 
-    /// The manifest of a complete entry, or `None` if the entry is missing or incomplete.
-    pub fn fresh(&self, key: &str) -> Option<Manifest> {
+    /// The committed entry for `key`, or `None` if it is missing or incomplete. A sealed entry
+    /// whose directories all keep their stamps is answered from its seal; otherwise every output
+    /// is checked, and a complete entry is sealed for next time.
+    pub fn fresh(&self, key: &str) -> Option<Committed> {
+        if let Some(entry) = self.sealed(key) {
+            return Some(entry);
+        }
         let manifest = self.manifest(key)?;
         if manifest.key != key || manifest.format != CACHE_FORMAT {
             return None;
         }
-        self.incomplete_output(key, &manifest)
-            .is_none()
-            .then_some(manifest)
+        if self.incomplete_output(key, &manifest).is_some() {
+            return None;
+        }
+        let entry = manifest.committed();
+        // Best effort: an unsealed entry is only slower to check.
+        let _ = self.seal(key, &entry);
+        Some(entry)
+    }
+
+    /// The entry from its seal, when every directory below `out/` keeps its recorded stamp.
+    fn sealed(&self, key: &str) -> Option<Committed> {
+        let bytes = fs::read(self.entry_dir(key).join(SEAL)).ok()?;
+        let seal: Seal = serde_json::from_slice(&bytes).ok()?;
+        if seal.format != CACHE_FORMAT || seal.entry.key != key || seal.dirs.is_empty() {
+            return None;
+        }
+        let out = self.out_dir(key);
+        let intact = seal.dirs.iter().all(|(rel, stamp)| {
+            let dir = if rel.is_empty() {
+                out.clone()
+            } else {
+                out.join(rel)
+            };
+            std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir() && Stamp::of(&m) == *stamp)
+        });
+        intact.then_some(seal.entry)
+    }
+
+    /// Records the stamps of the directories below the entry's `out/`, unless one changed too
+    /// recently to be trusted.
+    fn seal(&self, key: &str, entry: &Committed) -> Result<(), FsError> {
+        let out = self.out_dir(key);
+        let mut dirs = BTreeMap::new();
+        let mut todo = vec![out.clone()];
+        while let Some(dir) = todo.pop() {
+            let meta = fs::symlink_metadata(&dir).map_err(Area::Cache.err())?;
+            let stamp = Stamp::of(&meta);
+            if stamp.is_racy() {
+                return Ok(());
+            }
+            for child in fs::read_dir(&dir).map_err(Area::Cache.err())? {
+                let child = child.map_err(Area::Cache.err())?;
+                if child.file_type().map_err(Area::Cache.err())?.is_dir() {
+                    todo.push(child.path());
+                }
+            }
+            dirs.insert(relative(&dir, &out), stamp);
+        }
+        let seal = Seal {
+            format: CACHE_FORMAT,
+            entry: entry.clone(),
+            dirs,
+        };
+        write_atomic(
+            &self.entry_dir(key).join(SEAL),
+            &serde_json::to_vec(&seal).expect("a seal serialises"),
+            Area::Cache,
+        )
     }
 
     /// Why the entry for `key` is not fresh, when something of it exists.
@@ -445,6 +558,55 @@ mod tests {
         assert!(store.fresh("k1").is_some());
         fs::remove_file(store.out_dir("k1").join("sub/a.txt")).unwrap();
         assert!(store.fresh("k1").is_none());
+        assert_eq!(store.damage("k1").unwrap(), "output missing: `sub/a.txt`");
+    }
+
+    /// Sets a directory's mtime an hour back, as if it had settled long ago.
+    fn settle(dir: &std::path::Path) {
+        std::fs::File::open(dir)
+            .unwrap()
+            .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(3600))
+            .unwrap();
+    }
+
+    #[test]
+    fn a_settled_entry_is_sealed_and_a_deleted_file_breaks_the_seal() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path().join("cache"));
+        store.init().unwrap();
+        let pending = store.begin("k1").unwrap();
+        fs::create_dir_all(pending.out_dir().join("sub")).unwrap();
+        fs::write(pending.out_dir().join("sub/a.txt"), b"hello").unwrap();
+        fs::write(pending.out_dir().join("b.txt"), b"world").unwrap();
+        store
+            .commit(pending, "s", "kind", &RunSummary::default(), 0.0)
+            .unwrap();
+        let seal = store.entry_dir("k1").join(SEAL);
+        let entry = store.fresh("k1").unwrap();
+        assert_eq!((entry.files, entry.bytes), (2, 10));
+        assert!(
+            !seal.exists(),
+            "directories written just now are not sealed"
+        );
+
+        let out = store.out_dir("k1");
+        settle(&out.join("sub"));
+        settle(&out);
+        assert_eq!(store.fresh("k1"), Some(entry.clone()));
+        assert!(seal.exists(), "a complete, settled entry is sealed");
+        assert_eq!(store.sealed("k1"), Some(entry.clone()));
+
+        // Rewritten in place, a file keeps its directory's stamp: the seal cannot see it, verify
+        // does.
+        fs::write(out.join("b.txt"), b"w").unwrap();
+        assert_eq!(store.fresh("k1"), Some(entry));
+        assert_eq!(store.verify("k1"), ["`b.txt` does not match its hash"]);
+
+        // A deleted file changes its directory: the seal no longer holds, the full check runs.
+        fs::write(out.join("b.txt"), b"world").unwrap();
+        fs::remove_file(out.join("sub/a.txt")).unwrap();
+        assert_eq!(store.sealed("k1"), None);
+        assert_eq!(store.fresh("k1"), None);
         assert_eq!(store.damage("k1").unwrap(), "output missing: `sub/a.txt`");
     }
 }
