@@ -59,7 +59,7 @@ enum Settled<'p> {
     /// Fresh, skipped or (dry run) would run: done without a worker.
     Done,
     /// Dirty: needs a worker.
-    Run(Job<'p>),
+    Run(Box<Job<'p>>),
     /// Dirty, but every worker is busy: try again after one finishes.
     Wait,
 }
@@ -286,7 +286,7 @@ impl<'e, 'p> Scheduler<'e, 'p> {
                                     });
                                     // The receiver only goes away when the run is already failing.
                                     let _ = finished_tx.send(Finished {
-                                        job,
+                                        job: *job,
                                         result,
                                         ended: Instant::now(),
                                     });
@@ -389,7 +389,7 @@ impl<'e, 'p> Scheduler<'e, 'p> {
             Assessment::Dirty { .. } if !can_start => Ok(Settled::Wait),
             Assessment::Dirty { reasons, known } => {
                 let (key, fingerprint) = known.expect("inputs are known when not a dry run");
-                Ok(Settled::Run(Job {
+                Ok(Settled::Run(Box::new(Job {
                     stage,
                     locked: LockedStage {
                         key: key.clone(),
@@ -399,7 +399,7 @@ impl<'e, 'p> Scheduler<'e, 'p> {
                     key,
                     reasons,
                     began,
-                }))
+                })))
             }
         }
     }

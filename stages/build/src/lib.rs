@@ -6,14 +6,11 @@
 //! shared stage library), that crate's `[dependencies]` in turn: the crates whose functions the
 //! kind calls. Crates below those are left out on purpose: Cargo.lock lists every platform's
 //! crates, and a bump of a Windows-only crate three levels below polars would otherwise rerun a
-//! training on Linux. Dev- and build-dependencies never reach a stage's output and are left out.
+//! training on Linux. Dev- and build-dependencies never reach a stage's output and are left out,
+//! and so are optional ones: the only one is libtorch's `tch`, a build option like the device,
+//! which must not split the cache between the CPU and the libtorch builds of one project.
 //!
-//! ```no_run
-//! // build.rs of a stage crate
-//! fn main() {
-//!     pipeline_build::emit_locked_dependencies();
-//! }
-//! ```
+//! A stage crate's `build.rs` is `fn main() { pipeline_build::emit_locked_dependencies(); }`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -78,6 +75,7 @@ fn dependencies(
     manifest
         .dependencies
         .iter()
+        .filter(|(_, spec)| spec.get("optional").and_then(toml::Value::as_bool) != Some(true))
         .map(|(name, spec)| {
             let inherited = spec.get("workspace").and_then(toml::Value::as_bool) == Some(true);
             let (spec, base) = if inherited {
@@ -174,6 +172,8 @@ fn package_name(dir: &Path) -> String {
 
 /// For a build script: writes `$OUT_DIR/locked_dependencies.rs` for the crate being built and
 /// asks Cargo to rerun when Cargo.lock or a manifest changes.
+// Talking to Cargo on stdout is what a build script is for.
+#[allow(clippy::print_stdout)]
 pub fn emit_locked_dependencies() {
     let dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("run from a build script"));
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("run from a build script"));
