@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::noise::SplitMix;
+use crate::noise::Draws;
 
 /// `augment:` of `train` (images only). Every part is off by default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -76,7 +76,7 @@ pub fn pack_augmented(
     pixels: &[u8],
     [height, width]: [usize; 2],
     augment: &Augment,
-    rng: &mut SplitMix,
+    rng: &mut Draws,
     norm: Normalize,
     out: &mut [f32],
 ) {
@@ -96,7 +96,7 @@ pub fn pack_augmented(
         y0 += rng.uniform(-augment.translate, augment.translate) * h;
     }
     let flip = augment.hflip && rng.next_u64() & 1 == 1;
-    let jitter = |rng: &mut SplitMix| {
+    let jitter = |rng: &mut Draws| {
         if augment.jitter > 0.0 {
             rng.uniform(1.0 - augment.jitter, 1.0 + augment.jitter) as f32
         } else {
@@ -186,20 +186,29 @@ mod tests {
         let (mut plain, mut same) = (vec![0f32; 24], vec![0f32; 24]);
         pack(&ramp(), IDENTITY, &mut plain);
         let off = Augment::default();
-        pack_augmented(&ramp(), [2, 4], &off, &mut SplitMix(1), IDENTITY, &mut same);
+        pack_augmented(
+            &ramp(),
+            [2, 4],
+            &off,
+            &mut Draws::seeded(1),
+            IDENTITY,
+            &mut same,
+        );
         assert_eq!(plain, same);
         let flip = Augment {
             hflip: true,
             ..Augment::default()
         };
         // Find a seed whose coin says flip, then check the mirror exactly.
-        let seed = (0..64).find(|&s| SplitMix(s).next_u64() & 1 == 1).unwrap();
+        let seed = (0..64)
+            .find(|&s| Draws::seeded(s).next_u64() & 1 == 1)
+            .unwrap();
         let mut flipped = vec![0f32; 24];
         pack_augmented(
             &ramp(),
             [2, 4],
             &flip,
-            &mut SplitMix(seed),
+            &mut Draws::seeded(seed),
             IDENTITY,
             &mut flipped,
         );
@@ -220,7 +229,7 @@ mod tests {
         };
         let mut plain = vec![0f32; 16 * 16 * 3];
         pack(&image, IDENTITY, &mut plain);
-        let mut rng = SplitMix(3);
+        let mut rng = Draws::seeded(3);
         for _ in 0..20 {
             let mut out = vec![0f32; 16 * 16 * 3];
             pack_augmented(&image, [16, 16], &all, &mut rng, IDENTITY, &mut out);

@@ -16,7 +16,7 @@ use pipeline_api::StageError;
 use stage_shards::{Shard, ShardMeta, read_shard};
 
 use crate::augment::{Augment, Normalize, pack, pack_augmented};
-use crate::noise::{SplitMix, Stream};
+use crate::noise::{Draws, Stream};
 
 /// Packed batches waiting for the trainer.
 pub const PREFETCH: usize = 3;
@@ -132,10 +132,10 @@ fn produce(split: &ImageSplit, pass: &Pass, send: &SyncSender<Result<Batch, Stag
     let mut order: Vec<usize> = (0..meta.shards.len()).collect();
     let (mut shuffle, mut augment) = match pass.shuffle {
         Some((seed, epoch)) => (
-            Some(SplitMix::for_epoch(seed, Stream::Shuffle, epoch)),
+            Some(Draws::for_epoch(seed, Stream::Shuffle, epoch)),
             pass.augment
                 .is_active()
-                .then(|| SplitMix::for_epoch(seed, Stream::Augment, epoch)),
+                .then(|| Draws::for_epoch(seed, Stream::Augment, epoch)),
         ),
         None => (None, None),
     };
@@ -204,7 +204,7 @@ fn pack_batch(
     rows: &[usize],
     meta: &ShardMeta,
     pass: &Pass,
-    mut augment: Option<&mut SplitMix>,
+    mut augment: Option<&mut Draws>,
 ) -> Batch {
     let (pixels, genres) = (meta.pixels(), meta.genres.len());
     let size = [meta.height, meta.width];

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use stage_metrics::{Decision, DecisionRule};
 
 use crate::checkpoint::{self, BestEpoch, LoopState};
-use crate::noise::{SplitMix, Stream};
+use crate::noise::{Draws, Stream};
 use crate::{Monitor, Optimizer, TrainParams};
 
 /// One epoch of `history.json`.
@@ -91,7 +91,7 @@ pub trait Task {
         &self,
         net: &Self::Net,
         batch: Self::Batch,
-        dropout: &mut SplitMix,
+        dropout: &mut Draws,
     ) -> (Tensor<2>, Tensor<2, Int>);
     /// Logits `[val rows, genres]` of the validation split through `net` (a validation copy).
     fn val_logits(&self, net: &Self::Net) -> Result<Vec<f32>, StageError>;
@@ -262,7 +262,7 @@ pub fn fit<T: Task>(
     let finished = state.history.stopped_early || state.epochs_done >= params.epochs;
     for epoch in (state.epochs_done + 1..=params.epochs).filter(|_| !finished) {
         let started = Instant::now();
-        let mut dropout = SplitMix::for_epoch(params.seed, Stream::Dropout, epoch);
+        let mut dropout = Draws::for_epoch(params.seed, Stream::Dropout, epoch);
         let mut total = 0.0;
         let mut seen = 0;
         let mut learning_rate = params.learning_rate;

@@ -2,13 +2,13 @@
 //!
 //! Dropout masks are drawn here from the training seed rather than by Burn's `Dropout`: on the flex
 //! backend its Bernoulli sampler (ChaCha, one value at a time) took ~45 % of a linear head's
-//! training time, against well under 1 % for SplitMix on the host.
+//! training time, against well under 1 % for Draws on the host.
 
 use burn::nn::{Linear, LinearConfig, Relu};
 use burn::prelude::*;
 
 use crate::model::{Architecture, ModelSpec};
-use crate::noise::{SplitMix, dropout};
+use crate::noise::{Draws, dropout};
 
 /// A linear layer on the embedding.
 #[derive(Module, Debug)]
@@ -58,7 +58,7 @@ impl HeadNet {
     }
 
     /// [`Self::forward`] for a training step: dropout `prob` before the output layer.
-    pub fn forward_train(&self, x: Tensor<2>, prob: f64, rng: &mut SplitMix) -> Tensor<2> {
+    pub fn forward_train(&self, x: Tensor<2>, prob: f64, rng: &mut Draws) -> Tensor<2> {
         match self {
             Self::Linear(head) => head.out.forward(dropout(x, prob, Some(rng))),
             Self::Mlp(head) => {

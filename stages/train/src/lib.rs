@@ -178,7 +178,8 @@ impl Stage for Train {
         pipeline_api::locked_dependencies!()
     }
     fn version(&self) -> u32 {
-        4
+        // 5: shuffling, dropout and augmentation draw from ChaCha8 (rand_chacha), not splitmix64.
+        5
     }
     fn describe(&self) -> &'static str {
         "train a multi-label genre classifier with Burn: a head on embeddings or a CNN on images"
@@ -420,7 +421,7 @@ impl Task for HeadTask<'_> {
         epoch: usize,
     ) -> Box<dyn Iterator<Item = Result<Vec<usize>, StageError>> + '_> {
         let mut order: Vec<usize> = (0..self.train.len()).collect();
-        noise::SplitMix::for_epoch(seed, noise::Stream::Shuffle, epoch).shuffle(&mut order);
+        noise::Draws::for_epoch(seed, noise::Stream::Shuffle, epoch).shuffle(&mut order);
         let batches: Vec<Vec<usize>> = order
             .chunks(self.batch_size)
             .map(<[usize]>::to_vec)
@@ -434,7 +435,7 @@ impl Task for HeadTask<'_> {
         &self,
         net: &HeadNet,
         rows: Vec<usize>,
-        dropout: &mut noise::SplitMix,
+        dropout: &mut noise::Draws,
     ) -> (Tensor<2>, Tensor<2, Int>) {
         let x = rows_tensor(&self.train.embeddings, &rows, self.dim, self.autodiff);
         let y = targets_tensor(&self.train.labels, &rows, self.genres, self.autodiff);
@@ -623,7 +624,7 @@ impl Task for ImageTask<'_> {
         &self,
         net: &PosterNet,
         batch: Batch,
-        dropout: &mut noise::SplitMix,
+        dropout: &mut noise::Draws,
     ) -> (Tensor<2>, Tensor<2, Int>) {
         let genres = self.spec.genres.len();
         let y = Tensor::<2, Int>::from_data(

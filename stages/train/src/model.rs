@@ -12,7 +12,7 @@ use stage_backbone::{EfficientNetLite0, FEATURE_DIM};
 use stage_metrics::Decision;
 
 use crate::augment::Normalize;
-use crate::noise::{SplitMix, dropout};
+use crate::noise::{Draws, dropout};
 
 /// Which network to train.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -180,7 +180,7 @@ impl KerasBlock {
         }
     }
 
-    fn forward(&self, x: Tensor<4>, rng: Option<&mut SplitMix>) -> Tensor<4> {
+    fn forward(&self, x: Tensor<4>, rng: Option<&mut Draws>) -> Tensor<4> {
         let x = self.pool.forward(self.act.forward(self.conv.forward(x)));
         dropout(x, self.dropout.prob, rng)
     }
@@ -219,7 +219,7 @@ impl KerasBaseline {
         }
     }
 
-    fn forward(&self, images: Tensor<4>, mut rng: Option<&mut SplitMix>) -> Tensor<2> {
+    fn forward(&self, images: Tensor<4>, mut rng: Option<&mut Draws>) -> Tensor<2> {
         let mut x = images;
         for block in &self.blocks {
             x = block.forward(x, rng.as_deref_mut());
@@ -282,7 +282,7 @@ impl SmallCnn {
         }
     }
 
-    fn forward(&self, images: Tensor<4>, rng: Option<&mut SplitMix>) -> Tensor<2> {
+    fn forward(&self, images: Tensor<4>, rng: Option<&mut Draws>) -> Tensor<2> {
         let mut x = images;
         for block in &self.blocks {
             x = block.forward(x);
@@ -320,13 +320,13 @@ impl Lite0Classifier {
         &self,
         activations: Tensor<4>,
         first: usize,
-        rng: Option<&mut SplitMix>,
+        rng: Option<&mut Draws>,
     ) -> Tensor<2> {
         let features = self.backbone.suffix(activations, first);
         self.head.forward(dropout(features, self.dropout.prob, rng))
     }
 
-    fn forward(&self, images: Tensor<4>, rng: Option<&mut SplitMix>) -> Tensor<2> {
+    fn forward(&self, images: Tensor<4>, rng: Option<&mut Draws>) -> Tensor<2> {
         let features = self.backbone.features(images);
         self.head.forward(dropout(features, self.dropout.prob, rng))
     }
@@ -372,7 +372,7 @@ impl PosterNet {
     }
 
     /// [`Self::forward`] for a training step: dropout masks from `rng` (none when `None`).
-    pub fn forward_train(&self, images: Tensor<4>, rng: Option<&mut SplitMix>) -> Tensor<2> {
+    pub fn forward_train(&self, images: Tensor<4>, rng: Option<&mut Draws>) -> Tensor<2> {
         match self {
             Self::KerasBaseline(net) => net.forward(images, rng),
             Self::SmallCnn(net) => net.forward(images, rng),

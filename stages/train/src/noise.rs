@@ -8,10 +8,14 @@
 //! uninterrupted one would, with no generator state to save.
 
 use burn::prelude::*;
+use rand::seq::SliceRandom;
+use rand::{Rng, RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 
-/// A deterministic generator (splitmix64).
+/// A deterministic generator: ChaCha8 (`rand_chacha`), whose output for a seed and stream is
+/// fixed by its specification, so a saved model's draws never change with a `rand` release.
 #[derive(Debug, Clone)]
-pub struct SplitMix(pub u64);
+pub struct Draws(ChaCha8Rng);
 
 /// What a stream of draws is for: each gets its own generator.
 #[derive(Debug, Clone, Copy)]
@@ -25,45 +29,44 @@ pub enum Stream {
     Augment = 3,
 }
 
-impl SplitMix {
-    /// The generator of `stream` in `epoch` (1-based) of a run seeded with `seed`.
+impl Draws {
+    /// A generator seeded with `seed` (for tests and one-off draws).
+    pub fn seeded(seed: u64) -> Self {
+        Self(ChaCha8Rng::seed_from_u64(seed))
+    }
+
+    /// The generator of `stream` in `epoch` (1-based) of a run seeded with `seed`: the seed is
+    /// ChaCha's key, `(stream, epoch)` its stream number, so streams never overlap.
     pub fn for_epoch(seed: u64, stream: Stream, epoch: usize) -> Self {
-        let mut mix = SplitMix(seed ^ (stream as u64).wrapping_mul(0xA24B_AED4_963E_E407));
-        let base = mix.next_u64();
-        SplitMix(base ^ (epoch as u64).wrapping_mul(0x9FB2_1C65_1E98_DF25))
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        rng.set_stream(((stream as u64) << 32) | epoch as u64);
+        Self(rng)
     }
 
     /// The next pseudo-random number.
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// Uniform in `[0, 1)`.
     pub fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+        self.0.random::<f64>()
     }
 
-    /// Uniform in `[low, high)`.
+    /// Uniform in `[low, high)` (`low` when they are equal).
     pub fn uniform(&mut self, low: f64, high: f64) -> f64 {
         low + (high - low) * self.unit()
     }
 
-    /// Fisher-Yates.
+    /// A uniform permutation (Fisher-Yates, `rand`'s).
     pub fn shuffle<T>(&mut self, items: &mut [T]) {
-        for i in (1..items.len()).rev() {
-            let j = (self.next_u64() % (i as u64 + 1)) as usize;
-            items.swap(i, j);
-        }
+        items.shuffle(&mut self.0);
     }
 }
 
 /// Inverted dropout of `x` with drop probability `prob`, its 0 / (1 / keep) mask drawn from `rng`;
 /// `None` (inference, validation) passes `x` through.
-pub fn dropout<const D: usize>(x: Tensor<D>, prob: f64, rng: Option<&mut SplitMix>) -> Tensor<D> {
+pub fn dropout<const D: usize>(x: Tensor<D>, prob: f64, rng: Option<&mut Draws>) -> Tensor<D> {
     let Some(rng) = rng else {
         return x;
     };
@@ -119,11 +122,11 @@ mod tests {
 
     #[test]
     fn streams_differ_by_stream_and_epoch_and_repeat_for_the_same_ones() {
-        let draw = |stream, epoch| SplitMix::for_epoch(7, stream, epoch).next_u64();
+        let draw = |stream, epoch| Draws::for_epoch(7, stream, epoch).next_u64();
         assert_eq!(draw(Stream::Shuffle, 3), draw(Stream::Shuffle, 3));
         assert_ne!(draw(Stream::Shuffle, 3), draw(Stream::Shuffle, 4));
         assert_ne!(draw(Stream::Shuffle, 3), draw(Stream::Dropout, 3));
-        let unit = SplitMix(1).unit();
+        let unit = Draws::seeded(1).unit();
         assert!((0.0..1.0).contains(&unit));
     }
 }

@@ -162,7 +162,7 @@ fn a_head_learns_from_embeddings_stops_early_and_round_trips_through_disk() {
     // 200 movies with 8-value embeddings: genre 0 lives in dimension 0, genre 1 in dimension 1.
     let dim = 8;
     let mut rows = EmbeddingShard::default();
-    let mut rng = noise::SplitMix(3);
+    let mut rng = noise::Draws::seeded(3);
     let mut noise = move || (rng.next_u64() % 1000) as f32 / 1000.0 - 0.5;
     for i in 0..200 {
         let (a, b) = (i % 2 == 0, i % 3 == 0);
@@ -383,7 +383,7 @@ fn train_cnn(
             &self,
             net: &PosterNet,
             batch: Batch,
-            dropout: &mut noise::SplitMix,
+            dropout: &mut noise::Draws,
         ) -> (Tensor<2>, Tensor<2, Int>) {
             self.0.train_step(net, batch, dropout)
         }
