@@ -137,13 +137,16 @@ fn serve_one(state: &State, mut stream: TcpStream) {
         times.push(Instant::now());
         times.len()
     };
+    // In flight while the route works on it: the count ends before the response goes out, since
+    // a client that has read it may start its next request before this thread runs again.
     let counters = [Some(&state.in_flight), state.shared.as_deref()];
     counters.iter().flatten().for_each(|c| c.enter());
-    if let Some(response) = (state.route)(&path, nth, &mut stream) {
+    let response = (state.route)(&path, nth, &mut stream);
+    counters.iter().flatten().for_each(|c| c.leave());
+    if let Some(response) = response {
         let _ = stream.write_all(&response);
         let _ = stream.flush();
     }
-    counters.iter().flatten().for_each(|c| c.leave());
 }
 
 /// `200 OK` with `body` as a JPEG.
