@@ -209,15 +209,7 @@ impl Store {
     /// Drops every working area (resumable state of runs that did not finish). Call only while
     /// holding the run lock.
     pub fn clear_work(&self) -> Result<usize, FsError> {
-        let work = self.versioned().join("work");
-        let mut removed = 0;
-        if let Ok(entries) = fs::read_dir(&work) {
-            for entry in entries.flatten() {
-                fs::remove_dir_all(entry.path()).map_err(Area::Cache.err())?;
-                removed += 1;
-            }
-        }
-        Ok(removed)
+        remove_children(&self.versioned().join("work"))
     }
 
     /// The per-item cache shared by all stages.
@@ -363,15 +355,7 @@ impl Store {
 
     /// Removes leftovers of runs that died. Call only while holding the run lock.
     pub fn clear_pending(&self) -> Result<usize, FsError> {
-        let tmp = self.versioned().join("tmp");
-        let mut removed = 0;
-        if let Ok(entries) = fs::read_dir(&tmp) {
-            for entry in entries.flatten() {
-                fs::remove_dir_all(entry.path()).map_err(Area::Cache.err())?;
-                removed += 1;
-            }
-        }
-        Ok(removed)
+        remove_children(&self.versioned().join("tmp"))
     }
 
     /// The committed entry for `key`, or `None` if it is missing or incomplete. A sealed entry
@@ -533,6 +517,18 @@ impl Store {
         }
         Ok(manifest)
     }
+}
+
+/// Removes every directory in `dir` (none when `dir` is missing); returns how many.
+fn remove_children(dir: &std::path::Path) -> Result<usize, FsError> {
+    let mut removed = 0;
+    if let Ok(entries) = fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            fs::remove_dir_all(entry.path()).map_err(Area::Cache.err())?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }
 
 #[cfg(test)]
