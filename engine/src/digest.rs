@@ -23,13 +23,9 @@ pub struct FileEntry {
 /// Size and blake3 of one file.
 pub fn hash_file(path: &Path, area: Area) -> Result<FileEntry, FsError> {
     let mut hasher = blake3::Hasher::new();
-    hasher.update_mmap(path).map_err(|source| FsError {
-        area,
-        source: std::io::Error::new(
-            source.kind(),
-            format!("failed to read `{}`: {source}", path.display()),
-        ),
-    })?;
+    hasher
+        .update_mmap(path)
+        .map_err(|source| FsError::at(area, "read", path, source))?;
     let size = fs::metadata(path).map_err(area.err())?.len();
     Ok(FileEntry {
         size,

@@ -96,13 +96,7 @@ impl<'a> Engine<'a> {
         let path = self.store.lock_path();
         let failed = |action: &'static str| {
             let path = path.clone();
-            move |source: std::io::Error| FsError {
-                area: Area::Cache,
-                source: std::io::Error::new(
-                    source.kind(),
-                    format!("failed to {action} `{}`: {source}", path.display()),
-                ),
-            }
+            move |source| FsError::at(Area::Cache, action, &path, source)
         };
         let file = std::fs::File::create(&path).map_err(failed("create"))?;
         match file.try_lock() {

@@ -63,6 +63,20 @@ impl Area {
     }
 }
 
+impl FsError {
+    /// For the few calls fs-err does not wrap (mmap, tempfile, file locks): the error of
+    /// `action` on `path`, in fs-err's words.
+    pub fn at(area: Area, action: &str, path: &Path, source: io::Error) -> Self {
+        Self {
+            area,
+            source: io::Error::new(
+                source.kind(),
+                format!("failed to {action} `{}`: {source}", path.display()),
+            ),
+        }
+    }
+}
+
 /// Writes a file and flushes it to disk before returning.
 pub fn write_synced(path: &Path, bytes: &[u8], area: Area) -> Result<(), FsError> {
     let mut file = fs::File::create(path).map_err(area.err())?;
@@ -77,22 +91,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8], area: Area) -> Result<(), FsError
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let with_path = |action: &str, source: io::Error| FsError {
-        area,
-        source: io::Error::new(
-            source.kind(),
-            format!("failed to {action} `{}`: {source}", path.display()),
-        ),
-    };
     let mut tmp = tempfile::Builder::new()
         .prefix(".tmp-")
         .tempfile_in(dir)
-        .map_err(|e| with_path("create a temporary file beside", e))?;
+        .map_err(|e| FsError::at(area, "create a temporary file beside", path, e))?;
     tmp.write_all(bytes)
         .and_then(|()| tmp.as_file().sync_all())
-        .map_err(|e| with_path("write", e))?;
+        .map_err(|e| FsError::at(area, "write", path, e))?;
     tmp.persist(path)
-        .map_err(|e| with_path("replace", e.error))?;
+        .map_err(|e| FsError::at(area, "replace", path, e.error))?;
     Ok(())
 }
 

@@ -194,18 +194,12 @@ impl StatCache {
     /// The key of `path`: relative to the project root when below it, so moving the project
     /// keeps the cache (the inode check still applies).
     fn name(&self, path: &Path) -> String {
-        match path.strip_prefix(&self.root) {
-            Ok(rel) => relative_components(rel),
-            Err(_) => path.to_string_lossy().into_owned(),
+        if path.starts_with(&self.root) {
+            relative(path, &self.root)
+        } else {
+            path.to_string_lossy().into_owned()
         }
     }
-}
-
-fn relative_components(rel: &Path) -> String {
-    rel.components()
-        .map(|c| c.as_os_str().to_string_lossy())
-        .collect::<Vec<_>>()
-        .join("/")
 }
 
 #[cfg(test)]
