@@ -2,17 +2,25 @@
 batch size, thread count and number of steps.
 
 For each architecture it makes a project from the embedded sample (resized to the architecture's
-input size, the split's train fraction sized for the step count), then times one epoch over the
-training split three ways:
+input size, the split's train fraction sized for the step count), then trains `--epochs` epochs
+over the training split (one by default) and keeps each side's fastest epoch:
 
   1. `pipeline run --force train` on Burn flex: the stage's training time from `history.json`
-     (`train_seconds`: streaming the shards, packing, forward, backward and the AdamW update; the
-     validation pass is left out), all `--threads`;
+     (`train_seconds`: streaming the shards, packing, forward, backward and the AdamW update, up
+     to the last loss read back from the device; the validation pass is left out), all
+     `--threads`;
   2. the same with the libtorch binary on `--device tch-cpu`, when `target/tch/release/pipeline`
-     exists (`bash scripts/build-tch.sh` builds it);
-  3. PyTorch 2.9 on the CPU (`torch.set_num_threads(threads)`): the same layers and initial weights'
+     (or `--binary`) exists (`bash scripts/build-tch.sh` builds it);
+  3. PyTorch on the CPU (`torch.set_num_threads(threads)`): the same layers and initial weights'
      shapes, the same AdamW, BCE with logits and batch size, reading the same Parquet shards with
      pyarrow; the u8-to-float conversion of each batch is inside the timed loop, as ours is.
+
+With `--device cuda` (a GPU machine, the libtorch binary, the machine's own torch) rows 2 and 3
+run on the GPU instead and flex is left out: each batch goes to the GPU as it is made (`.to()`, as
+ours does), the clock stops after `torch.cuda.synchronize()`, and PyTorch runs twice: with
+cuDNN deterministic and benchmark off, as our `cuda` device sets it (the ratio), and with
+PyTorch's defaults (shown beside it). On the GPU the Lite0 fine-tune runs at 224x224 and every
+configuration trains on 70 % of the sample.
 
 Prints training images/second and the ratios (ours / PyTorch; above 1 is faster).
 Run it with `bash bench/train-vs-pytorch.sh`.
@@ -39,12 +47,24 @@ from embed_vs_pytorch import Lite0, WEIGHTS  # noqa: E402  (the same PyTorch Lit
 REPO = Path(__file__).resolve().parents[1]
 WORK = REPO / "bench/work/train-vs-pytorch"
 
-# (name, architecture, width, height, batch, fraction of the sample in the train split)
+# (name, architecture, width, height, batch, fraction of the sample in the train split) on a CPU;
+# on the GPU every configuration trains on GPU_TRAIN_FRACTION and the Lite0 fine-tune at 224x224.
 CONFIGS = [
-    ("small-cnn 48x48", "small-cnn", 48, 48, 32, 0.70),
-    ("keras-baseline 224x224", "keras-baseline", 224, 224, 32, 0.30),
-    ("efficientnet-lite0 fine-tune 128x128", "efficientnet-lite0", 128, 128, 32, 0.15),
+    ("small-cnn", "small-cnn", 48, 48, 32, 0.70),
+    ("keras-baseline", "keras-baseline", 224, 224, 32, 0.30),
+    ("efficientnet-lite0 fine-tune", "efficientnet-lite0", 128, 128, 32, 0.15),
 ]
+GPU_TRAIN_FRACTION = 0.70
+
+
+def configurations(device):
+    for name, arch, w, h, batch, fraction in CONFIGS:
+        if device == "cuda":
+            fraction = GPU_TRAIN_FRACTION
+            if arch == "efficientnet-lite0":
+                w, h = 224, 224
+        yield f"{name} {w}x{h}", arch, w, h, batch, fraction
+
 
 PIPELINE = """\
 stages:
@@ -66,11 +86,11 @@ stages:
     kind: train
     inputs: {{data: split}}
     files: {{weights: models/efficientnet-lite0/efficientnet-lite0-57934424.pth}}
-    params: {{architecture: {arch}, epochs: 1, batch_size: {batch}, learning_rate: 0.001, finetune_blocks: 2}}
+    params: {{architecture: {arch}, epochs: {epochs}, batch_size: {batch}, learning_rate: 0.001, finetune_blocks: 2}}
 """
 
 
-def project(arch, w, h, batch, train_fraction):
+def project(arch, w, h, batch, train_fraction, epochs):
     root = WORK / f"{arch}-{w}x{h}"
     if not root.exists():
         (root / "data").mkdir(parents=True)
@@ -78,7 +98,8 @@ def project(arch, w, h, batch, train_fraction):
         (root / "models").mkdir()
         shutil.copytree(REPO / "models/efficientnet-lite0", root / "models/efficientnet-lite0")
     test = round(1.0 - 0.02 - train_fraction, 2)
-    (root / "pipeline.yaml").write_text(PIPELINE.format(w=w, h=h, arch=arch, batch=batch, test=test))
+    (root / "pipeline.yaml").write_text(
+        PIPELINE.format(w=w, h=h, arch=arch, batch=batch, test=test, epochs=epochs))
     return root
 
 
@@ -91,12 +112,13 @@ def output_of(root, stage):
 
 
 def ours(binary, root, threads, device, env=None):
+    """Training images/second of our stage's fastest epoch."""
     cmd = [str(binary), "run", "--force", "train", "--threads", str(threads), "--device", device]
     subprocess.run(cmd, cwd=root, check=True, stdout=subprocess.DEVNULL,
                    env={**os.environ, **(env or {})})
     history = json.loads((output_of(root, "train") / "history.json").read_text())
-    epoch = history["epochs"][0]
-    return history["train_rows"] / epoch["train_seconds"]
+    fastest = min(epoch["train_seconds"] for epoch in history["epochs"])
+    return history["train_rows"] / fastest
 
 
 def read_split(directory):
@@ -179,9 +201,14 @@ class Lite0FineTune(nn.Module):
         return self.head(self.drop(x))
 
 
-def pytorch(arch, root, batch, threads):
+def pytorch(arch, root, batch, threads, epochs, device="cpu", deterministic=None):
+    """Training images/second of PyTorch's fastest epoch on `device`; on CUDA, `deterministic`
+    sets cuDNN's deterministic flag (and benchmark off), None leaves PyTorch's defaults."""
     torch.set_num_threads(threads)
     torch.manual_seed(7)
+    if deterministic is not None:
+        torch.backends.cudnn.deterministic = deterministic
+        torch.backends.cudnn.benchmark = False
     x, y, genres = read_split(output_of(root, "split") / "train")
     h, w = x.shape[1], x.shape[2]
     if arch == "small-cnn":
@@ -190,54 +217,97 @@ def pytorch(arch, root, batch, threads):
         net, scale, shift = KerasBaseline(genres, w, h), 4.0 / 255.0, -2.0
     else:
         net, scale, shift = Lite0FineTune(genres), 1.0 / 128.0, -127.0 / 128.0
-    net.train()
+    net.to(device).train()
     opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=1e-3, weight_decay=0.0)
     loss_fn = nn.BCEWithLogitsLoss()
-    order = np.random.default_rng(7).permutation(len(x))
-    started = time.perf_counter()
-    for i in range(0, len(order), batch):
-        rows = order[i:i + batch]
-        xb = torch.from_numpy(x[rows]).permute(0, 3, 1, 2).float().mul_(scale).add_(shift)
-        yb = torch.from_numpy(y[rows])
-        opt.zero_grad(set_to_none=True)
-        loss = loss_fn(net(xb.contiguous()), yb)
-        loss.backward()
-        opt.step()
-    return len(x) / (time.perf_counter() - started)
+    fastest = float("inf")
+    for epoch in range(epochs):
+        order = np.random.default_rng(7 + epoch).permutation(len(x))
+        started = time.perf_counter()
+        for i in range(0, len(order), batch):
+            rows = order[i:i + batch]
+            xb = torch.from_numpy(x[rows]).to(device).permute(0, 3, 1, 2).float().mul_(scale).add_(shift)
+            yb = torch.from_numpy(y[rows]).to(device)
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(net(xb.contiguous()), yb)
+            loss.backward()
+            opt.step()
+        if device != "cpu":
+            torch.cuda.synchronize()
+        fastest = min(fastest, time.perf_counter() - started)
+    return len(x) / fastest
+
+
+def ratio(a, b):
+    return "-" if a is None or b is None else f"{a / b:.2f}x"
+
+
+def rate(r):
+    return "-" if r is None else f"{r:.1f}"
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--only", help="run only configurations whose name contains this")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                        help="cpu: flex, tch-cpu and PyTorch CPU; cuda: our `cuda` and PyTorch CUDA")
+    parser.add_argument("--epochs", type=int, default=1,
+                        help="epochs per training; each side's fastest epoch counts")
+    parser.add_argument("--binary", type=Path, default=REPO / "target/tch/release/pipeline",
+                        help="the libtorch binary (scripts/build-tch.sh)")
+    parser.add_argument("--flex-binary", type=Path, default=REPO / "target/release/pipeline",
+                        help="the default (flex) binary")
     args = parser.parse_args()
-    binary = REPO / "target/release/pipeline"
-    tch = REPO / "target/tch/release/pipeline"
+    gpu = args.device == "cuda"
+    tch = args.binary
     torch_lib = Path(torch.__file__).parent / "lib"
-    print(f"threads {args.threads}, torch {torch.__version__}, "
-          f"libtorch binary {'found' if tch.exists() else 'absent (bash scripts/build-tch.sh)'}")
+    if gpu and not tch.exists():
+        sys.exit(f"--device cuda needs the libtorch binary; {tch} is missing (--binary)")
+    if gpu and not torch.cuda.is_available():
+        sys.exit("--device cuda: this PyTorch sees no CUDA device")
+    print(f"threads {args.threads}, torch {torch.__version__}, device {args.device}"
+          f"{' ' + torch.cuda.get_device_name(0) if gpu else ''}, epochs {args.epochs}, "
+          f"libtorch binary {tch if tch.exists() else 'absent (bash scripts/build-tch.sh)'}", flush=True)
+    # Stages that need no device (ingest to split) run with whichever binary is here.
+    prepare = tch if gpu else args.flex_binary
+    env = {"LD_LIBRARY_PATH": str(torch_lib)}
     rows = []
-    for name, arch, w, h, batch, fraction in CONFIGS:
+    for name, arch, w, h, batch, fraction in configurations(args.device):
         if args.only and args.only not in name:
             continue
-        root = project(arch, w, h, batch, fraction)
-        subprocess.run([str(binary), "run", "split"], cwd=root, check=True, stdout=subprocess.DEVNULL)
+        root = project(arch, w, h, batch, fraction, args.epochs)
+        subprocess.run([str(prepare), "run", "split"], cwd=root, check=True,
+                       stdout=subprocess.DEVNULL, env={**os.environ, **env})
         n = meta_rows(json.loads((output_of(root, "split") / "train/meta.json").read_text()))
-        flex = ours(binary, root, args.threads, "flex")
-        libtorch = (ours(tch, root, args.threads, "tch-cpu", {"LD_LIBRARY_PATH": str(torch_lib)})
-                    if tch.exists() else None)
-        reference = pytorch(arch, root, batch, args.threads)
-        rows.append((name, n, batch, flex, libtorch, reference))
-        print(f"{name}: {n} posters, batch {batch}: flex {flex:.1f}/s, "
-              f"tch-cpu {'-' if libtorch is None else f'{libtorch:.1f}/s'}, PyTorch {reference:.1f}/s",
-              flush=True)
+        if gpu:
+            flex = None
+            libtorch = ours(tch, root, args.threads, "cuda", env)
+            reference = pytorch(arch, root, batch, args.threads, args.epochs, "cuda", True)
+            default = pytorch(arch, root, batch, args.threads, args.epochs, "cuda", None)
+        else:
+            flex = ours(args.flex_binary, root, args.threads, "flex")
+            libtorch = ours(tch, root, args.threads, "tch-cpu", env) if tch.exists() else None
+            reference = pytorch(arch, root, batch, args.threads, args.epochs)
+            default = None
+        rows.append((name, n, batch, flex, libtorch, reference, default))
+        print(f"{name}: {n} posters, batch {batch}: flex {rate(flex)}/s, "
+              f"{'cuda' if gpu else 'tch-cpu'} {rate(libtorch)}/s, PyTorch {rate(reference)}/s"
+              f"{f', PyTorch with cuDNN defaults {rate(default)}/s' if gpu else ''}", flush=True)
     print()
+    if gpu:
+        print("| architecture | train posters | batch | ours cuda img/s | PyTorch CUDA img/s (cuDNN deterministic) "
+              "| ours / PyTorch | PyTorch CUDA img/s (cuDNN defaults) | ours / PyTorch defaults |")
+        print("|---|---|---|---|---|---|---|---|")
+        for name, n, batch, _, libtorch, reference, default in rows:
+            print(f"| {name} | {n} | {batch} | {rate(libtorch)} | {rate(reference)} | {ratio(libtorch, reference)} "
+                  f"| {rate(default)} | {ratio(libtorch, default)} |")
+        return
     print("| architecture | train posters | batch | flex img/s | tch-cpu img/s | PyTorch CPU img/s | flex / PyTorch | tch-cpu / PyTorch |")
     print("|---|---|---|---|---|---|---|---|")
-    for name, n, batch, flex, libtorch, reference in rows:
-        lt = "-" if libtorch is None else f"{libtorch:.1f}"
-        lr = "-" if libtorch is None else f"{libtorch / reference:.2f}x"
-        print(f"| {name} | {n} | {batch} | {flex:.1f} | {lt} | {reference:.1f} | {flex / reference:.2f}x | {lr} |")
+    for name, n, batch, flex, libtorch, reference, _ in rows:
+        print(f"| {name} | {n} | {batch} | {rate(flex)} | {rate(libtorch)} | {rate(reference)} "
+              f"| {ratio(flex, reference)} | {ratio(libtorch, reference)} |")
 
 
 if __name__ == "__main__":

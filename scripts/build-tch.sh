@@ -6,6 +6,7 @@
 #   bash scripts/build-tch.sh                       # torch 2.9.0, what burn-tch 0.22.1 expects
 #   TORCH_VERSION=2.11.0 bash scripts/build-tch.sh  # another torch (the version check is bypassed)
 #   TCH_VENV=bench/.venv bash scripts/build-tch.sh  # reuse an environment that has torch
+#   bash scripts/build-tch.sh --build-only          # the binary, no tests (scripts/gpu-check.sh)
 #
 # The binary lands in target/tch/release/pipeline (its own target directory: the libtorch feature
 # set would otherwise rebuild polars and burn in target/ on every switch). It needs libtorch's
@@ -31,11 +32,15 @@ fi
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target/tch}"
 cargo build --release --workspace --features tch
 export LD_LIBRARY_PATH="$torch_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+if [ "${1:-}" = --build-only ]; then
+  exit 0
+fi
 # The training tests: the stage's unit tests and the pipeline runs that train, on libtorch's CPU.
 PIPELINE_DEVICE=tch-cpu cargo test --release --workspace --features tch -- \
   tests::a_cnn_learns tests::a_head_learns tests::fine_tuning tests::the_same_seed \
   tests::streamed_epochs a_training_killed_mid_way fine_tuning_the_backbone \
-  default_pipeline_runs_offline device
+  default_pipeline_runs_offline device cudnn a_model_trained_on_libtorch \
+  dropout_masks cpu_devices_are_not_gpus
 echo
 echo "Built $CARGO_TARGET_DIR/release/pipeline. Run it with:"
 echo "  LD_LIBRARY_PATH=$torch_lib $CARGO_TARGET_DIR/release/pipeline run --device tch-cpu   # or cuda, cuda:N"

@@ -205,6 +205,58 @@ fn a_device_the_binary_cannot_use_fails_before_anything_runs_with_the_fix() {
     assert!(flex.contains("on flex (CPU)"), "{flex}");
 }
 
+/// A model trained on libtorch is read by flex, the CPU build's backend: `predict` on flex gives
+/// the probabilities `predict` on libtorch gives. Only a libtorch build has both devices
+/// (`scripts/build-tch.sh` runs this on `tch-cpu`; `scripts/gpu-check.sh` does the same for
+/// models trained on CUDA).
+#[cfg(feature = "tch")]
+#[test]
+fn a_model_trained_on_libtorch_is_read_by_flex_with_the_same_probabilities() {
+    let p = Project::small(160, SMALL_PIPELINE);
+    let trained = p.ok(&["run", "--device", "tch-cpu", "train"]);
+    assert!(trained.contains("on libtorch CPU"), "{trained}");
+    let mut posters: Vec<String> = std::fs::read_dir(p.root.join("data/posters"))
+        .unwrap()
+        .map(|e| e.unwrap().path().display().to_string())
+        .collect();
+    posters.sort();
+    posters.truncate(6);
+    let answer = |device: &str| -> Vec<serde_json::Value> {
+        let mut args = vec!["--device", device, "predict", "--json", "--model", "train"];
+        args.extend(posters.iter().map(String::as_str));
+        let json: serde_json::Value = serde_json::from_str(&p.ok(&args)).unwrap();
+        json["posters"].as_array().unwrap().clone()
+    };
+    let (libtorch, flex) = (answer("tch-cpu"), answer("flex"));
+    assert_eq!(libtorch.len(), posters.len());
+    for (a, b) in libtorch.iter().zip(&flex) {
+        let probs = |v: &serde_json::Value| -> Vec<f64> {
+            v["probabilities"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p.as_f64().unwrap())
+                .collect()
+        };
+        let (pa, pb) = (probs(a), probs(b));
+        assert!(!pa.is_empty() && pa.len() == pb.len(), "{a} {b}");
+        for (x, y) in pa.iter().zip(&pb) {
+            assert!(x.is_finite() && (0.0..=1.0).contains(x), "{a}");
+            assert!((x - y).abs() < 1e-4, "libtorch {x}, flex {y}: {a} {b}");
+        }
+        let names = |v: &serde_json::Value| -> Vec<String> {
+            v["genres"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|g| g["genre"].as_str().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(names(a), names(b), "the same genres predicted");
+        assert_eq!(a["input_blake3"], b["input_blake3"]);
+    }
+}
+
 #[test]
 fn metrics_agree_with_scikit_learn_for_thresholds_and_top_k_and_both_baselines() {
     let python = python_with(&["pyarrow>=15", "scikit-learn>=1.3"], "pyarrow, sklearn");

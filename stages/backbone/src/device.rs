@@ -72,9 +72,16 @@ fn open(name: &str) -> Result<(Device, String), DeviceError> {
                     count - 1
                 )));
             }
+            crate::cudnn::make_deterministic();
+            // Read back from libtorch, so that a summary says what was in force.
+            let cudnn = if crate::cudnn::is_deterministic() {
+                "deterministic"
+            } else {
+                "non-deterministic"
+            };
             #[allow(deprecated)]
             let device = Device::libtorch_cuda(index);
-            Ok((device, format!("libtorch CUDA:{index}")))
+            Ok((device, format!("libtorch CUDA:{index}, cuDNN {cudnn}")))
         }
         #[cfg(not(feature = "tch"))]
         libtorch
@@ -90,6 +97,20 @@ fn open(name: &str) -> Result<(Device, String), DeviceError> {
             supported_devices()
         ))),
     }
+}
+
+/// Whether `device` (with autodiff or without) computes on a GPU, where work that a CPU does as
+/// cheaply on the host (dropout masks) is done on the device instead.
+pub fn is_gpu(device: &Device) -> bool {
+    let inner = device.clone().inner();
+    #[cfg(feature = "tch")]
+    {
+        #[allow(deprecated)]
+        if inner == Device::libtorch() {
+            return false;
+        }
+    }
+    inner != Device::flex()
 }
 
 /// Serialises seeding and initialisation: Burn's initialisers draw from one process-wide
@@ -131,4 +152,22 @@ pub fn numbered_running_stats(mut norm: burn::nn::BatchNorm) -> burn::nn::BatchN
         norm.running_var.value(),
     );
     norm
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_devices_are_not_gpus_with_autodiff_or_without() {
+        assert!(!is_gpu(&Device::flex()));
+        assert!(!is_gpu(&Device::flex().autodiff()));
+        #[cfg(feature = "tch")]
+        {
+            #[allow(deprecated)]
+            let libtorch = Device::libtorch();
+            assert!(!is_gpu(&libtorch.clone().autodiff()));
+            assert!(!is_gpu(&libtorch));
+        }
+    }
 }

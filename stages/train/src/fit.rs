@@ -3,14 +3,14 @@
 //! under a learning-rate schedule, per-epoch validation, early stopping that keeps the best
 //! epoch, a checkpoint after every epoch that a killed run resumes from, and `history.json`.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use burn::module::Module;
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::{AdamConfig, AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 use burn::tensor::activation::log_sigmoid;
-use pipeline_api::{StageContext, StageError};
+use pipeline_api::{ResultExt, StageContext, StageError};
 use serde::{Deserialize, Serialize};
 use stage_metrics::{Decision, DecisionRule};
 
@@ -127,23 +127,88 @@ impl Labels<'_> {
     }
 }
 
-/// Mean BCE with logits, `pos_weight` scaling each genre's positive term:
+/// `pos_weight` as a `[1, genres]` row on `device`, made once per training: a tensor made from
+/// host data is a host-to-device copy, which on a GPU waits for every queued kernel first.
+pub fn pos_weight_row(pos_weight: &[f32], device: &Device) -> Tensor<2> {
+    Tensor::<1>::from_data(
+        TensorData::new(pos_weight.to_vec(), [pos_weight.len()]),
+        device,
+    )
+    .unsqueeze_dim::<2>(0)
+}
+
+/// Mean BCE with logits, `pos_weight` (a [`pos_weight_row`]) scaling each genre's positive term:
 /// `-(w * y * log(sigmoid(x)) + (1 - y) * log(1 - sigmoid(x)))`.
 pub fn bce_with_logits(
     logits: Tensor<2>,
     targets: Tensor<2, Int>,
-    pos_weight: &[f32],
+    pos_weight: Tensor<2>,
 ) -> Tensor<1> {
-    let device = logits.device();
     let y = targets.float();
-    let weight = Tensor::<1>::from_data(
-        TensorData::new(pos_weight.to_vec(), [pos_weight.len()]),
-        &device,
-    )
-    .unsqueeze_dim::<2>(0);
-    let positive = y.clone() * weight * log_sigmoid(logits.clone());
+    let positive = y.clone() * pos_weight * log_sigmoid(logits.clone());
     let negative = (y.neg() + 1.0) * log_sigmoid(logits.neg());
     (positive + negative).neg().mean()
+}
+
+/// How often an epoch's training losses are read from the device (see [`EpochLoss`]).
+const LOSS_READ_INTERVAL: Duration = Duration::from_millis(500);
+
+/// The training losses of an epoch, read from the device a few at a time. Reading a value waits
+/// for every kernel queued before it, so a read per step would leave a GPU idle while the host
+/// queues each backward pass; the losses are read when the progress line is due and at the end
+/// of the epoch instead. The values, their sum and the divergence check are those of a read per
+/// step; a diverged run is only noticed up to one interval later.
+struct EpochLoss {
+    pending: Vec<Tensor<1>>,
+    rows: Vec<usize>,
+    total: f64,
+    seen: usize,
+    read_at: Instant,
+}
+
+impl EpochLoss {
+    fn new() -> Self {
+        Self {
+            pending: Vec::new(),
+            rows: Vec::new(),
+            total: 0.0,
+            seen: 0,
+            read_at: Instant::now(),
+        }
+    }
+
+    /// Keeps the mean loss of a batch of `rows` rows, detached from its graph, to read later.
+    fn push(&mut self, loss: &Tensor<1>, rows: usize) {
+        self.pending.push(loss.clone().detach());
+        self.rows.push(rows);
+    }
+
+    /// Whether the progress line is due for a fresh mean.
+    fn due(&self) -> bool {
+        self.read_at.elapsed() >= LOSS_READ_INTERVAL
+    }
+
+    /// Reads the pending losses into the running sum and returns the mean so far; a loss that is
+    /// not finite means training diverged.
+    fn read(&mut self, epoch: usize) -> Result<f64, StageError> {
+        self.read_at = Instant::now();
+        if !self.pending.is_empty() {
+            let values = Tensor::cat(std::mem::take(&mut self.pending), 0)
+                .try_into_vec_as::<f32>()
+                .during("reading training losses")?;
+            for (value, n) in values.into_iter().zip(self.rows.drain(..)) {
+                let value = value as f64;
+                if !value.is_finite() {
+                    return Err(StageError::invalid(format!(
+                        "training diverged at epoch {epoch} (loss {value}); lower `learning_rate`"
+                    )));
+                }
+                self.total += value * n as f64;
+                self.seen += n;
+            }
+        }
+        Ok(self.total / self.seen.max(1) as f64)
+    }
 }
 
 /// The same loss on the CPU in f64, for validation logits.
@@ -220,6 +285,8 @@ pub fn fit<T: Task>(
     } else {
         vec![1.0; labels.genres]
     };
+    // On the training device, made at the first step (see `pos_weight_row`).
+    let mut weight_row: Option<Tensor<2>> = None;
     let rows = task.train_rows();
     let steps_per_epoch = rows.div_ceil(params.batch_size);
     let mut state = LoopState::new(History {
@@ -263,8 +330,7 @@ pub fn fit<T: Task>(
     for epoch in (state.epochs_done + 1..=params.epochs).filter(|_| !finished) {
         let started = Instant::now();
         let mut dropout = Draws::for_epoch(params.seed, Stream::Dropout, epoch);
-        let mut total = 0.0;
-        let mut seen = 0;
+        let mut losses = EpochLoss::new();
         let mut learning_rate = params.learning_rate;
         for batch in task.train_batches(params.seed, epoch) {
             let batch = batch?;
@@ -276,27 +342,23 @@ pub fn fit<T: Task>(
                 params.epochs,
             );
             let (logits, targets) = task.train_step(&net, batch, &mut dropout);
-            let loss = bce_with_logits(logits, targets, &pos_weight);
-            let value = loss.clone().into_scalar::<f32>() as f64;
-            if !value.is_finite() {
-                return Err(StageError::invalid(format!(
-                    "training diverged at epoch {epoch} (loss {value}); lower `learning_rate`"
-                )));
-            }
-            total += value * n as f64;
-            seen += n;
+            let weight = weight_row
+                .get_or_insert_with(|| pos_weight_row(&pos_weight, &logits.device()))
+                .clone();
+            let loss = bce_with_logits(logits, targets, weight);
+            losses.push(&loss, n);
             let grads = GradientsParams::from_grads(loss.backward(), &net);
             net = optim.step(learning_rate, net, grads);
             state.steps_done += 1;
             ctx.progress.advance(n as u64);
-            ctx.progress.message(&format!(
-                "epoch {epoch}/{} loss {:.4}",
-                params.epochs,
-                total / seen.max(1) as f64
-            ));
+            if losses.due() {
+                let mean = losses.read(epoch)?;
+                ctx.progress
+                    .message(&format!("epoch {epoch}/{} loss {mean:.4}", params.epochs));
+            }
         }
+        let train_loss = losses.read(epoch)?;
         let train_seconds = started.elapsed().as_secs_f64();
-        let train_loss = total / seen.max(1) as f64;
         let eval_net = net.valid();
         let logits = task.val_logits(&eval_net)?;
         let (val_loss, probs) = if labels.val.is_empty() {
@@ -400,7 +462,8 @@ mod tests {
         let targets = [1i64, 0, 0, 1, 1, 0];
         let x = Tensor::<2>::from_data(TensorData::new(logits.to_vec(), [3, 2]), &device);
         let y = Tensor::<2, Int>::from_data(TensorData::new(targets.to_vec(), [3, 2]), &device);
-        let ours = bce_with_logits(x.clone(), y.clone(), &[1.0, 1.0]).into_scalar::<f32>();
+        let ours = bce_with_logits(x.clone(), y.clone(), pos_weight_row(&[1.0, 1.0], &device))
+            .into_scalar::<f32>();
         let burns = BinaryCrossEntropyLossConfig::new()
             .with_logits(true)
             .init(&device)
@@ -408,9 +471,27 @@ mod tests {
             .into_scalar::<f32>();
         assert!((ours - burns).abs() < 1e-5, "{ours} vs {burns}");
         let t8: Vec<u8> = targets.iter().map(|&t| t as u8).collect();
-        let weighted = bce_with_logits(x, y, &[3.0, 0.5]).into_scalar::<f32>() as f64;
+        let weighted =
+            bce_with_logits(x, y, pos_weight_row(&[3.0, 0.5], &device)).into_scalar::<f32>() as f64;
         let host = bce_on_host(&logits, &t8, &[3.0, 0.5]);
         assert!((weighted - host).abs() < 1e-5, "{weighted} vs {host}");
+    }
+
+    #[test]
+    fn losses_read_together_give_the_per_step_mean_and_a_non_finite_one_stops_training() {
+        let device = Device::flex().autodiff();
+        let steps = [(0.75f32, 32usize), (0.5, 32), (0.25, 7)];
+        let mut losses = EpochLoss::new();
+        for (value, rows) in steps {
+            losses.push(&Tensor::<1>::from_floats([value], &device), rows);
+        }
+        let per_step: f64 = steps.iter().map(|&(v, n)| v as f64 * n as f64).sum::<f64>() / 71.0;
+        assert_eq!(losses.read(1).unwrap(), per_step);
+        // Nothing pending: the same mean, and reading again does not count anything twice.
+        assert_eq!(losses.read(1).unwrap(), per_step);
+        losses.push(&Tensor::<1>::from_floats([f32::NAN], &device), 8);
+        let err = losses.read(3).unwrap_err().to_string();
+        assert!(err.contains("training diverged at epoch 3"), "{err}");
     }
 
     #[test]

@@ -179,7 +179,8 @@ impl Stage for Train {
     }
     fn version(&self) -> u32 {
         // 5: shuffling, dropout and augmentation draw from ChaCha8 (rand_chacha), not splitmix64.
-        5
+        // 6: dropout masks from a counter-based hash keyed by one draw, made on the GPU there.
+        6
     }
     fn describe(&self) -> &'static str {
         "train a multi-label genre classifier with Burn: a head on embeddings or a CNN on images"
