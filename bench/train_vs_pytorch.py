@@ -16,7 +16,8 @@ over the training split (one by default) and keeps each side's fastest epoch:
      pyarrow; the u8-to-float conversion of each batch is inside the timed loop, as ours is.
 
 With `--device cuda` (a GPU machine, the libtorch binary, the machine's own torch) rows 2 and 3
-run on the GPU instead and flex is left out: each batch goes to the GPU as it is made (`.to()`, as
+run on the GPU instead and flex is left out (`--device tch-cpu` makes the same comparison on the
+CPU, to rehearse it): each batch goes to the GPU as it is made (`.to()`, as
 ours does), the clock stops after `torch.cuda.synchronize()`, and PyTorch runs twice: with
 cuDNN deterministic and benchmark off, as our `cuda` device sets it (the ratio), and with
 PyTorch's defaults (shown beside it). On the GPU the Lite0 fine-tune runs at 224x224 and every
@@ -206,9 +207,9 @@ def pytorch(arch, root, batch, threads, epochs, device="cpu", deterministic=None
     sets cuDNN's deterministic flag (and benchmark off), None leaves PyTorch's defaults."""
     torch.set_num_threads(threads)
     torch.manual_seed(7)
-    if deterministic is not None:
-        torch.backends.cudnn.deterministic = deterministic
-        torch.backends.cudnn.benchmark = False
+    # Process-wide flags: set on every call, so that a run with the defaults follows one without.
+    torch.backends.cudnn.deterministic = bool(deterministic)
+    torch.backends.cudnn.benchmark = False
     x, y, genres = read_split(output_of(root, "split") / "train")
     h, w = x.shape[1], x.shape[2]
     if arch == "small-cnn":
@@ -232,7 +233,7 @@ def pytorch(arch, root, batch, threads, epochs, device="cpu", deterministic=None
             loss = loss_fn(net(xb.contiguous()), yb)
             loss.backward()
             opt.step()
-        if device != "cpu":
+        if device == "cuda":
             torch.cuda.synchronize()
         fastest = min(fastest, time.perf_counter() - started)
     return len(x) / fastest
@@ -250,8 +251,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--only", help="run only configurations whose name contains this")
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
-                        help="cpu: flex, tch-cpu and PyTorch CPU; cuda: our `cuda` and PyTorch CUDA")
+    parser.add_argument("--device", choices=["cpu", "cuda", "tch-cpu"], default="cpu",
+                        help="cpu: flex, tch-cpu and PyTorch CPU; cuda: our `cuda` and PyTorch CUDA; "
+                        "tch-cpu: the cuda comparison on the CPU (a rehearsal of it)")
     parser.add_argument("--epochs", type=int, default=1,
                         help="epochs per training; each side's fastest epoch counts")
     parser.add_argument("--binary", type=Path, default=REPO / "target/tch/release/pipeline",
@@ -259,18 +261,21 @@ def main():
     parser.add_argument("--flex-binary", type=Path, default=REPO / "target/release/pipeline",
                         help="the default (flex) binary")
     args = parser.parse_args()
-    gpu = args.device == "cuda"
+    # One device: ours on it with the libtorch binary, PyTorch on the same device twice.
+    single = args.device != "cpu"
+    torch_device = "cuda" if args.device == "cuda" else "cpu"
     tch = args.binary
     torch_lib = Path(torch.__file__).parent / "lib"
-    if gpu and not tch.exists():
-        sys.exit(f"--device cuda needs the libtorch binary; {tch} is missing (--binary)")
-    if gpu and not torch.cuda.is_available():
+    if single and not tch.exists():
+        sys.exit(f"--device {args.device} needs the libtorch binary; {tch} is missing (--binary)")
+    if torch_device == "cuda" and not torch.cuda.is_available():
         sys.exit("--device cuda: this PyTorch sees no CUDA device")
-    print(f"threads {args.threads}, torch {torch.__version__}, device {args.device}"
-          f"{' ' + torch.cuda.get_device_name(0) if gpu else ''}, epochs {args.epochs}, "
+    gpu_name = f" {torch.cuda.get_device_name(0)}" if torch_device == "cuda" else ""
+    print(f"threads {args.threads}, torch {torch.__version__}, device {args.device}{gpu_name}, "
+          f"epochs {args.epochs}, "
           f"libtorch binary {tch if tch.exists() else 'absent (bash scripts/build-tch.sh)'}", flush=True)
     # Stages that need no device (ingest to split) run with whichever binary is here.
-    prepare = tch if gpu else args.flex_binary
+    prepare = tch if single else args.flex_binary
     env = {"LD_LIBRARY_PATH": str(torch_lib)}
     rows = []
     for name, arch, w, h, batch, fraction in configurations(args.device):
@@ -280,11 +285,11 @@ def main():
         subprocess.run([str(prepare), "run", "split"], cwd=root, check=True,
                        stdout=subprocess.DEVNULL, env={**os.environ, **env})
         n = meta_rows(json.loads((output_of(root, "split") / "train/meta.json").read_text()))
-        if gpu:
+        if single:
             flex = None
-            libtorch = ours(tch, root, args.threads, "cuda", env)
-            reference = pytorch(arch, root, batch, args.threads, args.epochs, "cuda", True)
-            default = pytorch(arch, root, batch, args.threads, args.epochs, "cuda", None)
+            libtorch = ours(tch, root, args.threads, args.device, env)
+            reference = pytorch(arch, root, batch, args.threads, args.epochs, torch_device, True)
+            default = pytorch(arch, root, batch, args.threads, args.epochs, torch_device, None)
         else:
             flex = ours(args.flex_binary, root, args.threads, "flex")
             libtorch = ours(tch, root, args.threads, "tch-cpu", env) if tch.exists() else None
@@ -292,12 +297,14 @@ def main():
             default = None
         rows.append((name, n, batch, flex, libtorch, reference, default))
         print(f"{name}: {n} posters, batch {batch}: flex {rate(flex)}/s, "
-              f"{'cuda' if gpu else 'tch-cpu'} {rate(libtorch)}/s, PyTorch {rate(reference)}/s"
-              f"{f', PyTorch with cuDNN defaults {rate(default)}/s' if gpu else ''}", flush=True)
+              f"{args.device if single else 'tch-cpu'} {rate(libtorch)}/s, PyTorch {rate(reference)}/s"
+              f"{f', PyTorch with cuDNN defaults {rate(default)}/s' if single else ''}", flush=True)
     print()
-    if gpu:
-        print("| architecture | train posters | batch | ours cuda img/s | PyTorch CUDA img/s (cuDNN deterministic) "
-              "| ours / PyTorch | PyTorch CUDA img/s (cuDNN defaults) | ours / PyTorch defaults |")
+    if single:
+        where = "CUDA" if torch_device == "cuda" else "CPU"
+        print(f"| architecture | train posters | batch | ours {args.device} img/s "
+              f"| PyTorch {where} img/s (cuDNN deterministic) | ours / PyTorch "
+              f"| PyTorch {where} img/s (cuDNN defaults) | ours / PyTorch defaults |")
         print("|---|---|---|---|---|---|---|---|")
         for name, n, batch, _, libtorch, reference, default in rows:
             print(f"| {name} | {n} | {batch} | {rate(libtorch)} | {rate(reference)} | {ratio(libtorch, reference)} "

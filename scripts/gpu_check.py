@@ -21,6 +21,7 @@ again, so a run cut short still brings back what it did. The steps:
      layers and batch, with this machine's own torch.
 
 Steps 3 and 4 need step 2; a failed or timed-out step is recorded and the next one runs.
+`--steps default,bench` runs only those (with what they need), to run again what failed.
 """
 
 import argparse
@@ -65,7 +66,7 @@ stages:
     params: {{architecture: efficientnet-lite0, finetune_blocks: 2, epochs: {epochs}, batch_size: 32, learning_rate: 0.001, decision: auto, seed: 7}}
   evaluate:
     kind: evaluate
-    inputs: {{model: lite0, data: split, second_model: keras, second_data: split}}
+    inputs: {{model: lite0, data: split, second_model: keras, second_data: split, ingest: ingest, download: download, filter: filter}}
     publish: reports
 """
 
@@ -347,12 +348,10 @@ def image_networks(check):
 
 
 def bench(check):
-    args = ["bash", "bench/train-vs-pytorch.sh", "--binary", str(check.binary), "--epochs", str(check.bench_epochs)]
-    if check.device == "cuda":
-        args += ["--device", "cuda"]
-    else:
-        # The rehearsal: the same script on the CPU, the libtorch binary standing in for both builds.
-        args += ["--device", "cpu", "--flex-binary", str(check.binary), "--only", "small-cnn"]
+    args = ["bash", "bench/train-vs-pytorch.sh", "--binary", str(check.binary),
+            "--epochs", str(check.bench_epochs), "--device", check.device]
+    if check.device != "cuda":
+        args += ["--only", "small-cnn"]  # the rehearsal: every line, the CPU's shortest training
     status, _, out = check.run("bench", args, REPO, 300, env={"BENCH_PYTHON": check.python})
     table = [line for line in out.splitlines() if line.startswith("|") or line.startswith("threads")]
     check.sections.append(("bench/train-vs-pytorch.sh", "\n".join(table) or out[-2000:]))
@@ -360,13 +359,14 @@ def bench(check):
         raise RuntimeError(f"exited {status}: {out[-2000:]}")
 
 
+# (name, what --steps calls it, the function, the step it needs)
 STEPS = [
-    ("environment", environment, None),
-    ("default pipeline", default_pipeline, None),
-    ("same seed", same_seed, "default pipeline"),
-    ("read by flex", predict_on_flex, "default pipeline"),
-    ("image networks 224x224", image_networks, None),
-    ("bench", bench, None),
+    ("environment", "environment", environment, None),
+    ("default pipeline", "default", default_pipeline, None),
+    ("same seed", "same-seed", same_seed, "default"),
+    ("read by flex", "flex", predict_on_flex, "default"),
+    ("image networks 224x224", "image", image_networks, None),
+    ("bench", "bench", bench, None),
 ]
 
 
@@ -379,6 +379,8 @@ def main():
     parser.add_argument("--budget", type=float, default=420, help="seconds for everything")
     parser.add_argument("--epochs", type=int, default=10, help="epochs of the 224x224 trainings")
     parser.add_argument("--bench-epochs", type=int, default=3, help="epochs per benchmark training")
+    parser.add_argument("--steps", default=",".join(short for _, short, _, _ in STEPS),
+                        help="which steps, comma-separated (a step that needs `default` runs it too)")
     parser.add_argument("--reference", type=Path, default=REPO / "gpu-bundle/flex-reference.json",
                         help="the run record of the default pipeline on flex (the here half writes it)")
     args = parser.parse_args()
@@ -388,8 +390,15 @@ def main():
     check.logs.mkdir(parents=True)
     if check.reference.exists():
         shutil.copy(check.reference, check.work / "flex-reference.json")
+    wanted = set(args.steps.split(","))
+    unknown = wanted - {short for _, short, _, _ in STEPS}
+    if unknown:
+        parser.error(f"unknown steps {sorted(unknown)}")
+    wanted |= {needs for _, short, _, needs in STEPS if short in wanted and needs}
     failed = set()
-    for name, step, needs in STEPS:
+    for name, short, step, needs in STEPS:
+        if short not in wanted:
+            continue
         started = time.monotonic()
         print(f"== {name} ({check.left():.0f} s of the budget left)", flush=True)
         if needs in failed:
@@ -403,7 +412,7 @@ def main():
             except Exception as err:  # noqa: BLE001  (recorded; the next step runs)
                 status = f"**failed**: {str(err)[:300]}"
         if status != "ok":
-            failed.add(name)
+            failed.add(short)
         check.steps.append((name, status.replace("\n", " "), time.monotonic() - started))
         print(f"   {status.splitlines()[0] if status else ''} ({time.monotonic() - started:.1f} s)", flush=True)
         check.save()

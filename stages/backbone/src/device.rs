@@ -3,7 +3,8 @@
 
 use std::sync::OnceLock;
 
-use burn::prelude::Device;
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::prelude::{Bool, Device, Int, Tensor};
 
 /// Why the asked-for device cannot be used, with the command that fixes it.
 #[derive(Debug, thiserror::Error)]
@@ -120,11 +121,33 @@ static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// `make()` run alone, with Burn's generator seeded from `seed` first: every network built by the
 /// model stages goes through here, so what one draws does not depend on what runs beside it.
-pub fn initialise_seeded<N>(device: &Device, seed: u64, make: impl FnOnce() -> N) -> N {
+///
+/// Burn initialises parameters lazily, on first use: every parameter is touched here, while the
+/// lock is held, so that no draw is left to happen later, outside it, where it would interleave
+/// with another network's (found as two trainings with one seed writing different weights when
+/// other trainings ran beside them).
+pub fn initialise_seeded<N: Module>(device: &Device, seed: u64, make: impl FnOnce() -> N) -> N {
     let _alone = INIT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     device.seed(seed);
     RUNNING_STATES.set(0);
-    make()
+    let net = make();
+    net.visit(&mut InitialiseNow);
+    net
+}
+
+/// Touches every parameter, which runs its pending initialiser.
+struct InitialiseNow;
+
+impl ModuleVisitor for InitialiseNow {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let _ = param.val();
+    }
+    fn visit_int<const D: usize>(&mut self, param: &Param<Tensor<D, Int>>) {
+        let _ = param.val();
+    }
+    fn visit_bool<const D: usize>(&mut self, param: &Param<Tensor<D, Bool>>) {
+        let _ = param.val();
+    }
 }
 
 thread_local! {

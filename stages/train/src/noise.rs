@@ -183,7 +183,9 @@ pub fn initialise<N: burn::module::Module>(
     seed: u64,
     make: impl FnOnce() -> N,
 ) -> N {
-    stage_backbone::initialise_seeded(device, seed, make).map(&mut NumberParams(0))
+    // Renumbered inside the lock too: the mapping is where a parameter would otherwise first be
+    // used.
+    stage_backbone::initialise_seeded(device, seed, || make().map(&mut NumberParams(0)))
 }
 
 /// Renumbers parameters 1, 2, 3, ... in visit order.
