@@ -6,7 +6,7 @@
 use std::ffi::c_void;
 
 // `at::globalContext()` and three members of `at::Context`, by their Itanium-mangled names
-// (exported by `libtorch_cpu.so`, which torch-sys links; checked in torch 2.9 and 2.11). They are
+// (exported by `libtorch_cpu.so`, which torch-sys links; checked in torch 2.11's). They are
 // non-virtual member functions, which take `this` as their first argument: the C calling
 // convention of these declarations.
 unsafe extern "C" {
