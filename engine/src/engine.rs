@@ -25,6 +25,10 @@ pub enum EngineError {
     /// A published copy could not be finished.
     #[error("{0}")]
     Publish(String),
+    /// A published copy was not written: a file in the way is not the pipeline's, or writing
+    /// failed.
+    #[error(transparent)]
+    Published(#[from] crate::publish::PublishError),
     /// `--no-wait` and another run holds the project.
     #[error("another `pipeline run` holds `{}`; rerun without `--no-wait` to wait for it", .0.display())]
     Busy(PathBuf),

@@ -8,7 +8,7 @@
 //! |---|---|
 //! | [`fsio`] | I/O errors with their area, atomic and durable writes, tree listing |
 //! | [`digest`] | blake3 of files and trees, canonical JSON, file stamps |
-//! | [`spec`], [`plan`] | `pipeline.yaml` and the validated, ordered plan |
+//! | [`spec`], [`workspace`], [`plan`] | `pipeline.yaml`, the rules for the paths it names, and the validated, ordered plan |
 //! | [`fingerprint`] | what a stage run depends on: the key, the lock record, the reasons |
 //! | [`lock`] | `pipeline.lock` |
 //! | [`record`] | `cache/v1/runs.jsonl` |
@@ -36,6 +36,7 @@ pub mod schedule;
 pub mod spec;
 pub mod statcache;
 pub mod store;
+pub mod workspace;
 
 pub use assess::{StageStatus, State};
 pub use engine::{Engine, EngineError, RunOptions};

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use pipeline_api::Stage;
 
 use crate::spec::{SpecError, SpecFile};
+use crate::workspace::{check_publish_apart, check_publish_target, check_workspace_file};
 
 /// The stage kinds the engine can run, by kind name.
 #[derive(Default, Clone)]
@@ -49,7 +50,8 @@ pub struct PlannedStage {
     pub inputs: BTreeMap<String, String>,
     /// Role -> path relative to the project root, as written.
     pub files: BTreeMap<String, String>,
-    /// Directory (relative to the project root) that receives a copy of the output.
+    /// Directory (relative to the project root, `/`-separated, checked by
+    /// [`crate::workspace::check_publish_target`]) that receives a copy of the output.
     pub publish: Option<String>,
 }
 
@@ -66,7 +68,7 @@ pub struct Plan {
 impl Plan {
     /// Validates `spec` against the registered kinds.
     pub fn build(spec: &SpecFile, registry: &Registry) -> Result<Self, SpecError> {
-        let mut planned = Vec::new();
+        let mut planned: Vec<PlannedStage> = Vec::new();
         if spec.spec.stages.is_empty() {
             return Err(spec.error(
                 "stages",
@@ -74,6 +76,12 @@ impl Plan {
                 Some("add at least one stage under `stages:`".into()),
             ));
         }
+        let every_file: Vec<&str> = spec
+            .spec
+            .stages
+            .values()
+            .flat_map(|s| s.files.values().map(String::as_str))
+            .collect();
         for name in &spec.order {
             let stage_spec = &spec.spec.stages[name];
             let key = format!("stages.{name}");
@@ -119,13 +127,49 @@ impl Plan {
             }
             let root = spec.path.parent().unwrap_or(Path::new("."));
             for (role, path) in &stage_spec.files {
-                if !root.join(path).exists() {
-                    return Err(spec.error(
+                check_workspace_file(root, path).map_err(|problem| {
+                    spec.error(
                         &format!("{key}.files.{role}"),
-                        format!("file `{path}` does not exist"),
-                        Some("paths are relative to the directory of the pipeline file".into()),
-                    ));
+                        problem.message,
+                        Some(problem.help),
+                    )
+                })?;
+            }
+            let publish = match &stage_spec.publish {
+                Some(target) => Some(
+                    check_publish_target(root, target, every_file.iter().copied()).map_err(
+                        |problem| {
+                            spec.error(
+                                &format!("{key}.publish"),
+                                problem.message,
+                                Some(problem.help),
+                            )
+                        },
+                    )?,
+                ),
+                None => None,
+            };
+            if let Some(target) = &publish {
+                for earlier in &planned {
+                    if let Some(theirs) = &earlier.publish {
+                        check_publish_apart((&earlier.name, theirs), (name, target)).map_err(
+                            |problem| {
+                                spec.error(
+                                    &format!("{key}.publish"),
+                                    problem.message,
+                                    Some(problem.help),
+                                )
+                            },
+                        )?;
+                    }
                 }
+            }
+            if let Some((path, value)) = non_finite(&stage_spec.params, String::new()) {
+                return Err(spec.error(
+                    &format!("{key}.params{path}"),
+                    format!("`{value}` is not a finite number"),
+                    Some("params take finite numbers, e.g. `0.5` or `1e-3`".into()),
+                ));
             }
             let raw = yaml_to_json(&stage_spec.params)
                 .map_err(|message| spec.error(&format!("{key}.params"), message, None))?;
@@ -147,7 +191,7 @@ impl Plan {
                 params,
                 inputs: stage_spec.inputs.clone(),
                 files: stage_spec.files.clone(),
-                publish: stage_spec.publish.clone(),
+                publish,
             });
         }
         let stages = topo_sort(spec, planned)?;
@@ -309,6 +353,34 @@ fn find_cycle(stuck: &[PlannedStage]) -> Vec<String> {
             return cycle;
         }
         path.push(next);
+    }
+}
+
+/// The first NaN or infinity among `value`'s numbers, as (`.key.path`, `.nan`): JSON, which
+/// params become, has no such numbers (serde would call them null).
+fn non_finite(value: &serde_yaml_ng::Value, path: String) -> Option<(String, String)> {
+    match value {
+        serde_yaml_ng::Value::Number(n) if n.as_f64().is_some_and(|f| !f.is_finite()) => {
+            let f = n.as_f64().unwrap_or_default();
+            let shown = if f.is_nan() {
+                ".nan"
+            } else if f > 0.0 {
+                ".inf"
+            } else {
+                "-.inf"
+            };
+            Some((path, shown.to_string()))
+        }
+        serde_yaml_ng::Value::Mapping(map) => map.iter().find_map(|(k, v)| {
+            let name = k.as_str().map_or_else(|| format!("{k:?}"), str::to_string);
+            non_finite(v, format!("{path}.{name}"))
+        }),
+        serde_yaml_ng::Value::Sequence(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| non_finite(v, format!("{path}.{i}"))),
+        serde_yaml_ng::Value::Tagged(tagged) => non_finite(&tagged.value, path),
+        _ => None,
     }
 }
 

@@ -44,8 +44,12 @@ impl PublishRecord {
 }
 
 /// Copies every file below `from` into the new folder `to`, replacing `to` as a whole: a
-/// half-made copy is only ever a `*.publishing` sibling.
-pub fn copy_tree(from: &Path, to: &Path) -> Result<(), FsError> {
+/// half-made copy is only ever a `*.publishing` sibling. An existing `to` is replaced only when it
+/// is a copy this function made (it holds [`RUN_FILE`]); anything else there is a person's.
+pub fn copy_tree(from: &Path, to: &Path) -> Result<(), PublishError> {
+    if fs::symlink_metadata(to).is_ok() && !to.join(RUN_FILE).is_file() {
+        return Err(PublishError::Foreign(to.to_path_buf()));
+    }
     let staging = to.with_extension("publishing");
     let _ = fs::remove_dir_all(&staging);
     fs::create_dir_all(&staging).map_err(Area::Published.err())?;
@@ -59,7 +63,22 @@ pub fn copy_tree(from: &Path, to: &Path) -> Result<(), FsError> {
     if to.exists() {
         fs::remove_dir_all(to).map_err(Area::Published.err())?;
     }
-    fs::rename(&staging, to).map_err(Area::Published.err())
+    fs::rename(&staging, to).map_err(Area::Published.err())?;
+    Ok(())
+}
+
+/// Why a copy could not be published.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// Reading or writing failed.
+    #[error(transparent)]
+    Fs(#[from] FsError),
+    /// A file the copy would replace was not put there by the pipeline.
+    #[error(
+        "`{}` is in the way of a published copy, and the pipeline did not put it there: it is left as it is\n  help: move it elsewhere (or delete it), or publish to another folder",
+        .0.display()
+    )]
+    Foreign(PathBuf),
 }
 
 /// The run folders below a publication directory, oldest first (ids sort by time).
@@ -75,8 +94,14 @@ pub fn run_folders(to: &Path) -> Vec<(String, PathBuf)> {
     found
 }
 
+/// In a publication directory: what the engine put at its top ([`PublishRecord`]). It lives with
+/// the files it describes, so the pipeline still knows its own files after the cache is cleared,
+/// and never mistakes a person's file for one of them.
+pub const RECORD_FILE: &str = ".pipeline-published.json";
+
 impl Store {
-    fn publish_record_path(&self, to: &Path) -> PathBuf {
+    /// Where records were kept before they moved into the publication directory.
+    fn legacy_record_path(&self, to: &Path) -> PathBuf {
         self.versioned().join("published").join(format!(
             "{}.json",
             blake3::hash(to.to_string_lossy().as_bytes()).to_hex()
@@ -84,7 +109,8 @@ impl Store {
     }
 
     fn publish_record(&self, to: &Path) -> PublishRecord {
-        fs::read(self.publish_record_path(to))
+        fs::read(to.join(RECORD_FILE))
+            .or_else(|_| fs::read(self.legacy_record_path(to)))
             .ok()
             .and_then(|bytes| serde_json::from_slice(&bytes).ok())
             .unwrap_or_default()
@@ -104,31 +130,42 @@ impl Store {
     /// Makes the files at the top of `to` those below `from` (the output of `key`, or a run's
     /// copy of it), unless `force` is off and `to` still holds exactly what the last publication
     /// of `key` put there (same files with the same size, mtime and inode). Returns whether
-    /// anything was copied. Each file is replaced atomically.
+    /// anything was copied. Each file is replaced atomically. A file in the way that the last
+    /// publication did not put there (a person's `index.html`) stops it before anything is
+    /// written, unless it already has the very bytes it would get.
     pub fn publish_latest(
         &self,
         key: &str,
         from: &Path,
         to: &Path,
         force: bool,
-    ) -> Result<bool, FsError> {
-        let record_path = self.publish_record_path(to);
+    ) -> Result<bool, PublishError> {
         let recorded = self.publish_record(to);
         if !force && recorded.key == key && recorded.intact(to) {
             // Nothing to copy: `from` may be the cached output while the top holds a run's
             // dressed copy of the same key.
             return Ok(false);
         }
+        let sources = list_files(from, Area::Published)?;
+        for file in &sources {
+            let rel = relative(file, from);
+            let dest = to.join(&rel);
+            let ours = recorded.files.contains_key(&rel)
+                || fs::read(&dest).is_ok_and(|there| fs::read(file).is_ok_and(|new| new == there));
+            if fs::symlink_metadata(&dest).is_ok() && !ours {
+                return Err(PublishError::Foreign(dest));
+            }
+        }
         fs::create_dir_all(to).map_err(Area::Published.err())?;
         let mut files = BTreeMap::new();
-        for file in list_files(from, Area::Published)? {
-            let rel = relative(&file, from);
+        for file in &sources {
+            let rel = relative(file, from);
             let dest = to.join(&rel);
             if let Some(parent) = dest.parent() {
                 fs::create_dir_all(parent).map_err(Area::Published.err())?;
             }
             let staging = dest.with_extension("publishing");
-            fs::copy(&file, &staging).map_err(Area::Published.err())?;
+            fs::copy(file, &staging).map_err(Area::Published.err())?;
             fs::rename(&staging, &dest).map_err(Area::Published.err())?;
             let meta = fs::metadata(&dest).map_err(Area::Published.err())?;
             files.insert(rel, Stamp::of(&meta));
@@ -138,18 +175,16 @@ impl Store {
                 let _ = fs::remove_file(to.join(rel));
             }
         }
-        if let Some(dir) = record_path.parent() {
-            fs::create_dir_all(dir).map_err(Area::Cache.err())?;
-        }
         let record = PublishRecord {
             key: key.to_string(),
             files,
         };
         write_atomic(
-            &record_path,
+            &to.join(RECORD_FILE),
             &serde_json::to_vec(&record).expect("a publish record serialises"),
-            Area::Cache,
+            Area::Published,
         )?;
+        let _ = fs::remove_file(self.legacy_record_path(to));
         Ok(true)
     }
 
@@ -160,7 +195,7 @@ impl Store {
         key: &str,
         to: &Path,
         run: &RunContext,
-    ) -> Result<PathBuf, FsError> {
+    ) -> Result<PathBuf, PublishError> {
         let folder = to.join(&run.id);
         copy_tree(&self.out_dir(key), &folder)?;
         write_atomic(

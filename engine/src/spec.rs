@@ -85,8 +85,11 @@ impl Override {
                 "`-S {text}` gives no value: write `{path}=VALUE` (`{path}=null` for none)"
             ));
         }
-        let value = serde_yaml_ng::from_str(raw)
-            .map_err(|err| format!("`-S {text}`: the value is not YAML: {err}"))?;
+        let value =
+            serde_yaml_ng::from_str(raw).map_err(|err| match too_large(&err.to_string()) {
+                Some(number) => format!("`-S {text}`: {number}"),
+                None => format!("`-S {text}`: the value is not YAML: {err}"),
+            })?;
         Ok(Self {
             text: text.to_string(),
             stage,
@@ -99,6 +102,20 @@ impl Override {
     pub fn key(&self) -> String {
         format!("stages.{}.params.{}", self.stage, self.keys.join("."))
     }
+}
+
+/// serde_yaml_ng reads a whole number past 64 bits as a `u128` no value type takes, and says so
+/// in its own terms (`invalid type: integer `1...` as u128, expected any YAML value`): say it in
+/// the user's.
+fn too_large(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("invalid type: integer `")?;
+    let (number, tail) = rest.split_once('`')?;
+    (tail.starts_with(" as u128") || tail.starts_with(" as i128")).then(|| {
+        format!(
+            "the number {number} is out of range: no param takes a whole number past 64 bits \
+             (each param's range is in its stage's README)"
+        )
+    })
 }
 
 /// A problem in the pipeline file, located by line and key path.
@@ -143,6 +160,21 @@ impl SpecFile {
 
     /// Parses pipeline text that was read from `path`.
     pub fn parse(path: &Path, text: String) -> Result<Self, SpecError> {
+        if let Some(duplicate) = duplicate_key(&text) {
+            let what = match duplicate.key.strip_prefix("stages.") {
+                Some(stage) if !stage.contains('.') => format!("stage `{stage}` is declared twice"),
+                _ => format!("key `{}` appears twice", duplicate.key),
+            };
+            return Err(SpecError {
+                path: path.to_path_buf(),
+                line: Some(duplicate.second),
+                key: duplicate.key,
+                message: format!("{what}: lines {} and {}", duplicate.first, duplicate.second),
+                help: Some(
+                    "YAML would keep only the last one silently: rename one or merge them".into(),
+                ),
+            });
+        }
         let deserializer = serde_yaml_ng::Deserializer::from_str(&text);
         let spec: PipelineSpec = match serde_path_to_error::deserialize(deserializer) {
             Ok(spec) => spec,
@@ -157,6 +189,9 @@ impl SpecFile {
                 let mut message = inner.to_string();
                 if let Some(at) = message.find(" at line ") {
                     message.truncate(at);
+                }
+                if let Some(number) = too_large(&message) {
+                    message = number;
                 }
                 let help = message.contains("unknown field").then(|| {
                     "a stage takes `kind`, `inputs`, `files`, `params` and `publish`".into()
@@ -291,6 +326,82 @@ fn stage_order(text: &str, spec: &PipelineSpec) -> Vec<String> {
     named.into_iter().map(|(_, name)| name.clone()).collect()
 }
 
+/// A key given twice in one map, with both lines.
+#[derive(Debug, PartialEq, Eq)]
+struct DuplicateKey {
+    key: String,
+    first: usize,
+    second: usize,
+}
+
+/// The first key given twice in one block-style map (two `resize:` blocks, two `width:` lines),
+/// which serde would resolve silently by keeping the last. List items open a scope of their own,
+/// and the lines of a block scalar (`|`, `>`) are text, not keys.
+fn duplicate_key(text: &str) -> Option<DuplicateKey> {
+    let mut stack: Vec<(usize, String)> = Vec::new();
+    let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let mut scalar_above: Option<usize> = None;
+    for (index, raw) in text.lines().enumerate() {
+        let line_no = index + 1;
+        let content = raw.split(" #").next().unwrap_or("");
+        let mut trimmed = content.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let mut indent = content.len() - trimmed.len();
+        if let Some(scalar) = scalar_above {
+            if indent > scalar {
+                continue;
+            }
+            scalar_above = None;
+        }
+        if trimmed == "-" || trimmed.starts_with("- ") {
+            while stack.last().is_some_and(|(i, _)| *i >= indent) {
+                stack.pop();
+            }
+            stack.push((indent, format!("-{line_no}")));
+            let rest = trimmed[1..].trim_start();
+            indent += trimmed.len() - rest.len();
+            trimmed = rest;
+        }
+        let Some(colon) = trimmed
+            .find(": ")
+            .or_else(|| trimmed.strip_suffix(':').map(str::len))
+        else {
+            continue;
+        };
+        if trimmed.starts_with(['{', '[', '"', '\'']) && !trimmed[..colon].ends_with(['"', '\'']) {
+            continue;
+        }
+        let name = trimmed[..colon]
+            .trim()
+            .trim_matches(|c| c == '"' || c == '\'');
+        while stack.last().is_some_and(|(i, _)| *i >= indent) {
+            stack.pop();
+        }
+        stack.push((indent, name.to_string()));
+        let path: Vec<&str> = stack.iter().map(|(_, n)| n.as_str()).collect();
+        let key = path.join(".");
+        if let Some(first) = seen.insert(key.clone(), line_no) {
+            return Some(DuplicateKey {
+                key: path
+                    .iter()
+                    .filter(|p| !p.starts_with('-'))
+                    .copied()
+                    .collect::<Vec<_>>()
+                    .join("."),
+                first,
+                second: line_no,
+            });
+        }
+        let value = trimmed[colon + 1..].trim();
+        if value.starts_with('|') || value.starts_with('>') {
+            scalar_above = Some(indent);
+        }
+    }
+    None
+}
+
 /// Finds the 1-based line of a dotted key path in block-style YAML, e.g. `stages.resize.params.width`.
 ///
 /// Falls back to the deepest ancestor found, and understands `key: {a: 1}` flow maps on one line.
@@ -417,11 +528,34 @@ stages:
             ("resize.width=", "gives no value"),
             ("rezise.width=3", "stage `rezise`"),
             ("resize.width.px=3", "not a map"),
+            ("resize.width=18446744073709551616", "out of range"),
         ] {
             let mut file = SpecFile::parse(Path::new("p.yaml"), TEXT.into()).unwrap();
             let err = file.apply_overrides(&[bad.into()]).unwrap_err();
             assert!(err.to_string().contains(says), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn a_key_given_twice_is_an_error_with_both_lines() {
+        let twice = format!("{TEXT}  resize:\n    kind: resize\n");
+        let err = SpecFile::parse(Path::new("p.yaml"), twice).unwrap_err();
+        assert_eq!(err.line, Some(11), "{err}");
+        assert!(
+            err.to_string()
+                .contains("stage `resize` is declared twice: lines 6 and 11"),
+            "{err}"
+        );
+        let width = TEXT.replace("      height: 64", "      width: 96");
+        let err = SpecFile::parse(Path::new("p.yaml"), width).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("key `stages.resize.params.width` appears twice: lines 9 and 10"),
+            "{err}"
+        );
+        // List items are scopes of their own; block scalars are text.
+        let fine = "stages:\n  a:\n    kind: x\n    params:\n      layers:\n        - size: 3\n          act: relu\n        - size: 4\n          act: tanh\n      note: |\n        a: 1\n        a: 2\n";
+        assert_eq!(duplicate_key(fine), None);
     }
 
     #[test]

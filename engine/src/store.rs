@@ -232,13 +232,16 @@ impl Store {
         self.versioned().join("runs.jsonl")
     }
 
-    /// Keys of every entry in the store.
+    /// Keys of every entry in the store: the directories of `entries/` named like a key. Anything
+    /// else there (a `.DS_Store`, a file a person left) is not an entry and is never touched.
     pub fn keys(&self) -> Vec<String> {
         let mut keys: Vec<String> = fs::read_dir(self.versioned().join("entries"))
             .map(|entries| {
                 entries
                     .flatten()
-                    .map(|e| e.file_name().to_string_lossy().to_string())
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .filter(|name| is_key(name))
                     .collect()
             })
             .unwrap_or_default();
@@ -287,10 +290,9 @@ impl Store {
     /// Removes an entry: first renamed out of `entries/` so it stops looking fresh at once.
     pub fn evict(&self, key: &str) -> Result<(), FsError> {
         let dir = self.entry_dir(key);
-        let aside = self
-            .versioned()
-            .join("tmp")
-            .join(format!("{key}.evicted.{}", std::process::id()));
+        let tmp = self.versioned().join("tmp");
+        fs::create_dir_all(&tmp).map_err(Area::Cache.err())?;
+        let aside = tmp.join(format!("{key}.evicted.{}", std::process::id()));
         fs::rename(&dir, &aside).map_err(Area::Cache.err())?;
         fs::remove_dir_all(&aside).map_err(Area::Cache.err())
     }
@@ -519,12 +521,24 @@ impl Store {
     }
 }
 
-/// Removes every directory in `dir` (none when `dir` is missing); returns how many.
+/// Whether `name` is an entry key: 64 lowercase hex digits, as [`crate::fingerprint`] makes them.
+pub fn is_key(name: &str) -> bool {
+    name.len() == 64 && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// Removes everything in `dir` (nothing when `dir` is missing): the work areas of dead runs, and
+/// any stray file or link found among them (a link is removed, never followed). Returns how many.
 fn remove_children(dir: &std::path::Path) -> Result<usize, FsError> {
     let mut removed = 0;
     if let Ok(entries) = fs::read_dir(dir) {
         for entry in entries.flatten() {
-            fs::remove_dir_all(entry.path()).map_err(Area::Cache.err())?;
+            let path = entry.path();
+            let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+            if is_dir {
+                fs::remove_dir_all(&path).map_err(Area::Cache.err())?;
+            } else {
+                fs::remove_file(&path).map_err(Area::Cache.err())?;
+            }
             removed += 1;
         }
     }

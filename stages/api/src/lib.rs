@@ -150,6 +150,32 @@ pub fn canonicalize_checked<P: DeserializeOwned + Serialize>(
     serde_json::to_value(&typed).map_err(|err| ParamError::at("", err.to_string()))
 }
 
+/// Checks that the numeric param at `key` lies in `range`, the range its kind documents (README
+/// of the stage). Every numeric param has one: a value past it (`timeout_secs:
+/// 18446744073709551615`) would overflow a clock or hang a run rather than fail it. `unit` follows
+/// the bounds in the message (`" seconds"`, or `""`). NaN is in no range.
+pub fn check_range<T>(
+    key: &str,
+    value: T,
+    range: std::ops::RangeInclusive<T>,
+    unit: &str,
+) -> Result<(), ParamError>
+where
+    T: PartialOrd + std::fmt::Display,
+{
+    if range.contains(&value) {
+        return Ok(());
+    }
+    Err(ParamError::at(
+        key,
+        format!(
+            "is {value}, outside its range: set it from {} to {}{unit}",
+            range.start(),
+            range.end()
+        ),
+    ))
+}
+
 /// A param that failed validation, with the key path inside `params:` (`.` when the whole map).
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]

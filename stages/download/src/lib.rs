@@ -17,7 +17,7 @@ use std::sync::{Condvar, Mutex};
 
 use pipeline_api::{
     ItemCache, ParamError, ResultExt, RunSummary, Stage, StageContext, StageError,
-    canonicalize_checked, create_dir, item_key, unix_now, write_json,
+    canonicalize_checked, check_range, create_dir, item_key, unix_now, write_json,
 };
 use polars::prelude::*;
 use rayon::prelude::*;
@@ -32,27 +32,30 @@ pub struct Download;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DownloadParams {
-    /// Whole-request time limit per attempt, in seconds.
+    /// Whole-request time limit per attempt, in seconds (1 to 3600).
     pub timeout_secs: u64,
-    /// Largest poster accepted, in bytes.
+    /// Largest poster accepted, in bytes (1 to [`MAX_BYTES_LIMIT`]).
     pub max_bytes: u64,
-    /// Extra attempts after a timeout, connection error, 429 or 5xx.
+    /// Extra attempts after a timeout, connection error, 429 or 5xx (0 to 10).
     pub retries: u32,
-    /// First backoff between attempts, in milliseconds (doubles each attempt).
+    /// First backoff between attempts, in milliseconds (doubles each attempt; 0 to 60,000).
     pub backoff_ms: u64,
     /// Longest wait a server may ask for with `Retry-After` (on 429 or 503) before the poster is
-    /// recorded as failed instead, in seconds.
+    /// recorded as failed instead, in seconds (0 to 3600).
     pub max_retry_after_secs: u64,
     /// A failed remote poster is remembered and not requested again until this many hours have
     /// passed (the stage's output then expires, so the next `pipeline run` retries it) or
-    /// `pipeline run --retry-failed` asks.
+    /// `pipeline run --retry-failed` asks. 0 to 8760 (a year).
     pub retry_failed_after_hours: f64,
-    /// Requests in flight at once, over all hosts (a knob: not part of the cache key).
+    /// Requests in flight at once, over all hosts (1 to 256; a knob: not part of the cache key).
     pub max_in_flight: usize,
     /// Requests in flight at once to one host (`host:port` of the poster URL; redirects count
-    /// against the first host). A knob: not part of the cache key.
+    /// against the first host; 1 to 256). A knob: not part of the cache key.
     pub max_per_host: usize,
 }
+
+/// The largest `max_bytes` accepted: 1 GiB, far above any poster, far below memory.
+pub const MAX_BYTES_LIMIT: u64 = 1 << 30;
 
 /// Param names that only tune concurrency.
 const KNOBS: &[&str] = &["max_in_flight", "max_per_host"];
@@ -131,18 +134,24 @@ impl Stage for Download {
     }
     fn canonical_params(&self, raw: &serde_json::Value) -> Result<serde_json::Value, ParamError> {
         canonicalize_checked::<DownloadParams>(raw, |p| {
-            if !(p.retry_failed_after_hours.is_finite() && p.retry_failed_after_hours >= 0.0) {
-                return Err(ParamError::at(
-                    "retry_failed_after_hours",
-                    "must be a number of hours, 0 or more",
-                ));
-            }
-            if !(1..=256).contains(&p.max_in_flight) {
-                return Err(ParamError::at("max_in_flight", "must be between 1 and 256"));
-            }
-            if p.max_per_host == 0 {
-                return Err(ParamError::at("max_per_host", "must be at least 1"));
-            }
+            check_range("timeout_secs", p.timeout_secs, 1..=3600, " seconds")?;
+            check_range("max_bytes", p.max_bytes, 1..=MAX_BYTES_LIMIT, " bytes")?;
+            check_range("retries", p.retries, 0..=10, "")?;
+            check_range("backoff_ms", p.backoff_ms, 0..=60_000, " milliseconds")?;
+            check_range(
+                "max_retry_after_secs",
+                p.max_retry_after_secs,
+                0..=3600,
+                " seconds",
+            )?;
+            check_range(
+                "retry_failed_after_hours",
+                p.retry_failed_after_hours,
+                0.0..=8760.0,
+                " hours",
+            )?;
+            check_range("max_in_flight", p.max_in_flight, 1..=256, "")?;
+            check_range("max_per_host", p.max_per_host, 1..=256, "")?;
             Ok(())
         })
     }
@@ -619,7 +628,9 @@ impl Fetcher {
         let host = host_of(url);
         for attempt in 0..=self.retries {
             if attempt > 0 {
-                let backoff = self.backoff * 2u32.saturating_pow(attempt - 1);
+                let backoff = self
+                    .backoff
+                    .saturating_mul(2u32.saturating_pow(attempt - 1));
                 std::thread::sleep(asked_wait.take().unwrap_or(backoff).max(backoff));
             }
             // Held for the request and its body, not across the waits between attempts.

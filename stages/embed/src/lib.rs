@@ -18,7 +18,7 @@ use std::time::Instant;
 use burn::prelude::*;
 use pipeline_api::{
     ParamError, ResultExt, RunSummary, Stage, StageContext, StageError, canonicalize_checked,
-    create_dir, read_file, write_json,
+    check_range, create_dir, read_file, write_json,
 };
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -106,14 +106,9 @@ impl Stage for Embed {
     fn canonical_params(&self, raw: &serde_json::Value) -> Result<serde_json::Value, ParamError> {
         canonicalize_checked::<EmbedParams>(raw, |p| {
             // Lite0 downsamples 32x; below 32 pixels a side the last blocks see one pixel.
-            for (key, value) in [("width", p.width), ("height", p.height)] {
-                if !(32..=1024).contains(&value) {
-                    return Err(ParamError::at(key, "must be between 32 and 1024"));
-                }
-            }
-            if p.batch_size == 0 || p.batch_size > 1024 {
-                return Err(ParamError::at("batch_size", "must be between 1 and 1024"));
-            }
+            check_range("width", p.width, 32..=1024, " pixels")?;
+            check_range("height", p.height, 32..=1024, " pixels")?;
+            check_range("batch_size", p.batch_size, 1..=1024, "")?;
             Ok(())
         })
     }

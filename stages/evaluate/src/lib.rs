@@ -14,8 +14,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use pipeline_api::{
-    ParamError, RunContext, RunSummary, Stage, StageContext, StageError, canonicalize, write_file,
-    write_json,
+    ParamError, RunContext, RunSummary, Stage, StageContext, StageError, canonicalize_checked,
+    check_range, write_file, write_json,
 };
 use serde::{Deserialize, Serialize};
 use stage_metrics::{Decision, DecisionRule, Scorecard, baseline};
@@ -32,7 +32,7 @@ pub struct Evaluate;
 #[serde(deny_unknown_fields, default)]
 pub struct EvaluateParams {
     /// Test posters shown in the report's gallery, a third each as best hits, worst misses and a
-    /// fixed random sample.
+    /// fixed random sample (0 to 300).
     pub examples: usize,
 }
 
@@ -134,7 +134,9 @@ impl Stage for Evaluate {
         &["stats", "second_model", "second_data"]
     }
     fn canonical_params(&self, raw: &serde_json::Value) -> Result<serde_json::Value, ParamError> {
-        canonicalize::<EvaluateParams>(raw)
+        canonicalize_checked::<EvaluateParams>(raw, |p| {
+            check_range("examples", p.examples, 0..=300, " posters")
+        })
     }
     fn present(
         &self,

@@ -10,8 +10,8 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use pipeline_api::{
-    ParamError, ResultExt, RunSummary, Stage, StageContext, StageError, canonicalize, item_key,
-    write_json,
+    ParamError, ResultExt, RunSummary, Stage, StageContext, StageError, canonicalize_checked,
+    check_range, item_key, write_json,
 };
 use polars::prelude::*;
 use rayon::prelude::*;
@@ -29,9 +29,9 @@ pub struct Filter;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FilterParams {
-    /// Oldest release year kept; `null` keeps every year, including unknown ones.
+    /// Oldest release year kept (1800 to 2200); `null` keeps every year, including unknown ones.
     pub min_year: Option<i32>,
-    /// Genres with fewer movies than this are left out of the vocabulary.
+    /// Genres with fewer movies than this are left out of the vocabulary (0 to 10,000,000).
     pub min_genre_count: usize,
 }
 
@@ -109,7 +109,17 @@ impl Stage for Filter {
         &["movies", "posters"]
     }
     fn canonical_params(&self, raw: &serde_json::Value) -> Result<serde_json::Value, ParamError> {
-        canonicalize::<FilterParams>(raw)
+        canonicalize_checked::<FilterParams>(raw, |p| {
+            if let Some(year) = p.min_year {
+                check_range("min_year", year, 1800..=2200, "")?;
+            }
+            check_range(
+                "min_genre_count",
+                p.min_genre_count,
+                0..=10_000_000,
+                " movies",
+            )
+        })
     }
     fn run(&self, ctx: &StageContext<'_>) -> Result<RunSummary, StageError> {
         let params: FilterParams = ctx.params()?;

@@ -18,7 +18,7 @@ use fast_image_resize::images::Image;
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use pipeline_api::{
     ParamError, ResultExt, RunSummary, Stage, StageContext, StageError, canonicalize_checked,
-    read_json, write_json,
+    check_range, read_json, write_json,
 };
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -50,13 +50,13 @@ pub enum Mode {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ResizeParams {
-    /// Output width in pixels.
+    /// Output width in pixels (1 to 4096).
     pub width: u32,
-    /// Output height in pixels.
+    /// Output height in pixels (1 to 4096).
     pub height: u32,
     /// `stretch`, `pad` or `crop`.
     pub mode: Mode,
-    /// Posters per shard file (and per unit of work held in memory).
+    /// Posters per shard file (and per unit of work held in memory; 1 to 65,536).
     pub shard_rows: usize,
 }
 
@@ -104,15 +104,9 @@ impl Stage for Resize {
     }
     fn canonical_params(&self, raw: &serde_json::Value) -> Result<serde_json::Value, ParamError> {
         canonicalize_checked::<ResizeParams>(raw, |p| {
-            if p.width == 0 || p.width > 4096 {
-                return Err(ParamError::at("width", "must be between 1 and 4096"));
-            }
-            if p.height == 0 || p.height > 4096 {
-                return Err(ParamError::at("height", "must be between 1 and 4096"));
-            }
-            if p.shard_rows == 0 {
-                return Err(ParamError::at("shard_rows", "must be at least 1"));
-            }
+            check_range("width", p.width, 1..=4096, " pixels")?;
+            check_range("height", p.height, 1..=4096, " pixels")?;
+            check_range("shard_rows", p.shard_rows, 1..=65_536, "")?;
             Ok(())
         })
     }

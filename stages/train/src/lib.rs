@@ -29,7 +29,7 @@ use std::path::Path;
 use burn::prelude::*;
 use pipeline_api::{
     ParamError, ResultExt, RunSummary, Stage, StageContext, StageError, canonicalize_checked,
-    write_json,
+    check_range, write_json,
 };
 use serde::{Deserialize, Serialize};
 use stage_backbone::BLOCKS;
@@ -92,7 +92,7 @@ impl Monitor {
 pub struct EarlyStopping {
     /// What decides the best epoch (kept whatever `patience` is).
     pub monitor: Monitor,
-    /// Stop after this many epochs without improvement; 0 runs every epoch.
+    /// Stop after this many epochs without improvement; 0 runs every epoch (0 to 10,000).
     pub patience: usize,
 }
 
@@ -112,17 +112,17 @@ pub struct TrainParams {
     /// `small-cnn` (default), `keras-baseline`, `efficientnet-lite0` (images) or `linear`, `mlp`
     /// (embeddings).
     pub architecture: Architecture,
-    /// Most passes over the training split.
+    /// Most passes over the training split (1 to 10,000).
     pub epochs: usize,
-    /// Posters per gradient step.
+    /// Posters per gradient step (1 to 4096).
     pub batch_size: usize,
-    /// Learning rate.
+    /// Learning rate, in (0, 1).
     pub learning_rate: f64,
-    /// Seed of weight initialisation and shuffling.
+    /// Seed of weight initialisation and shuffling (any whole number up to 2^64 - 1).
     pub seed: u64,
     /// `adamw` (default) or `adam`.
     pub optimizer: Optimizer,
-    /// Weight decay (decoupled for AdamW, L2 for Adam).
+    /// Weight decay (decoupled for AdamW, L2 for Adam), in [0, 1).
     pub weight_decay: f64,
     /// Weight each genre's positives by negatives / positives of the training split (PyTorch's
     /// `BCEWithLogitsLoss(pos_weight=...)`).
@@ -131,9 +131,9 @@ pub struct TrainParams {
     pub early_stopping: EarlyStopping,
     /// How probabilities become genres (`auto`, `per-genre-f1`, `global`, `top-k`, `micro-f1`).
     pub decision: DecisionRule,
-    /// Hidden units of `mlp`.
+    /// Hidden units of `mlp` (1 to 65,536).
     pub hidden: usize,
-    /// Dropout before the output layer of `linear`, `mlp` and `efficientnet-lite0`.
+    /// Dropout before the output layer of `linear`, `mlp` and `efficientnet-lite0`, in [0, 1).
     pub dropout: f64,
     /// `efficientnet-lite0`: how many of its 16 blocks, counted from the end, are trained (the
     /// head conv and the new genre layer always are; the stem never).
@@ -143,7 +143,7 @@ pub struct TrainParams {
     /// Image architectures: augmentation of the training split, on the fly.
     pub augment: Augment,
     /// Image architectures: posters read before a shuffle (the shard order is shuffled too).
-    /// Bounds memory: this many decoded posters, whatever the size of the split.
+    /// Bounds memory: this many decoded posters, whatever the size of the split (1 to 1,000,000).
     pub shuffle_window: usize,
 }
 
@@ -193,12 +193,8 @@ impl Stage for Train {
     }
     fn canonical_params(&self, raw: &serde_json::Value) -> Result<serde_json::Value, ParamError> {
         canonicalize_checked::<TrainParams>(raw, |p| {
-            if p.epochs == 0 {
-                return Err(ParamError::at("epochs", "must be at least 1"));
-            }
-            if p.batch_size == 0 {
-                return Err(ParamError::at("batch_size", "must be at least 1"));
-            }
+            check_range("epochs", p.epochs, 1..=10_000, "")?;
+            check_range("batch_size", p.batch_size, 1..=4096, " posters")?;
             if !(p.learning_rate > 0.0 && p.learning_rate < 1.0) {
                 return Err(ParamError::at("learning_rate", "must be in (0, 1)"));
             }
@@ -208,12 +204,19 @@ impl Stage for Train {
             if !(0.0..1.0).contains(&p.dropout) {
                 return Err(ParamError::at("dropout", "must be in [0, 1)"));
             }
-            if p.hidden == 0 {
-                return Err(ParamError::at("hidden", "must be at least 1"));
-            }
-            if p.shuffle_window == 0 {
-                return Err(ParamError::at("shuffle_window", "must be at least 1"));
-            }
+            check_range("hidden", p.hidden, 1..=65_536, " units")?;
+            check_range(
+                "shuffle_window",
+                p.shuffle_window,
+                1..=1_000_000,
+                " posters",
+            )?;
+            check_range(
+                "early_stopping.patience",
+                p.early_stopping.patience,
+                0..=10_000,
+                " epochs",
+            )?;
             p.schedule
                 .check(p.epochs)
                 .map_err(|(path, why)| ParamError::at(path, why))?;

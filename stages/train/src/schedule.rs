@@ -21,13 +21,14 @@ pub enum Decay {
 pub struct Schedule {
     /// `constant` (default), `cosine` or `step`.
     pub decay: Decay,
-    /// Epochs (fractions allowed) over which the rate climbs linearly from near 0.
+    /// Epochs (fractions allowed) over which the rate climbs linearly from near 0, in
+    /// [0, epochs).
     pub warmup_epochs: f64,
-    /// Where `cosine` ends.
+    /// Where `cosine` ends, in [0, 1).
     pub min_learning_rate: f64,
-    /// `step`: epochs between decays.
+    /// `step`: epochs between decays (1 to 10,000).
     pub step_epochs: usize,
-    /// `step`: the factor of each decay.
+    /// `step`: the factor of each decay, in (0, 1].
     pub gamma: f64,
 }
 
@@ -52,11 +53,11 @@ impl Schedule {
                 format!("must be in [0, epochs = {epochs})"),
             ));
         }
-        if self.min_learning_rate < 0.0 {
-            return Err(("schedule.min_learning_rate", "must be at least 0".into()));
+        if !(self.min_learning_rate >= 0.0 && self.min_learning_rate < 1.0) {
+            return Err(("schedule.min_learning_rate", "must be in [0, 1)".into()));
         }
-        if self.step_epochs == 0 {
-            return Err(("schedule.step_epochs", "must be at least 1".into()));
+        if !(1..=10_000).contains(&self.step_epochs) {
+            return Err(("schedule.step_epochs", "must be from 1 to 10000".into()));
         }
         if !(self.gamma > 0.0 && self.gamma <= 1.0) {
             return Err(("schedule.gamma", "must be in (0, 1]".into()));
