@@ -56,8 +56,9 @@ pub struct Cli {
         default_value = "pipeline.yaml"
     )]
     pub file: PathBuf,
-    /// Worker threads per stage [default: number of cores]. Never part of a cache key.
-    #[arg(long, global = true, env = "PIPELINE_THREADS")]
+    /// Worker threads per stage, 1 to 1024 [default: number of cores]. Never part of a cache
+    /// key.
+    #[arg(long, global = true, env = "PIPELINE_THREADS", value_parser = at_most::<1024>)]
     pub threads: Option<usize>,
     /// Where `embed`, `train` and `evaluate` compute: `flex` (or `cpu`; Burn's pure-Rust CPU
     /// backend, the default), and in a binary built with libtorch (`scripts/build-tch.sh`)
@@ -108,9 +109,9 @@ pub enum Command {
         /// Fail at once instead of waiting when another run holds this project.
         #[arg(long)]
         no_wait: bool,
-        /// Independent stages to run at the same time [default: number of cores]. Each stage
-        /// still gets `--threads` workers; `-j 1` runs stages one after another.
-        #[arg(short = 'j', long, value_name = "N", env = "PIPELINE_JOBS")]
+        /// Independent stages to run at the same time, 1 to 256 [default: number of cores]. Each
+        /// stage still gets `--threads` workers; `-j 1` runs stages one after another.
+        #[arg(short = 'j', long, value_name = "N", env = "PIPELINE_JOBS", value_parser = at_most::<256>)]
         jobs: Option<usize>,
         /// Attempt again the posters whose download failed in earlier runs (failures are
         /// otherwise remembered for the download stage's `retry_failed_after_hours`).
@@ -246,6 +247,20 @@ pub fn main() -> ExitCode {
             ExitCode::from(1)
         }
         Err(Failure::Reported) => ExitCode::from(1),
+    }
+}
+
+/// A count from 1 to `MAX`: a thread per unit, so an unbounded one (`--threads 100000`) would
+/// stall the machine before the first stage ran.
+fn at_most<const MAX: usize>(text: &str) -> Result<usize, String> {
+    let n: usize = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{text}` is not a whole number"))?;
+    if (1..=MAX).contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!("{n} is outside 1 to {MAX}"))
     }
 }
 

@@ -74,6 +74,11 @@ struct Scheduler<'e, 'p> {
     /// Output digest and entry key of every stage whose output is known.
     digests: BTreeMap<String, String>,
     entry_keys: BTreeMap<String, String>,
+    /// Key -> the stage a worker is running under it. Two stages with one key are one piece of
+    /// work: the second waits and then reuses the entry (both writing it would race).
+    running_keys: BTreeMap<String, String>,
+    /// Key -> the stage that failed under it in this run, and its error.
+    failed_keys: BTreeMap<String, (String, String)>,
     lock: LockFile,
     log: RunLog,
     context: RunContext,
@@ -125,6 +130,8 @@ impl Engine<'_> {
                 .collect(),
             digests: BTreeMap::new(),
             entry_keys: BTreeMap::new(),
+            running_keys: BTreeMap::new(),
+            failed_keys: BTreeMap::new(),
             lock,
             log: RunLog::default(),
             context: self.run_context(&id, started_unix, options),
@@ -386,9 +393,25 @@ impl<'e, 'p> Scheduler<'e, 'p> {
                 self.slots.insert(&stage.name, Slot::Unknown);
                 Ok(Settled::Done)
             }
-            Assessment::Dirty { .. } if !can_start => Ok(Settled::Wait),
             Assessment::Dirty { reasons, known } => {
                 let (key, fingerprint) = known.expect("inputs are known when not a dry run");
+                if self.running_keys.contains_key(&key) || !can_start {
+                    return Ok(Settled::Wait);
+                }
+                if let Some((other, error)) = self.failed_keys.get(&key).cloned() {
+                    let error = format!(
+                        "it is the same work as `{other}` (same kind, params and inputs), which failed: {error}"
+                    );
+                    self.emit(Event::Failed {
+                        stage: &stage.name,
+                        key: &key,
+                        error: &error,
+                        span: self.span(began, Instant::now()),
+                    });
+                    self.slots.insert(&stage.name, Slot::Broken);
+                    return Ok(Settled::Done);
+                }
+                self.running_keys.insert(key.clone(), stage.name.clone());
                 Ok(Settled::Run(Box::new(Job {
                     stage,
                     locked: LockedStage {
@@ -442,6 +465,7 @@ impl<'e, 'p> Scheduler<'e, 'p> {
         let Finished { job, result, ended } = done;
         let stage = job.stage;
         let span = self.span(job.began, ended);
+        self.running_keys.remove(&job.key);
         match result {
             Ok(manifest) => {
                 let mut locked = job.locked;
@@ -463,6 +487,8 @@ impl<'e, 'p> Scheduler<'e, 'p> {
                 Ok(true)
             }
             Err(message) => {
+                self.failed_keys
+                    .insert(job.key.clone(), (stage.name.clone(), message.clone()));
                 self.emit(Event::Failed {
                     stage: &stage.name,
                     key: &job.key,

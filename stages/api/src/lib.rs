@@ -442,6 +442,22 @@ pub fn read_file(path: &Path) -> Result<Vec<u8>, StageError> {
     })
 }
 
+/// The blake3 of a file's contents, as hex (what cache manifests record), naming the file in
+/// the error.
+pub fn file_digest(path: &Path) -> Result<String, StageError> {
+    let mut hasher = blake3::Hasher::new();
+    hasher
+        .update_reader(std::fs::File::open(path).map_err(|source| StageError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?)
+        .map_err(|source| StageError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    Ok(hasher.finalize().to_hex().to_string())
+}
+
 /// Writes a file, naming it in the error.
 pub fn write_file(path: &Path, bytes: impl AsRef<[u8]>) -> Result<(), StageError> {
     std::fs::write(path, bytes).map_err(|source| StageError::Write {

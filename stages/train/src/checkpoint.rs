@@ -6,21 +6,28 @@
 //! older ones are then removed. The generators need no saving: every stream is derived from
 //! `(seed, epoch)` (see `noise`). The engine keys the working area by the stage's cache key, so a
 //! checkpoint from other params, inputs or code is never found here; `format` guards against one
-//! from an older build of this code under the same key.
+//! from an older build of this code under the same key. `state.json`, written last, holds the
+//! blake3 of every weight file: a checkpoint whose files do not match (a disk error, a stray
+//! edit) is discarded with a line saying so, never resumed into a model committed under a clean
+//! key.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use burn::module::Module;
 use burn::optim::ModuleOptimizer;
-use pipeline_api::{ResultExt, StageError, write_json};
+use pipeline_api::{ResultExt, StageError, file_digest, write_json};
 use serde::{Deserialize, Serialize};
 use stage_metrics::Decision;
 
 use crate::fit::History;
 
-/// Bumped when what a checkpoint holds changes.
-const FORMAT: u32 = 1;
+/// Bumped when what a checkpoint holds changes (2: the digests of its files).
+const FORMAT: u32 = 2;
+
+/// The files of a checkpoint beside `state.json`.
+const FILES: [&str; 3] = ["net.bpk", "best.bpk", "optim.bpk"];
 
 /// The loop's state after `epochs_done` epochs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -37,6 +44,9 @@ pub struct LoopState {
     pub since_best: usize,
     /// The best epoch so far (its number is `history.best_epoch`).
     pub best: Option<BestEpoch>,
+    /// File name -> blake3 of every file in [`FILES`], filled in by [`save`].
+    #[serde(default)]
+    pub files: BTreeMap<String, String>,
 }
 
 impl LoopState {
@@ -49,6 +59,7 @@ impl LoopState {
             history,
             since_best: 0,
             best: None,
+            files: BTreeMap::new(),
         }
     }
 }
@@ -107,16 +118,48 @@ fn numbered(work_dir: &Path) -> Vec<(usize, PathBuf)> {
     found
 }
 
-/// The newest complete checkpoint whose state is readable and of this format, if any.
-pub fn latest(work_dir: &Path) -> Option<Found> {
-    numbered(work_dir).into_iter().rev().find_map(|(_, dir)| {
-        let bytes = fs::read(dir.join("state.json")).ok()?;
-        let state: LoopState = serde_json::from_slice(&bytes).ok()?;
-        let complete = ["net.bpk", "best.bpk", "optim.bpk"]
-            .iter()
-            .all(|f| dir.join(f).is_file());
-        (state.format == FORMAT && complete).then_some(Found { dir, state })
-    })
+/// The newest checkpoint that is complete, of this format and intact, and a line for each newer
+/// one that was not and has been removed.
+pub fn latest(work_dir: &Path) -> (Option<Found>, Vec<String>) {
+    let mut discarded = Vec::new();
+    for (epoch, dir) in numbered(work_dir).into_iter().rev() {
+        match check(&dir) {
+            Ok(state) => return (Some(Found { dir, state }), discarded),
+            Err(why) => {
+                let _ = fs::remove_dir_all(&dir);
+                discarded.push(format!(
+                    "discarded the checkpoint after epoch {epoch} (`{}`): {why}",
+                    dir.display()
+                ));
+            }
+        }
+    }
+    (None, discarded)
+}
+
+/// The state of the checkpoint in `dir` if every file it lists has its recorded digest.
+fn check(dir: &Path) -> Result<LoopState, String> {
+    let bytes = fs::read(dir.join("state.json")).map_err(|_| "it has no state.json".to_string())?;
+    let state: LoopState =
+        serde_json::from_slice(&bytes).map_err(|_| "its state.json is unreadable".to_string())?;
+    if state.format != FORMAT {
+        return Err(format!(
+            "it was written in checkpoint format {}, this build reads {FORMAT}",
+            state.format
+        ));
+    }
+    for name in FILES {
+        let recorded = state
+            .files
+            .get(name)
+            .ok_or_else(|| format!("its state lists no digest for `{name}`"))?;
+        match file_digest(&dir.join(name)) {
+            Ok(actual) if actual == *recorded => {}
+            Ok(_) => return Err(format!("`{name}` does not match its digest (damaged)")),
+            Err(_) => return Err(format!("`{name}` is missing")),
+        }
+    }
+    Ok(state)
 }
 
 /// Writes the state after an epoch, then drops older checkpoints.
@@ -143,7 +186,13 @@ pub fn save<N: Module + Clone>(
     optim
         .save(partial.join("optim.bpk"))
         .during("checkpointing the optimiser")?;
-    write_json(&partial.join("state.json"), state)?;
+    let mut state = state.clone();
+    for name in FILES {
+        state
+            .files
+            .insert(name.to_string(), file_digest(&partial.join(name))?);
+    }
+    write_json(&partial.join("state.json"), &state)?;
     let done = work_dir.join(&name);
     let _ = fs::remove_dir_all(&done);
     fs::rename(&partial, &done).map_err(|e| StageError::Write {

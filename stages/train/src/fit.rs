@@ -300,7 +300,11 @@ pub fn fit<T: Task>(
         seconds: 0.0,
     });
     let mut best_net: Option<T::Net> = None;
-    if let Some(found) = checkpoint::latest(ctx.work_dir) {
+    let (found, discarded) = checkpoint::latest(ctx.work_dir);
+    for line in &discarded {
+        ctx.progress.note(line);
+    }
+    if let Some(found) = found {
         let resumed = found.net(net.clone()).and_then(|resumed| {
             let best = found.best(net.clone())?.valid();
             Ok((resumed, best, found.optimizer(optimizer(params))?))

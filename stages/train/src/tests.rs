@@ -428,7 +428,7 @@ fn the_same_seed_trains_the_same_bytes_and_a_run_killed_mid_way_resumes_to_them(
     std::fs::create_dir_all(&work).unwrap();
     let err = train_cnn(&split, &data, &work, c.path(), Some(4)).unwrap_err();
     assert!(err.to_string().contains("killed"), "{err}");
-    let left = checkpoint::latest(&work).expect("a checkpoint");
+    let left = checkpoint::latest(&work).0.expect("a checkpoint");
     assert_eq!(left.state.epochs_done, 3);
     let resumed = train_cnn(&split, &data, &work, c.path(), None).unwrap();
     assert!(
@@ -439,6 +439,27 @@ fn the_same_seed_trains_the_same_bytes_and_a_run_killed_mid_way_resumes_to_them(
     // (its batches would fail if it asked for any).
     let finished = train_cnn(&split, &data, &work, c.path(), Some(1)).unwrap();
     assert!(finished == once);
+
+    // A damaged checkpoint (same size, other bytes) is discarded with a line, never resumed.
+    let d = tempfile::tempdir().unwrap();
+    let work = d.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    train_cnn(&split, &data, &work, d.path(), Some(4)).unwrap_err();
+    let best = work.join("checkpoint-0003/best.bpk");
+    let mut bytes = std::fs::read(&best).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&best, bytes).unwrap();
+    let (found, discarded) = checkpoint::latest(&work);
+    assert!(found.is_none(), "a damaged checkpoint was offered for resuming");
+    assert_eq!(discarded.len(), 1, "{discarded:?}");
+    assert!(
+        discarded[0].contains("epoch 3") && discarded[0].contains("`best.bpk` does not match"),
+        "{discarded:?}"
+    );
+    assert!(!work.join("checkpoint-0003").exists(), "the damaged one is removed");
+    let restarted = train_cnn(&split, &data, &work, d.path(), None).unwrap();
+    assert!(restarted == once, "training from the start wrote other weights");
 }
 
 #[test]
