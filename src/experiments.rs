@@ -22,6 +22,9 @@ pub struct PublishedRun {
     pub run: RunContext,
     /// Its headline metrics.
     pub metrics: Vec<HeadlineMetric>,
+    /// What is wrong with its files (`metrics.json` unreadable, or holding no metric), and the
+    /// fix: shown beside its figures, which are then `-`.
+    pub problem: Option<String>,
 }
 
 /// Every published run folder that holds a `metrics.json`, oldest first.
@@ -34,30 +37,55 @@ pub fn published_runs(plan: &Plan) -> anyhow::Result<Vec<PublishedRun>> {
             if !metrics_path.is_file() {
                 continue;
             }
-            let read = |path: &Path| -> anyhow::Result<serde_json::Value> {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("cannot read `{}`", path.display()))?;
-                serde_json::from_str(&text).with_context(|| {
-                    format!(
-                        "`{}` is not JSON; delete the folder or rerun `pipeline run --force {}`",
-                        path.display(),
-                        stage.name
-                    )
-                })
+            let shown = Path::new(dir).join(&id).join("metrics.json");
+            let fix = format!(
+                "delete `{}` or rerun `pipeline run --force {}`",
+                Path::new(dir).join(&id).display(),
+                stage.name
+            );
+            let read = |path: &Path| -> Result<serde_json::Value, String> {
+                let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+                serde_json::from_str(&text).map_err(|e| format!("not JSON ({e})"))
             };
-            let metrics = headline(&read(&metrics_path)?);
-            let run: RunContext =
-                serde_json::from_value(read(&folder.join(RUN_FILE))?).unwrap_or_default();
+            let (metrics, problem) = match read(&metrics_path) {
+                Ok(value) => {
+                    let metrics = headline(&value);
+                    let problem = metrics.is_empty().then(|| {
+                        format!(
+                            "`{}` holds no metrics (no `models[].test` figures): {fix}",
+                            shown.display()
+                        )
+                    });
+                    (metrics, problem)
+                }
+                Err(why) => (
+                    Vec::new(),
+                    Some(format!("`{}` is unreadable: {why}: {fix}", shown.display())),
+                ),
+            };
+            let run: RunContext = read(&folder.join(RUN_FILE))
+                .ok()
+                .and_then(|value| serde_json::from_value(value).ok())
+                .unwrap_or_default();
             runs.push(PublishedRun {
                 folder: Path::new(dir).join(&id),
                 id,
                 run,
                 metrics,
+                problem,
             });
         }
     }
     runs.sort_by(|a, b| a.id.cmp(&b.id));
     Ok(runs)
+}
+
+/// The `warning:` lines of the runs shown.
+fn warnings(runs: &[&PublishedRun]) -> String {
+    runs.iter()
+        .filter_map(|r| r.problem.as_ref())
+        .map(|p| format!("\nwarning: {p}"))
+        .collect()
 }
 
 /// The run `wanted` names: an id, a unique prefix of one, `latest` or `previous`.
@@ -103,6 +131,7 @@ pub fn show(plan: &Plan, wanted: Option<&str>, json: bool) -> anyhow::Result<Str
     let runs = published_runs(plan)?;
     let run = resolve(&runs, wanted.unwrap_or("latest"))?;
     if json {
+        let problems: Vec<&String> = run.problem.iter().collect();
         let metrics: serde_json::Map<String, serde_json::Value> = run
             .metrics
             .iter()
@@ -113,6 +142,7 @@ pub fn show(plan: &Plan, wanted: Option<&str>, json: bool) -> anyhow::Result<Str
             "folder": run.folder,
             "overrides": run.run.overrides,
             "metrics": metrics,
+            "problems": problems,
         }))?);
     }
     let width = run.metrics.iter().map(|m| m.name.len()).max().unwrap_or(6);
@@ -132,6 +162,7 @@ pub fn show(plan: &Plan, wanted: Option<&str>, json: bool) -> anyhow::Result<Str
     for m in &run.metrics {
         out.push_str(&format!("\n{:width$}  {:.4}", m.name, m.value));
     }
+    out.push_str(&warnings(&[run]));
     Ok(out)
 }
 
@@ -154,10 +185,15 @@ pub fn diff(
     let old_run = resolve(&runs, old.unwrap_or("previous"))?;
     let changes = compare(&old_run.metrics, &new_run.metrics);
     if json {
+        let problems: Vec<&String> = [&old_run.problem, &new_run.problem]
+            .into_iter()
+            .flatten()
+            .collect();
         return Ok(serde_json::to_string_pretty(&serde_json::json!({
             "old": old_run.id,
             "new": new_run.id,
             "metrics": changes,
+            "problems": problems,
         }))?);
     }
     let width = changes.iter().map(|m| m.name.len()).max().unwrap_or(6);
@@ -175,5 +211,6 @@ pub fn diff(
             change(m)
         ));
     }
+    out.push_str(&warnings(&[old_run, new_run]));
     Ok(out)
 }

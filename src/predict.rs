@@ -13,7 +13,7 @@ use std::path::Path;
 use anyhow::{Context, bail};
 use serde::Serialize;
 use stage_backbone::{FEATURE_DIM, FrozenLite0, images_to_input};
-use stage_download::{DownloadParams, Fetcher};
+use stage_download::{DownloadParams, Fetcher, read_capped};
 use stage_resize::{Mode, ResizeParams, fit_bytes_into};
 use stage_train::{Device, TrainedModel};
 
@@ -271,17 +271,54 @@ fn preprocess(
     }
 }
 
-/// Reads one poster's bytes: a file, or an http(s) URL through the download stage's fetcher.
+/// Reads one poster's bytes: an http(s) URL through the download stage's fetcher, or a file (a
+/// path or a `file://` URL), a regular one of at most the fetcher's `max_bytes`.
 fn poster_bytes(
     source: &str,
+    max_bytes: u64,
     fetcher: &dyn Fn() -> anyhow::Result<Fetcher>,
 ) -> Result<Vec<u8>, String> {
-    if source.starts_with("http://") || source.starts_with("https://") {
+    let lower = source.to_ascii_lowercase();
+    if lower.starts_with("http://") || lower.starts_with("https://") {
         let fetcher = fetcher().map_err(|e| format!("{e:#}"))?;
-        fetcher.fetch(source)
-    } else {
-        std::fs::read(source).map_err(|e| format!("cannot read `{source}`: {e}"))
+        return fetcher.fetch(source);
     }
+    let path = if lower.starts_with("file://") {
+        // `file:///abs/path` or `file://localhost/abs/path`.
+        let rest = &source["file://".len()..];
+        rest.strip_prefix("localhost").unwrap_or(rest)
+    } else if let Some((scheme, _)) = source.split_once("://")
+        && !scheme.is_empty()
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+    {
+        return Err(format!(
+            "unsupported scheme `{scheme}://`: give a path, a file:// URL or an http(s) URL"
+        ));
+    } else {
+        source
+    };
+    read_capped(Path::new(path), max_bytes).map_err(|e| format!("`{path}`: {e}"))
+}
+
+/// Checks the model's cache entry against its manifest, as a stage checks its inputs before it
+/// reads them: a damaged model answers nothing rather than NaN.
+fn check_entry(store: &Store, stage: &str, key: &str) -> anyhow::Result<()> {
+    let short = &key[..key.len().min(16)];
+    if store.manifest(key).is_none() {
+        bail!(
+            "no trained model in the cache for `{stage}` (key {short}); `pipeline run {stage}` trains it"
+        );
+    }
+    let problems = store.verify(key);
+    if !problems.is_empty() {
+        bail!(
+            "the cached model of `{stage}` (entry {short}) is damaged: {}\n  help: `pipeline verify --repair` removes damaged entries, then `pipeline run {stage}` trains it again",
+            problems.join(", ")
+        );
+    }
+    Ok(())
 }
 
 /// Answers `options` with the chosen model.
@@ -291,13 +328,8 @@ pub fn predict(plan: &Plan, options: &PredictOptions<'_>) -> anyhow::Result<Pred
     let key = keys.of(&stage).with_context(|| {
         format!("no trained model yet: `{stage}` has not run; `pipeline run {stage}` trains it")
     })?;
+    check_entry(&store, &stage, &key)?;
     let out = store.out_dir(&key);
-    if !out.join("model.json").is_file() {
-        bail!(
-            "no trained model in the cache for `{stage}` (key {}); `pipeline run {stage}` trains it",
-            &key[..key.len().min(16)]
-        );
-    }
     let (device, _) = stage_train::select_device()?;
     let model = TrainedModel::load(&out, &device)?;
     let pre = preprocess(plan, &store, &keys, &stage, &device)?;
@@ -329,7 +361,7 @@ pub fn predict(plan: &Plan, options: &PredictOptions<'_>) -> anyhow::Result<Pred
     let mut answers = Vec::new();
     for source in options.posters {
         let mut pixels = vec![0u8; w * h * 3];
-        let probs = poster_bytes(source, &fetcher)
+        let probs = poster_bytes(source, download_params.max_bytes, &fetcher)
             .and_then(|bytes| fit_bytes_into(&bytes, &pre.fit, &mut pixels))
             .and_then(|()| {
                 let embedding = match &pre.backbone {

@@ -195,6 +195,7 @@ impl Plan {
             });
         }
         let stages = topo_sort(spec, planned)?;
+        check_input_kinds(spec, &stages)?;
         Ok(Self {
             root: spec
                 .path
@@ -298,6 +299,61 @@ fn check_roles<'a>(
                 key,
                 format!("missing {what} role `{role}`"),
                 Some(format!("add `{role}: ...` under `{what}:`")),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Each input is bound to a stage of a kind its role reads (see
+/// [`pipeline_api::Stage::input_kinds`]).
+fn check_input_kinds(spec: &SpecFile, stages: &[PlannedStage]) -> Result<(), SpecError> {
+    let kind_of = |name: &str| {
+        stages
+            .iter()
+            .find(|s| s.name == name)
+            .map(|s| s.stage.kind())
+    };
+    for stage in stages {
+        for (role, takes) in stage.stage.input_kinds() {
+            let Some(upstream) = stage.inputs.get(*role) else {
+                continue;
+            };
+            let Some(kind) = kind_of(upstream) else {
+                continue;
+            };
+            if takes.contains(&kind) {
+                continue;
+            }
+            let wanted = takes
+                .iter()
+                .map(|k| format!("`{k}`"))
+                .collect::<Vec<_>>()
+                .join(" or ");
+            let fitting: Vec<&str> = stages
+                .iter()
+                .filter(|s| takes.contains(&s.stage.kind()) && s.name != stage.name)
+                .map(|s| s.name.as_str())
+                .collect();
+            let help = if fitting.is_empty() {
+                format!("bind `{role}` to a {wanted} stage")
+            } else {
+                format!(
+                    "bind `{role}` to a {wanted} stage: {}",
+                    fitting
+                        .iter()
+                        .map(|n| format!("`{n}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            };
+            return Err(spec.error(
+                &format!("stages.{}.inputs.{role}", stage.name),
+                format!(
+                    "input `{role}` of `{}` is bound to `{upstream}`, a `{kind}` stage, but `{role}` reads the output of a {wanted} stage",
+                    stage.name
+                ),
+                Some(help),
             ));
         }
     }

@@ -9,6 +9,8 @@
 
 use std::path::{Component, Path, PathBuf};
 
+use pipeline_api::odd_file_type;
+
 /// What is wrong with a path, and how to fix it.
 #[derive(Debug, PartialEq, Eq)]
 pub struct PathProblem {
@@ -24,26 +26,6 @@ impl PathProblem {
             message: message.into(),
             help: help.into(),
         }
-    }
-}
-
-/// What kind of file system object `meta` is, in words, when it is neither a regular file nor a
-/// directory.
-pub fn odd_file_type(meta: &std::fs::Metadata) -> Option<&'static str> {
-    use std::os::unix::fs::FileTypeExt;
-    let kind = meta.file_type();
-    if kind.is_file() || kind.is_dir() {
-        None
-    } else if kind.is_fifo() {
-        Some("a FIFO (named pipe)")
-    } else if kind.is_char_device() {
-        Some("a character device")
-    } else if kind.is_block_device() {
-        Some("a block device")
-    } else if kind.is_socket() {
-        Some("a socket")
-    } else {
-        Some("not a regular file")
     }
 }
 

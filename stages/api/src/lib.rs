@@ -29,6 +29,13 @@ pub trait Stage: Send + Sync {
     fn optional_input_roles(&self) -> &'static [&'static str] {
         &[]
     }
+    /// For each input role, the kinds whose output layout it reads (`("data", &["split",
+    /// "embed"])`). The plan refuses any other binding before anything runs, so a `train` bound
+    /// to a `train` is an error naming the line, not a missing file at run time. A role not
+    /// listed takes any kind.
+    fn input_kinds(&self) -> &'static [(&'static str, &'static [&'static str])] {
+        &[]
+    }
     /// Whether the kind remembers per-item failures across runs; `pipeline run --retry-failed`
     /// reruns such stages with [`StageContext::retry_failed`] set.
     fn remembers_failures(&self) -> bool {
@@ -434,6 +441,26 @@ impl<T, E: Into<Box<dyn StdError + Send + Sync>>> ResultExt<T> for Result<T, E> 
     }
 }
 
+/// What kind of file system object `meta` is, in words, when it is neither a regular file nor a
+/// directory.
+pub fn odd_file_type(meta: &std::fs::Metadata) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    let kind = meta.file_type();
+    if kind.is_file() || kind.is_dir() {
+        None
+    } else if kind.is_fifo() {
+        Some("a FIFO (named pipe)")
+    } else if kind.is_char_device() {
+        Some("a character device")
+    } else if kind.is_block_device() {
+        Some("a block device")
+    } else if kind.is_socket() {
+        Some("a socket")
+    } else {
+        Some("not a regular file")
+    }
+}
+
 /// Reads a file, naming it in the error.
 pub fn read_file(path: &Path) -> Result<Vec<u8>, StageError> {
     std::fs::read(path).map_err(|source| StageError::Read {
@@ -447,10 +474,12 @@ pub fn read_file(path: &Path) -> Result<Vec<u8>, StageError> {
 pub fn file_digest(path: &Path) -> Result<String, StageError> {
     let mut hasher = blake3::Hasher::new();
     hasher
-        .update_reader(std::fs::File::open(path).map_err(|source| StageError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?)
+        .update_reader(
+            std::fs::File::open(path).map_err(|source| StageError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?,
+        )
         .map_err(|source| StageError::Read {
             path: path.to_path_buf(),
             source,

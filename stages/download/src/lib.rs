@@ -126,6 +126,9 @@ impl Stage for Download {
     fn input_roles(&self) -> &'static [&'static str] {
         &["movies"]
     }
+    fn input_kinds(&self) -> &'static [(&'static str, &'static [&'static str])] {
+        &[("movies", &["ingest"])]
+    }
     fn file_roles(&self) -> &'static [&'static str] {
         &["root"]
     }
@@ -555,7 +558,9 @@ impl Fetcher {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .timeout_global(Some(Duration::from_secs(params.timeout_secs.max(1))))
             .http_status_as_error(false)
-            .max_redirects(5)
+            // Redirects are followed by `get`, which checks each `Location` first.
+            .max_redirects(0)
+            .max_redirects_will_error(false)
             .user_agent(concat!("pipeline/", env!("CARGO_PKG_VERSION")))
             .build()
             .into();
@@ -610,15 +615,7 @@ impl Fetcher {
                 "refused: `{path}` links outside the data root (the stage's `files.root`)"
             ));
         }
-        let file = std::fs::File::open(&resolved).map_err(|e| format!("unreadable: {e}"))?;
-        let mut bytes = Vec::new();
-        file.take(self.max_bytes + 1)
-            .read_to_end(&mut bytes)
-            .map_err(|e| format!("unreadable: {e}"))?;
-        if bytes.len() as u64 > self.max_bytes {
-            return Err(format!("too large: over {} bytes", self.max_bytes));
-        }
-        Ok(bytes)
+        read_capped(&resolved, self.max_bytes)
     }
 
     fn fetch_http(&self, url: &str) -> Result<Vec<u8>, String> {
@@ -635,7 +632,8 @@ impl Fetcher {
             }
             // Held for the request and its body, not across the waits between attempts.
             let _slot = self.hosts.enter(&host);
-            match self.agent.get(url).call() {
+            // An outer error (a refused redirect, a loop) is final: not retried.
+            match self.get(url)? {
                 Ok(mut response) => {
                     let status = response.status();
                     if matches!(status.as_u16(), 429 | 503)
@@ -682,15 +680,102 @@ impl Fetcher {
                     }
                 }
                 Err(ureq::Error::Timeout(_)) => last = "timed out".to_string(),
-                Err(ureq::Error::TooManyRedirects) => {
-                    return Err(
-                        "too many redirects: a loop, or a chain over 5 hops (not retried)".into(),
-                    );
-                }
                 Err(err) => last = format!("transfer failed: {err}"),
             }
         }
         Err(format!("{last} (after {} attempts)", self.retries + 1))
+    }
+}
+
+/// Reads a local poster of at most `max_bytes`: a regular file only (a FIFO or a device would
+/// block or never end, and the request timeout does not cover local reads).
+pub fn read_capped(path: &Path, max_bytes: u64) -> Result<Vec<u8>, String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("unreadable: {e}"))?;
+    if let Some(kind) = pipeline_api::odd_file_type(&meta) {
+        return Err(format!("not a regular file: it is {kind}"));
+    }
+    if meta.len() > max_bytes {
+        return Err(format!("too large: over {max_bytes} bytes"));
+    }
+    let file = std::fs::File::open(path).map_err(|e| format!("unreadable: {e}"))?;
+    let mut bytes = Vec::new();
+    file.take(max_bytes + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("unreadable: {e}"))?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(format!("too large: over {max_bytes} bytes"));
+    }
+    Ok(bytes)
+}
+
+/// Redirects followed before a poster fails as a loop.
+const MAX_REDIRECTS: usize = 5;
+
+impl Fetcher {
+    /// GETs `url`, following up to [`MAX_REDIRECTS`] redirects itself: ureq would read a
+    /// `Location` in another scheme (`file:///etc/passwd`) as a path on the same host. The inner
+    /// result is the last response or ureq's error (retried as such); the outer error is final.
+    #[allow(clippy::result_large_err)]
+    fn get(
+        &self,
+        url: &str,
+    ) -> Result<Result<ureq::http::Response<ureq::Body>, ureq::Error>, String> {
+        let mut current = url.to_string();
+        for _ in 0..=MAX_REDIRECTS {
+            let response = match self.agent.get(&current).call() {
+                Ok(response) => response,
+                Err(err) => return Ok(Err(err)),
+            };
+            let location = response
+                .headers()
+                .get("location")
+                .and_then(|v| v.to_str().ok());
+            match location {
+                Some(location) if response.status().is_redirection() => {
+                    current = redirect_target(&current, location)?;
+                }
+                _ => return Ok(Ok(response)),
+            }
+        }
+        Err(format!(
+            "too many redirects: a loop, or a chain over {MAX_REDIRECTS} hops (not retried)"
+        ))
+    }
+}
+
+/// Where a redirect from `base` to `location` leads: an http(s) URL, or why it is refused.
+fn redirect_target(base: &str, location: &str) -> Result<String, String> {
+    let location = location.trim();
+    let scheme = location
+        .split_once(':')
+        .map(|(scheme, _)| scheme)
+        .filter(|s| {
+            s.starts_with(|c: char| c.is_ascii_alphabetic())
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+        });
+    if let Some(scheme) = scheme {
+        let lower = scheme.to_ascii_lowercase();
+        return if lower == "http" || lower == "https" {
+            Ok(location.to_string())
+        } else {
+            Err(format!(
+                "refused: redirected to a `{lower}:` URL; only http and https redirects are followed (not retried)"
+            ))
+        };
+    }
+    let uri: ureq::http::Uri = base
+        .parse()
+        .map_err(|_| format!("redirected from an unreadable URL `{base}`"))?;
+    let scheme = uri.scheme_str().unwrap_or("http");
+    let authority = uri.authority().map_or("", |a| a.as_str());
+    if let Some(network) = location.strip_prefix("//") {
+        Ok(format!("{scheme}://{network}"))
+    } else if location.starts_with('/') {
+        Ok(format!("{scheme}://{authority}{location}"))
+    } else {
+        let dir = uri.path().rsplit_once('/').map_or("", |(dir, _)| dir);
+        Ok(format!("{scheme}://{authority}{dir}/{location}"))
     }
 }
 
@@ -719,6 +804,27 @@ fn lexically_normal(path: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redirects_resolve_against_the_url_and_other_schemes_are_refused() {
+        let base = "http://127.0.0.1:8080/posters/a.jpg?x=1";
+        for (location, expected) in [
+            ("https://cdn.example/b.jpg", "https://cdn.example/b.jpg"),
+            ("/other/b.jpg", "http://127.0.0.1:8080/other/b.jpg"),
+            ("b.jpg", "http://127.0.0.1:8080/posters/b.jpg"),
+            ("//cdn.example/c.jpg", "http://cdn.example/c.jpg"),
+        ] {
+            assert_eq!(redirect_target(base, location).unwrap(), expected);
+        }
+        for location in [
+            "file:///etc/passwd",
+            "FTP://x/y",
+            "data:image/png;base64,AA",
+        ] {
+            let err = redirect_target(base, location).unwrap_err();
+            assert!(err.starts_with("refused: redirected to a `"), "{err}");
+        }
+    }
 
     #[test]
     fn hosts_are_the_authority_of_the_url() {

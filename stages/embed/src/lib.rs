@@ -96,6 +96,9 @@ impl Stage for Embed {
     fn input_roles(&self) -> &'static [&'static str] {
         &["data", "posters"]
     }
+    fn input_kinds(&self) -> &'static [(&'static str, &'static [&'static str])] {
+        &[("data", &["split"]), ("posters", &["download"])]
+    }
     fn file_roles(&self) -> &'static [&'static str] {
         &["weights"]
     }

@@ -130,6 +130,18 @@ impl Stage for Evaluate {
     fn input_roles(&self) -> &'static [&'static str] {
         &["model", "data", "ingest", "download", "filter"]
     }
+    fn input_kinds(&self) -> &'static [(&'static str, &'static [&'static str])] {
+        &[
+            ("model", &["train"]),
+            ("data", &["split", "embed"]),
+            ("second_model", &["train"]),
+            ("second_data", &["split", "embed"]),
+            ("ingest", &["ingest"]),
+            ("download", &["download"]),
+            ("filter", &["filter"]),
+            ("stats", &["stats"]),
+        ]
+    }
     fn optional_input_roles(&self) -> &'static [&'static str] {
         &["stats", "second_model", "second_data"]
     }

@@ -108,6 +108,9 @@ impl Stage for Filter {
     fn input_roles(&self) -> &'static [&'static str] {
         &["movies", "posters"]
     }
+    fn input_kinds(&self) -> &'static [(&'static str, &'static [&'static str])] {
+        &[("movies", &["ingest"]), ("posters", &["download"])]
+    }
     fn canonical_params(&self, raw: &serde_json::Value) -> Result<serde_json::Value, ParamError> {
         canonicalize_checked::<FilterParams>(raw, |p| {
             if let Some(year) = p.min_year {

@@ -102,6 +102,9 @@ impl Stage for Resize {
     fn input_roles(&self) -> &'static [&'static str] {
         &["movies", "posters"]
     }
+    fn input_kinds(&self) -> &'static [(&'static str, &'static [&'static str])] {
+        &[("movies", &["filter"]), ("posters", &["download"])]
+    }
     fn canonical_params(&self, raw: &serde_json::Value) -> Result<serde_json::Value, ParamError> {
         canonicalize_checked::<ResizeParams>(raw, |p| {
             check_range("width", p.width, 1..=4096, " pixels")?;

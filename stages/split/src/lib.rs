@@ -74,6 +74,9 @@ impl Stage for Split {
     fn input_roles(&self) -> &'static [&'static str] {
         &["shards"]
     }
+    fn input_kinds(&self) -> &'static [(&'static str, &'static [&'static str])] {
+        &[("shards", &["resize"])]
+    }
     fn canonical_params(&self, raw: &serde_json::Value) -> Result<serde_json::Value, ParamError> {
         canonicalize_checked::<SplitParams>(raw, |p| {
             for (path, value) in [

@@ -169,6 +169,9 @@ impl Stage for Stats {
     fn input_roles(&self) -> &'static [&'static str] {
         &["data"]
     }
+    fn input_kinds(&self) -> &'static [(&'static str, &'static [&'static str])] {
+        &[("data", &["split"])]
+    }
     fn canonical_params(&self, raw: &serde_json::Value) -> Result<serde_json::Value, ParamError> {
         canonicalize::<StatsParams>(raw)
     }

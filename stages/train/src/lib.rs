@@ -188,6 +188,9 @@ impl Stage for Train {
     fn input_roles(&self) -> &'static [&'static str] {
         &["data"]
     }
+    fn input_kinds(&self) -> &'static [(&'static str, &'static [&'static str])] {
+        &[("data", &["split", "embed"])]
+    }
     fn optional_file_roles(&self) -> &'static [&'static str] {
         &["weights"]
     }

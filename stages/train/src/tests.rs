@@ -451,15 +451,24 @@ fn the_same_seed_trains_the_same_bytes_and_a_run_killed_mid_way_resumes_to_them(
     bytes[middle] ^= 0xff;
     std::fs::write(&best, bytes).unwrap();
     let (found, discarded) = checkpoint::latest(&work);
-    assert!(found.is_none(), "a damaged checkpoint was offered for resuming");
+    assert!(
+        found.is_none(),
+        "a damaged checkpoint was offered for resuming"
+    );
     assert_eq!(discarded.len(), 1, "{discarded:?}");
     assert!(
         discarded[0].contains("epoch 3") && discarded[0].contains("`best.bpk` does not match"),
         "{discarded:?}"
     );
-    assert!(!work.join("checkpoint-0003").exists(), "the damaged one is removed");
+    assert!(
+        !work.join("checkpoint-0003").exists(),
+        "the damaged one is removed"
+    );
     let restarted = train_cnn(&split, &data, &work, d.path(), None).unwrap();
-    assert!(restarted == once, "training from the start wrote other weights");
+    assert!(
+        restarted == once,
+        "training from the start wrote other weights"
+    );
 }
 
 #[test]
