@@ -299,7 +299,7 @@ fn poster_bytes(
     } else {
         source
     };
-    read_capped(Path::new(path), max_bytes).map_err(|e| format!("`{path}`: {e}"))
+    read_capped(Path::new(path), max_bytes).map_err(|e| format!("cannot read `{path}`: {e}"))
 }
 
 /// Checks the model's cache entry against its manifest, as a stage checks its inputs before it

@@ -712,6 +712,15 @@ fn predict_answers_with_the_probabilities_evaluate_gave_and_refuses_what_the_pip
     .unwrap();
     let huge = image::GrayImage::new(10_000, 10_000);
     huge.save(p.root.join("huge.png")).unwrap();
+    let fifo = p.root.join("pipe.jpg");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let as_file_url = format!("file://{}", paths[0]);
     let out = p.pipeline(&[
         "predict",
         "--json",
@@ -721,6 +730,10 @@ fn predict_answers_with_the_probabilities_evaluate_gave_and_refuses_what_the_pip
         "huge.png",
         "missing.jpg",
         "http://127.0.0.1:9/x.jpg",
+        "/dev/zero",
+        "pipe.jpg",
+        "ftp://example.com/x.jpg",
+        &as_file_url,
     ]);
     assert_eq!(out.status.code(), Some(1));
     let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -748,5 +761,51 @@ fn predict_answers_with_the_probabilities_evaluate_gave_and_refuses_what_the_pip
         errors[4]
     );
     assert!(errors[5].contains("Connection refused"), "{}", errors[5]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("5 of 6 posters could not be read"));
+    // Devices and pipes are not read (a read of /dev/zero never ends), other schemes are named,
+    // and a file:// URL is the file.
+    assert!(
+        errors[6].contains("cannot read `/dev/zero`: not a regular file: it is a character device"),
+        "{}",
+        errors[6]
+    );
+    assert!(errors[7].contains("it is a FIFO"), "{}", errors[7]);
+    assert!(
+        errors[8].contains("unsupported scheme `ftp://`"),
+        "{}",
+        errors[8]
+    );
+    assert_eq!(errors[9], "", "a file:// URL answers");
+    assert_eq!(
+        answer["posters"][9]["probabilities"],
+        answer["posters"][0]["probabilities"]
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("8 of 10 posters could not be read"));
+
+    // A damaged model (same size, other bytes) is named with the fix, never read into NaN; after
+    // the fix the next run and predict are clean.
+    let model = p.output_of("train").join("model.bpk");
+    let mut bytes = std::fs::read(&model).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x5a;
+    std::fs::write(&model, &bytes).unwrap();
+    let out = p.pipeline(&["predict", &paths[0]]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("the cached model of `train`")
+            && stderr.contains("`model.bpk` does not match its hash")
+            && stderr.contains("pipeline verify --repair"),
+        "{stderr}"
+    );
+    std::fs::write(&model, &bytes[..middle]).unwrap();
+    let stderr = String::from_utf8_lossy(&p.pipeline(&["predict", &paths[0]]).stderr).to_string();
+    assert!(stderr.contains("`model.bpk` does not match its hash"), "{stderr}");
+    p.ok(&["verify", "--repair"]);
+    p.ok(&["run"]);
+    let ran = p.last_run("ran");
+    assert!(
+        ran.contains("train") && !ran.contains("embed") && !ran.contains("cnn"),
+        "only the evicted model is trained again: {ran:?}"
+    );
+    p.ok(&["predict", &paths[0]]);
 }
