@@ -127,7 +127,8 @@ impl Plan {
             }
             let root = spec.path.parent().unwrap_or(Path::new("."));
             for (role, path) in &stage_spec.files {
-                check_workspace_file(root, path).map_err(|problem| {
+                let wants_directory = stage.directory_roles().contains(&role.as_str());
+                check_workspace_file(root, role, path, wants_directory).map_err(|problem| {
                     spec.error(
                         &format!("{key}.files.{role}"),
                         problem.message,

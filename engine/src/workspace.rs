@@ -29,8 +29,14 @@ impl PathProblem {
     }
 }
 
-/// Checks a `files:` entry: it exists, and (links followed) is a regular file or a directory.
-pub fn check_workspace_file(root: &Path, path: &str) -> Result<(), PathProblem> {
+/// Checks a `files:` entry bound to `role`: it exists, and (links followed) is a directory when
+/// `wants_directory`, a regular file otherwise.
+pub fn check_workspace_file(
+    root: &Path,
+    role: &str,
+    path: &str,
+    wants_directory: bool,
+) -> Result<(), PathProblem> {
     let full = root.join(path);
     let meta = std::fs::metadata(&full).map_err(|_| {
         PathProblem::new(
@@ -38,14 +44,23 @@ pub fn check_workspace_file(root: &Path, path: &str) -> Result<(), PathProblem> 
             "paths are relative to the directory of the pipeline file",
         )
     })?;
-    if let Some(kind) = odd_file_type(&meta) {
-        return Err(PathProblem::new(
-            format!("`{path}` is {kind}, not a regular file or directory"),
-            "point it at a regular file (or a directory where the stage reads one); the \
-             pipeline hashes what it reads, and a pipe or device never ends",
-        ));
-    }
-    Ok(())
+    let wanted = if wants_directory {
+        "a directory"
+    } else {
+        "a regular file"
+    };
+    let found = match odd_file_type(&meta) {
+        Some(kind) => kind,
+        None if meta.is_dir() == wants_directory => return Ok(()),
+        None if meta.is_dir() => "a directory",
+        None => "a regular file",
+    };
+    Err(PathProblem::new(
+        format!("`{path}` is {found}, but `{role}` takes {wanted}"),
+        format!(
+            "point `{role}` at {wanted}; the pipeline hashes what it reads, and a pipe or a device never ends"
+        ),
+    ))
 }
 
 /// The `/`-separated form of a relative path without `.` components, or `None` when it is
@@ -208,20 +223,45 @@ mod tests {
     }
 
     #[test]
-    fn workspace_files_are_files_or_directories() {
+    fn workspace_files_are_regular_files_or_directories_as_their_role_asks() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(check_workspace_file(dir.path(), ".").is_ok());
-        let err = check_workspace_file(dir.path(), "/dev/zero").unwrap_err();
-        assert!(err.message.contains("a character device"), "{err:?}");
+        std::fs::write(dir.path().join("movies.csv"), "x").unwrap();
+        assert!(check_workspace_file(dir.path(), "root", ".", true).is_ok());
+        assert!(check_workspace_file(dir.path(), "csv", "movies.csv", false).is_ok());
         let fifo = dir.path().join("pipe");
         let made = std::process::Command::new("mkfifo")
             .arg(&fifo)
             .status()
             .unwrap();
         assert!(made.success());
-        let err = check_workspace_file(dir.path(), "pipe").unwrap_err();
-        assert!(err.message.contains("FIFO"), "{err:?}");
-        let err = check_workspace_file(dir.path(), "missing").unwrap_err();
-        assert!(err.message.contains("does not exist"), "{err:?}");
+        let socket = std::os::unix::net::UnixListener::bind(dir.path().join("sock")).unwrap();
+        for (path, wants_directory, says) in [
+            (
+                "/dev/zero",
+                false,
+                "`/dev/zero` is a character device, but `r` takes a regular file",
+            ),
+            (
+                "pipe",
+                false,
+                "`pipe` is a FIFO (named pipe), but `r` takes a regular file",
+            ),
+            ("sock", false, "`sock` is a socket"),
+            (
+                ".",
+                false,
+                "`.` is a directory, but `r` takes a regular file",
+            ),
+            (
+                "movies.csv",
+                true,
+                "`movies.csv` is a regular file, but `r` takes a directory",
+            ),
+            ("missing", false, "does not exist"),
+        ] {
+            let err = check_workspace_file(dir.path(), "r", path, wants_directory).unwrap_err();
+            assert!(err.message.contains(says), "{path}: {err:?}");
+        }
+        drop(socket);
     }
 }

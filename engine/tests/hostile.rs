@@ -54,7 +54,10 @@ fn stray_files_and_folders_anywhere_in_the_cache_break_no_command() {
     let engine = Engine::new(&plan);
     engine.status().expect("status");
     let (outcome, lines) = p.run();
-    assert!(outcome.failed.is_empty() && outcome.ran.is_empty(), "{lines:?}");
+    assert!(
+        outcome.failed.is_empty() && outcome.ran.is_empty(),
+        "{lines:?}"
+    );
     let report = engine.verify(false).expect("verify");
     assert!(report.damaged.is_empty(), "{:?}", report.damaged);
     assert_eq!(report.checked, 4, "stray files are not entries");
@@ -190,11 +193,12 @@ fn a_persons_file_in_the_publish_folder_is_never_replaced_and_the_pipeline_knows
 
 #[test]
 fn stages_that_are_the_same_work_run_it_once_and_the_others_reuse_it() {
-    let four: String = std::iter::once("stages:\n".to_string())
-        .chain(["a", "b", "c", "d"].iter().map(|name| {
-            format!("  {name}:\n    kind: plain\n    files:\n      data: data.txt\n")
-        }))
-        .collect();
+    let four: String =
+        std::iter::once("stages:\n".to_string())
+            .chain(["a", "b", "c", "d"].iter().map(|name| {
+                format!("  {name}:\n    kind: plain\n    files:\n      data: data.txt\n")
+            }))
+            .collect();
     let p = Project::new(&four, "same");
     let (outcome, lines) = p.run_with(RunOptions {
         jobs: 4,
@@ -205,7 +209,10 @@ fn stages_that_are_the_same_work_run_it_once_and_the_others_reuse_it() {
     assert_eq!(names(&outcome.fresh), ["b", "c", "d"], "{lines:?}");
 
     // The same work failing fails once, and the others say whose failure it is.
-    let failing = four.replace("data: data.txt\n", "data: data.txt\n    params: {fail: true}\n");
+    let failing = four.replace(
+        "data: data.txt\n",
+        "data: data.txt\n    params: {fail: true}\n",
+    );
     let p = Project::new(&failing, "same");
     let (outcome, lines) = p.run_with(RunOptions {
         jobs: 4,

@@ -257,6 +257,12 @@ fn download_gives_every_hostile_server_behaviour_the_right_outcome() {
         (url("huge-undeclared.jpg"), "too large"),
         (url("chain-1.jpg"), "stored"),
         (url("loop-a.jpg"), "too many redirects"),
+        (url("relative-1.jpg"), "stored"),
+        (
+            url("to-file.jpg"),
+            "refused: redirected to a `file:` URL; only http and https redirects are followed",
+        ),
+        ("pipe.jpg".to_string(), "not a regular file: it is a FIFO"),
         ("file:///etc/passwd".to_string(), "refused"),
         (
             "ftp://127.0.0.1/poster.jpg".to_string(),
@@ -275,6 +281,14 @@ fn download_gives_every_hostile_server_behaviour_the_right_outcome() {
         "stages:\n  ingest:\n    kind: ingest\n    files: {csv: data/movies.csv}\n  download:\n    kind: download\n    inputs: {movies: ingest}\n    files: {root: data}\n    params: {timeout_secs: 1, retries: 1, backoff_ms: 10, max_bytes: 2000000}\n",
     )
     .unwrap();
+    // A FIFO among the local posters is refused, not read (a read would wait forever).
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(root.join("data/pipe.jpg"))
+            .status()
+            .unwrap()
+            .success()
+    );
     let p = Project {
         _dir: dir,
         root: root.clone(),
@@ -330,6 +344,16 @@ fn download_gives_every_hostile_server_behaviour_the_right_outcome() {
         busy[1] - busy[0]
     );
     assert!(count("/loop-a.jpg") <= 4, "a loop stops");
+    assert_eq!(
+        count("/to-file.jpg"),
+        1,
+        "a refused redirect is not retried"
+    );
+    assert_eq!(
+        count("/file:///etc/passwd"),
+        0,
+        "another scheme is never requested as a path on the same host"
+    );
 
     // Failures are remembered: a rerun (the CSV grew) does not request them again...
     let before: usize = server.total_hits();

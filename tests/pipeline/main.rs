@@ -6,4 +6,5 @@ mod support;
 mod cache;
 mod commands;
 mod data;
+mod hostile;
 mod model;

@@ -799,7 +799,10 @@ fn predict_answers_with_the_probabilities_evaluate_gave_and_refuses_what_the_pip
     );
     std::fs::write(&model, &bytes[..middle]).unwrap();
     let stderr = String::from_utf8_lossy(&p.pipeline(&["predict", &paths[0]]).stderr).to_string();
-    assert!(stderr.contains("`model.bpk` does not match its hash"), "{stderr}");
+    assert!(
+        stderr.contains("`model.bpk` does not match its hash"),
+        "{stderr}"
+    );
     p.ok(&["verify", "--repair"]);
     p.ok(&["run"]);
     let ran = p.last_run("ran");

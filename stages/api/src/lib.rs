@@ -49,6 +49,11 @@ pub trait Stage: Send + Sync {
     fn optional_file_roles(&self) -> &'static [&'static str] {
         &[]
     }
+    /// File roles that take a directory (`root` of `download`); every other file role takes a
+    /// regular file. Checked when the plan is built.
+    fn directory_roles(&self) -> &'static [&'static str] {
+        &[]
+    }
     /// Params that tune how the stage runs but never what it makes (request concurrency, say).
     /// They reach the stage in [`StageContext::params`] but stay out of the cache key and the
     /// lock file, so changing one reruns nothing.

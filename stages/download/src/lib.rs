@@ -132,6 +132,9 @@ impl Stage for Download {
     fn file_roles(&self) -> &'static [&'static str] {
         &["root"]
     }
+    fn directory_roles(&self) -> &'static [&'static str] {
+        &["root"]
+    }
     fn knob_params(&self) -> &'static [&'static str] {
         KNOBS
     }

@@ -235,12 +235,8 @@ impl Stage for Train {
                     ),
                 ));
             }
-            if p.finetune_blocks > BLOCKS {
-                return Err(ParamError::at(
-                    "finetune_blocks",
-                    format!("EfficientNet-Lite0 has {BLOCKS} blocks"),
-                ));
-            }
+            // EfficientNet-Lite0 has BLOCKS blocks.
+            check_range("finetune_blocks", p.finetune_blocks, 0..=BLOCKS, " blocks")?;
             Ok(())
         })
     }

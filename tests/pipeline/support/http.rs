@@ -261,6 +261,8 @@ pub fn posters(jpeg: Vec<u8>) -> Server {
             "/chain-1.jpg" => http_redirect("/chain-2.jpg"),
             "/chain-2.jpg" => http_redirect("/chain-3.jpg"),
             "/chain-3.jpg" => http_redirect("/chain-end.jpg"),
+            "/relative-1.jpg" => http_redirect("chain-end.jpg"),
+            "/to-file.jpg" => http_redirect("file:///etc/passwd"),
             "/loop-a.jpg" => http_redirect("/loop-b.jpg"),
             "/loop-b.jpg" => http_redirect("/loop-a.jpg"),
             _ => http_status("404 Not Found"),
