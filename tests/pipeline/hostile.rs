@@ -162,7 +162,7 @@ fn every_numeric_param_is_accepted_exactly_within_its_documented_range() {
     assert_eq!(out.status.code(), Some(2));
     assert!(
         stderr(&out).contains("pipeline.yaml:26")
-            && stderr(&out).contains("is 0, outside its range: set it from 1 to 10000"),
+            && stderr(&out).contains("`epochs` is 0, outside its range: set it from 1 to 10000"),
         "{}",
         stderr(&out)
     );

@@ -181,7 +181,7 @@ where
     Err(ParamError::at(
         key,
         format!(
-            "is {value}, outside its range: set it from {} to {}{unit}",
+            "`{key}` is {value}, outside its range: set it from {} to {}{unit}",
             range.start(),
             range.end()
         ),
