@@ -3,6 +3,8 @@
 //! Rows that cannot be used are dropped, counted by reason and listed in `summary.json`; nothing
 //! is dropped silently. Duplicate `imdbId`s keep their first row.
 
+pub mod genres;
+
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
@@ -87,6 +89,9 @@ pub struct IngestSummary {
     pub without_year: usize,
     /// Rows kept without a score.
     pub without_score: usize,
+    /// Genre names that differed only in case, each merged into its most frequent spelling.
+    #[serde(default)]
+    pub merged_spellings: Vec<genres::MergedSpellings>,
 }
 
 impl Stage for Ingest {
@@ -98,7 +103,8 @@ impl Stage for Ingest {
     }
     fn version(&self) -> u32 {
         // 2: records of the wrong width are dropped (polars used to truncate them); line numbers.
-        2
+        // 3: genre names cleaned of invisible characters, each once a movie, case variants merged.
+        3
     }
     fn describe(&self) -> &'static str {
         "read the movie CSV into movies.parquet, counting unusable rows by reason"
@@ -121,7 +127,7 @@ impl Stage for Ingest {
             .iter()
             .map(|(reason, n)| format!("{n} {reason}"))
             .collect();
-        Ok(RunSummary::new([
+        let mut lines = vec![
             format!(
                 "{} rows read ({}), {} kept",
                 summary.rows_read, summary.encoding, summary.rows_kept
@@ -131,7 +137,15 @@ impl Stage for Ingest {
             } else {
                 format!("dropped: {}", dropped.join(", "))
             },
-        ]))
+        ];
+        for merged in &summary.merged_spellings {
+            let line = format!(
+                "warning: genres that differ only in case are one genre: {}",
+                merged.describe()
+            );
+            lines.push(line);
+        }
+        Ok(RunSummary::new(lines))
     }
 }
 
@@ -203,6 +217,7 @@ pub fn ingest(path: &Path, encoding: Encoding) -> Result<(DataFrame, IngestSumma
         dropped_rows: Vec::new(),
         without_year: 0,
         without_score: 0,
+        merged_spellings: Vec::new(),
     };
     let mut seen = HashSet::new();
     let (mut out_id, mut out_title, mut out_year, mut out_score, mut out_genres, mut out_poster) =
@@ -266,12 +281,7 @@ pub fn ingest(path: &Path, encoding: Encoding) -> Result<(DataFrame, IngestSumma
             record_drop(&mut summary, row, line, &id_text, reason);
             continue;
         }
-        let genre_list: Vec<&str> = field("Genre")
-            .unwrap_or("")
-            .split('|')
-            .map(str::trim)
-            .filter(|g| !g.is_empty())
-            .collect();
+        let genre_list = genres::parse(field("Genre").unwrap_or(""));
         let reason = match parse_id(&id_text) {
             None => Some("bad imdbId"),
             Some(id) if seen.contains(&id) => Some("duplicate imdbId"),
@@ -294,10 +304,12 @@ pub fn ingest(path: &Path, encoding: Encoding) -> Result<(DataFrame, IngestSumma
         out_title.push(title);
         out_year.push(year);
         out_score.push(score);
-        out_genres.push(genre_list.join("|"));
+        out_genres.push(genre_list);
         out_poster.push(field("Poster").unwrap_or_default().to_string());
     }
     summary.rows_kept = out_id.len();
+    summary.merged_spellings = genres::merge_case_variants(&mut out_genres);
+    let out_genres: Vec<String> = out_genres.iter().map(|g| g.join("|")).collect();
     let height = out_id.len();
     let df = DataFrame::new(
         height,
@@ -385,6 +397,41 @@ mod tests {
         assert_eq!(titles.get(0), Some("Crouching Tiger, Hidden Dragon (2000)"));
         assert_eq!(titles.get(1), Some("Café (2003)"));
         assert_eq!(summary.without_score, 1);
+    }
+
+    #[test]
+    fn repeated_invisible_and_case_variant_genres_are_one_genre_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.csv");
+        std::fs::write(
+            &path,
+            "imdbId,Imdb Link,Title,IMDB Score,Genre,Poster\n\
+             1,l,A (2000),5,Western|Western|Western,p1.jpg\n\
+             2,l,B (2000),5,Dra\u{200B}ma|Sci-Fi,p2.jpg\n\
+             3,l,C (2000),5,sci-fi|Drama|SCI-FI,p3.jpg\n\
+             4,l,D (2000),5,Sci-Fi,p4.jpg\n\
+             5,l,E (2000),5,\u{200B},p5.jpg\n",
+        )
+        .unwrap();
+        let (df, summary) = ingest(&path, Encoding::Auto).unwrap();
+        let genres: Vec<String> = df
+            .column("genres")
+            .unwrap()
+            .str()
+            .unwrap()
+            .iter()
+            .map(|g| g.unwrap().to_string())
+            .collect();
+        assert_eq!(
+            genres,
+            ["Western", "Drama|Sci-Fi", "Sci-Fi|Drama", "Sci-Fi"]
+        );
+        assert_eq!(summary.dropped["no genre"], 1, "an invisible genre is none");
+        assert_eq!(summary.merged_spellings.len(), 1);
+        assert_eq!(
+            summary.merged_spellings[0].describe(),
+            "`SCI-FI` (1) and `Sci-Fi` (2) and `sci-fi` (1) as `Sci-Fi`"
+        );
     }
 
     #[test]
