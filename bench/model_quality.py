@@ -55,14 +55,20 @@ def run_seed(binary, work, seed, sets):
     args = [str(binary), "run", "-S", f"split.seed={seed}", "-S", "filter.min_year=null"]
     for s in sets:
         args += ["-S", s]
+    log_path = work / f"run-seed-{seed}.log"
     started = time.monotonic()
-    done = subprocess.run(args, cwd=work, capture_output=True, text=True)
+    with open(log_path, "w") as log:
+        done = subprocess.run(args, cwd=work, stdout=log, stderr=subprocess.STDOUT)
     seconds = time.monotonic() - started
     if done.returncode != 0:
-        sys.stderr.write(done.stdout[-4000:] + done.stderr[-4000:])
-        raise SystemExit(f"pipeline run failed for seed {seed}")
+        sys.stderr.write(log_path.read_text()[-6000:])
+        raise SystemExit(f"pipeline run failed for seed {seed}; its output is in {log_path}")
     log = subprocess.run(
-        [str(binary), "log", "--json", "-n", "1"], cwd=work, capture_output=True, text=True, check=True
+        [str(binary), "log", "--json", "-n", "1"],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     record = json.loads(log.stdout)
     stages = {s["name"]: (s["action"], s.get("seconds") or 0.0) for s in record["stages"]}
@@ -104,12 +110,13 @@ def main():
     data = Path(args.data)
     if not (data / "movies.csv").is_file():
         raise SystemExit(f"no real posters at {data} (expected movies.csv and posters/)")
+    binary = Path(args.binary).resolve()
     work = project(REPO / "bench" / "work" / "model-quality" / args.label, data, Path(args.pipeline))
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     print(f"pipeline {args.pipeline}, sets {args.set or 'none'}, split seeds {seeds}, data {data}")
     per_seed = []
     for seed in seeds:
-        seconds, stages, metrics = run_seed(args.binary, work, seed, args.set)
+        seconds, stages, metrics = run_seed(binary, work, seed, args.set)
         ran = ", ".join(f"{n} {t:.0f}s" for n, (a, t) in stages.items() if a == "ran")
         print(f"seed {seed}: {seconds:.0f} s ({ran or 'nothing ran'}); test {metrics['n_test']} posters")
         per_seed.append({"seed": seed, "seconds": seconds, "stages": stages, "metrics": metrics})

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use burn::module::Module;
 use burn::optim::decay::WeightDecayConfig;
-use burn::optim::{AdamConfig, AdamWConfig, GradientsParams, ModuleOptimizer};
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{AdamConfig, AdamWConfig, GradientsParams, ModuleOptimizer, SgdConfig};
 use burn::prelude::*;
 use burn::tensor::activation::log_sigmoid;
 use pipeline_api::{ResultExt, StageContext, StageError};
@@ -257,6 +258,13 @@ fn optimizer(params: &TrainParams) -> ModuleOptimizer {
             .with_weight_decay(params.weight_decay as f32)
             .init(),
         Optimizer::Adam => AdamConfig::new()
+            .with_weight_decay(
+                (params.weight_decay > 0.0)
+                    .then(|| WeightDecayConfig::new(params.weight_decay as f32)),
+            )
+            .init(),
+        Optimizer::Sgd => SgdConfig::new()
+            .with_momentum(Some(MomentumConfig::new().with_momentum(0.9)))
             .with_weight_decay(
                 (params.weight_decay > 0.0)
                     .then(|| WeightDecayConfig::new(params.weight_decay as f32)),
