@@ -12,7 +12,7 @@ use std::path::Path;
 
 use anyhow::{Context, bail};
 use serde::Serialize;
-use stage_backbone::{FEATURE_DIM, FrozenLite0, images_to_input};
+use stage_backbone::{FEATURE_DIM, FrozenLite, Variant, images_to_input};
 use stage_download::{DownloadParams, Fetcher, read_capped};
 use stage_resize::{Mode, ResizeParams, fit_bytes_into};
 use stage_train::{Device, TrainedModel};
@@ -183,7 +183,14 @@ fn choose(plan: &Plan, wanted: Option<&str>) -> anyhow::Result<(String, Keys)> {
 /// How the model's inputs were made: the fit of the posters, and the backbone for a head.
 struct Preprocess {
     fit: ResizeParams,
-    backbone: Option<FrozenLite0>,
+    backbone: Option<Backbone>,
+}
+
+/// The frozen network a head's embeddings came from, and how it was run.
+struct Backbone {
+    net: FrozenLite,
+    /// Features averaged with the mirror image's (`embed`'s `flip`).
+    flip: bool,
 }
 
 fn read_stamp<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
@@ -250,10 +257,19 @@ fn preprocess(
                     weights.display()
                 );
             }
-            let net = stage_backbone::load(&weights, device)?;
+            let variant = Variant::from_name(&stamp.backbone).with_context(|| {
+                format!(
+                    "`{data}` embedded with `{}`, a backbone this build does not know; rerun `pipeline run`",
+                    stamp.backbone
+                )
+            })?;
+            let net = stage_backbone::load(&weights, variant, device)?;
             Ok(Preprocess {
                 fit: fit(stamp.width, stamp.height, stamp.mode),
-                backbone: Some(FrozenLite0::new(&net)),
+                backbone: Some(Backbone {
+                    net: FrozenLite::new(&net),
+                    flip: stamp.flip,
+                }),
             })
         }
         "split" => {
@@ -365,10 +381,13 @@ pub fn predict(plan: &Plan, options: &PredictOptions<'_>) -> anyhow::Result<Pred
             .and_then(|bytes| fit_bytes_into(&bytes, &pre.fit, &mut pixels))
             .and_then(|()| {
                 let embedding = match &pre.backbone {
-                    Some(net) => Some(
+                    Some(backbone) => Some(
                         single
                             .install(|| {
-                                net.features(images_to_input(&pixels, 1, h, w, &device))
+                                let x = images_to_input(&pixels, 1, h, w, &device);
+                                backbone
+                                    .net
+                                    .embeddings(x, backbone.flip)
                                     .try_into_vec_as::<f32>()
                             })
                             .map_err(|e| format!("reading the embedding: {e:?}"))?,

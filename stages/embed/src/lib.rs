@@ -1,4 +1,4 @@
-//! `embed`: runs the frozen ImageNet backbone (EfficientNet-Lite0) over every poster of a `split`
+//! `embed`: runs a frozen ImageNet backbone (EfficientNet-Lite0 or -Lite2) over every poster of a `split`
 //! output and writes one 1,280-value feature vector per poster, split by split, as Parquet shards
 //! beside the labels.
 //!
@@ -22,7 +22,7 @@ use pipeline_api::{
 };
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use stage_backbone::{FEATURE_DIM, FrozenLite0, images_to_input, select_device};
+use stage_backbone::{FEATURE_DIM, FrozenLite, Variant, images_to_input, select_device};
 use stage_resize::{Mode, ResizeParams, load_resized_into};
 use stage_shards::embedding::write_embedding_shard;
 use stage_shards::embedding::{EMBEDDING_LAYOUT, EmbeddingMeta, EmbeddingShard};
@@ -37,9 +37,6 @@ const VERSION: u32 = 1;
 /// The splits a `split` output holds, in the order they are embedded.
 pub const SPLITS: [&str; 3] = ["train", "val", "test"];
 
-/// Name of the backbone in shard metadata and model specs.
-pub const BACKBONE: &str = "efficientnet-lite0";
-
 /// The embed stage kind.
 pub struct Embed;
 
@@ -47,6 +44,9 @@ pub struct Embed;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EmbedParams {
+    /// `efficientnet-lite0` (default) or `efficientnet-lite2`; `files: {weights: ...}` must be
+    /// that network's checkpoint.
+    pub backbone: Variant,
     /// Width posters are fitted into before the backbone sees them.
     pub width: u32,
     /// Height, likewise (the network pools globally, so it need not equal `width`).
@@ -55,18 +55,22 @@ pub struct EmbedParams {
     pub mode: Mode,
     /// Posters per forward pass.
     pub batch_size: usize,
+    /// Average each poster's features with those of its mirror image (twice the work).
+    pub flip: bool,
 }
 
 impl Default for EmbedParams {
     fn default() -> Self {
         // ImageNet's size; README.md gives the speed and sample scores of the sizes measured.
         Self {
+            backbone: Variant::Lite0,
             width: 224,
             height: 224,
             mode: Mode::Stretch,
             // Measured at 224x224: 8 as fast as 16 (paired wall ratio 0.98) at half the peak
             // memory (275 against 539 MiB); 32 was slower.
             batch_size: 8,
+            flip: false,
         }
     }
 }
@@ -91,7 +95,7 @@ impl Stage for Embed {
         VERSION
     }
     fn describe(&self) -> &'static str {
-        "per-poster ImageNet features from a frozen EfficientNet-Lite0, split by split"
+        "per-poster ImageNet features from a frozen EfficientNet-Lite, split by split"
     }
     fn input_roles(&self) -> &'static [&'static str] {
         &["data", "posters"]
@@ -122,11 +126,12 @@ impl Stage for Embed {
         let weights = ctx.file("weights")?;
         let stamp = ReuseStamp {
             version: VERSION,
-            backbone: BACKBONE.into(),
+            backbone: params.backbone.name().into(),
             weights: blake3::hash(&read_file(weights)?).to_hex().to_string(),
             width: params.width,
             height: params.height,
             mode: params.mode,
+            flip: params.flip,
         };
         let mut earlier = EarlierEmbeddings::open(ctx.earlier_outputs, &stamp, &SPLITS);
         write_json(&ctx.out_dir.join(STAMP_FILE), &stamp)?;
@@ -134,10 +139,10 @@ impl Stage for Embed {
         let (device, device_name) =
             select_device().map_err(|e| StageError::invalid(e.to_string()))?;
         ctx.progress.message("loading the backbone");
-        let net = stage_backbone::load(weights, &device)
+        let net = stage_backbone::load(weights, params.backbone, &device)
             .map_err(|e| StageError::invalid(e.to_string()))?;
         // Batch norms folded into the convs: the same features, four fewer passes per conv.
-        let net = FrozenLite0::new(&net);
+        let net = FrozenLite::new(&net);
         // On the CPU, one forward pass per thread beats splitting each pass over the threads
         // (the network's layers are small: 21.4 images/s on 1 thread, 29.7 on 2 sharing each pass,
         // at 224x224); and a pass on one thread gives the same bits whatever `--threads` is. A GPU
@@ -195,7 +200,7 @@ impl Stage for Embed {
             let out_meta = EmbeddingMeta {
                 layout: EMBEDDING_LAYOUT.into(),
                 dim: FEATURE_DIM,
-                backbone: BACKBONE.into(),
+                backbone: params.backbone.name().into(),
                 input_width: params.width as usize,
                 input_height: params.height as usize,
                 genres: genres.clone(),
@@ -223,8 +228,14 @@ impl Stage for Embed {
         };
         Ok(RunSummary::new([
             format!(
-                "{} posters -> {FEATURE_DIM}-value {BACKBONE} embeddings at {}x{} ({:?}): train {}, val {}, test {}, {} skipped",
+                "{} posters -> {FEATURE_DIM}-value {}{} embeddings at {}x{} ({:?}): train {}, val {}, test {}, {} skipped",
                 counts.iter().sum::<usize>(),
+                params.backbone.name(),
+                if params.flip {
+                    " (mirror-averaged)"
+                } else {
+                    ""
+                },
                 params.width,
                 params.height,
                 params.mode,
@@ -244,7 +255,7 @@ impl Stage for Embed {
 /// One run's state while it embeds shard after shard.
 struct Work<'a> {
     ctx: &'a StageContext<'a>,
-    net: &'a FrozenLite0,
+    net: &'a FrozenLite,
     device: &'a Device,
     /// One single-threaded pool per worker.
     pools: &'a [rayon::ThreadPool],
@@ -397,7 +408,7 @@ impl Work<'_> {
             let x = images_to_input(&buffer, kept.len(), h, w, self.device);
             let features: Vec<f32> = self
                 .net
-                .features(x)
+                .embeddings(x, self.params.flip)
                 .try_into_vec_as::<f32>()
                 .during("reading embeddings")?;
             let ok = kept

@@ -30,6 +30,9 @@ pub struct ReuseStamp {
     pub height: u32,
     /// How posters were fitted.
     pub mode: Mode,
+    /// Whether features are averaged with the mirror image's (absent in stamps before `flip`).
+    #[serde(default)]
+    pub flip: bool,
 }
 
 /// File name of the stamp in an output directory.
@@ -129,6 +132,7 @@ mod tests {
             width,
             height: 64,
             mode: Mode::Stretch,
+            flip: false,
         }
     }
 

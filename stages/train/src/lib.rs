@@ -526,7 +526,7 @@ fn train_images(
                 "architecture `efficientnet-lite0` starts from ImageNet weights: add `files: {weights: models/efficientnet-lite0/efficientnet-lite0-57934424.pth}` to the stage",
             )
         })?;
-        let backbone = stage_backbone::load(weights, &autodiff)
+        let backbone = stage_backbone::load(weights, stage_backbone::Variant::Lite0, &autodiff)
             .map_err(|e| StageError::invalid(e.to_string()))?;
         let net = noise::initialise(&autodiff, params.seed, || {
             PosterNet::new(&spec, Some(backbone), &autodiff)

@@ -8,7 +8,7 @@ use burn::nn::{
 };
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
-use stage_backbone::{EfficientNetLite0, FEATURE_DIM};
+use stage_backbone::{EfficientNetLite, FEATURE_DIM, Variant};
 use stage_metrics::Decision;
 
 use crate::augment::Normalize;
@@ -295,14 +295,14 @@ impl SmallCnn {
 /// EfficientNet-Lite0 from ImageNet weights with a new genre head.
 #[derive(Module, Debug)]
 pub struct Lite0Classifier {
-    backbone: EfficientNetLite0,
+    backbone: EfficientNetLite,
     dropout: Dropout,
     head: Linear,
 }
 
 impl Lite0Classifier {
     /// `backbone` (ImageNet weights, see `stage_backbone::load`) with a fresh head.
-    pub fn new(backbone: EfficientNetLite0, spec: &ModelSpec, device: &Device) -> Self {
+    pub fn new(backbone: EfficientNetLite, spec: &ModelSpec, device: &Device) -> Self {
         Self {
             backbone,
             dropout: DropoutConfig::new(spec.dropout).init(),
@@ -349,7 +349,7 @@ pub enum PosterNet {
 impl PosterNet {
     /// A freshly initialised from-scratch network for `spec`; `backbone` is required for (and
     /// only used by) `efficientnet-lite0`.
-    pub fn new(spec: &ModelSpec, backbone: Option<EfficientNetLite0>, device: &Device) -> Self {
+    pub fn new(spec: &ModelSpec, backbone: Option<EfficientNetLite>, device: &Device) -> Self {
         match (spec.architecture, backbone) {
             (Architecture::KerasBaseline, _) => {
                 Self::KerasBaseline(KerasBaseline::new(spec, device))
@@ -358,7 +358,7 @@ impl PosterNet {
                 Self::Lite0(Lite0Classifier::new(backbone, spec, device))
             }
             (Architecture::EfficientnetLite0, None) => Self::Lite0(Lite0Classifier::new(
-                EfficientNetLite0::new(device),
+                EfficientNetLite::new(Variant::Lite0, device),
                 spec,
                 device,
             )),

@@ -2,7 +2,7 @@
 
 use super::*;
 use pipeline_api::{NoItems, NoProgress};
-use stage_backbone::EfficientNetLite0;
+use stage_backbone::{EfficientNetLite, Variant};
 
 fn context<'a>(out_dir: &'a Path, work_dir: &'a Path) -> StageContext<'a> {
     static EMPTY: std::sync::OnceLock<std::collections::BTreeMap<String, std::path::PathBuf>> =
@@ -289,7 +289,11 @@ fn fine_tuning_trains_the_last_blocks_and_leaves_the_frozen_ones_alone() {
     let device = devices.0.clone();
     let autodiff = devices.1.clone();
     let net = noise::initialise(&autodiff, 0, || {
-        PosterNet::new(&spec, Some(EfficientNetLite0::new(&autodiff)), &autodiff)
+        PosterNet::new(
+            &spec,
+            Some(EfficientNetLite::new(Variant::Lite0, &autodiff)),
+            &autodiff,
+        )
     });
     let PosterNet::Lite0(start) = net.valid() else {
         unreachable!()
