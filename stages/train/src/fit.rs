@@ -1,8 +1,10 @@
 //! The training loop every architecture shares: shuffled mini-batches, binary cross-entropy with
-//! logits (optionally weighting each genre's positives, PyTorch's `pos_weight`), Adam or AdamW
+//! logits or a focal or asymmetric variant (optionally weighting each genre's positives, PyTorch's
+//! `pos_weight`), Adam, AdamW or SGD
 //! under a learning-rate schedule, per-epoch validation, early stopping that keeps the best
 //! epoch, a checkpoint after every epoch that a killed run resumes from, and `history.json`.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use burn::module::Module;
@@ -10,14 +12,14 @@ use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamConfig, AdamWConfig, GradientsParams, ModuleOptimizer, SgdConfig};
 use burn::prelude::*;
-use burn::tensor::activation::log_sigmoid;
+use burn::tensor::activation::{log_sigmoid, sigmoid};
 use pipeline_api::{ResultExt, StageContext, StageError};
 use serde::{Deserialize, Serialize};
 use stage_metrics::{Decision, DecisionRule};
 
 use crate::checkpoint::{self, BestEpoch, LoopState};
 use crate::noise::{Draws, Stream};
-use crate::{Monitor, Optimizer, TrainParams};
+use crate::{Loss, Monitor, Optimizer, TrainParams};
 
 /// One epoch of `history.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -67,6 +69,9 @@ pub struct History {
     /// Seconds of the whole fit.
     #[serde(default)]
     pub seconds: f64,
+    /// `ensemble > 1`: every member's own history (this one's fields are the first member's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<History>,
 }
 
 /// What the loop needs of an architecture and its data.
@@ -150,6 +155,46 @@ pub fn bce_with_logits(
     let negative = (y.neg() + 1.0) * log_sigmoid(logits.neg());
     (positive + negative).neg().mean()
 }
+
+/// The training loss `params.loss` names, on logits and 0/1 targets, `pos_weight` scaling each
+/// genre's positive term as in [`bce_with_logits`].
+pub fn training_loss(
+    params: &TrainParams,
+    logits: Tensor<2>,
+    targets: Tensor<2, Int>,
+    pos_weight: Tensor<2>,
+) -> Tensor<1> {
+    match params.loss {
+        Loss::Bce => bce_with_logits(logits, targets, pos_weight),
+        Loss::Focal => {
+            // -(w y (1-p)^g log p + (1-y) p^g log(1-p))
+            let gamma = params.focal_gamma as f32;
+            let y = targets.float();
+            let p = sigmoid(logits.clone());
+            let positive = y.clone()
+                * pos_weight
+                * (p.clone().neg() + 1.0).powf_scalar(gamma)
+                * log_sigmoid(logits.clone());
+            let negative = (y.neg() + 1.0) * p.powf_scalar(gamma) * log_sigmoid(logits.neg());
+            (positive + negative).neg().mean()
+        }
+        Loss::Asymmetric => {
+            // -(w y log p + (1-y) p_m^4 log(1-p_m)), p_m = max(p - 0.05, 0); 1 - p_m >= 0.05.
+            let y = targets.float();
+            let p = sigmoid(logits.clone());
+            let shifted = (p - ASL_MARGIN).clamp_min(0.0);
+            let positive = y.clone() * pos_weight * log_sigmoid(logits);
+            let negative = (y.neg() + 1.0)
+                * shifted.clone().powf_scalar(ASL_GAMMA_NEG)
+                * (shifted.neg() + 1.0).log();
+            (positive + negative).neg().mean()
+        }
+    }
+}
+
+/// The asymmetric loss's probability margin and negative focusing exponent (the paper's values).
+const ASL_MARGIN: f32 = 0.05;
+const ASL_GAMMA_NEG: f32 = 4.0;
 
 /// How often an epoch's training losses are read from the device (see [`EpochLoss`]).
 const LOSS_READ_INTERVAL: Duration = Duration::from_millis(500);
@@ -275,9 +320,9 @@ fn optimizer(params: &TrainParams) -> ModuleOptimizer {
 
 /// Trains `net` (on the autodiff device) for up to `params.epochs`, keeping the best epoch.
 ///
-/// After every epoch the state is checkpointed in `ctx.work_dir`; a checkpoint found there at the
-/// start (left by a run that was killed) is resumed from, and ends with exactly the network an
-/// uninterrupted run makes.
+/// After every epoch the state is checkpointed in `checkpoints` (the stage's working area, or a
+/// folder of it per ensemble member); a checkpoint found there at the start (left by a run that
+/// was killed) is resumed from, and ends with exactly the network an uninterrupted run makes.
 pub fn fit<T: Task>(
     task: &T,
     mut net: T::Net,
@@ -285,6 +330,7 @@ pub fn fit<T: Task>(
     labels: &Labels<'_>,
     device_name: &str,
     ctx: &StageContext<'_>,
+    checkpoints: &Path,
 ) -> Result<Fitted<T::Net>, StageError> {
     let started_fit = Instant::now();
     let mut optim = optimizer(params);
@@ -306,9 +352,10 @@ pub fn fit<T: Task>(
         train_rows: rows,
         val_rows: labels.val.len() / labels.genres.max(1),
         seconds: 0.0,
+        members: Vec::new(),
     });
     let mut best_net: Option<T::Net> = None;
-    let (found, discarded) = checkpoint::latest(ctx.work_dir);
+    let (found, discarded) = checkpoint::latest(checkpoints);
     for line in &discarded {
         ctx.progress.note(line);
     }
@@ -357,7 +404,7 @@ pub fn fit<T: Task>(
             let weight = weight_row
                 .get_or_insert_with(|| pos_weight_row(&pos_weight, &logits.device()))
                 .clone();
-            let loss = bce_with_logits(logits, targets, weight);
+            let loss = training_loss(params, logits, targets, weight);
             losses.push(&loss, n);
             let grads = GradientsParams::from_grads(loss.backward(), &net);
             net = optim.step(learning_rate, net, grads);
@@ -433,7 +480,7 @@ pub fn fit<T: Task>(
         state.epochs_done = epoch;
         state.history.seconds = previous_seconds + started_fit.elapsed().as_secs_f64();
         let best = best_net.as_ref().expect("set at the first epoch");
-        checkpoint::save(ctx.work_dir, &state, &net, &optim, best)?;
+        checkpoint::save(checkpoints, &state, &net, &optim, best)?;
         if state.history.stopped_early {
             // The bar was sized for every epoch; finish it.
             ctx.progress
@@ -452,7 +499,7 @@ pub fn fit<T: Task>(
 }
 
 /// The decision rule `params.decision` fitted on validation probabilities.
-fn decide(params: &TrainParams, val_probs: &[f32], labels: &Labels<'_>) -> Decision {
+pub fn decide(params: &TrainParams, val_probs: &[f32], labels: &Labels<'_>) -> Decision {
     let rule = if labels.val.is_empty() {
         // Nothing to tune on: one 0.5 cut.
         DecisionRule::Global
@@ -504,6 +551,59 @@ mod tests {
         losses.push(&Tensor::<1>::from_floats([f32::NAN], &device), 8);
         let err = losses.read(3).unwrap_err().to_string();
         assert!(err.contains("training diverged at epoch 3"), "{err}");
+    }
+
+    /// Each loss against its formula computed on the host, term by term.
+    #[test]
+    fn focal_and_asymmetric_losses_follow_their_formulas() {
+        let device = Device::flex();
+        let logits = [2.0f32, -1.0, 0.5, -3.0, 4.0, -4.0];
+        let targets = [1i64, 0, 0, 1, 1, 0];
+        let x = || Tensor::<2>::from_data(TensorData::new(logits.to_vec(), [3, 2]), &device);
+        let y = || Tensor::<2, Int>::from_data(TensorData::new(targets.to_vec(), [3, 2]), &device);
+        let w = || pos_weight_row(&[1.0, 1.0], &device);
+        let loss = |kind, gamma| {
+            let params = TrainParams {
+                loss: kind,
+                focal_gamma: gamma,
+                ..TrainParams::default()
+            };
+            training_loss(&params, x(), y(), w()).into_scalar::<f32>() as f64
+        };
+        let sig = |v: f32| 1.0 / (1.0 + (-(v as f64)).exp());
+        let host = |term: &dyn Fn(f64, bool) -> f64| {
+            logits
+                .iter()
+                .zip(targets)
+                .map(|(&v, t)| term(sig(v), t == 1))
+                .sum::<f64>()
+                / 6.0
+        };
+        let bce = host(&|p, pos| if pos { -p.ln() } else { -(1.0 - p).ln() });
+        assert!((loss(Loss::Bce, 2.0) - bce).abs() < 1e-5);
+        // gamma 0 is BCE; gamma 2 is the focal formula, smaller than BCE.
+        assert!((loss(Loss::Focal, 0.0) - bce).abs() < 1e-5);
+        let focal = host(&|p, pos| {
+            if pos {
+                -(1.0 - p).powi(2) * p.ln()
+            } else {
+                -p.powi(2) * (1.0 - p).ln()
+            }
+        });
+        assert!((loss(Loss::Focal, 2.0) - focal).abs() < 1e-5, "{focal}");
+        assert!(focal < bce);
+        let asymmetric = host(&|p, pos| {
+            if pos {
+                -p.ln()
+            } else {
+                let m = (p - 0.05).max(0.0);
+                -m.powi(4) * (1.0 - m).ln()
+            }
+        });
+        assert!(
+            (loss(Loss::Asymmetric, 2.0) - asymmetric).abs() < 1e-5,
+            "{asymmetric}"
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! backend its Bernoulli sampler (ChaCha, one value at a time) took ~45 % of a linear head's
 //! training time, against well under 1 % for Draws on the host.
 
+use burn::module::Param;
 use burn::nn::{Linear, LinearConfig, Relu};
 use burn::prelude::*;
 
@@ -49,6 +50,73 @@ impl HeadNet {
         }
     }
 
+    /// One head whose logits are the mean of `members`' (all of one architecture and size, at
+    /// least one): linear heads average their weights; MLPs side by side make one MLP of all their
+    /// hidden units, whose output layer carries each member's weights divided by their number.
+    pub fn mean_of(members: &[HeadNet]) -> HeadNet {
+        let n = members.len() as f32;
+        let linears =
+            |pick: fn(&HeadNet) -> &Linear| -> Vec<&Linear> { members.iter().map(pick).collect() };
+        let mean = |layers: &[&Linear]| Linear {
+            weight: Param::from_tensor(
+                Tensor::stack::<3>(layers.iter().map(|l| l.weight.val()).collect(), 0)
+                    .mean_dim(0)
+                    .squeeze_dim::<2>(0),
+            ),
+            bias: bias_sum(layers).map(|b| Param::from_tensor(b / n)),
+        };
+        match &members[0] {
+            Self::Linear(_) => Self::Linear(LinearHead {
+                out: mean(&linears(|m| match m {
+                    Self::Linear(h) => &h.out,
+                    Self::Mlp(h) => &h.out,
+                })),
+            }),
+            Self::Mlp(_) => {
+                let mlps: Vec<&MlpHead> = members
+                    .iter()
+                    .filter_map(|m| match m {
+                        Self::Mlp(h) => Some(h),
+                        Self::Linear(_) => None,
+                    })
+                    .collect();
+                // [dim, hidden] side by side -> [dim, n * hidden]; biases likewise.
+                let hidden = Linear {
+                    weight: Param::from_tensor(Tensor::cat(
+                        mlps.iter().map(|h| h.hidden.weight.val()).collect(),
+                        1,
+                    )),
+                    bias: mlps
+                        .iter()
+                        .map(|h| h.hidden.bias.as_ref().map(|b| b.val()))
+                        .collect::<Option<Vec<_>>>()
+                        .map(|b| Param::from_tensor(Tensor::cat(b, 0))),
+                };
+                // [hidden, genres] stacked -> [n * hidden, genres], each divided by n.
+                let outs: Vec<&Linear> = mlps.iter().map(|h| &h.out).collect();
+                let out = Linear {
+                    weight: Param::from_tensor(
+                        Tensor::cat(outs.iter().map(|l| l.weight.val()).collect(), 0) / n,
+                    ),
+                    bias: bias_sum(&outs).map(|b| Param::from_tensor(b / n)),
+                };
+                Self::Mlp(MlpHead {
+                    hidden,
+                    act: Relu::new(),
+                    out,
+                })
+            }
+        }
+    }
+
+    /// Hidden units of an MLP (0 for a linear head).
+    pub fn hidden_units(&self) -> usize {
+        match self {
+            Self::Linear(_) => 0,
+            Self::Mlp(head) => head.hidden.weight.val().dims()[1],
+        }
+    }
+
     /// Standardised embeddings `[batch, dim]` -> logits `[batch, genres]` (inference: no dropout).
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
         match self {
@@ -65,6 +133,75 @@ impl HeadNet {
                 let h = head.act.forward(head.hidden.forward(x));
                 head.out.forward(dropout(h, prob, Some(rng)))
             }
+        }
+    }
+}
+
+/// The sum of the layers' biases, if they all have one.
+fn bias_sum(layers: &[&Linear]) -> Option<Tensor<1>> {
+    layers
+        .iter()
+        .map(|l| l.bias.as_ref().map(|b| b.val()))
+        .collect::<Option<Vec<_>>>()
+        .and_then(|biases| biases.into_iter().reduce(|a, b| a + b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::noise;
+
+    fn spec(architecture: Architecture) -> ModelSpec {
+        ModelSpec {
+            architecture,
+            width: 1,
+            height: 1,
+            genres: vec!["A".into(), "B".into(), "C".into()],
+            hidden: 4,
+            dropout: 0.0,
+            embedding: None,
+            decision: None,
+        }
+    }
+
+    /// The merged head's logits are the mean of the members' logits, for both architectures.
+    #[test]
+    fn an_ensemble_merges_into_one_head_with_the_mean_logit() {
+        let device = Device::flex();
+        let x = Tensor::<2>::from_data(
+            TensorData::new((0..10).map(|v| v as f32 / 3.0 - 1.0).collect(), [2, 5]),
+            &device,
+        );
+        for architecture in [Architecture::Linear, Architecture::Mlp] {
+            let members: Vec<HeadNet> = (0..3)
+                .map(|seed| {
+                    noise::initialise(&device, seed, || {
+                        HeadNet::new(&spec(architecture), 5, &device)
+                    })
+                })
+                .collect();
+            let mean: Vec<f32> = members
+                .iter()
+                .map(|m| m.forward(x.clone()))
+                .reduce(|a, b| a + b)
+                .map(|sum| sum / 3.0)
+                .unwrap()
+                .try_into_vec_as::<f32>()
+                .unwrap();
+            let merged = HeadNet::mean_of(&members);
+            let got: Vec<f32> = merged.forward(x.clone()).try_into_vec_as::<f32>().unwrap();
+            for (a, b) in got.iter().zip(&mean) {
+                assert!(
+                    (a - b).abs() < 1e-5,
+                    "{architecture:?}: {got:?} vs {mean:?}"
+                );
+            }
+            let expected_hidden = if architecture == Architecture::Mlp {
+                12
+            } else {
+                0
+            };
+            assert_eq!(merged.hidden_units(), expected_hidden);
         }
     }
 }

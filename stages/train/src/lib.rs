@@ -29,7 +29,7 @@ use std::path::Path;
 use burn::prelude::*;
 use pipeline_api::{
     ParamError, ResultExt, RunSummary, Stage, StageContext, StageError, canonicalize_checked,
-    check_range, write_json,
+    check_range, create_dir, write_json,
 };
 use serde::{Deserialize, Serialize};
 use stage_backbone::BLOCKS;
@@ -67,6 +67,21 @@ pub enum Optimizer {
     /// SGD with momentum 0.9; `weight_decay` is an L2 penalty on the gradients. On frozen
     /// embeddings it finds the regularised linear solution Adam's per-weight steps drift away from.
     Sgd,
+}
+
+/// The training loss. Validation loss (what `early_stopping` watches) is binary cross-entropy
+/// whatever this is, so epochs stay comparable across losses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Loss {
+    /// Binary cross-entropy with logits (PyTorch's `BCEWithLogitsLoss`).
+    Bce,
+    /// Focal loss (Lin et al. 2017): each term scaled by `(1 - p_t)^focal_gamma`, so the many easy
+    /// negatives of a skewed multi-label set weigh less.
+    Focal,
+    /// Asymmetric loss (Ridnik et al. 2021) with the paper's settings: positives plain BCE,
+    /// negatives scaled by `p_m^4` with `p_m = max(p - 0.05, 0)` (easy negatives drop out).
+    Asymmetric,
 }
 
 /// What early stopping watches.
@@ -130,6 +145,13 @@ pub struct TrainParams {
     /// Weight each genre's positives by negatives / positives of the training split (PyTorch's
     /// `BCEWithLogitsLoss(pos_weight=...)`).
     pub pos_weight: bool,
+    /// `bce` (default), `focal` or `asymmetric`.
+    pub loss: Loss,
+    /// The focusing exponent of `loss: focal`, in [0, 10] (0 is BCE).
+    pub focal_gamma: f64,
+    /// Heads: train this many heads from seeds `seed`, `seed + 1`, ... and keep their mean logit
+    /// as one head (an MLP of `ensemble x hidden` units), 1 to 16.
+    pub ensemble: usize,
     /// Which epoch to keep, and when to stop.
     pub early_stopping: EarlyStopping,
     /// How probabilities become genres (`auto`, `per-genre-f1`, `global`, `top-k`, `micro-f1`).
@@ -161,6 +183,9 @@ impl Default for TrainParams {
             optimizer: Optimizer::Adamw,
             weight_decay: 0.0,
             pos_weight: false,
+            loss: Loss::Bce,
+            focal_gamma: 2.0,
+            ensemble: 1,
             early_stopping: EarlyStopping::default(),
             decision: DecisionRule::Auto,
             hidden: 512,
@@ -212,6 +237,19 @@ impl Stage for Train {
                 return Err(ParamError::at("dropout", "must be in [0, 1)"));
             }
             check_range("hidden", p.hidden, 1..=65_536, " units")?;
+            if !(0.0..=10.0).contains(&p.focal_gamma) {
+                return Err(ParamError::at("focal_gamma", "must be in [0, 10]"));
+            }
+            check_range("ensemble", p.ensemble, 1..=16, " heads")?;
+            if p.ensemble > 1 && p.architecture.reads() != Reads::Embeddings {
+                return Err(ParamError::at(
+                    "ensemble",
+                    format!(
+                        "`{}` trains on images for minutes an epoch: ensembles are for the heads (`linear`, `mlp`)",
+                        p.architecture.name()
+                    ),
+                ));
+            }
             check_range(
                 "shuffle_window",
                 p.shuffle_window,
@@ -357,8 +395,56 @@ fn train_head(
         val: &val.labels,
         genres: meta.genres.len(),
     };
-    let (history, decision) = fit_and_save(&task, net, params, &labels, device_name, ctx)?;
-    spec.decision = Some(decision);
+    if params.ensemble == 1 {
+        let (history, decision) = fit_and_save(&task, net, params, &labels, device_name, ctx)?;
+        spec.decision = Some(decision);
+        return Ok((spec, history));
+    }
+    // An ensemble: members from seeds `seed`, `seed + 1`, ..., each with its own early stopping
+    // and checkpoints, merged into one head whose logit is their mean. The decision rule is then
+    // fitted on the merged head's validation probabilities, as for a single head.
+    let mut members = Vec::with_capacity(params.ensemble);
+    let mut histories = Vec::with_capacity(params.ensemble);
+    for member in 0..params.ensemble {
+        let member_params = TrainParams {
+            seed: params.seed.wrapping_add(member as u64),
+            ..params.clone()
+        };
+        let net = noise::initialise(&autodiff, member_params.seed, || {
+            HeadNet::new(&spec, meta.dim, &autodiff)
+        });
+        ctx.progress.note(&format!(
+            "ensemble member {}/{} (seed {})",
+            member + 1,
+            params.ensemble,
+            member_params.seed
+        ));
+        let checkpoints = ctx.work_dir.join(format!("member-{}", member + 1));
+        create_dir(&checkpoints)?;
+        let fitted = fit::fit(
+            &task,
+            net,
+            &member_params,
+            &labels,
+            device_name,
+            ctx,
+            &checkpoints,
+        )?;
+        members.push(fitted.net);
+        histories.push(fitted.history);
+    }
+    let merged = HeadNet::mean_of(&members);
+    if spec.architecture == Architecture::Mlp {
+        spec.hidden = merged.hidden_units();
+    }
+    let val_probs = fit::sigmoid_on_host(&task.val_logits(&merged)?);
+    spec.decision = Some(fit::decide(params, &val_probs, &labels));
+    merged
+        .save_file(ctx.out_dir.join("model"))
+        .during("saving the model")?;
+    let mut history = histories[0].clone();
+    history.seconds = histories.iter().map(|h| h.seconds).sum();
+    history.members = histories;
     Ok((spec, history))
 }
 
@@ -377,7 +463,7 @@ fn fit_and_save<T: Task>(
         decision,
         history,
         ..
-    } = fit::fit(task, net, params, labels, device_name, ctx)?;
+    } = fit::fit(task, net, params, labels, device_name, ctx, ctx.work_dir)?;
     net.save_file(ctx.out_dir.join("model"))
         .during("saving the model")?;
     Ok((history, decision))

@@ -149,7 +149,7 @@ fn a_cnn_learns_a_colour_to_genre_mapping_and_chooses_a_decision_that_separates_
     let net = noise::initialise(&devices.1, params.seed, || {
         PosterNet::new(&spec, None, &devices.1)
     });
-    let fitted = fit::fit(&task, net, &params, &labels, "flex", &ctx).unwrap();
+    let fitted = fit::fit(&task, net, &params, &labels, "flex", &ctx, ctx.work_dir).unwrap();
     let first = fitted.history.epochs[0].train_loss;
     let best = fitted.history.epochs[fitted.history.best_epoch - 1].val_loss;
     assert!(best < first * 0.5, "loss {first} -> {best}");
@@ -220,7 +220,7 @@ fn a_head_learns_from_embeddings_stops_early_and_round_trips_through_disk() {
     let net = noise::initialise(&autodiff, params.seed, || {
         HeadNet::new(&spec, dim, &autodiff)
     });
-    let fitted = fit::fit(&task, net, &params, &labels, "flex", &ctx).unwrap();
+    let fitted = fit::fit(&task, net, &params, &labels, "flex", &ctx, ctx.work_dir).unwrap();
     assert!(
         fitted.history.stopped_early,
         "{:?}",
@@ -306,7 +306,7 @@ fn fine_tuning_trains_the_last_blocks_and_leaves_the_frozen_ones_alone() {
         val: &data.labels,
         genres: 2,
     };
-    let fitted = fit::fit(&task, net, &params, &labels, "flex", &ctx).unwrap();
+    let fitted = fit::fit(&task, net, &params, &labels, "flex", &ctx, ctx.work_dir).unwrap();
     let PosterNet::Lite0(trained) = &fitted.net else {
         unreachable!()
     };
@@ -404,7 +404,7 @@ fn train_cnn(
     let net = noise::initialise(&devices.1, params.seed, || {
         PosterNet::new(&spec, None, &devices.1)
     });
-    let fitted = fit::fit(&task, net, &params, &labels, "flex", &ctx)?;
+    let fitted = fit::fit(&task, net, &params, &labels, "flex", &ctx, ctx.work_dir)?;
     fitted.net.save_file(out.join("model")).unwrap();
     Ok(std::fs::read(out.join("model.bpk")).unwrap())
 }
