@@ -508,6 +508,48 @@ print(rows)
     assert!(rows > 10, "{rows}");
 }
 
+/// `backbone: efficientnet-lite2` runs the Lite2 checkpoint; a checkpoint of the other network
+/// fails the stage with both names and where the right checkpoint is.
+#[test]
+fn embed_runs_lite2_and_refuses_a_checkpoint_of_the_other_network() {
+    let p = Project::small(24, &embedding_pipeline());
+    std::fs::copy(Path::new(REPO).join(WEIGHTS), p.root.join("weights.pth")).unwrap();
+    p.edit(
+        "width: 64, height: 96}",
+        "width: 64, height: 96, backbone: efficientnet-lite2}",
+    );
+    let out = p.pipeline(&["run"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("weights.pth")
+            && stderr.contains("efficientnet-lite2")
+            && stderr.contains("models/efficientnet-lite2/")
+            && stderr.contains("Shape mismatch for 'blocks.3.depthwise_conv.weight'"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.lines().count() < 5,
+        "one problem named, not Burn's whole table: {stderr}"
+    );
+    std::fs::copy(
+        Path::new(REPO).join("models/efficientnet-lite2/efficientnet-lite2-9656183e.pth"),
+        p.root.join("weights.pth"),
+    )
+    .unwrap();
+    let run = p.ok(&["run"]);
+    assert!(
+        run.contains("efficientnet-lite2 embeddings at 64x96"),
+        "{run}"
+    );
+    let meta: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(p.output_of("embed").join("train/meta.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(meta["backbone"], "efficientnet-lite2");
+    assert_eq!(meta["dim"], 1280);
+}
+
 #[test]
 fn fine_tuning_the_backbone_needs_its_weights_and_runs_from_the_pipeline() {
     let pipeline = SMALL_PIPELINE
@@ -601,7 +643,7 @@ fn predict_answers_with_the_probabilities_evaluate_gave_and_refuses_what_the_pip
         "{}  train:
     kind: train
     inputs: {{data: embed}}
-    params: {{architecture: mlp, epochs: 4}}
+    params: {{architecture: mlp, epochs: 4, ensemble: 2}}
   cnn:
     kind: train
     inputs: {{data: split}}
@@ -611,7 +653,8 @@ fn predict_answers_with_the_probabilities_evaluate_gave_and_refuses_what_the_pip
     inputs: {{model: train, data: embed, second_model: cnn, second_data: split, ingest: ingest, download: download, filter: filter}}
     publish: reports
 ",
-        embedding_pipeline()
+        // Mirror-averaged embeddings and a two-head ensemble: predict must redo both as they were.
+        embedding_pipeline().replace("width: 64, height: 96}", "width: 64, height: 96, flip: true}")
     );
     let p = Project::small(160, &pipeline);
     std::fs::copy(Path::new(REPO).join(WEIGHTS), p.root.join("weights.pth")).unwrap();
@@ -625,6 +668,15 @@ fn predict_answers_with_the_probabilities_evaluate_gave_and_refuses_what_the_pip
         "{stderr}"
     );
     p.ok(&["run"]);
+    let trained = p.output_of("train");
+    let history: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(trained.join("history.json")).unwrap())
+            .unwrap();
+    assert_eq!(history["members"].as_array().map(Vec::len), Some(2));
+    let spec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(trained.join("model.json")).unwrap())
+            .unwrap();
+    assert_eq!(spec["hidden"], 1024, "two MLPs of 512 side by side");
 
     // Test posters, found through the split's test shard (their files in `download`'s output).
     let split = p.output_of("split").join("test");

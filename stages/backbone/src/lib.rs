@@ -380,7 +380,7 @@ pub fn load(
         .map_err(|err| BackboneError::Unreadable {
             path: path.to_path_buf(),
             variant,
-            message: err.to_string(),
+            message: first_problem(&err.to_string()),
         })?;
     let mismatch = |message: String| BackboneError::Mismatch {
         path: path.to_path_buf(),
@@ -397,6 +397,18 @@ pub fn load(
         )));
     }
     Ok(net)
+}
+
+/// The first shape mismatch of a Burn import report (a box of tables, dozens of lines when a
+/// checkpoint is of another network), or its first line when it names none.
+fn first_problem(report: &str) -> String {
+    report
+        .lines()
+        .find_map(|line| {
+            line.find("Shape mismatch")
+                .map(|at| line[at..].trim().to_string())
+        })
+        .unwrap_or_else(|| report.lines().next().unwrap_or_default().to_string())
 }
 
 /// `(scale, shift)` of the input the checkpoint was trained on: `x * scale + shift = (x - 127) / 128`.
