@@ -12,7 +12,7 @@ use std::path::Path;
 
 use anyhow::{Context, bail};
 use serde::Serialize;
-use stage_backbone::{FEATURE_DIM, FrozenLite, Variant, images_to_input};
+use stage_backbone::{FrozenBackbones, FrozenLite, Variant, images_to_input};
 use stage_download::{DownloadParams, Fetcher, read_capped};
 use stage_resize::{Mode, ResizeParams, fit_bytes_into};
 use stage_train::{Device, TrainedModel};
@@ -183,14 +183,7 @@ fn choose(plan: &Plan, wanted: Option<&str>) -> anyhow::Result<(String, Keys)> {
 /// How the model's inputs were made: the fit of the posters, and the backbone for a head.
 struct Preprocess {
     fit: ResizeParams,
-    backbone: Option<Backbone>,
-}
-
-/// The frozen network a head's embeddings came from, and how it was run.
-struct Backbone {
-    net: FrozenLite,
-    /// Features averaged with the mirror image's (`embed`'s `flip`).
-    flip: bool,
+    backbone: Option<FrozenBackbones>,
 }
 
 fn read_stamp<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
@@ -241,35 +234,47 @@ fn preprocess(
         "embed" => {
             let stamp: stage_embed::ReuseStamp =
                 read_stamp(&out_of(&data)?.join(stage_embed::STAMP_FILE))?;
-            let weights = keys
-                .lock
-                .stages
-                .get(&data)
-                .and_then(|s| s.fingerprint.files.get("weights"))
-                .map(|f| plan.root.join(&f.path))
-                .with_context(|| format!("pipeline.lock names no weights for `{data}`"))?;
-            let bytes = std::fs::read(&weights).with_context(|| {
-                format!("cannot read the backbone weights `{}`", weights.display())
-            })?;
-            if blake3::hash(&bytes).to_hex().as_str() != stamp.weights {
-                bail!(
-                    "`{}` changed since `{data}` embedded the training posters with it; rerun `pipeline run` so model and weights agree",
-                    weights.display()
-                );
+            // Each network `embed` ran, checked against the digest it ran with.
+            let mut nets = Vec::new();
+            let second = stamp
+                .second_backbone
+                .as_deref()
+                .map(|name| (name, "second_weights", stamp.second_weights.as_deref()));
+            for (name, role, digest) in std::iter::once((
+                stamp.backbone.as_str(),
+                "weights",
+                Some(stamp.weights.as_str()),
+            ))
+            .chain(second)
+            {
+                let variant = Variant::from_name(name).with_context(|| {
+                    format!(
+                        "`{data}` embedded with `{name}`, a backbone this build does not know; rerun `pipeline run`"
+                    )
+                })?;
+                let weights = keys
+                    .lock
+                    .stages
+                    .get(&data)
+                    .and_then(|s| s.fingerprint.files.get(role))
+                    .map(|f| plan.root.join(&f.path))
+                    .with_context(|| format!("pipeline.lock names no `{role}` for `{data}`"))?;
+                let bytes = std::fs::read(&weights).with_context(|| {
+                    format!("cannot read the backbone weights `{}`", weights.display())
+                })?;
+                if Some(blake3::hash(&bytes).to_hex().as_str()) != digest {
+                    bail!(
+                        "`{}` changed since `{data}` embedded the training posters with it; rerun `pipeline run` so model and weights agree",
+                        weights.display()
+                    );
+                }
+                nets.push(FrozenLite::new(&stage_backbone::load(
+                    &weights, variant, device,
+                )?));
             }
-            let variant = Variant::from_name(&stamp.backbone).with_context(|| {
-                format!(
-                    "`{data}` embedded with `{}`, a backbone this build does not know; rerun `pipeline run`",
-                    stamp.backbone
-                )
-            })?;
-            let net = stage_backbone::load(&weights, variant, device)?;
             Ok(Preprocess {
                 fit: fit(stamp.width, stamp.height, stamp.mode),
-                backbone: Some(Backbone {
-                    net: FrozenLite::new(&net),
-                    flip: stamp.flip,
-                }),
+                backbone: Some(FrozenBackbones::new(nets, stamp.flip)),
             })
         }
         "split" => {
@@ -385,18 +390,12 @@ pub fn predict(plan: &Plan, options: &PredictOptions<'_>) -> anyhow::Result<Pred
                         single
                             .install(|| {
                                 let x = images_to_input(&pixels, 1, h, w, &device);
-                                backbone
-                                    .net
-                                    .embeddings(x, backbone.flip)
-                                    .try_into_vec_as::<f32>()
+                                backbone.embeddings(x).try_into_vec_as::<f32>()
                             })
                             .map_err(|e| format!("reading the embedding: {e:?}"))?,
                     ),
                     None => None,
                 };
-                if let Some(e) = &embedding {
-                    debug_assert_eq!(e.len(), FEATURE_DIM);
-                }
                 model
                     .poster_probabilities(&pixels, embedding, &device)
                     .map_err(|e| e.to_string())

@@ -542,12 +542,44 @@ fn embed_runs_lite2_and_refuses_a_checkpoint_of_the_other_network() {
         run.contains("efficientnet-lite2 embeddings at 64x96"),
         "{run}"
     );
-    let meta: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(p.output_of("embed").join("train/meta.json")).unwrap(),
-    )
-    .unwrap();
-    assert_eq!(meta["backbone"], "efficientnet-lite2");
-    assert_eq!(meta["dim"], 1280);
+    let lite2 =
+        stage_shards::embedding::load_embeddings(&p.output_of("embed").join("train")).unwrap();
+    assert_eq!(lite2.0.backbone, "efficientnet-lite2");
+    assert_eq!(lite2.0.dim, 1280);
+
+    // Both networks: Lite0's values, then Lite2's, these the same as Lite2's alone.
+    std::fs::copy(Path::new(REPO).join(WEIGHTS), p.root.join("lite0.pth")).unwrap();
+    p.edit(
+        "backbone: efficientnet-lite2}",
+        "second_backbone: efficientnet-lite2}",
+    );
+    let out = p.pipeline(&["run"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("`second_backbone: efficientnet-lite2` needs its checkpoint")
+            && stderr.contains("second_weights"),
+        "{stderr}"
+    );
+    p.edit(
+        "files: {weights: weights.pth}",
+        "files: {weights: lite0.pth, second_weights: weights.pth}",
+    );
+    let run = p.ok(&["run"]);
+    assert!(
+        run.contains("2560-value efficientnet-lite0+efficientnet-lite2 embeddings"),
+        "{run}"
+    );
+    let both =
+        stage_shards::embedding::load_embeddings(&p.output_of("embed").join("train")).unwrap();
+    assert_eq!(both.0.dim, 2560);
+    assert_eq!(both.1.ids, lite2.1.ids);
+    for (row, pair) in both.1.embeddings.chunks(2560).enumerate() {
+        assert_eq!(
+            &pair[1280..],
+            &lite2.1.embeddings[row * 1280..(row + 1) * 1280]
+        );
+    }
 }
 
 #[test]
@@ -653,11 +685,25 @@ fn predict_answers_with_the_probabilities_evaluate_gave_and_refuses_what_the_pip
     inputs: {{model: train, data: embed, second_model: cnn, second_data: split, ingest: ingest, download: download, filter: filter}}
     publish: reports
 ",
-        // Mirror-averaged embeddings and a two-head ensemble: predict must redo both as they were.
-        embedding_pipeline().replace("width: 64, height: 96}", "width: 64, height: 96, flip: true}")
+        // Mirror-averaged embeddings of two networks side by side, and a two-head ensemble:
+        // predict must redo all of it as it was done.
+        embedding_pipeline()
+            .replace(
+                "width: 64, height: 96}",
+                "width: 64, height: 96, flip: true, second_backbone: efficientnet-lite2}"
+            )
+            .replace(
+                "files: {weights: weights.pth}",
+                "files: {weights: weights.pth, second_weights: lite2.pth}"
+            )
     );
     let p = Project::small(160, &pipeline);
     std::fs::copy(Path::new(REPO).join(WEIGHTS), p.root.join("weights.pth")).unwrap();
+    std::fs::copy(
+        Path::new(REPO).join("models/efficientnet-lite2/efficientnet-lite2-9656183e.pth"),
+        p.root.join("lite2.pth"),
+    )
+    .unwrap();
     // Before anything is trained there is nothing to ask.
     let poster = p.root.join("data/posters/0100001.jpg");
     let out = p.pipeline(&["predict", poster.to_str().unwrap()]);
@@ -741,7 +787,7 @@ fn predict_answers_with_the_probabilities_evaluate_gave_and_refuses_what_the_pip
     // The default is evaluate's primary model; text output lists genres with probabilities.
     let text = p.ok(&["predict", &paths[0]]);
     assert!(
-        text.starts_with("mlp on efficientnet-lite0 embeddings (64x96)"),
+        text.starts_with("mlp on efficientnet-lite0+efficientnet-lite2 embeddings (64x96)"),
         "{text}"
     );
 

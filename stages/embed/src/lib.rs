@@ -22,7 +22,7 @@ use pipeline_api::{
 };
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use stage_backbone::{FEATURE_DIM, FrozenLite, Variant, images_to_input, select_device};
+use stage_backbone::{FrozenBackbones, FrozenLite, Variant, images_to_input, select_device};
 use stage_resize::{Mode, ResizeParams, load_resized_into};
 use stage_shards::embedding::write_embedding_shard;
 use stage_shards::embedding::{EMBEDDING_LAYOUT, EmbeddingMeta, EmbeddingShard};
@@ -57,6 +57,9 @@ pub struct EmbedParams {
     pub batch_size: usize,
     /// Average each poster's features with those of its mirror image (twice the work).
     pub flip: bool,
+    /// A second network (`files: {second_weights: ...}` its checkpoint) whose 1,280 values follow
+    /// the first's in every vector; null (default) for one.
+    pub second_backbone: Option<Variant>,
 }
 
 impl Default for EmbedParams {
@@ -71,6 +74,7 @@ impl Default for EmbedParams {
             // memory (275 against 539 MiB); 32 was slower.
             batch_size: 8,
             flip: false,
+            second_backbone: None,
         }
     }
 }
@@ -106,6 +110,9 @@ impl Stage for Embed {
     fn file_roles(&self) -> &'static [&'static str] {
         &["weights"]
     }
+    fn optional_file_roles(&self) -> &'static [&'static str] {
+        &["second_weights"]
+    }
     fn knob_params(&self) -> &'static [&'static str] {
         // How many posters share a forward pass changes speed and memory, not the features.
         &["batch_size"]
@@ -124,14 +131,38 @@ impl Stage for Embed {
         let data = ctx.input("data")?;
         let posters = ctx.input("posters")?;
         let weights = ctx.file("weights")?;
+        let second = match (params.second_backbone, ctx.files.get("second_weights")) {
+            (Some(variant), Some(path)) => Some((variant, path.as_path())),
+            (None, None) => None,
+            (Some(variant), None) => {
+                return Err(StageError::invalid(format!(
+                    "`second_backbone: {}` needs its checkpoint: add `second_weights: models/{0}/...` to the stage's `files:`",
+                    variant.name()
+                )));
+            }
+            (None, Some(_)) => {
+                return Err(StageError::invalid(
+                    "`files: {second_weights: ...}` is given without `second_backbone:`; name its network (efficientnet-lite0 or efficientnet-lite2) or remove the file",
+                ));
+            }
+        };
+        let digest = |path: &Path| -> Result<String, StageError> {
+            Ok(blake3::hash(&read_file(path)?).to_hex().to_string())
+        };
         let stamp = ReuseStamp {
             version: VERSION,
             backbone: params.backbone.name().into(),
-            weights: blake3::hash(&read_file(weights)?).to_hex().to_string(),
+            weights: digest(weights)?,
             width: params.width,
             height: params.height,
             mode: params.mode,
             flip: params.flip,
+            second_backbone: second.map(|(variant, _)| variant.name().into()),
+            second_weights: second.map(|(_, path)| digest(path)).transpose()?,
+        };
+        let backbone_name = match second {
+            Some((variant, _)) => format!("{}+{}", params.backbone.name(), variant.name()),
+            None => params.backbone.name().to_string(),
         };
         let mut earlier = EarlierEmbeddings::open(ctx.earlier_outputs, &stamp, &SPLITS);
         write_json(&ctx.out_dir.join(STAMP_FILE), &stamp)?;
@@ -139,10 +170,17 @@ impl Stage for Embed {
         let (device, device_name) =
             select_device().map_err(|e| StageError::invalid(e.to_string()))?;
         ctx.progress.message("loading the backbone");
-        let net = stage_backbone::load(weights, params.backbone, &device)
-            .map_err(|e| StageError::invalid(e.to_string()))?;
-        // Batch norms folded into the convs: the same features, four fewer passes per conv.
-        let net = FrozenLite::new(&net);
+        let mut nets = Vec::new();
+        for (path, variant) in
+            std::iter::once((weights, params.backbone)).chain(second.map(|(v, p)| (p, v)))
+        {
+            let net = stage_backbone::load(path, variant, &device)
+                .map_err(|e| StageError::invalid(e.to_string()))?;
+            // Batch norms folded into the convs: the same features, four fewer passes per conv.
+            nets.push(FrozenLite::new(&net));
+        }
+        let net = FrozenBackbones::new(nets, params.flip);
+        let dim = net.dim();
         // On the CPU, one forward pass per thread beats splitting each pass over the threads
         // (the network's layers are small: 21.4 images/s on 1 thread, 29.7 on 2 sharing each pass,
         // at 224x224); and a pass on one thread gives the same bits whatever `--threads` is. A GPU
@@ -186,12 +224,7 @@ impl Stage for Embed {
             for shard in &meta.shards {
                 let rows = read_shard_labels(&in_dir.join(&shard.file), genres.len())?;
                 let embedded = work.embed(rows, &mut earlier, genres.len())?;
-                write_embedding_shard(
-                    &out_dir.join(&shard.file),
-                    &embedded,
-                    FEATURE_DIM,
-                    genres.len(),
-                )?;
+                write_embedding_shard(&out_dir.join(&shard.file), &embedded, dim, genres.len())?;
                 shards.push(ShardFile {
                     file: shard.file.clone(),
                     rows: embedded.len(),
@@ -199,8 +232,8 @@ impl Stage for Embed {
             }
             let out_meta = EmbeddingMeta {
                 layout: EMBEDDING_LAYOUT.into(),
-                dim: FEATURE_DIM,
-                backbone: params.backbone.name().into(),
+                dim,
+                backbone: backbone_name.clone(),
                 input_width: params.width as usize,
                 input_height: params.height as usize,
                 genres: genres.clone(),
@@ -228,9 +261,9 @@ impl Stage for Embed {
         };
         Ok(RunSummary::new([
             format!(
-                "{} posters -> {FEATURE_DIM}-value {}{} embeddings at {}x{} ({:?}): train {}, val {}, test {}, {} skipped",
+                "{} posters -> {dim}-value {}{} embeddings at {}x{} ({:?}): train {}, val {}, test {}, {} skipped",
                 counts.iter().sum::<usize>(),
-                params.backbone.name(),
+                backbone_name,
                 if params.flip {
                     " (mirror-averaged)"
                 } else {
@@ -255,7 +288,7 @@ impl Stage for Embed {
 /// One run's state while it embeds shard after shard.
 struct Work<'a> {
     ctx: &'a StageContext<'a>,
-    net: &'a FrozenLite,
+    net: &'a FrozenBackbones,
     device: &'a Device,
     /// One single-threaded pool per worker.
     pools: &'a [rayon::ThreadPool],
@@ -408,12 +441,12 @@ impl Work<'_> {
             let x = images_to_input(&buffer, kept.len(), h, w, self.device);
             let features: Vec<f32> = self
                 .net
-                .embeddings(x, self.params.flip)
+                .embeddings(x)
                 .try_into_vec_as::<f32>()
                 .during("reading embeddings")?;
             let ok = kept
                 .into_iter()
-                .zip(features.chunks(FEATURE_DIM))
+                .zip(features.chunks(self.net.dim()))
                 .map(|(r, v)| (r, v.to_vec()))
                 .collect();
             Ok((ok, failed))

@@ -33,6 +33,11 @@ pub struct ReuseStamp {
     /// Whether features are averaged with the mirror image's (absent in stamps before `flip`).
     #[serde(default)]
     pub flip: bool,
+    /// The network whose features follow the first's, if any, and the blake3 of its weights.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub second_backbone: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub second_weights: Option<String>,
 }
 
 /// File name of the stamp in an output directory.
@@ -133,6 +138,8 @@ mod tests {
             height: 64,
             mode: Mode::Stretch,
             flip: false,
+            second_backbone: None,
+            second_weights: None,
         }
     }
 
