@@ -55,23 +55,28 @@ impl HeadNet {
     /// hidden units, whose output layer carries each member's weights divided by their number.
     pub fn mean_of(members: &[HeadNet]) -> HeadNet {
         let n = members.len() as f32;
-        let linears =
-            |pick: fn(&HeadNet) -> &Linear| -> Vec<&Linear> { members.iter().map(pick).collect() };
-        let mean = |layers: &[&Linear]| Linear {
-            weight: Param::from_tensor(
-                Tensor::stack::<3>(layers.iter().map(|l| l.weight.val()).collect(), 0)
-                    .mean_dim(0)
-                    .squeeze_dim::<2>(0),
-            ),
-            bias: bias_sum(layers).map(|b| Param::from_tensor(b / n)),
-        };
         match &members[0] {
-            Self::Linear(_) => Self::Linear(LinearHead {
-                out: mean(&linears(|m| match m {
-                    Self::Linear(h) => &h.out,
-                    Self::Mlp(h) => &h.out,
-                })),
-            }),
+            Self::Linear(_) => {
+                // The mean logit of linear layers is the linear layer of their mean weights.
+                let outs: Vec<&Linear> = members
+                    .iter()
+                    .filter_map(|m| match m {
+                        Self::Linear(h) => Some(&h.out),
+                        Self::Mlp(_) => None,
+                    })
+                    .collect();
+                let weight = outs
+                    .iter()
+                    .map(|l| l.weight.val())
+                    .reduce(|a, b| a + b)
+                    .expect("at least one member");
+                Self::Linear(LinearHead {
+                    out: Linear {
+                        weight: Param::from_tensor(weight / n),
+                        bias: bias_sum(&outs).map(|b| Param::from_tensor(b / n)),
+                    },
+                })
+            }
             Self::Mlp(_) => {
                 let mlps: Vec<&MlpHead> = members
                     .iter()
