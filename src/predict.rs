@@ -69,7 +69,7 @@ pub struct ModelChoice {
     pub stage: String,
     /// Its cache key.
     pub key: String,
-    /// `mlp on efficientnet-lite0 embeddings (224x224)`.
+    /// `mlp on efficientnet-lite0 embeddings (224x336)`.
     pub describe: String,
     /// Its decision rule.
     pub rule: String,
