@@ -76,16 +76,23 @@ fn imported_weights_name_the_imagenet_class_of_unambiguous_photos() {
 
     // With the batch norms folded into the convs (what `embed` runs), the same features.
     let x = images_to_input(&photo("flower.jpg"), 1, 224, 224, &device);
-    let folded: Vec<f32> = FrozenLite::new(&net)
+    let worst = folding_difference(&net, x);
+    assert!(worst < 1e-3, "folded features differ by up to {worst}");
+}
+
+/// The largest difference between `net`'s features of `x` and those of its folded copy.
+fn folding_difference(net: &EfficientNetLite, x: Tensor<4>) -> f32 {
+    let features: Vec<f32> = net.features(x.clone()).try_into_vec_as::<f32>().unwrap();
+    let folded: Vec<f32> = FrozenLite::new(net)
         .features(x)
         .try_into_vec_as::<f32>()
         .unwrap();
-    let worst = features
+    assert_eq!(features.len(), stage_backbone::FEATURE_DIM);
+    features
         .iter()
         .zip(&folded)
         .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
-    assert!(worst < 1e-3, "folded features differ by up to {worst}");
+        .fold(0f32, f32::max)
 }
 
 /// Lite2 at its own ImageNet size (260) names the palace, and folding the batch norms keeps its
@@ -103,17 +110,7 @@ fn lite2_names_the_imagenet_class_of_an_unambiguous_photo() {
     assert!(palace[0].1 > 0.3, "palace is confident: {palace:?}");
 
     let x = images_to_input(&photo_at("flower.jpg", 260), 1, 260, 260, &device);
-    let features: Vec<f32> = net.features(x.clone()).try_into_vec_as::<f32>().unwrap();
-    let folded: Vec<f32> = FrozenLite::new(&net)
-        .features(x)
-        .try_into_vec_as::<f32>()
-        .unwrap();
-    assert_eq!(features.len(), stage_backbone::FEATURE_DIM);
-    let worst = features
-        .iter()
-        .zip(&folded)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
+    let worst = folding_difference(&net, x);
     assert!(worst < 1e-3, "folded features differ by up to {worst}");
 }
 

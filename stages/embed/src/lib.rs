@@ -18,7 +18,7 @@ use std::time::Instant;
 use burn::prelude::*;
 use pipeline_api::{
     ParamError, ResultExt, RunSummary, Stage, StageContext, StageError, canonicalize_checked,
-    check_range, create_dir, read_file, write_json,
+    check_range, create_dir, file_digest, write_json,
 };
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -146,19 +146,16 @@ impl Stage for Embed {
                 ));
             }
         };
-        let digest = |path: &Path| -> Result<String, StageError> {
-            Ok(blake3::hash(&read_file(path)?).to_hex().to_string())
-        };
         let stamp = ReuseStamp {
             version: VERSION,
             backbone: params.backbone.name().into(),
-            weights: digest(weights)?,
+            weights: file_digest(weights)?,
             width: params.width,
             height: params.height,
             mode: params.mode,
             flip: params.flip,
             second_backbone: second.map(|(variant, _)| variant.name().into()),
-            second_weights: second.map(|(_, path)| digest(path)).transpose()?,
+            second_weights: second.map(|(_, path)| file_digest(path)).transpose()?,
         };
         let backbone_name = match second {
             Some((variant, _)) => format!("{}+{}", params.backbone.name(), variant.name()),
