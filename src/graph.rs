@@ -45,8 +45,8 @@ fn text(plan: &Plan) -> String {
         out.push_str(&format!(
             "{:width$}  [{}] {}{from}\n",
             stage.name,
-            stage.stage.kind(),
-            stage.stage.describe()
+            stage.stage.info().kind,
+            stage.stage.info().describe
         ));
     }
     out
@@ -76,7 +76,7 @@ fn dot(plan: &Plan) -> String {
         out.push_str(&format!(
             "  {} [label={}];\n",
             dot_string(&stage.name),
-            dot_string(&format!("{}\n[{}]", stage.name, stage.stage.kind()))
+            dot_string(&format!("{}\n[{}]", stage.name, stage.stage.info().kind))
         ));
         files.extend(stage.files.values().cloned());
     }
@@ -141,7 +141,7 @@ fn mermaid(plan: &Plan) -> String {
         out.push_str(&format!(
             "  s{i}[\"{}<br/><small>{}</small>\"]\n",
             mermaid_label(&stage.name),
-            mermaid_label(stage.stage.kind())
+            mermaid_label(stage.stage.info().kind)
         ));
         for file in stage.files.values() {
             if !files.contains(&file) {

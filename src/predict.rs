@@ -113,12 +113,12 @@ impl Keys {
 fn default_model_stage(plan: &Plan) -> Option<String> {
     plan.stages
         .iter()
-        .find(|s| s.stage.kind() == "evaluate")
+        .find(|s| s.stage.info().kind == "evaluate")
         .and_then(|s| s.inputs.get("model").cloned())
         .or_else(|| {
             plan.stages
                 .iter()
-                .rfind(|s| s.stage.kind() == "train")
+                .rfind(|s| s.stage.info().kind == "train")
                 .map(|s| s.name.clone())
         })
 }
@@ -129,7 +129,7 @@ fn choose(plan: &Plan, wanted: Option<&str>) -> anyhow::Result<(String, Keys)> {
     let trains: Vec<&str> = plan
         .stages
         .iter()
-        .filter(|s| s.stage.kind() == "train")
+        .filter(|s| s.stage.info().kind == "train")
         .map(|s| s.name.as_str())
         .collect();
     let default = || {
@@ -140,7 +140,7 @@ fn choose(plan: &Plan, wanted: Option<&str>) -> anyhow::Result<(String, Keys)> {
         Some(name) if trains.contains(&name) => Ok((name.to_string(), Keys { lock, run: None })),
         Some(name) if plan.stage(name).is_some() => bail!(
             "`{name}` is a `{}` stage, not a model; `--model` takes a train stage ({}) or a run id from `pipeline log`",
-            plan.stage(name).map_or("", |s| s.stage.kind()),
+            plan.stage(name).map_or("", |s| s.stage.info().kind),
             trains.join(", ")
         ),
         Some(wanted) => {

@@ -59,7 +59,7 @@ impl Engine<'_> {
         let mut digests: BTreeMap<String, String> = BTreeMap::new();
         let mut statuses = Vec::new();
         for stage in &self.plan.stages {
-            let kind = stage.stage.kind().to_string();
+            let kind = stage.stage.info().kind.to_string();
             let status = match self.assess(stage, &digests, &lock, false)? {
                 Assessment::Fresh { entry, .. } => {
                     digests.insert(stage.name.clone(), entry.output_digest);
@@ -122,12 +122,13 @@ impl Engine<'_> {
             );
         }
         Ok(Some(Fingerprint {
-            kind: stage.stage.kind().to_string(),
-            version: stage.stage.version(),
-            params: sorted_json(&keyed_params(&stage.params, stage.stage.knob_params())),
+            kind: stage.stage.info().kind.to_string(),
+            version: stage.stage.info().version,
+            params: sorted_json(&keyed_params(&stage.params, stage.stage.info().knob_params)),
             dependencies: stage
                 .stage
-                .dependencies()
+                .info()
+                .dependencies
                 .iter()
                 .map(|(name, version)| (name.to_string(), version.to_string()))
                 .collect(),

@@ -111,7 +111,13 @@ impl Engine<'_> {
         }
         let manifest = self
             .store
-            .commit(pending, &stage.name, stage.stage.kind(), &summary, seconds)
+            .commit(
+                pending,
+                &stage.name,
+                stage.stage.info().kind,
+                &summary,
+                seconds,
+            )
             .map_err(|e| e.to_string())?;
         self.store.remove_work_dir(key);
         Ok(manifest)

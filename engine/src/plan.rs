@@ -22,7 +22,7 @@ pub struct Registry {
 impl Registry {
     /// Adds a kind.
     pub fn register(&mut self, stage: impl Stage + 'static) -> &mut Self {
-        self.kinds.insert(stage.kind(), Arc::new(stage));
+        self.kinds.insert(stage.info().kind, Arc::new(stage));
         self
     }
 
@@ -101,16 +101,16 @@ impl Plan {
             check_roles(
                 spec,
                 &format!("{key}.inputs"),
-                stage.input_roles(),
-                stage.optional_input_roles(),
+                stage.info().inputs,
+                stage.info().optional_inputs,
                 stage_spec.inputs.keys(),
                 "inputs",
             )?;
             check_roles(
                 spec,
                 &format!("{key}.files"),
-                stage.file_roles(),
-                stage.optional_file_roles(),
+                stage.info().files,
+                stage.info().optional_files,
                 stage_spec.files.keys(),
                 "files",
             )?;
@@ -127,7 +127,7 @@ impl Plan {
             }
             let root = spec.path.parent().unwrap_or(Path::new("."));
             for (role, path) in &stage_spec.files {
-                let wants_directory = stage.directory_roles().contains(&role.as_str());
+                let wants_directory = stage.info().directories.contains(&role.as_str());
                 check_workspace_file(root, role, path, wants_directory).map_err(|problem| {
                     spec.error(
                         &format!("{key}.files.{role}"),
@@ -313,10 +313,10 @@ fn check_input_kinds(spec: &SpecFile, stages: &[PlannedStage]) -> Result<(), Spe
         stages
             .iter()
             .find(|s| s.name == name)
-            .map(|s| s.stage.kind())
+            .map(|s| s.stage.info().kind)
     };
     for stage in stages {
-        for (role, takes) in stage.stage.input_kinds() {
+        for (role, takes) in stage.stage.info().input_kinds {
             let Some(upstream) = stage.inputs.get(*role) else {
                 continue;
             };
@@ -333,7 +333,7 @@ fn check_input_kinds(spec: &SpecFile, stages: &[PlannedStage]) -> Result<(), Spe
                 .join(" or ");
             let fitting: Vec<&str> = stages
                 .iter()
-                .filter(|s| takes.contains(&s.stage.kind()) && s.name != stage.name)
+                .filter(|s| takes.contains(&s.stage.info().kind) && s.name != stage.name)
                 .map(|s| s.name.as_str())
                 .collect();
             let help = if fitting.is_empty() {

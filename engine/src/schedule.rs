@@ -163,7 +163,7 @@ impl Engine<'_> {
                 self.plan
                     .stages
                     .iter()
-                    .filter(|s| s.stage.remembers_failures())
+                    .filter(|s| s.stage.info().remembers_failures)
                     .map(|s| s.name.clone()),
             );
         }
@@ -193,7 +193,7 @@ impl Engine<'_> {
                 .iter()
                 .map(|s| {
                     let params = StageParams {
-                        kind: s.stage.kind().to_string(),
+                        kind: s.stage.info().kind.to_string(),
                         params: s.params.clone(),
                     };
                     (s.name.clone(), params)

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
-use pipeline_api::{ParamError, RunSummary, Stage, StageContext, StageError};
+use pipeline_api::{Kind, KindInfo, RunSummary, StageContext, StageError};
 use pipeline_engine::plan::{Plan, Registry};
 use pipeline_engine::spec::SpecFile;
 use pipeline_engine::{Engine, Event, Reporter, RunOptions, RunOutcome};
@@ -30,9 +30,33 @@ pub struct ToyParams {
 /// `source`-like kinds: read the file bound to `data`, write it trimmed, plus the suffix, to
 /// `value.txt`. Trimming lets a test change the file without changing the output.
 pub struct Source {
-    pub kind: &'static str,
-    pub dependencies: &'static [(&'static str, &'static str)],
+    pub info: &'static KindInfo,
 }
+
+/// A source kind named `kind` whose code depends on `dependencies`.
+const fn source_info(
+    kind: &'static str,
+    dependencies: &'static [(&'static str, &'static str)],
+) -> KindInfo {
+    KindInfo {
+        files: &["data"],
+        ..KindInfo::new(kind, 1, "reads a file", dependencies)
+    }
+}
+
+static SOURCE_6_1: KindInfo = source_info(
+    "source",
+    &[("fast_image_resize", "6.1.0"), ("serde", "1.0.228")],
+);
+static SOURCE_6_2: KindInfo = source_info(
+    "source",
+    &[("fast_image_resize", "6.2.0"), ("serde", "1.0.228")],
+);
+static PLAIN: KindInfo = source_info("plain", &[("serde", "1.0.228")]);
+static TRANSFORM: KindInfo = KindInfo {
+    inputs: &["src"],
+    ..KindInfo::new("transform", 1, "appends a suffix", &[])
+};
 
 /// `transform`: reads `value.txt` of its `src` input, writes it with the suffix appended.
 pub struct Transform;
@@ -40,10 +64,6 @@ pub struct Transform;
 /// Environment variable that makes a toy stage write half its output, create the named marker
 /// file and then hang until killed (for kill-safety tests in a child process).
 pub const HANG_ENV: &str = "TOY_HANG_MARKER";
-
-fn params(ctx: &StageContext<'_>) -> Result<ToyParams, StageError> {
-    ctx.params::<ToyParams>()
-}
 
 fn write_value(
     ctx: &StageContext<'_>,
@@ -88,75 +108,44 @@ fn rendezvous() -> Result<(), StageError> {
     Ok(())
 }
 
-impl Stage for Source {
-    fn kind(&self) -> &'static str {
-        self.kind
+impl Kind for Source {
+    type Params = ToyParams;
+    fn info(&self) -> &'static KindInfo {
+        self.info
     }
-    fn version(&self) -> u32 {
-        1
-    }
-    fn describe(&self) -> &'static str {
-        "reads a file"
-    }
-    fn file_roles(&self) -> &'static [&'static str] {
-        &["data"]
-    }
-    fn dependencies(&self) -> &'static [(&'static str, &'static str)] {
-        self.dependencies
-    }
-    fn canonical_params(&self, raw: &serde_json::Value) -> Result<serde_json::Value, ParamError> {
-        pipeline_api::canonicalize::<ToyParams>(raw)
-    }
-    fn run(&self, ctx: &StageContext<'_>) -> Result<RunSummary, StageError> {
+    fn run(&self, ctx: &StageContext<'_>, params: ToyParams) -> Result<RunSummary, StageError> {
         let text =
             String::from_utf8_lossy(&pipeline_api::read_file(ctx.file("data")?)?).into_owned();
-        write_value(ctx, &params(ctx)?, text.trim())
+        write_value(ctx, &params, text.trim())
     }
 }
 
-impl Stage for Transform {
-    fn kind(&self) -> &'static str {
-        "transform"
+impl Kind for Transform {
+    type Params = ToyParams;
+    fn info(&self) -> &'static KindInfo {
+        &TRANSFORM
     }
-    fn version(&self) -> u32 {
-        1
-    }
-    fn describe(&self) -> &'static str {
-        "appends a suffix"
-    }
-    fn input_roles(&self) -> &'static [&'static str] {
-        &["src"]
-    }
-    fn canonical_params(&self, raw: &serde_json::Value) -> Result<serde_json::Value, ParamError> {
-        pipeline_api::canonicalize::<ToyParams>(raw)
-    }
-    fn run(&self, ctx: &StageContext<'_>) -> Result<RunSummary, StageError> {
+    fn run(&self, ctx: &StageContext<'_>, params: ToyParams) -> Result<RunSummary, StageError> {
         let text = String::from_utf8_lossy(&pipeline_api::read_file(
             &ctx.input("src")?.join("value.txt"),
         )?)
         .into_owned();
-        write_value(ctx, &params(ctx)?, &text)
+        write_value(ctx, &params, &text)
     }
 }
 
 /// The kinds with `source` locked to `resize_version` of `fast_image_resize`, and `plain`, a
 /// source kind that does not use that crate.
 pub fn registry(resize_version: &'static str) -> Registry {
-    let source_dependencies: &'static [(&'static str, &'static str)] = match resize_version {
-        "6.1.0" => &[("fast_image_resize", "6.1.0"), ("serde", "1.0.228")],
-        "6.2.0" => &[("fast_image_resize", "6.2.0"), ("serde", "1.0.228")],
+    let source: &'static KindInfo = match resize_version {
+        "6.1.0" => &SOURCE_6_1,
+        "6.2.0" => &SOURCE_6_2,
         other => panic!("no toy registry for {other}"),
     };
     let mut registry = Registry::default();
     registry
-        .register(Source {
-            kind: "source",
-            dependencies: source_dependencies,
-        })
-        .register(Source {
-            kind: "plain",
-            dependencies: &[("serde", "1.0.228")],
-        })
+        .register(Source { info: source })
+        .register(Source { info: &PLAIN })
         .register(Transform);
     registry
 }

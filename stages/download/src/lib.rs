@@ -16,8 +16,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 
 use pipeline_api::{
-    ItemCache, ParamError, ResultExt, RunSummary, Stage, StageContext, StageError,
-    canonicalize_checked, check_range, create_dir, item_key, unix_now, write_json,
+    ItemCache, Kind, KindInfo, ParamError, ResultExt, RunSummary, StageContext, StageError,
+    check_range, create_dir, item_key, unix_now, write_json,
 };
 use polars::prelude::*;
 use rayon::prelude::*;
@@ -105,64 +105,55 @@ pub struct DownloadSummary {
     pub failures: Vec<Fetched>,
 }
 
-impl Stage for Download {
-    fn kind(&self) -> &'static str {
-        "download"
-    }
-    fn dependencies(&self) -> &'static [(&'static str, &'static str)] {
-        pipeline_api::locked_dependencies!()
-    }
-    fn version(&self) -> u32 {
+/// What the engine knows of the kind.
+const INFO: KindInfo = KindInfo {
+    inputs: &["movies"],
+    input_kinds: &[("movies", &["ingest"])],
+    files: &["root"],
+    directories: &["root"],
+    knob_params: KNOBS,
+    remembers_failures: true,
+    ..KindInfo::new(
+        "download",
         // 2: failure reasons no longer contain the absolute data root.
         // 3: non-image and truncated bodies are failures; Retry-After; remembered failures.
-        3
+        3,
+        "fetch posters (http/https/file/path) into a content-addressed folder; failures are listed",
+        pipeline_api::locked_dependencies!(),
+    )
+};
+
+impl Kind for Download {
+    type Params = DownloadParams;
+    fn info(&self) -> &'static KindInfo {
+        &INFO
     }
-    fn remembers_failures(&self) -> bool {
-        true
+    fn check(p: &DownloadParams) -> Result<(), ParamError> {
+        check_range("timeout_secs", p.timeout_secs, 1..=3600, " seconds")?;
+        check_range("max_bytes", p.max_bytes, 1..=MAX_BYTES_LIMIT, " bytes")?;
+        check_range("retries", p.retries, 0..=10, "")?;
+        check_range("backoff_ms", p.backoff_ms, 0..=60_000, " milliseconds")?;
+        check_range(
+            "max_retry_after_secs",
+            p.max_retry_after_secs,
+            0..=3600,
+            " seconds",
+        )?;
+        check_range(
+            "retry_failed_after_hours",
+            p.retry_failed_after_hours,
+            0.0..=8760.0,
+            " hours",
+        )?;
+        check_range("max_in_flight", p.max_in_flight, 1..=256, "")?;
+        check_range("max_per_host", p.max_per_host, 1..=256, "")?;
+        Ok(())
     }
-    fn describe(&self) -> &'static str {
-        "fetch posters (http/https/file/path) into a content-addressed folder; failures are listed"
-    }
-    fn input_roles(&self) -> &'static [&'static str] {
-        &["movies"]
-    }
-    fn input_kinds(&self) -> &'static [(&'static str, &'static [&'static str])] {
-        &[("movies", &["ingest"])]
-    }
-    fn file_roles(&self) -> &'static [&'static str] {
-        &["root"]
-    }
-    fn directory_roles(&self) -> &'static [&'static str] {
-        &["root"]
-    }
-    fn knob_params(&self) -> &'static [&'static str] {
-        KNOBS
-    }
-    fn canonical_params(&self, raw: &serde_json::Value) -> Result<serde_json::Value, ParamError> {
-        canonicalize_checked::<DownloadParams>(raw, |p| {
-            check_range("timeout_secs", p.timeout_secs, 1..=3600, " seconds")?;
-            check_range("max_bytes", p.max_bytes, 1..=MAX_BYTES_LIMIT, " bytes")?;
-            check_range("retries", p.retries, 0..=10, "")?;
-            check_range("backoff_ms", p.backoff_ms, 0..=60_000, " milliseconds")?;
-            check_range(
-                "max_retry_after_secs",
-                p.max_retry_after_secs,
-                0..=3600,
-                " seconds",
-            )?;
-            check_range(
-                "retry_failed_after_hours",
-                p.retry_failed_after_hours,
-                0.0..=8760.0,
-                " hours",
-            )?;
-            check_range("max_in_flight", p.max_in_flight, 1..=256, "")?;
-            check_range("max_per_host", p.max_per_host, 1..=256, "")?;
-            Ok(())
-        })
-    }
-    fn run(&self, ctx: &StageContext<'_>) -> Result<RunSummary, StageError> {
-        let params: DownloadParams = ctx.params()?;
+    fn run(
+        &self,
+        ctx: &StageContext<'_>,
+        params: DownloadParams,
+    ) -> Result<RunSummary, StageError> {
         let movies_path = ctx.input("movies")?.join("movies.parquet");
         let movies = read_table(&movies_path)?;
         let ids = i64_column(&movies, "imdbId", &movies_path)?;

@@ -17,8 +17,8 @@ use std::time::Instant;
 
 use burn::prelude::*;
 use pipeline_api::{
-    ParamError, ResultExt, RunSummary, Stage, StageContext, StageError, canonicalize_checked,
-    check_range, create_dir, file_digest, write_json,
+    Kind, KindInfo, ParamError, ResultExt, RunSummary, StageContext, StageError, check_range,
+    create_dir, file_digest, write_json,
 };
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -88,46 +88,35 @@ pub struct Skipped {
     pub reason: String,
 }
 
-impl Stage for Embed {
-    fn kind(&self) -> &'static str {
-        "embed"
+/// What the engine knows of the kind.
+const INFO: KindInfo = KindInfo {
+    inputs: &["data", "posters"],
+    input_kinds: &[("data", &["split"]), ("posters", &["download"])],
+    files: &["weights"],
+    optional_files: &["second_weights"],
+    // How many posters share a forward pass changes speed and memory, not the features.
+    knob_params: &["batch_size"],
+    ..KindInfo::new(
+        "embed",
+        VERSION,
+        "per-poster ImageNet features from a frozen EfficientNet-Lite, split by split",
+        pipeline_api::locked_dependencies!(),
+    )
+};
+
+impl Kind for Embed {
+    type Params = EmbedParams;
+    fn info(&self) -> &'static KindInfo {
+        &INFO
     }
-    fn dependencies(&self) -> &'static [(&'static str, &'static str)] {
-        pipeline_api::locked_dependencies!()
+    fn check(p: &EmbedParams) -> Result<(), ParamError> {
+        // Lite0 downsamples 32x; below 32 pixels a side the last blocks see one pixel.
+        check_range("width", p.width, 32..=1024, " pixels")?;
+        check_range("height", p.height, 32..=1024, " pixels")?;
+        check_range("batch_size", p.batch_size, 1..=1024, "")?;
+        Ok(())
     }
-    fn version(&self) -> u32 {
-        VERSION
-    }
-    fn describe(&self) -> &'static str {
-        "per-poster ImageNet features from a frozen EfficientNet-Lite, split by split"
-    }
-    fn input_roles(&self) -> &'static [&'static str] {
-        &["data", "posters"]
-    }
-    fn input_kinds(&self) -> &'static [(&'static str, &'static [&'static str])] {
-        &[("data", &["split"]), ("posters", &["download"])]
-    }
-    fn file_roles(&self) -> &'static [&'static str] {
-        &["weights"]
-    }
-    fn optional_file_roles(&self) -> &'static [&'static str] {
-        &["second_weights"]
-    }
-    fn knob_params(&self) -> &'static [&'static str] {
-        // How many posters share a forward pass changes speed and memory, not the features.
-        &["batch_size"]
-    }
-    fn canonical_params(&self, raw: &serde_json::Value) -> Result<serde_json::Value, ParamError> {
-        canonicalize_checked::<EmbedParams>(raw, |p| {
-            // Lite0 downsamples 32x; below 32 pixels a side the last blocks see one pixel.
-            check_range("width", p.width, 32..=1024, " pixels")?;
-            check_range("height", p.height, 32..=1024, " pixels")?;
-            check_range("batch_size", p.batch_size, 1..=1024, "")?;
-            Ok(())
-        })
-    }
-    fn run(&self, ctx: &StageContext<'_>) -> Result<RunSummary, StageError> {
-        let params: EmbedParams = ctx.params()?;
+    fn run(&self, ctx: &StageContext<'_>, params: EmbedParams) -> Result<RunSummary, StageError> {
         let data = ctx.input("data")?;
         let posters = ctx.input("posters")?;
         let weights = ctx.file("weights")?;
@@ -457,6 +446,7 @@ type BatchOutcome = (Vec<(usize, Vec<f32>)>, Vec<(usize, String)>);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pipeline_api::Stage;
 
     #[test]
     fn params_reject_inputs_too_small_for_the_network() {

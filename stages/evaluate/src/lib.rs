@@ -14,8 +14,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use pipeline_api::{
-    ParamError, RunContext, RunSummary, Stage, StageContext, StageError, canonicalize_checked,
-    check_range, write_file, write_json,
+    Kind, KindInfo, ParamError, RunContext, RunSummary, StageContext, StageError, check_range,
+    write_file, write_json,
 };
 use serde::{Deserialize, Serialize};
 use stage_metrics::{Decision, DecisionRule, Scorecard, baseline};
@@ -114,41 +114,35 @@ pub struct Evaluated {
     pub predicted: Vec<u8>,
 }
 
-impl Stage for Evaluate {
-    fn kind(&self) -> &'static str {
-        "evaluate"
+/// What the engine knows of the kind.
+const INFO: KindInfo = KindInfo {
+    inputs: &["model", "data", "ingest", "download", "filter"],
+    optional_inputs: &["stats", "second_model", "second_data"],
+    input_kinds: &[
+        ("model", &["train"]),
+        ("data", &["split", "embed"]),
+        ("second_model", &["train"]),
+        ("second_data", &["split", "embed"]),
+        ("ingest", &["ingest"]),
+        ("download", &["download"]),
+        ("filter", &["filter"]),
+        ("stats", &["stats"]),
+    ],
+    ..KindInfo::new(
+        "evaluate",
+        5,
+        "score the models on the test split against constant baselines; write metrics.json, predictions.parquet and an HTML report",
+        pipeline_api::locked_dependencies!(),
+    )
+};
+
+impl Kind for Evaluate {
+    type Params = EvaluateParams;
+    fn info(&self) -> &'static KindInfo {
+        &INFO
     }
-    fn dependencies(&self) -> &'static [(&'static str, &'static str)] {
-        pipeline_api::locked_dependencies!()
-    }
-    fn version(&self) -> u32 {
-        5
-    }
-    fn describe(&self) -> &'static str {
-        "score the models on the test split against constant baselines; write metrics.json, predictions.parquet and an HTML report"
-    }
-    fn input_roles(&self) -> &'static [&'static str] {
-        &["model", "data", "ingest", "download", "filter"]
-    }
-    fn input_kinds(&self) -> &'static [(&'static str, &'static [&'static str])] {
-        &[
-            ("model", &["train"]),
-            ("data", &["split", "embed"]),
-            ("second_model", &["train"]),
-            ("second_data", &["split", "embed"]),
-            ("ingest", &["ingest"]),
-            ("download", &["download"]),
-            ("filter", &["filter"]),
-            ("stats", &["stats"]),
-        ]
-    }
-    fn optional_input_roles(&self) -> &'static [&'static str] {
-        &["stats", "second_model", "second_data"]
-    }
-    fn canonical_params(&self, raw: &serde_json::Value) -> Result<serde_json::Value, ParamError> {
-        canonicalize_checked::<EvaluateParams>(raw, |p| {
-            check_range("examples", p.examples, 0..=300, " posters")
-        })
+    fn check(p: &EvaluateParams) -> Result<(), ParamError> {
+        check_range("examples", p.examples, 0..=300, " posters")
     }
     fn present(
         &self,
@@ -158,8 +152,11 @@ impl Stage for Evaluate {
     ) -> Result<(), StageError> {
         report::context::present(published, run, previous)
     }
-    fn run(&self, ctx: &StageContext<'_>) -> Result<RunSummary, StageError> {
-        let params: EvaluateParams = ctx.params()?;
+    fn run(
+        &self,
+        ctx: &StageContext<'_>,
+        params: EvaluateParams,
+    ) -> Result<RunSummary, StageError> {
         let (device, _) =
             stage_train::select_device().map_err(|e| StageError::invalid(e.to_string()))?;
         ctx.progress.message("scoring the model");

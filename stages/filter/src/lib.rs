@@ -10,8 +10,8 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use pipeline_api::{
-    ParamError, ResultExt, RunSummary, Stage, StageContext, StageError, canonicalize_checked,
-    check_range, item_key, write_json,
+    Kind, KindInfo, ParamError, ResultExt, RunSummary, StageContext, StageError, check_range,
+    item_key, write_json,
 };
 use polars::prelude::*;
 use rayon::prelude::*;
@@ -90,42 +90,37 @@ struct Candidate {
     download_error: Option<String>,
 }
 
-impl Stage for Filter {
-    fn kind(&self) -> &'static str {
-        "filter"
-    }
-    fn dependencies(&self) -> &'static [(&'static str, &'static str)] {
-        pipeline_api::locked_dependencies!()
-    }
-    fn version(&self) -> u32 {
+/// What the engine knows of the kind.
+const INFO: KindInfo = KindInfo {
+    inputs: &["movies", "posters"],
+    input_kinds: &[("movies", &["ingest"]), ("posters", &["download"])],
+    ..KindInfo::new(
+        "filter",
         // 2: posters whose RGB image would exceed the decoder limit are refused by their declared
         // size (a grey 10,000 x 10,000 poster used to pass).
-        2
+        2,
+        "keep movies with a decodable poster, a recent year and a genre in the vocabulary",
+        pipeline_api::locked_dependencies!(),
+    )
+};
+
+impl Kind for Filter {
+    type Params = FilterParams;
+    fn info(&self) -> &'static KindInfo {
+        &INFO
     }
-    fn describe(&self) -> &'static str {
-        "keep movies with a decodable poster, a recent year and a genre in the vocabulary"
+    fn check(p: &FilterParams) -> Result<(), ParamError> {
+        if let Some(year) = p.min_year {
+            check_range("min_year", year, 1800..=2200, "")?;
+        }
+        check_range(
+            "min_genre_count",
+            p.min_genre_count,
+            0..=10_000_000,
+            " movies",
+        )
     }
-    fn input_roles(&self) -> &'static [&'static str] {
-        &["movies", "posters"]
-    }
-    fn input_kinds(&self) -> &'static [(&'static str, &'static [&'static str])] {
-        &[("movies", &["ingest"]), ("posters", &["download"])]
-    }
-    fn canonical_params(&self, raw: &serde_json::Value) -> Result<serde_json::Value, ParamError> {
-        canonicalize_checked::<FilterParams>(raw, |p| {
-            if let Some(year) = p.min_year {
-                check_range("min_year", year, 1800..=2200, "")?;
-            }
-            check_range(
-                "min_genre_count",
-                p.min_genre_count,
-                0..=10_000_000,
-                " movies",
-            )
-        })
-    }
-    fn run(&self, ctx: &StageContext<'_>) -> Result<RunSummary, StageError> {
-        let params: FilterParams = ctx.params()?;
+    fn run(&self, ctx: &StageContext<'_>, params: FilterParams) -> Result<RunSummary, StageError> {
         let posters_dir = ctx.input("posters")?;
         let candidates = load(ctx.input("movies")?, posters_dir)?;
         let mut summary = FilterSummary {

@@ -9,8 +9,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
 use pipeline_api::{
-    ParamError, ResultExt, RunSummary, Stage, StageContext, StageError, canonicalize, read_file,
-    write_json,
+    Kind, KindInfo, ResultExt, RunSummary, StageContext, StageError, read_file, write_json,
 };
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -94,29 +93,25 @@ pub struct IngestSummary {
     pub merged_spellings: Vec<genres::MergedSpellings>,
 }
 
-impl Stage for Ingest {
-    fn kind(&self) -> &'static str {
-        "ingest"
-    }
-    fn dependencies(&self) -> &'static [(&'static str, &'static str)] {
-        pipeline_api::locked_dependencies!()
-    }
-    fn version(&self) -> u32 {
+/// What the engine knows of the kind.
+const INFO: KindInfo = KindInfo {
+    files: &["csv"],
+    ..KindInfo::new(
+        "ingest",
         // 2: records of the wrong width are dropped (polars used to truncate them); line numbers.
         // 3: genre names cleaned of invisible characters, each once a movie, case variants merged.
-        3
+        3,
+        "read the movie CSV into movies.parquet, counting unusable rows by reason",
+        pipeline_api::locked_dependencies!(),
+    )
+};
+
+impl Kind for Ingest {
+    type Params = IngestParams;
+    fn info(&self) -> &'static KindInfo {
+        &INFO
     }
-    fn describe(&self) -> &'static str {
-        "read the movie CSV into movies.parquet, counting unusable rows by reason"
-    }
-    fn file_roles(&self) -> &'static [&'static str] {
-        &["csv"]
-    }
-    fn canonical_params(&self, raw: &serde_json::Value) -> Result<serde_json::Value, ParamError> {
-        canonicalize::<IngestParams>(raw)
-    }
-    fn run(&self, ctx: &StageContext<'_>) -> Result<RunSummary, StageError> {
-        let params: IngestParams = ctx.params()?;
+    fn run(&self, ctx: &StageContext<'_>, params: IngestParams) -> Result<RunSummary, StageError> {
         let csv = ctx.file("csv")?;
         ctx.progress.message("reading CSV");
         let (mut movies, summary) = ingest(csv, params.encoding)?;

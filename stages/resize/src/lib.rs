@@ -17,8 +17,8 @@ use std::sync::mpsc;
 use fast_image_resize::images::Image;
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use pipeline_api::{
-    ParamError, ResultExt, RunSummary, Stage, StageContext, StageError, canonicalize_checked,
-    check_range, read_json, write_json,
+    Kind, KindInfo, ParamError, ResultExt, RunSummary, StageContext, StageError, check_range,
+    read_json, write_json,
 };
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -86,35 +86,30 @@ pub struct Skipped {
     pub reason: String,
 }
 
-impl Stage for Resize {
-    fn kind(&self) -> &'static str {
-        "resize"
+/// What the engine knows of the kind.
+const INFO: KindInfo = KindInfo {
+    inputs: &["movies", "posters"],
+    input_kinds: &[("movies", &["filter"]), ("posters", &["download"])],
+    ..KindInfo::new(
+        "resize",
+        VERSION,
+        "decode and resize posters in parallel into Parquet tensor shards",
+        pipeline_api::locked_dependencies!(),
+    )
+};
+
+impl Kind for Resize {
+    type Params = ResizeParams;
+    fn info(&self) -> &'static KindInfo {
+        &INFO
     }
-    fn dependencies(&self) -> &'static [(&'static str, &'static str)] {
-        pipeline_api::locked_dependencies!()
+    fn check(p: &ResizeParams) -> Result<(), ParamError> {
+        check_range("width", p.width, 1..=4096, " pixels")?;
+        check_range("height", p.height, 1..=4096, " pixels")?;
+        check_range("shard_rows", p.shard_rows, 1..=65_536, "")?;
+        Ok(())
     }
-    fn version(&self) -> u32 {
-        VERSION
-    }
-    fn describe(&self) -> &'static str {
-        "decode and resize posters in parallel into Parquet tensor shards"
-    }
-    fn input_roles(&self) -> &'static [&'static str] {
-        &["movies", "posters"]
-    }
-    fn input_kinds(&self) -> &'static [(&'static str, &'static [&'static str])] {
-        &[("movies", &["filter"]), ("posters", &["download"])]
-    }
-    fn canonical_params(&self, raw: &serde_json::Value) -> Result<serde_json::Value, ParamError> {
-        canonicalize_checked::<ResizeParams>(raw, |p| {
-            check_range("width", p.width, 1..=4096, " pixels")?;
-            check_range("height", p.height, 1..=4096, " pixels")?;
-            check_range("shard_rows", p.shard_rows, 1..=65_536, "")?;
-            Ok(())
-        })
-    }
-    fn run(&self, ctx: &StageContext<'_>) -> Result<RunSummary, StageError> {
-        let params: ResizeParams = ctx.params()?;
+    fn run(&self, ctx: &StageContext<'_>, params: ResizeParams) -> Result<RunSummary, StageError> {
         let movies_dir = ctx.input("movies")?;
         let posters_dir = ctx.input("posters")?;
         let vocab: Vocab = read_json(&movies_dir.join("vocab.json"))?;

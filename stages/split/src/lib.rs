@@ -6,8 +6,7 @@
 use std::path::Path;
 
 use pipeline_api::{
-    ParamError, RunSummary, Stage, StageContext, StageError, canonicalize_checked, create_dir,
-    write_json,
+    Kind, KindInfo, ParamError, RunSummary, StageContext, StageError, create_dir, write_json,
 };
 use serde::{Deserialize, Serialize};
 use stage_shards::{Shard, ShardFile, ShardMeta, read_shard, write_shard};
@@ -58,49 +57,44 @@ pub fn assign(id: i64, params: &SplitParams) -> usize {
     }
 }
 
-impl Stage for Split {
-    fn kind(&self) -> &'static str {
-        "split"
+/// What the engine knows of the kind.
+const INFO: KindInfo = KindInfo {
+    inputs: &["shards"],
+    input_kinds: &[("shards", &["resize"])],
+    ..KindInfo::new(
+        "split",
+        1,
+        "split shards into train/val/test by a seeded hash of imdbId",
+        pipeline_api::locked_dependencies!(),
+    )
+};
+
+impl Kind for Split {
+    type Params = SplitParams;
+    fn info(&self) -> &'static KindInfo {
+        &INFO
     }
-    fn dependencies(&self) -> &'static [(&'static str, &'static str)] {
-        pipeline_api::locked_dependencies!()
-    }
-    fn version(&self) -> u32 {
-        1
-    }
-    fn describe(&self) -> &'static str {
-        "split shards into train/val/test by a seeded hash of imdbId"
-    }
-    fn input_roles(&self) -> &'static [&'static str] {
-        &["shards"]
-    }
-    fn input_kinds(&self) -> &'static [(&'static str, &'static [&'static str])] {
-        &[("shards", &["resize"])]
-    }
-    fn canonical_params(&self, raw: &serde_json::Value) -> Result<serde_json::Value, ParamError> {
-        canonicalize_checked::<SplitParams>(raw, |p| {
-            for (path, value) in [
-                ("val_fraction", p.val_fraction),
-                ("test_fraction", p.test_fraction),
-            ] {
-                if !(0.0..1.0).contains(&value) {
-                    return Err(ParamError::at(
-                        path,
-                        format!("must be in [0, 1), got {value}"),
-                    ));
-                }
-            }
-            if p.val_fraction + p.test_fraction >= 1.0 {
+    fn check(p: &SplitParams) -> Result<(), ParamError> {
+        for (path, value) in [
+            ("val_fraction", p.val_fraction),
+            ("test_fraction", p.test_fraction),
+        ] {
+            if !(0.0..1.0).contains(&value) {
                 return Err(ParamError::at(
-                    "test_fraction",
-                    "val_fraction + test_fraction must leave some movies for training",
+                    path,
+                    format!("must be in [0, 1), got {value}"),
                 ));
             }
-            Ok(())
-        })
+        }
+        if p.val_fraction + p.test_fraction >= 1.0 {
+            return Err(ParamError::at(
+                "test_fraction",
+                "val_fraction + test_fraction must leave some movies for training",
+            ));
+        }
+        Ok(())
     }
-    fn run(&self, ctx: &StageContext<'_>) -> Result<RunSummary, StageError> {
-        let params: SplitParams = ctx.params()?;
+    fn run(&self, ctx: &StageContext<'_>, params: SplitParams) -> Result<RunSummary, StageError> {
         let input = ctx.input("shards")?;
         let meta = ShardMeta::load(input)?;
         let (pixels, genres) = (meta.pixels(), meta.genres.len());

@@ -4,9 +4,7 @@
 
 use std::path::Path;
 
-use pipeline_api::{
-    ParamError, RunSummary, Stage, StageContext, StageError, canonicalize, write_json,
-};
+use pipeline_api::{Kind, KindInfo, RunSummary, StageContext, StageError, write_json};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use stage_shards::{ShardMeta, read_shard};
@@ -153,30 +151,24 @@ fn split_stats(split: &str, meta: &ShardMeta, dir: &Path) -> Result<SplitStats, 
     })
 }
 
-impl Stage for Stats {
-    fn kind(&self) -> &'static str {
-        "stats"
+/// What the engine knows of the kind.
+const INFO: KindInfo = KindInfo {
+    inputs: &["data"],
+    input_kinds: &[("data", &["split"])],
+    ..KindInfo::new(
+        "stats",
+        1,
+        "per-split dataset statistics: genre balance, labels per movie, pixel mean and std",
+        pipeline_api::locked_dependencies!(),
+    )
+};
+
+impl Kind for Stats {
+    type Params = StatsParams;
+    fn info(&self) -> &'static KindInfo {
+        &INFO
     }
-    fn dependencies(&self) -> &'static [(&'static str, &'static str)] {
-        pipeline_api::locked_dependencies!()
-    }
-    fn version(&self) -> u32 {
-        1
-    }
-    fn describe(&self) -> &'static str {
-        "per-split dataset statistics: genre balance, labels per movie, pixel mean and std"
-    }
-    fn input_roles(&self) -> &'static [&'static str] {
-        &["data"]
-    }
-    fn input_kinds(&self) -> &'static [(&'static str, &'static [&'static str])] {
-        &[("data", &["split"])]
-    }
-    fn canonical_params(&self, raw: &serde_json::Value) -> Result<serde_json::Value, ParamError> {
-        canonicalize::<StatsParams>(raw)
-    }
-    fn run(&self, ctx: &StageContext<'_>) -> Result<RunSummary, StageError> {
-        let _: StatsParams = ctx.params()?;
+    fn run(&self, ctx: &StageContext<'_>, _params: StatsParams) -> Result<RunSummary, StageError> {
         let data = ctx.input("data")?;
         ctx.progress.start("stats", SPLITS.len() as u64);
         let mut splits = Vec::new();

@@ -28,8 +28,8 @@ use std::path::Path;
 
 use burn::prelude::*;
 use pipeline_api::{
-    ParamError, ResultExt, RunSummary, Stage, StageContext, StageError, canonicalize_checked,
-    check_range, create_dir, write_json,
+    Kind, KindInfo, ParamError, ResultExt, RunSummary, StageContext, StageError, check_range,
+    create_dir, write_json,
 };
 use serde::{Deserialize, Serialize};
 use stage_backbone::BLOCKS;
@@ -198,92 +198,85 @@ impl Default for TrainParams {
     }
 }
 
-impl Stage for Train {
-    fn kind(&self) -> &'static str {
-        "train"
-    }
-    fn dependencies(&self) -> &'static [(&'static str, &'static str)] {
-        pipeline_api::locked_dependencies!()
-    }
-    fn version(&self) -> u32 {
+/// What the engine knows of the kind.
+const INFO: KindInfo = KindInfo {
+    inputs: &["data"],
+    input_kinds: &[("data", &["split", "embed"])],
+    optional_files: &["weights"],
+    ..KindInfo::new(
+        "train",
         // 5: shuffling, dropout and augmentation draw from ChaCha8 (rand_chacha), not splitmix64.
         // 6: dropout masks from a counter-based hash keyed by one draw, made on the GPU there.
         // 7: `auto` keeps the best macro-F1 among rules 0.05 micro-F1 above the baseline; `shrunk`.
-        7
+        7,
+        "train a multi-label genre classifier with Burn: a head on embeddings or a CNN on images",
+        pipeline_api::locked_dependencies!(),
+    )
+};
+
+impl Kind for Train {
+    type Params = TrainParams;
+    fn info(&self) -> &'static KindInfo {
+        &INFO
     }
-    fn describe(&self) -> &'static str {
-        "train a multi-label genre classifier with Burn: a head on embeddings or a CNN on images"
+    fn check(p: &TrainParams) -> Result<(), ParamError> {
+        check_range("epochs", p.epochs, 1..=10_000, "")?;
+        check_range("batch_size", p.batch_size, 1..=4096, " posters")?;
+        if !(p.learning_rate > 0.0 && p.learning_rate < 1.0) {
+            return Err(ParamError::at("learning_rate", "must be in (0, 1)"));
+        }
+        if !(0.0..1.0).contains(&p.weight_decay) {
+            return Err(ParamError::at("weight_decay", "must be in [0, 1)"));
+        }
+        if !(0.0..1.0).contains(&p.dropout) {
+            return Err(ParamError::at("dropout", "must be in [0, 1)"));
+        }
+        check_range("hidden", p.hidden, 1..=65_536, " units")?;
+        if !(0.0..=10.0).contains(&p.focal_gamma) {
+            return Err(ParamError::at("focal_gamma", "must be in [0, 10]"));
+        }
+        check_range("ensemble", p.ensemble, 1..=16, " heads")?;
+        if p.ensemble > 1 && p.architecture.reads() != Reads::Embeddings {
+            return Err(ParamError::at(
+                "ensemble",
+                format!(
+                    "`{}` trains on images for minutes an epoch: ensembles are for the heads (`linear`, `mlp`)",
+                    p.architecture.name()
+                ),
+            ));
+        }
+        check_range(
+            "shuffle_window",
+            p.shuffle_window,
+            1..=1_000_000,
+            " posters",
+        )?;
+        check_range(
+            "early_stopping.patience",
+            p.early_stopping.patience,
+            0..=10_000,
+            " epochs",
+        )?;
+        p.schedule
+            .check(p.epochs)
+            .map_err(|(path, why)| ParamError::at(path, why))?;
+        p.augment
+            .check()
+            .map_err(|(path, why)| ParamError::at(path, why))?;
+        if p.augment.is_active() && p.architecture.reads() == Reads::Embeddings {
+            return Err(ParamError::at(
+                "augment",
+                format!(
+                    "`{}` reads embeddings, computed once per poster: augmentation needs an image architecture",
+                    p.architecture.name()
+                ),
+            ));
+        }
+        // EfficientNet-Lite0 has BLOCKS blocks.
+        check_range("finetune_blocks", p.finetune_blocks, 0..=BLOCKS, " blocks")?;
+        Ok(())
     }
-    fn input_roles(&self) -> &'static [&'static str] {
-        &["data"]
-    }
-    fn input_kinds(&self) -> &'static [(&'static str, &'static [&'static str])] {
-        &[("data", &["split", "embed"])]
-    }
-    fn optional_file_roles(&self) -> &'static [&'static str] {
-        &["weights"]
-    }
-    fn canonical_params(&self, raw: &serde_json::Value) -> Result<serde_json::Value, ParamError> {
-        canonicalize_checked::<TrainParams>(raw, |p| {
-            check_range("epochs", p.epochs, 1..=10_000, "")?;
-            check_range("batch_size", p.batch_size, 1..=4096, " posters")?;
-            if !(p.learning_rate > 0.0 && p.learning_rate < 1.0) {
-                return Err(ParamError::at("learning_rate", "must be in (0, 1)"));
-            }
-            if !(0.0..1.0).contains(&p.weight_decay) {
-                return Err(ParamError::at("weight_decay", "must be in [0, 1)"));
-            }
-            if !(0.0..1.0).contains(&p.dropout) {
-                return Err(ParamError::at("dropout", "must be in [0, 1)"));
-            }
-            check_range("hidden", p.hidden, 1..=65_536, " units")?;
-            if !(0.0..=10.0).contains(&p.focal_gamma) {
-                return Err(ParamError::at("focal_gamma", "must be in [0, 10]"));
-            }
-            check_range("ensemble", p.ensemble, 1..=16, " heads")?;
-            if p.ensemble > 1 && p.architecture.reads() != Reads::Embeddings {
-                return Err(ParamError::at(
-                    "ensemble",
-                    format!(
-                        "`{}` trains on images for minutes an epoch: ensembles are for the heads (`linear`, `mlp`)",
-                        p.architecture.name()
-                    ),
-                ));
-            }
-            check_range(
-                "shuffle_window",
-                p.shuffle_window,
-                1..=1_000_000,
-                " posters",
-            )?;
-            check_range(
-                "early_stopping.patience",
-                p.early_stopping.patience,
-                0..=10_000,
-                " epochs",
-            )?;
-            p.schedule
-                .check(p.epochs)
-                .map_err(|(path, why)| ParamError::at(path, why))?;
-            p.augment
-                .check()
-                .map_err(|(path, why)| ParamError::at(path, why))?;
-            if p.augment.is_active() && p.architecture.reads() == Reads::Embeddings {
-                return Err(ParamError::at(
-                    "augment",
-                    format!(
-                        "`{}` reads embeddings, computed once per poster: augmentation needs an image architecture",
-                        p.architecture.name()
-                    ),
-                ));
-            }
-            // EfficientNet-Lite0 has BLOCKS blocks.
-            check_range("finetune_blocks", p.finetune_blocks, 0..=BLOCKS, " blocks")?;
-            Ok(())
-        })
-    }
-    fn run(&self, ctx: &StageContext<'_>) -> Result<RunSummary, StageError> {
-        let params: TrainParams = ctx.params()?;
+    fn run(&self, ctx: &StageContext<'_>, params: TrainParams) -> Result<RunSummary, StageError> {
         let data = ctx.input("data")?;
         let (device, device_name) =
             select_device().map_err(|e| StageError::invalid(e.to_string()))?;
