@@ -5,21 +5,15 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
+use pipeline_engine::plan::Plan;
+use pipeline_engine::spec::SpecFile;
+use pipeline_engine::{Engine, RunOptions};
 
-use crate::console::{Console, say};
-
-/// `println!` that drops the line when stdout is a closed pipe instead of panicking.
-macro_rules! say {
-    ($($arg:tt)*) => { say(&format!($($arg)*)) };
-}
+use crate::commands::{self, Failure};
 use crate::graph::DagFormat;
 use crate::kinds;
-use pipeline_engine::plan::Plan;
-use pipeline_engine::record::{Action, format_utc};
-use pipeline_engine::spec::SpecFile;
-use pipeline_engine::{Engine, EngineError, RunOptions, State};
+use crate::predict::PredictOptions;
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -206,16 +200,6 @@ pub enum MetricsCommand {
     },
 }
 
-/// Why the command failed, and with which exit code.
-enum Failure {
-    /// Bad pipeline file or usage: exit 2.
-    Usage(anyhow::Error),
-    /// A stage or the cache failed: exit 1.
-    Run(anyhow::Error),
-    /// Stages failed and were already reported: exit 1.
-    Reported,
-}
-
 /// Parses arguments, runs the command and returns the exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -280,10 +264,6 @@ fn execute(cli: &Cli, threads: usize) -> Result<(), Failure> {
     let registry = kinds::registry();
     let plan = Plan::build(&spec, &registry).map_err(|e| Failure::Usage(e.into()))?;
     let engine = Engine::new(&plan);
-    let engine_err = |err: EngineError| match err {
-        EngineError::Usage(_) => Failure::Usage(err.into()),
-        other => Failure::Run(other.into()),
-    };
     match &cli.command {
         Command::Run {
             stages,
@@ -297,7 +277,6 @@ fn execute(cli: &Cli, threads: usize) -> Result<(), Failure> {
             retry_failed,
             no_reuse,
         } => {
-            let console = Console::new(cli.verbose > 0);
             let options = RunOptions {
                 targets: stages.clone(),
                 force: force.clone(),
@@ -312,198 +291,24 @@ fn execute(cli: &Cli, threads: usize) -> Result<(), Failure> {
                 no_reuse: *no_reuse,
                 overrides: cli.set.clone(),
             };
-            let outcome = engine.run(&options, &console).map_err(engine_err)?;
-            if !outcome.failed.is_empty() {
-                eprintln!(
-                    "error: {} failed; see the message above. Fix it and rerun `pipeline run`.",
-                    outcome
-                        .failed
-                        .iter()
-                        .map(|s| format!("`{s}`"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                );
-                return Err(Failure::Reported);
-            }
-            if *dry_run {
-                if outcome.would_run.is_empty() {
-                    say!("Nothing to do: every selected stage is fresh.");
-                }
-            } else if outcome.ran.is_empty() {
-                say!("Nothing to do: every selected stage is fresh.");
-            }
-            for dir in &outcome.published {
-                let index = plan.root.join(dir).join("index.html");
-                if index.exists() {
-                    say!("Report: {}", dir.join("index.html").display());
-                }
-            }
-            Ok(())
+            commands::run(&engine, &plan, &options, cli.verbose > 0)
         }
-        Command::Status { json } => {
-            let statuses = engine.status().map_err(engine_err)?;
-            if *json {
-                let text = serde_json::to_string_pretty(&statuses)
-                    .context("serialising status")
-                    .map_err(Failure::Run)?;
-                say!("{text}");
-            } else {
-                let width = statuses.iter().map(|s| s.name.len()).max().unwrap_or(0);
-                for status in &statuses {
-                    if status.state == State::Fresh {
-                        say!("{:width$}  fresh", status.name);
-                    } else {
-                        say!("{:width$}  dirty  {}", status.name, status.reason);
-                    }
-                }
-            }
-            Ok(())
-        }
-        Command::Verify { repair } => {
-            let report = engine.verify(*repair).map_err(engine_err)?;
-            for damaged in &report.damaged {
-                say!(
-                    "{} {} (stage `{}`): {}",
-                    if *repair { "Evicted" } else { "Damaged" },
-                    damaged.key.chars().take(16).collect::<String>(),
-                    damaged.stage,
-                    damaged.problems.join(", ")
-                );
-            }
-            for stale in &report.stale_stamps {
-                say!(
-                    "{} {}: content changed but size, mtime and inode did not{}",
-                    if *repair { "Rehashed" } else { "Stale" },
-                    stale.path,
-                    if *repair {
-                        "; stages that read it now see the change"
-                    } else {
-                        ", so `status` and `run` still see the old content"
-                    }
-                );
-            }
-            say!(
-                "{} entries checked, {} damaged{}; {} workspace files rehashed, {} changed unseen",
-                report.checked,
-                report.damaged.len(),
-                if *repair && !report.damaged.is_empty() {
-                    " (the next `pipeline run` rebuilds them)"
-                } else {
-                    ""
-                },
-                report.workspace_checked,
-                report.stale_stamps.len()
-            );
-            let clean = report.damaged.is_empty() && report.stale_stamps.is_empty();
-            if !*repair && !clean {
-                eprintln!(
-                    "error: the cache does not match the files; run `pipeline verify --repair` to evict damaged entries and record changed files"
-                );
-                return Err(Failure::Reported);
-            }
-            Ok(())
-        }
-        Command::Gc { keep } => {
-            let report = engine.gc(*keep).map_err(engine_err)?;
-            say!(
-                "Removed {} entries and {} per-item results ({:.1} MB freed), kept {} entries and {} items",
-                report.removed,
-                report.items_removed,
-                report.freed_bytes as f64 / 1e6,
-                report.kept,
-                report.items_kept
-            );
-            if report.items_skipped {
-                say!(
-                    "Per-item results were kept: some entries predate item lists; they go once those entries are rebuilt or collected"
-                );
-            }
-            Ok(())
-        }
-        Command::Log { limit, json } => {
-            let runs = engine.runs();
-            for run in runs.iter().skip(runs.len().saturating_sub(*limit)) {
-                if *json {
-                    let line = serde_json::to_string(run)
-                        .context("serialising the run record")
-                        .map_err(Failure::Run)?;
-                    say!("{line}");
-                    continue;
-                }
-                let ran = run
-                    .stages
-                    .iter()
-                    .filter(|s| s.action == Action::Ran)
-                    .count();
-                let overrides: String = run.overrides.iter().map(|o| format!(" -S {o}")).collect();
-                say!(
-                    "run {}at {} ({}{overrides}): {} in {:.1}s, {ran} ran, {} fresh",
-                    if run.id.is_empty() {
-                        String::new()
-                    } else {
-                        format!("{} ", run.id)
-                    },
-                    format_utc(run.started_unix),
-                    if run.targets.is_empty() {
-                        "all stages".to_string()
-                    } else {
-                        run.targets.join(" ")
-                    },
-                    run.outcome,
-                    run.seconds,
-                    run.stages
-                        .iter()
-                        .filter(|s| s.action == Action::Fresh)
-                        .count()
-                );
-                let width = run.stages.iter().map(|s| s.name.len()).max().unwrap_or(0);
-                for stage in &run.stages {
-                    // Start offset and duration: overlapping spans are stages that ran in parallel.
-                    say!(
-                        "  {:8} {:width$}  from {:>8} for {:>6}  {}",
-                        stage.action.as_str(),
-                        stage.name,
-                        format!("+{:.1}s", stage.started),
-                        format!("{:.1}s", stage.seconds),
-                        stage.reason
-                    );
-                }
-            }
-            Ok(())
-        }
+        Command::Status { json } => commands::status(&engine, *json),
+        Command::Verify { repair } => commands::verify(&engine, *repair),
+        Command::Gc { keep } => commands::gc(&engine, *keep),
+        Command::Log { limit, json } => commands::log(&engine, *limit, *json),
         Command::Predict {
             posters,
             model,
             top,
             json,
         } => {
-            let options = crate::predict::PredictOptions {
+            let options = PredictOptions {
                 posters,
                 model: model.as_deref(),
                 top: *top,
             };
-            let prediction = crate::predict::predict(&plan, &options).map_err(Failure::Run)?;
-            if *json {
-                let text = serde_json::to_string_pretty(&prediction)
-                    .context("serialising the prediction")
-                    .map_err(Failure::Run)?;
-                say!("{text}");
-            } else {
-                say!("{}", crate::predict::render(&prediction));
-            }
-            let failed = prediction
-                .posters
-                .iter()
-                .filter(|a| a.error.is_some())
-                .count();
-            if failed > 0 {
-                eprintln!(
-                    "error: {failed} of {} posters could not be read; see above",
-                    prediction.posters.len()
-                );
-                return Err(Failure::Reported);
-            }
-            Ok(())
+            commands::predict(&plan, &options, *json)
         }
         Command::Metrics { what } => {
             let text = match what {

@@ -1,9 +1,17 @@
 //! `pipeline`: a declarative, content-cached data pipeline that builds a movie-poster genre classifier.
 //!
 //! [`pipeline_engine`] is generic (spec, plan, cache, runner); [`kinds`] wires in the poster stages;
-//! [`cli`] and [`console`] are the command-line edge.
+//! [`cli`] (arguments and dispatch), `commands` (one function per subcommand) and [`console`]
+//! (progress and output) are the command-line edge; `predict`, `experiments` and `graph` answer
+//! the subcommands of the same names.
+
+/// `println!` that drops the line when stdout is a closed pipe instead of panicking.
+macro_rules! say {
+    ($($arg:tt)*) => { $crate::console::say(&format!($($arg)*)) };
+}
 
 pub mod cli;
+mod commands;
 pub mod console;
 pub mod experiments;
 pub mod graph;

@@ -13,7 +13,7 @@ use std::path::Path;
 use anyhow::{Context, bail};
 use serde::Serialize;
 use stage_backbone::{FrozenBackbones, FrozenLite, Variant, images_to_input};
-use stage_download::{DownloadParams, Fetcher, read_capped};
+use stage_download::{DownloadParams, Fetcher, Source, read_capped};
 use stage_resize::{Mode, ResizeParams, fit_bytes_into};
 use stage_train::{Device, TrainedModel};
 
@@ -299,26 +299,18 @@ fn poster_bytes(
     max_bytes: u64,
     fetcher: &dyn Fn() -> anyhow::Result<Fetcher>,
 ) -> Result<Vec<u8>, String> {
-    let lower = source.to_ascii_lowercase();
-    if lower.starts_with("http://") || lower.starts_with("https://") {
-        let fetcher = fetcher().map_err(|e| format!("{e:#}"))?;
-        return fetcher.fetch(source);
-    }
-    let path = if lower.starts_with("file://") {
-        // `file:///abs/path` or `file://localhost/abs/path`.
-        let rest = &source["file://".len()..];
-        rest.strip_prefix("localhost").unwrap_or(rest)
-    } else if let Some((scheme, _)) = source.split_once("://")
-        && !scheme.is_empty()
-        && scheme
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
-    {
-        return Err(format!(
-            "unsupported scheme `{scheme}://`: give a path, a file:// URL or an http(s) URL"
-        ));
-    } else {
-        source
+    // The download stage's own reading of a source: the same schemes, in any case.
+    let path = match Source::parse(source) {
+        remote @ Source::Http(_) => {
+            let fetcher = fetcher().map_err(|e| format!("{e:#}"))?;
+            return fetcher.fetch(remote).map_err(|e| e.to_string());
+        }
+        Source::File(path) | Source::Path(path) => path,
+        Source::Unsupported(scheme) => {
+            return Err(format!(
+                "unsupported scheme `{scheme}://`: give a path, a file:// URL or an http(s) URL"
+            ));
+        }
     };
     read_capped(Path::new(path), max_bytes).map_err(|e| format!("cannot read `{path}`: {e}"))
 }

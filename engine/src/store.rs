@@ -62,6 +62,10 @@ pub struct Manifest {
     pub files: BTreeMap<String, FileEntry>,
     /// What the stage said about its run.
     pub summary: Vec<String>,
+    /// What only that run measured (timings, counts of reused work): kept here, beside the
+    /// output and out of its digest (benchmarks read them here).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub measures: BTreeMap<String, serde_json::Value>,
     /// Seconds the stage took.
     pub seconds: f64,
     /// Unix time of completion.
@@ -493,6 +497,7 @@ impl Store {
             output_digest: tree_digest(&files),
             files,
             summary: summary.lines.clone(),
+            measures: summary.measures.clone(),
             seconds,
             finished_unix: pipeline_api::unix_now(),
             expires: summary.expires.clone(),

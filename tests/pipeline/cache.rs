@@ -272,6 +272,16 @@ fn a_training_killed_mid_way_resumes_at_its_last_epoch_and_ends_with_the_uninter
     );
     let model = |p: &Project| std::fs::read(p.output_of("train").join("model.json")).unwrap();
     assert_eq!(model(&whole), model(&killed));
+    // And the whole output: no clock reading or file order tells the resumed run apart.
+    assert_eq!(
+        differing_files(&whole, &killed, "train"),
+        Vec::<String>::new(),
+        "the resumed training's output differs from the uninterrupted one's"
+    );
+    assert_eq!(
+        locked_outputs(&whole)["train"],
+        locked_outputs(&killed)["train"]
+    );
     assert_eq!(
         checkpoints(),
         Vec::<String>::new(),
@@ -717,7 +727,9 @@ fn kill_at_several_points_in_several_stages_never_leaves_a_fresh_looking_partial
     p.ok(&["run", "--threads", "1"]);
     assert!(p.status().iter().all(|s| s["state"] == "fresh"));
     let (got, want) = (locked_outputs(&p), locked_outputs(&reference));
-    for stage in ["ingest", "download", "filter", "resize", "split"] {
+    for stage in [
+        "ingest", "download", "filter", "resize", "split", "train", "evaluate",
+    ] {
         assert_eq!(
             got[stage], want[stage],
             "{stage} output differs after the kills"

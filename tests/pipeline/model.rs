@@ -910,3 +910,78 @@ fn predict_answers_with_the_probabilities_evaluate_gave_and_refuses_what_the_pip
     );
     p.ok(&["predict", &paths[0]]);
 }
+
+/// Every kind of the default pipeline's shape (both model families, an ensemble, stats and the
+/// report), small enough to run three times.
+fn every_kind_pipeline() -> String {
+    format!(
+        "{}  train:
+    kind: train
+    inputs: {{data: embed}}
+    params: {{architecture: mlp, epochs: 3, ensemble: 2}}
+  cnn:
+    kind: train
+    inputs: {{data: split}}
+    params: {{epochs: 2, batch_size: 16}}
+  stats:
+    kind: stats
+    inputs: {{data: split}}
+  evaluate:
+    kind: evaluate
+    inputs: {{model: train, data: embed, second_model: cnn, second_data: split, stats: stats, ingest: ingest, download: download, filter: filter}}
+    publish: reports
+",
+        embedding_pipeline()
+    )
+}
+
+/// An output is a pure function of its inputs: each kind run again on the same inputs, reusing
+/// earlier per-item work or not, makes the same bytes. So a retrain that changes nothing leaves
+/// what depends on it fresh (no clock readings, no hash-map orders, no reuse counts in `out/`).
+#[test]
+fn every_kind_run_again_on_the_same_inputs_makes_the_same_output() {
+    let p = Project::small(120, &every_kind_pipeline());
+    std::fs::copy(Path::new(REPO).join(WEIGHTS), p.root.join("weights.pth")).unwrap();
+    p.ok(&["run"]);
+    let first = locked_outputs(&p);
+    assert_eq!(first.len(), 10, "{first:?}");
+    let mut force_all = vec!["run"];
+    for stage in first.keys() {
+        force_all.extend(["--force", stage.as_str()]);
+    }
+    let without_reuse = [force_all.clone(), vec!["--no-reuse"]].concat();
+    for args in [&force_all, &without_reuse] {
+        let run = p.ok(args);
+        assert_eq!(
+            p.last_run("ran").len(),
+            10,
+            "`{}` reran every stage: {run}",
+            args.join(" ")
+        );
+        let again = locked_outputs(&p);
+        for (stage, digest) in &first {
+            assert_eq!(
+                &again[stage],
+                digest,
+                "`{}`: {stage} made another output from the same inputs",
+                args.join(" ")
+            );
+        }
+    }
+    // Early cut-off: retraining both models reruns nothing that reads them.
+    let run = p.ok(&["run", "--force", "train", "--force", "cnn"]);
+    assert_eq!(p.last_run("ran"), set(&["train", "cnn"]), "{run}");
+    assert!(p.status().iter().all(|s| s["state"] == "fresh"), "{run}");
+    // What only the runs measured is in the entry's manifest, not in the output.
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(p.output_of("train").parent().unwrap().join("manifest.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let fits = manifest["measures"]["fits"].as_array().unwrap();
+    assert_eq!(fits.len(), 2, "one per ensemble member: {manifest}");
+    assert!(
+        fits[0]["epochs"][0]["train_seconds"].as_f64().unwrap() > 0.0,
+        "{manifest}"
+    );
+}

@@ -31,8 +31,9 @@ use stage_shards::{ShardFile, ShardMeta, read_shard_labels};
 use reuse::EarlierEmbeddings;
 pub use reuse::{ReuseStamp, STAMP_FILE};
 
-/// Code version: bump when the embedding made from the same poster, weights and params changes.
-const VERSION: u32 = 1;
+/// Version of the embeddings, recorded in the reuse stamp: bump when the vector made from the
+/// same poster, weights and params changes (earlier outputs then stop being reused).
+const EMBEDDING_VERSION: u32 = 1;
 
 /// The splits a `split` output holds, in the order they are embedded.
 pub const SPLITS: [&str; 3] = ["train", "val", "test"];
@@ -98,7 +99,8 @@ const INFO: KindInfo = KindInfo {
     knob_params: &["batch_size"],
     ..KindInfo::new(
         "embed",
-        VERSION,
+        // 2: `summary.json` holds no computed/reused counts (they go to the run's summary).
+        2,
         "per-poster ImageNet features from a frozen EfficientNet-Lite, split by split",
         pipeline_api::locked_dependencies!(),
     )
@@ -136,7 +138,7 @@ impl Kind for Embed {
             }
         };
         let stamp = ReuseStamp {
-            version: VERSION,
+            version: EMBEDDING_VERSION,
             backbone: params.backbone.name().into(),
             weights: file_digest(weights)?,
             width: params.width,
@@ -233,7 +235,6 @@ impl Kind for Embed {
             &ctx.out_dir.join("summary.json"),
             &serde_json::json!({
                 "train": counts[0], "val": counts[1], "test": counts[2],
-                "computed": work.computed, "reused": work.reused,
                 "skipped": work.skipped.len(),
             }),
         )?;
@@ -267,7 +268,10 @@ impl Kind for Embed {
                 "computed {}{rate}, reused {} from an earlier run",
                 work.computed, work.reused
             ),
-        ]))
+        ])
+        .measure("computed", work.computed)
+        .measure("reused", work.reused)
+        .measure("compute_seconds", work.compute_seconds))
     }
 }
 

@@ -6,6 +6,7 @@
 //! resized the same way by an earlier run are copied from its shards, not decoded again
 //! (see `reuse`). See README.md for the shard layout.
 
+mod params;
 mod reuse;
 
 use std::cell::RefCell;
@@ -25,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use stage_shards::poster::decode_rgb;
 use stage_shards::{Shard, ShardFile, ShardMeta, i64_column, read_table, str_column, write_shard};
 
+pub use params::{Mode, ResizeParams};
 use reuse::EarlierRows;
 pub use reuse::{ReuseStamp, STAMP_FILE};
 
@@ -33,43 +35,6 @@ const VERSION: u32 = 2;
 
 /// The resize stage kind.
 pub struct Resize;
-
-/// How a poster is fitted into `width` x `height`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Mode {
-    /// Scale both axes independently (the original project's behaviour).
-    Stretch,
-    /// Keep the aspect ratio, scale to fit, pad with black.
-    Pad,
-    /// Keep the aspect ratio, scale to cover, cut the overflow around the center.
-    Crop,
-}
-
-/// Params of `resize`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ResizeParams {
-    /// Output width in pixels (1 to 4096).
-    pub width: u32,
-    /// Output height in pixels (1 to 4096).
-    pub height: u32,
-    /// `stretch`, `pad` or `crop`.
-    pub mode: Mode,
-    /// Posters per shard file (and per unit of work held in memory; 1 to 65,536).
-    pub shard_rows: usize,
-}
-
-impl Default for ResizeParams {
-    fn default() -> Self {
-        Self {
-            width: 64,
-            height: 64,
-            mode: Mode::Stretch,
-            shard_rows: 1024,
-        }
-    }
-}
 
 /// The part of `vocab.json` written by `filter` that resize needs.
 #[derive(Debug, Deserialize)]

@@ -12,7 +12,7 @@ use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 use stage_shards::{ShardMeta, read_columns};
 
-use crate::{Mode, ResizeParams};
+use crate::params::{Mode, ResizeParams};
 
 /// `resize.json`: what shaped the pixels of an output. Rows are reused only between outputs whose
 /// stamps are equal.

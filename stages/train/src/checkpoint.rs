@@ -6,7 +6,7 @@
 //! older ones are then removed. The generators need no saving: every stream is derived from
 //! `(seed, epoch)` (see `noise`). The engine keys the working area by the stage's cache key, so a
 //! checkpoint from other params, inputs or code is never found here; `format` guards against one
-//! from an older build of this code under the same key. `state.json`, written last, holds the
+//! from an older build of this code under the same key. `state.mpk`, written last, holds the
 //! blake3 of every weight file: a checkpoint whose files do not match (a disk error, a stray
 //! edit) is discarded with a line saying so, never resumed into a model committed under a clean
 //! key.
@@ -17,16 +17,20 @@ use std::path::{Path, PathBuf};
 
 use burn::module::Module;
 use burn::optim::ModuleOptimizer;
-use pipeline_api::{ResultExt, StageError, file_digest, write_json};
+use pipeline_api::{ResultExt, StageError, file_digest, write_file};
 use serde::{Deserialize, Serialize};
 use stage_metrics::Decision;
 
-use crate::fit::History;
+use crate::history::History;
 
-/// Bumped when what a checkpoint holds changes (2: the digests of its files).
-const FORMAT: u32 = 2;
+/// Bumped when what a checkpoint holds changes (2: the digests of its files; 3: the state in
+/// MessagePack, whose floats read back bit for bit).
+const FORMAT: u32 = 3;
 
-/// The files of a checkpoint beside `state.json`.
+/// The loop's state in a checkpoint, written last.
+const STATE: &str = "state.mpk";
+
+/// The files of a checkpoint beside `state.mpk`.
 const FILES: [&str; 3] = ["net.bpk", "best.bpk", "optim.bpk"];
 
 /// The loop's state after `epochs_done` epochs.
@@ -139,9 +143,9 @@ pub fn latest(work_dir: &Path) -> (Option<Found>, Vec<String>) {
 
 /// The state of the checkpoint in `dir` if every file it lists has its recorded digest.
 fn check(dir: &Path) -> Result<LoopState, String> {
-    let bytes = fs::read(dir.join("state.json")).map_err(|_| "it has no state.json".to_string())?;
+    let bytes = fs::read(dir.join(STATE)).map_err(|_| format!("it has no {STATE}"))?;
     let state: LoopState =
-        serde_json::from_slice(&bytes).map_err(|_| "its state.json is unreadable".to_string())?;
+        rmp_serde::from_slice(&bytes).map_err(|_| format!("its {STATE} is unreadable"))?;
     if state.format != FORMAT {
         return Err(format!(
             "it was written in checkpoint format {}, this build reads {FORMAT}",
@@ -192,7 +196,8 @@ pub fn save<N: Module + Clone>(
             .files
             .insert(name.to_string(), file_digest(&partial.join(name))?);
     }
-    write_json(&partial.join("state.json"), &state)?;
+    let bytes = rmp_serde::to_vec_named(&state).during("encoding the checkpoint state")?;
+    write_file(&partial.join(STATE), bytes)?;
     let done = work_dir.join(&name);
     let _ = fs::remove_dir_all(&done);
     fs::rename(&partial, &done).map_err(|e| StageError::Write {

@@ -12,67 +12,16 @@ use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamConfig, AdamWConfig, GradientsParams, ModuleOptimizer, SgdConfig};
 use burn::prelude::*;
-use burn::tensor::activation::{log_sigmoid, sigmoid};
 use pipeline_api::{ResultExt, StageContext, StageError};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use stage_metrics::{Decision, DecisionRule};
 
 use crate::checkpoint::{self, BestEpoch, LoopState};
+use crate::history::{EpochRecord, History, Monitor};
+use crate::loss::{bce_on_host, pos_weight_row, sigmoid_on_host, training_loss};
+use crate::model::ModelSpec;
 use crate::noise::{Draws, Stream};
-use crate::{Loss, Monitor, Optimizer, TrainParams};
-
-/// One epoch of `history.json`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct EpochRecord {
-    /// 1-based epoch.
-    pub epoch: usize,
-    /// Mean training loss over the epoch.
-    pub train_loss: f64,
-    /// Mean validation loss after the epoch.
-    pub val_loss: f64,
-    /// Validation micro-F1 under the decision rule fitted on that epoch's validation scores.
-    #[serde(default)]
-    pub val_micro_f1: f64,
-    /// Validation macro-F1, likewise.
-    #[serde(default)]
-    pub val_macro_f1: f64,
-    /// Learning rate of the epoch.
-    #[serde(default)]
-    pub learning_rate: f64,
-    /// Seconds the epoch took.
-    pub seconds: f64,
-    /// Of which the training steps (data, forward, backward, update; not validation): what
-    /// `bench/train-vs-pytorch.sh` divides the training rows by.
-    #[serde(default)]
-    pub train_seconds: f64,
-}
-
-/// `history.json`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct History {
-    /// Per-epoch losses.
-    pub epochs: Vec<EpochRecord>,
-    /// Epoch whose weights were kept.
-    pub best_epoch: usize,
-    /// What chose it: `val-loss` (lowest) or `val-macro-f1` (highest).
-    #[serde(default)]
-    pub monitor: String,
-    /// Whether training stopped before `epochs` because the monitor stopped improving.
-    #[serde(default)]
-    pub stopped_early: bool,
-    /// Backend that trained it.
-    pub device: String,
-    /// Training rows.
-    pub train_rows: usize,
-    /// Validation rows.
-    pub val_rows: usize,
-    /// Seconds of the whole fit.
-    #[serde(default)]
-    pub seconds: f64,
-    /// `ensemble > 1`: every member's own history (this one's fields are the first member's).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub members: Vec<History>,
-}
+use crate::params::{Optimizer, TrainParams};
 
 /// What the loop needs of an architecture and its data.
 pub trait Task {
@@ -132,69 +81,6 @@ impl Labels<'_> {
             .collect()
     }
 }
-
-/// `pos_weight` as a `[1, genres]` row on `device`, made once per training: a tensor made from
-/// host data is a host-to-device copy, which on a GPU waits for every queued kernel first.
-pub fn pos_weight_row(pos_weight: &[f32], device: &Device) -> Tensor<2> {
-    Tensor::<1>::from_data(
-        TensorData::new(pos_weight.to_vec(), [pos_weight.len()]),
-        device,
-    )
-    .unsqueeze_dim::<2>(0)
-}
-
-/// Mean BCE with logits, `pos_weight` (a [`pos_weight_row`]) scaling each genre's positive term:
-/// `-(w * y * log(sigmoid(x)) + (1 - y) * log(1 - sigmoid(x)))`.
-pub fn bce_with_logits(
-    logits: Tensor<2>,
-    targets: Tensor<2, Int>,
-    pos_weight: Tensor<2>,
-) -> Tensor<1> {
-    let y = targets.float();
-    let positive = y.clone() * pos_weight * log_sigmoid(logits.clone());
-    let negative = (y.neg() + 1.0) * log_sigmoid(logits.neg());
-    (positive + negative).neg().mean()
-}
-
-/// The training loss `params.loss` names, on logits and 0/1 targets, `pos_weight` scaling each
-/// genre's positive term as in [`bce_with_logits`].
-pub fn training_loss(
-    params: &TrainParams,
-    logits: Tensor<2>,
-    targets: Tensor<2, Int>,
-    pos_weight: Tensor<2>,
-) -> Tensor<1> {
-    match params.loss {
-        Loss::Bce => bce_with_logits(logits, targets, pos_weight),
-        Loss::Focal => {
-            // -(w y (1-p)^g log p + (1-y) p^g log(1-p))
-            let gamma = params.focal_gamma as f32;
-            let y = targets.float();
-            let p = sigmoid(logits.clone());
-            let positive = y.clone()
-                * pos_weight
-                * (p.clone().neg() + 1.0).powf_scalar(gamma)
-                * log_sigmoid(logits.clone());
-            let negative = (y.neg() + 1.0) * p.powf_scalar(gamma) * log_sigmoid(logits.neg());
-            (positive + negative).neg().mean()
-        }
-        Loss::Asymmetric => {
-            // -(w y log p + (1-y) p_m^4 log(1-p_m)), p_m = max(p - 0.05, 0); 1 - p_m >= 0.05.
-            let y = targets.float();
-            let p = sigmoid(logits.clone());
-            let shifted = (p - ASL_MARGIN).clamp_min(0.0);
-            let positive = y.clone() * pos_weight * log_sigmoid(logits);
-            let negative = (y.neg() + 1.0)
-                * shifted.clone().powf_scalar(ASL_GAMMA_NEG)
-                * (shifted.neg() + 1.0).log();
-            (positive + negative).neg().mean()
-        }
-    }
-}
-
-/// The asymmetric loss's probability margin and negative focusing exponent (the paper's values).
-const ASL_MARGIN: f32 = 0.05;
-const ASL_GAMMA_NEG: f32 = 4.0;
 
 /// How often an epoch's training losses are read from the device (see [`EpochLoss`]).
 const LOSS_READ_INTERVAL: Duration = Duration::from_millis(500);
@@ -257,30 +143,26 @@ impl EpochLoss {
     }
 }
 
-/// The same loss on the CPU in f64, for validation logits.
-pub fn bce_on_host(logits: &[f32], targets: &[u8], pos_weight: &[f32]) -> f64 {
-    let genres = pos_weight.len().max(1);
-    // log(sigmoid(x)) = -softplus(-x), computed stably.
-    let log_sigmoid = |x: f64| -((-x).max(0.0) + (-(x.abs())).exp().ln_1p());
-    let total: f64 = logits
-        .iter()
-        .zip(targets)
-        .enumerate()
-        .map(|(i, (&x, &t))| {
-            let (x, w) = (x as f64, pos_weight[i % genres] as f64);
-            if t == 1 {
-                -w * log_sigmoid(x)
-            } else {
-                -log_sigmoid(-x)
-            }
-        })
-        .sum();
-    total / logits.len().max(1) as f64
+/// What a fit measured of itself, reported in the run's summary and never in `history.json`
+/// (see `history`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FitTiming {
+    /// Seconds of the epochs this attempt ran (a resumed fit counts only its own).
+    pub seconds: f64,
+    /// Each epoch this attempt ran.
+    pub epochs: Vec<EpochTiming>,
 }
 
-/// Element-wise sigmoid on the host.
-pub fn sigmoid_on_host(logits: &[f32]) -> Vec<f32> {
-    logits.iter().map(|&x| 1.0 / (1.0 + (-x).exp())).collect()
+/// One epoch's clock readings.
+#[derive(Debug, Clone, Serialize)]
+pub struct EpochTiming {
+    /// 1-based epoch.
+    pub epoch: usize,
+    /// Seconds the epoch took.
+    pub seconds: f64,
+    /// Of which the training steps (data, forward, backward, update; not validation): what
+    /// `bench/train-vs-pytorch.sh` divides the training rows by.
+    pub train_seconds: f64,
 }
 
 /// What a fit produced: the kept network (a validation copy), its validation probabilities, the
@@ -294,6 +176,8 @@ pub struct Fitted<N> {
     pub decision: Decision,
     /// Per-epoch record.
     pub history: History,
+    /// How long it took.
+    pub timing: FitTiming,
 }
 
 /// The optimiser `params` name.
@@ -346,12 +230,11 @@ pub fn fit<T: Task>(
     let mut state = LoopState::new(History {
         epochs: Vec::new(),
         best_epoch: 0,
-        monitor: params.early_stopping.monitor.name().into(),
+        monitor: params.early_stopping.monitor,
         stopped_early: false,
         device: device_name.to_string(),
         train_rows: rows,
         val_rows: labels.val.len() / labels.genres.max(1),
-        seconds: 0.0,
         members: Vec::new(),
     });
     let mut best_net: Option<T::Net> = None;
@@ -382,7 +265,7 @@ pub fn fit<T: Task>(
             )),
         }
     }
-    let previous_seconds = state.history.seconds;
+    let mut timing = FitTiming::default();
     ctx.progress.start("train", (rows * params.epochs) as u64);
     ctx.progress.advance((rows * state.epochs_done) as u64);
     let finished = state.history.stopped_early || state.epochs_done >= params.epochs;
@@ -453,6 +336,9 @@ pub fn fit<T: Task>(
             val_micro_f1,
             val_macro_f1,
             learning_rate,
+        });
+        timing.epochs.push(EpochTiming {
+            epoch,
             seconds: started.elapsed().as_secs_f64(),
             train_seconds,
         });
@@ -478,7 +364,7 @@ pub fn fit<T: Task>(
             }
         }
         state.epochs_done = epoch;
-        state.history.seconds = previous_seconds + started_fit.elapsed().as_secs_f64();
+        timing.seconds = started_fit.elapsed().as_secs_f64();
         let best = best_net.as_ref().expect("set at the first epoch");
         checkpoint::save(checkpoints, &state, &net, &optim, best)?;
         if state.history.stopped_early {
@@ -495,6 +381,7 @@ pub fn fit<T: Task>(
         val_probs: best.val_probs,
         decision: best.decision,
         history,
+        timing,
     })
 }
 
@@ -509,32 +396,85 @@ pub fn decide(params: &TrainParams, val_probs: &[f32], labels: &Labels<'_>) -> D
     Decision::choose(rule, val_probs, labels.val, labels.train, labels.genres)
 }
 
+/// What a training made: the network's description (with its decision rule), its history, and
+/// the clock readings of every fit (one per ensemble member).
+pub struct Trained {
+    pub spec: ModelSpec,
+    pub history: History,
+    pub timings: Vec<FitTiming>,
+}
+
+/// What [`fit_and_save`] leaves beside the saved weights.
+pub struct Saved {
+    pub history: History,
+    pub decision: Decision,
+    pub timing: FitTiming,
+}
+
+pub fn empty_training_split() -> StageError {
+    StageError::invalid("the training split is empty; lower `filter.min_genre_count` or add movies")
+}
+
+/// Fits `net` (with the decision rule of its kept epoch) and saves the
+/// weights as `model.bpk`.
+pub fn fit_and_save<T: Task>(
+    task: &T,
+    net: T::Net,
+    params: &TrainParams,
+    labels: &Labels<'_>,
+    device_name: &str,
+    ctx: &StageContext<'_>,
+) -> Result<Saved, StageError> {
+    let Fitted {
+        net,
+        decision,
+        history,
+        timing,
+        ..
+    } = fit(task, net, params, labels, device_name, ctx, ctx.work_dir)?;
+    net.save_file(ctx.out_dir.join("model"))
+        .during("saving the model")?;
+    Ok(Saved {
+        history,
+        decision,
+        timing,
+    })
+}
+
+/// The line printed as training starts: what is trained, on what, how big.
+pub fn announce(
+    ctx: &StageContext<'_>,
+    spec: &ModelSpec,
+    parameters: usize,
+    device_name: &str,
+    train_rows: usize,
+    val_rows: usize,
+    params: &TrainParams,
+) {
+    let augment = if params.augment.is_active() {
+        format!(
+            ", augment {}",
+            serde_json::to_string(&params.augment).unwrap_or_default()
+        )
+    } else {
+        String::new()
+    };
+    let decay = serde_json::to_value(params.schedule.decay)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    ctx.progress.note(&format!(
+        "{} ({parameters} parameters) on {device_name}: {train_rows} train / {val_rows} val posters, batch {}, up to {} epochs, lr {} ({decay} schedule){augment}",
+        spec.describe(),
+        params.batch_size,
+        params.epochs,
+        params.learning_rate,
+    ));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::nn::loss::BinaryCrossEntropyLossConfig;
-
-    #[test]
-    fn weighted_bce_equals_burns_loss_at_weight_one_and_host_loss_agrees() {
-        let device = Device::flex();
-        let logits = [2.0f32, -1.0, 0.5, -3.0, 10.0, -10.0];
-        let targets = [1i64, 0, 0, 1, 1, 0];
-        let x = Tensor::<2>::from_data(TensorData::new(logits.to_vec(), [3, 2]), &device);
-        let y = Tensor::<2, Int>::from_data(TensorData::new(targets.to_vec(), [3, 2]), &device);
-        let ours = bce_with_logits(x.clone(), y.clone(), pos_weight_row(&[1.0, 1.0], &device))
-            .into_scalar::<f32>();
-        let burns = BinaryCrossEntropyLossConfig::new()
-            .with_logits(true)
-            .init(&device)
-            .forward(x.clone(), y.clone())
-            .into_scalar::<f32>();
-        assert!((ours - burns).abs() < 1e-5, "{ours} vs {burns}");
-        let t8: Vec<u8> = targets.iter().map(|&t| t as u8).collect();
-        let weighted =
-            bce_with_logits(x, y, pos_weight_row(&[3.0, 0.5], &device)).into_scalar::<f32>() as f64;
-        let host = bce_on_host(&logits, &t8, &[3.0, 0.5]);
-        assert!((weighted - host).abs() < 1e-5, "{weighted} vs {host}");
-    }
 
     #[test]
     fn losses_read_together_give_the_per_step_mean_and_a_non_finite_one_stops_training() {
@@ -551,59 +491,6 @@ mod tests {
         losses.push(&Tensor::<1>::from_floats([f32::NAN], &device), 8);
         let err = losses.read(3).unwrap_err().to_string();
         assert!(err.contains("training diverged at epoch 3"), "{err}");
-    }
-
-    /// Each loss against its formula computed on the host, term by term.
-    #[test]
-    fn focal_and_asymmetric_losses_follow_their_formulas() {
-        let device = Device::flex();
-        let logits = [2.0f32, -1.0, 0.5, -3.0, 4.0, -4.0];
-        let targets = [1i64, 0, 0, 1, 1, 0];
-        let x = || Tensor::<2>::from_data(TensorData::new(logits.to_vec(), [3, 2]), &device);
-        let y = || Tensor::<2, Int>::from_data(TensorData::new(targets.to_vec(), [3, 2]), &device);
-        let w = || pos_weight_row(&[1.0, 1.0], &device);
-        let loss = |kind, gamma| {
-            let params = TrainParams {
-                loss: kind,
-                focal_gamma: gamma,
-                ..TrainParams::default()
-            };
-            training_loss(&params, x(), y(), w()).into_scalar::<f32>() as f64
-        };
-        let sig = |v: f32| 1.0 / (1.0 + (-(v as f64)).exp());
-        let host = |term: &dyn Fn(f64, bool) -> f64| {
-            logits
-                .iter()
-                .zip(targets)
-                .map(|(&v, t)| term(sig(v), t == 1))
-                .sum::<f64>()
-                / 6.0
-        };
-        let bce = host(&|p, pos| if pos { -p.ln() } else { -(1.0 - p).ln() });
-        assert!((loss(Loss::Bce, 2.0) - bce).abs() < 1e-5);
-        // gamma 0 is BCE; gamma 2 is the focal formula, smaller than BCE.
-        assert!((loss(Loss::Focal, 0.0) - bce).abs() < 1e-5);
-        let focal = host(&|p, pos| {
-            if pos {
-                -(1.0 - p).powi(2) * p.ln()
-            } else {
-                -p.powi(2) * (1.0 - p).ln()
-            }
-        });
-        assert!((loss(Loss::Focal, 2.0) - focal).abs() < 1e-5, "{focal}");
-        assert!(focal < bce);
-        let asymmetric = host(&|p, pos| {
-            if pos {
-                -p.ln()
-            } else {
-                let m = (p - 0.05).max(0.0);
-                -m.powi(4) * (1.0 - m).ln()
-            }
-        });
-        assert!(
-            (loss(Loss::Asymmetric, 2.0) - asymmetric).abs() < 1e-5,
-            "{asymmetric}"
-        );
     }
 
     #[test]

@@ -188,6 +188,13 @@ pub fn initialise<N: burn::module::Module>(
     stage_backbone::initialise_seeded(device, seed, || make().map(&mut NumberParams(0)))
 }
 
+/// `net` with its parameters numbered 1, 2, 3, ... in visit order, as [`initialise`] numbers
+/// them: for a network made from others (an ensemble's merged head), whose parameters Burn
+/// numbered at random.
+pub fn number_params<N: burn::module::Module>(net: N) -> N {
+    net.map(&mut NumberParams(0))
+}
+
 /// Renumbers parameters 1, 2, 3, ... in visit order.
 struct NumberParams(u64);
 

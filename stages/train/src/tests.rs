@@ -1,8 +1,21 @@
 //! Unit tests of the training loop on tiny synthetic data.
 
+use std::path::Path;
+
+use burn::prelude::*;
+
 use super::*;
+use crate::augment::Augment;
+use crate::batches::{Batch, BatchStream, ImageSplit, Pass};
+use crate::fit::{self, Labels, Task};
+use crate::head_task::HeadTask;
+use crate::image_task::ImageTask;
+use crate::model::Lite0Classifier;
+use crate::schedule::Schedule;
 use pipeline_api::{NoItems, NoProgress};
+use stage_backbone::BLOCKS;
 use stage_backbone::{EfficientNetLite, Variant};
+use stage_shards::embedding::EmbeddingShard;
 
 fn context<'a>(out_dir: &'a Path, work_dir: &'a Path) -> StageContext<'a> {
     static EMPTY: std::sync::OnceLock<std::collections::BTreeMap<String, std::path::PathBuf>> =

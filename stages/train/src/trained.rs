@@ -1,19 +1,20 @@
 //! A trained model read back from a `train` output, and its probabilities on a split of the data it
 //! was trained on (images or embeddings).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use burn::prelude::*;
 use burn::store::{BurnToPyTorchAdapter, ModuleSnapshot, SafetensorsStore};
 use burn::tensor::activation::sigmoid;
-use pipeline_api::{ResultExt, StageError, read_json};
+use pipeline_api::{ResultExt, StageError, read_file, read_json, write_file};
 use stage_shards::embedding::{
     EmbeddingMeta, is_embedding_dir, load_embeddings, read_embedding_labels,
 };
 use stage_shards::{ShardMeta, read_shard_labels};
 
-use crate::fit::History;
 use crate::head::HeadNet;
+use crate::history::History;
 use crate::model::{ModelSpec, PosterNet, Reads, image_input};
 
 /// The network of a trained model.
@@ -248,9 +249,10 @@ impl TrainedModel {
         }
         let context = || format!("writing `{}`", path.display());
         match &self.net {
-            TrainedNet::Head(net) => net.save_into(&mut store).during(context()),
-            TrainedNet::Images(net) => net.save_into(&mut store).during(context()),
+            TrainedNet::Head(net) => net.save_into(&mut store).during(context())?,
+            TrainedNet::Images(net) => net.save_into(&mut store).during(context())?,
         }
+        sort_safetensors_header(path)
     }
 
     fn check_genres(&self, genres: &[String], dir: &Path) -> Result<(), StageError> {
@@ -282,6 +284,40 @@ pub fn split_labels(data: &Path, split: &str) -> Result<(Vec<String>, Vec<u8>), 
         }
         Ok((meta.genres, labels))
     }
+}
+
+/// Rewrites a SafeTensors file's JSON header with its keys in sorted order. Burn hands the
+/// metadata to `safetensors` as a `HashMap`, whose order changes from run to run, and the output
+/// of `train` must be the same bytes for the same inputs (or everything downstream reruns).
+/// Tensor offsets count from the end of the header, so only the header changes.
+fn sort_safetensors_header(path: &Path) -> Result<(), StageError> {
+    let bytes = read_file(path)?;
+    let malformed = || StageError::invalid(format!("`{}` is not SafeTensors", path.display()));
+    let length: [u8; 8] = bytes
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(malformed)?;
+    let header_end = usize::try_from(u64::from_le_bytes(length))
+        .ok()
+        .and_then(|n| n.checked_add(8))
+        .filter(|&end| end <= bytes.len())
+        .ok_or_else(malformed)?;
+    let mut header: BTreeMap<String, serde_json::Value> =
+        serde_json::from_slice(&bytes[8..header_end])
+            .during(format!("reading `{}`", path.display()))?;
+    if let Some(metadata) = header.get_mut("__metadata__") {
+        let sorted: BTreeMap<String, serde_json::Value> =
+            serde_json::from_value(metadata.take()).during("sorting SafeTensors metadata")?;
+        *metadata = serde_json::to_value(sorted).during("sorting SafeTensors metadata")?;
+    }
+    let mut text = serde_json::to_vec(&header).during("sorting SafeTensors metadata")?;
+    // The format pads the header with spaces to a multiple of 8, keeping the data aligned.
+    text.resize(text.len().next_multiple_of(8), b' ');
+    let mut out = Vec::with_capacity(8 + text.len() + bytes.len() - header_end);
+    out.extend_from_slice(&(text.len() as u64).to_le_bytes());
+    out.extend_from_slice(&text);
+    out.extend_from_slice(&bytes[header_end..]);
+    write_file(path, out)
 }
 
 /// A metadata value as JSON text.

@@ -150,6 +150,35 @@ impl Project {
     }
 }
 
+/// The files of `stage`'s output whose bytes differ between two projects (or that only one
+/// has), named relative to the output folder: what an assertion on output digests reports.
+pub fn differing_files(a: &Project, b: &Project, stage: &str) -> Vec<String> {
+    fn files(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+        let mut found = std::collections::BTreeMap::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for entry in std::fs::read_dir(&d).unwrap().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else {
+                    let name = path.strip_prefix(dir).unwrap().display().to_string();
+                    found.insert(name, std::fs::read(&path).unwrap());
+                }
+            }
+        }
+        found
+    }
+    let (left, right) = (files(&a.output_of(stage)), files(&b.output_of(stage)));
+    let mut names: BTreeSet<&String> = left.keys().collect();
+    names.extend(right.keys());
+    names
+        .into_iter()
+        .filter(|name| left.get(*name) != right.get(*name))
+        .cloned()
+        .collect()
+}
+
 /// Stage names on lines starting with `prefix` (e.g. `Running`).
 pub fn stages_with(stdout: &str, prefix: &str) -> BTreeSet<String> {
     stdout

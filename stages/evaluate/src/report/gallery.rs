@@ -8,7 +8,7 @@ use std::path::Path;
 use base64::Engine as _;
 use stage_shards::poster::decode_rgb;
 
-use crate::Evaluated;
+use crate::metrics::Evaluated;
 
 /// Thumbnail box, in pixels: posters keep their aspect inside it.
 const THUMB: (u32, u32) = (96, 140);

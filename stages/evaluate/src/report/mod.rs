@@ -13,7 +13,7 @@ use stage_metrics::curves::{pr_curve, roc_curve};
 use stage_metrics::{Decided, Scorecard};
 use stage_stats::DatasetStats;
 
-use crate::{Evaluated, Metrics};
+use crate::metrics::{Evaluated, Metrics};
 use gallery::{Card, Gallery};
 pub use quality::DataQuality;
 
@@ -270,13 +270,6 @@ fn summary(report: &Report<'_>) -> Markup {
                     }
                     @for _ in &primary.metrics.baselines { td {} }
                 }
-                tr {
-                    td { "training time" }
-                    @for m in report.models {
-                        td colspan="2" { (format!("{:.1} s", m.metrics.train_seconds)) }
-                    }
-                    @for _ in &primary.metrics.baselines { td {} }
-                }
             }
             p.muted {
                 "Green: better than the better baseline on the same test movies; red: not (precision, recall and genres per movie are not ranked: predicting every genre maximises recall). "
@@ -298,9 +291,9 @@ fn training(models: &[&Evaluated]) -> Markup {
                 h3 { (m.metrics.name) }
                 (chart(charts::training_curves(h)))
                 p.muted {
-                    (h.epochs.len()) " epochs in " (format!("{:.1}", h.seconds)) " s on " (h.device)
+                    (h.epochs.len()) " epochs on " (h.device)
                     @if h.stopped_early { ", stopped early" }
-                    "; weights kept from epoch " (h.best_epoch) " (by " (if h.monitor.is_empty() { "val-loss" } else { &h.monitor }) ")."
+                    "; weights kept from epoch " (h.best_epoch) " (by " (h.monitor.name()) ")."
                 }
             }
         }
