@@ -17,3 +17,43 @@ pub fn registry() -> Registry {
         .register(stage_evaluate::Evaluate);
     registry
 }
+
+#[cfg(test)]
+mod tests {
+    use pipeline_api::Stage;
+
+    /// The kinds whose cache key names `krate`: a `cargo update -p krate` reruns those and,
+    /// where their output changes, what reads it; nothing else.
+    fn kinds_keyed_on(krate: &str) -> Vec<&'static str> {
+        let kinds: [&dyn Stage; 9] = [
+            &stage_ingest::Ingest,
+            &stage_download::Download,
+            &stage_filter::Filter,
+            &stage_resize::Resize,
+            &stage_split::Split,
+            &stage_embed::Embed,
+            &stage_train::Train,
+            &stage_stats::Stats,
+            &stage_evaluate::Evaluate,
+        ];
+        kinds
+            .iter()
+            .map(|k| k.info())
+            .filter(|info| info.dependencies.iter().any(|(name, _)| *name == krate))
+            .map(|info| info.kind)
+            .collect()
+    }
+
+    #[test]
+    fn a_crate_bump_reaches_only_the_kinds_whose_code_calls_it() {
+        // The HTTP client and URL parser are download's alone: a bump leaves evaluate fresh
+        // (it reads what the data stages left out from `left-out.json`, not through their types).
+        assert_eq!(kinds_keyed_on("ureq"), ["download"]);
+        assert_eq!(kinds_keyed_on("url"), ["download"]);
+        assert_eq!(kinds_keyed_on("csv"), ["ingest"]);
+        // The report's own crates are evaluate's alone.
+        assert_eq!(kinds_keyed_on("maud"), ["evaluate"]);
+        // What every kind reads and writes with is in every key.
+        assert_eq!(kinds_keyed_on("polars").len(), 9);
+    }
+}

@@ -73,6 +73,16 @@ fn default_pipeline_runs_offline_and_beats_the_baseline() {
         html.contains("data:image/jpeg;base64,"),
         "the gallery embeds its thumbnails"
     );
+    // "What was left out" is read from each data stage's `left-out.json`.
+    let left_out = &html[html.find("<section id=\"data\">").unwrap()..];
+    for stage in ["ingest", "download", "filter"] {
+        assert!(
+            left_out.contains(&format!("<code>{stage}</code>: ")),
+            "{stage} missing from what was left out"
+        );
+    }
+    assert!(left_out.contains("CSV rows read ("));
+    assert!(left_out.contains("ingest: unusable CSV rows ("));
     // A real browser: no console error, no failed request, every thumbnail decodes, no script,
     // and the hostile title is on the page as text. The screenshot is for a person to look at.
     let python = python_with(&["playwright"], "playwright");

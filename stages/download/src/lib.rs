@@ -24,6 +24,7 @@ use pipeline_api::{
 use polars::prelude::*;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+use stage_shards::left_out::{LeftOut, LeftOutList, LeftOutRow};
 use stage_shards::{i64_column, poster, read_table, str_column, write_table};
 
 pub use fetch_error::FetchError;
@@ -79,7 +80,8 @@ const INFO: KindInfo = KindInfo {
         "download",
         // 2: failure reasons no longer contain the absolute data root.
         // 3: non-image and truncated bodies are failures; Retry-After; remembered failures.
-        // 4: failures counted by kind (`HTTP 503 (after 3 attempts)` counts as `HTTP 503`).
+        // 4: failures counted by kind (`HTTP 503 (after 3 attempts)` counts as `HTTP 503`);
+        // `left-out.json`, the shape the report reads.
         4,
         "fetch posters (http/https/file/path) into a content-addressed folder; failures are listed",
         pipeline_api::locked_dependencies!(),
@@ -194,6 +196,7 @@ impl Kind for Download {
         let summary = summarise(&results, &posters)?;
         write_results(&ctx.out_dir.join("downloads.parquet"), &results)?;
         write_json(&ctx.out_dir.join("summary.json"), &summary)?;
+        summary.left_out().save(ctx.out_dir)?;
         let failed: usize = summary.failed_by_reason.values().sum();
         let (reused, remembered) = (reused.into_inner(), remembered.into_inner());
         let mut lines = vec![format!(
@@ -221,6 +224,26 @@ impl Kind for Download {
             ),
             None => summary,
         })
+    }
+}
+
+impl DownloadSummary {
+    /// What the report shows of it.
+    pub fn left_out(&self) -> LeftOut {
+        LeftOut {
+            stage: "download".into(),
+            considered: self.requested,
+            considered_what: "posters requested".into(),
+            counts: self.failed_by_reason.clone(),
+            lists: vec![LeftOutList::new(
+                "download: posters that could not be fetched",
+                self.failures.iter().map(|f| LeftOutRow {
+                    id: f.id.to_string(),
+                    what: f.source.clone(),
+                    reason: f.reason.clone().unwrap_or_default(),
+                }),
+            )],
+        }
     }
 }
 

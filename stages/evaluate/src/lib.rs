@@ -12,7 +12,7 @@ pub mod metrics;
 pub mod report;
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use pipeline_api::{
     Kind, KindInfo, ParamError, RunContext, RunSummary, StageContext, StageError, check_range,
@@ -47,8 +47,10 @@ impl Default for EvaluateParams {
 
 /// What the engine knows of the kind.
 const INFO: KindInfo = KindInfo {
-    inputs: &["model", "data", "ingest", "download", "filter"],
-    optional_inputs: &["stats", "second_model", "second_data"],
+    // `download` for the gallery's posters; `ingest` and `filter` only add to "What was left out"
+    // (and `filter` the titles).
+    inputs: &["model", "data", "download"],
+    optional_inputs: &["stats", "second_model", "second_data", "ingest", "filter"],
     input_kinds: &[
         ("model", &["train"]),
         ("data", &["split", "embed"]),
@@ -62,7 +64,8 @@ const INFO: KindInfo = KindInfo {
     ..KindInfo::new(
         "evaluate",
         // 6: no training time in `metrics.json` or the report: the run section shows timings.
-        6,
+        // 7: "What was left out" from `left-out.json` of whichever data stages are bound.
+        7,
         "score the models on the test split against constant baselines; write metrics.json, predictions.parquet and an HTML report",
         pipeline_api::locked_dependencies!(),
     )
@@ -141,11 +144,15 @@ impl Kind for Evaluate {
                 .collect(),
         };
 
-        let titles = titles(ctx.input("filter")?)?;
+        let titles = match ctx.inputs.get("filter") {
+            Some(filter) => titles(filter)?,
+            None => BTreeMap::new(),
+        };
+        // Whichever data stages are bound, in pipeline order.
         let quality = report::DataQuality::load(
-            ctx.input("ingest")?,
-            ctx.input("download")?,
-            ctx.input("filter")?,
+            ["ingest", "download", "filter"]
+                .into_iter()
+                .filter_map(|role| ctx.inputs.get(role).map(PathBuf::as_path)),
         )?;
         for model in std::iter::once(&primary).chain(second.as_ref()) {
             Predictions {

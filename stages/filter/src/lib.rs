@@ -16,6 +16,7 @@ use pipeline_api::{
 use polars::prelude::*;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+use stage_shards::left_out::{LeftOut, LeftOutList, LeftOutRow};
 use stage_shards::poster::decode_rgb;
 use stage_shards::{i64_column, read_table, str_column, write_table};
 
@@ -66,6 +67,38 @@ pub struct DroppedMovie {
     pub reason: String,
 }
 
+impl FilterSummary {
+    /// What the report shows of it.
+    pub fn left_out(&self) -> LeftOut {
+        let rows = |movies: &[DroppedMovie]| -> Vec<LeftOutRow> {
+            movies
+                .iter()
+                .map(|m| LeftOutRow {
+                    id: m.id.to_string(),
+                    what: m.title.clone(),
+                    reason: m.reason.clone(),
+                })
+                .collect()
+        };
+        LeftOut {
+            stage: "filter".into(),
+            considered: self.considered,
+            considered_what: "movies considered".into(),
+            counts: self.dropped.clone(),
+            lists: vec![
+                LeftOutList::new(
+                    "filter: broken posters (downloaded, do not decode)",
+                    rows(&self.broken_posters),
+                ),
+                LeftOutList::new(
+                    "filter: other movies left out (first 50 of each reason)",
+                    rows(&self.dropped_movies),
+                ),
+            ],
+        }
+    }
+}
+
 /// `summary.json` of filter.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FilterSummary {
@@ -98,7 +131,8 @@ const INFO: KindInfo = KindInfo {
         "filter",
         // 2: posters whose RGB image would exceed the decoder limit are refused by their declared
         // size (a grey 10,000 x 10,000 poster used to pass).
-        2,
+        // 3: `left-out.json`, the shape the report reads (no serde_json in the key either).
+        3,
         "keep movies with a decodable poster, a recent year and a genre in the vocabulary",
         pipeline_api::locked_dependencies!(),
     )
@@ -248,6 +282,7 @@ impl Kind for Filter {
         write_table(&ctx.out_dir.join("movies.parquet"), &mut df)?;
         write_json(&ctx.out_dir.join("vocab.json"), &vocab)?;
         write_json(&ctx.out_dir.join("summary.json"), &summary)?;
+        summary.left_out().save(ctx.out_dir)?;
         let dropped: Vec<String> = summary
             .dropped
             .iter()

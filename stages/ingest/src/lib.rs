@@ -13,6 +13,7 @@ use pipeline_api::{
 };
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
+use stage_shards::left_out::{LeftOut, LeftOutList, LeftOutRow};
 use stage_shards::write_table;
 
 /// The ingest stage kind.
@@ -71,6 +72,30 @@ pub struct DroppedRow {
     pub reason: String,
 }
 
+impl IngestSummary {
+    /// What the report shows of it.
+    pub fn left_out(&self) -> LeftOut {
+        LeftOut {
+            stage: "ingest".into(),
+            considered: self.rows_read,
+            considered_what: format!("CSV rows read ({})", self.encoding),
+            counts: self.dropped.clone(),
+            lists: vec![LeftOutList::new(
+                "ingest: unusable CSV rows",
+                self.dropped_rows.iter().map(|r| LeftOutRow {
+                    id: r.id.clone(),
+                    what: if r.line > 0 {
+                        format!("CSV line {}", r.line)
+                    } else {
+                        format!("CSV row {}", r.row)
+                    },
+                    reason: r.reason.clone(),
+                }),
+            )],
+        }
+    }
+}
+
 /// `summary.json` of ingest.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct IngestSummary {
@@ -100,7 +125,8 @@ const INFO: KindInfo = KindInfo {
         "ingest",
         // 2: records of the wrong width are dropped (polars used to truncate them); line numbers.
         // 3: genre names cleaned of invisible characters, each once a movie, case variants merged.
-        3,
+        // 4: `left-out.json`, the shape the report reads (no serde_json in the key either).
+        4,
         "read the movie CSV into movies.parquet, counting unusable rows by reason",
         pipeline_api::locked_dependencies!(),
     )
@@ -117,6 +143,7 @@ impl Kind for Ingest {
         let (mut movies, summary) = ingest(csv, params.encoding)?;
         write_table(&ctx.out_dir.join("movies.parquet"), &mut movies)?;
         write_json(&ctx.out_dir.join("summary.json"), &summary)?;
+        summary.left_out().save(ctx.out_dir)?;
         let dropped: Vec<String> = summary
             .dropped
             .iter()

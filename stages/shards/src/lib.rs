@@ -15,6 +15,7 @@
 //! instead of pixels.
 
 pub mod embedding;
+pub mod left_out;
 pub mod poster;
 pub mod predictions;
 

@@ -197,18 +197,11 @@ fn summary(report: &Report<'_>) -> Markup {
         .iter()
         .map(|b| b.test.decided.macro_f1)
         .fold(0.0, f64::max);
-    let skipped: Vec<(String, usize)> = ["ingest", "download", "filter"]
+    let skipped: Vec<(&str, usize)> = report
+        .quality
+        .stages
         .iter()
-        .map(|stage| {
-            let n = report
-                .quality
-                .counts
-                .iter()
-                .filter(|(s, _, _)| s == stage)
-                .map(|(_, _, n)| n)
-                .sum();
-            (stage.to_string(), n)
-        })
+        .map(|stage| (stage.stage.as_str(), stage.counts.values().sum()))
         .collect();
     html! {
         section #summary {
@@ -218,16 +211,20 @@ fn summary(report: &Report<'_>) -> Markup {
                 div.kpi { b { (format!("{:.3}", card.decided.macro_f1)) } span { "macro F1; best baseline " (format!("{baseline:.3}")) } }
                 div.kpi { b { (number(card.ranking.roc_auc_macro)) } span { "ROC-AUC (macro)" } }
                 div.kpi { b { (number(card.ranking.mean_average_precision)) } span { "mAP" } }
-                div.kpi { b { (report.quality.rows_read) } span { "CSV rows read (" (report.quality.encoding) ")" } }
+                @if let Some(first) = report.quality.stages.first() {
+                    div.kpi { b { (first.considered) } span { (first.considered_what) } }
+                }
             }
-            p {
+            @if !skipped.is_empty() { p {
                 "Left out before training: "
                 @for (i, (stage, n)) in skipped.iter().enumerate() {
                     @if i > 0 { ", " }
                     (n) " by " code { (stage) }
                 }
-                " (reasons under " a href="#data" { "Data" } "). Split: "
-                (primary.history.train_rows) " train, " (metrics.n_val) " validation, " (metrics.n_test) " test."
+                " (reasons under " a href="#data" { "Data" } ")."
+            } }
+            p {
+                "Split: " (primary.history.train_rows) " train, " (metrics.n_val) " validation, " (metrics.n_test) " test."
             }
             h3 { "Test metrics" }
             table {
@@ -604,20 +601,24 @@ fn left_out(quality: &DataQuality) -> Markup {
     html! {
         section #data {
             h2 { "What was left out" }
-            p { (quality.rows_read) " CSV rows read (" (quality.encoding) ")." }
+            @for stage in &quality.stages {
+                p { code { (stage.stage) } ": " (stage.considered) " " (stage.considered_what) "." }
+            }
             table {
                 tr { th { "stage" } th { "reason" } th { "rows" } }
-                @for (stage, reason, n) in &quality.counts {
-                    tr { td { (stage) } td.text { (reason) } td { (n) } }
+                @for stage in &quality.stages {
+                    @for (reason, n) in &stage.counts {
+                        tr { td { (stage.stage) } td.text { (reason) } td { (n) } }
+                    }
                 }
             }
-            @for (title, rows) in &quality.rows {
-                @if !rows.is_empty() {
+            @for list in quality.stages.iter().flat_map(|s| &s.lists) {
+                @if !list.rows.is_empty() {
                     details {
-                        summary { (title) " (" (rows.len()) ")" }
+                        summary { (list.title) " (" (list.rows.len()) ")" }
                         table {
                             tr { th { "id" } th { "what" } th { "reason" } }
-                            @for r in rows { tr { td { (r.id) } td.text { (r.what) } td.text { (r.reason) } } }
+                            @for r in &list.rows { tr { td { (r.id) } td.text { (r.what) } td.text { (r.reason) } } }
                         }
                     }
                 }
