@@ -8,7 +8,7 @@ use burn::module::Param;
 use burn::nn::{Linear, LinearConfig, Relu};
 use burn::prelude::*;
 
-use crate::model::{Architecture, ModelSpec};
+use crate::model::{HeadArchitecture, ModelSpec};
 use crate::noise::{Draws, dropout};
 
 /// A linear layer on the embedding.
@@ -36,15 +36,20 @@ pub enum HeadNet {
 
 impl HeadNet {
     /// A freshly initialised head for `spec` reading `dim`-value embeddings.
-    pub fn new(spec: &ModelSpec, dim: usize, device: &Device) -> Self {
+    pub fn new(
+        architecture: HeadArchitecture,
+        spec: &ModelSpec,
+        dim: usize,
+        device: &Device,
+    ) -> Self {
         let genres = spec.genres.len();
-        match spec.architecture {
-            Architecture::Mlp => Self::Mlp(MlpHead {
+        match architecture {
+            HeadArchitecture::Mlp => Self::Mlp(MlpHead {
                 hidden: LinearConfig::new(dim, spec.hidden.max(1)).init(device),
                 act: Relu::new(),
                 out: LinearConfig::new(spec.hidden.max(1), genres).init(device),
             }),
-            _ => Self::Linear(LinearHead {
+            HeadArchitecture::Linear => Self::Linear(LinearHead {
                 out: LinearConfig::new(dim, genres).init(device),
             }),
         }
@@ -154,6 +159,7 @@ fn bias_sum(layers: &[&Linear]) -> Option<Tensor<1>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Architecture;
     use crate::noise;
 
     fn spec(architecture: Architecture) -> ModelSpec {
@@ -181,7 +187,12 @@ mod tests {
             let members: Vec<HeadNet> = (0..3)
                 .map(|seed| {
                     noise::initialise(&device, seed, || {
-                        HeadNet::new(&spec(architecture), 5, &device)
+                        HeadNet::new(
+                            architecture.head().unwrap(),
+                            &spec(architecture),
+                            5,
+                            &device,
+                        )
                     })
                 })
                 .collect();

@@ -10,12 +10,13 @@ use stage_shards::embedding::{EmbeddingShard, load_embeddings};
 use crate::fit::{self, Labels, Task};
 use crate::fit::{Trained, announce, empty_training_split, fit_and_save};
 use crate::head::HeadNet;
-use crate::model::{Architecture, EmbeddingInput, ModelSpec, Standardize};
+use crate::model::{EmbeddingInput, HeadArchitecture, ModelSpec, Standardize};
 use crate::noise;
 use crate::params::TrainParams;
 
 /// Trains a head on the embeddings of an `embed` output.
 pub fn train_head(
+    architecture: HeadArchitecture,
     ctx: &StageContext<'_>,
     params: &TrainParams,
     data: &Path,
@@ -61,7 +62,7 @@ pub fn train_head(
         batch_size: params.batch_size,
     };
     let net = noise::initialise(&autodiff, params.seed, || {
-        HeadNet::new(&spec, meta.dim, &autodiff)
+        HeadNet::new(architecture, &spec, meta.dim, &autodiff)
     });
     announce(
         ctx,
@@ -98,7 +99,7 @@ pub fn train_head(
             ..params.clone()
         };
         let net = noise::initialise(&autodiff, member_params.seed, || {
-            HeadNet::new(&spec, meta.dim, &autodiff)
+            HeadNet::new(architecture, &spec, meta.dim, &autodiff)
         });
         ctx.progress.note(&format!(
             "ensemble member {}/{} (seed {})",
@@ -122,7 +123,7 @@ pub fn train_head(
         timings.push(fitted.timing);
     }
     let merged = noise::number_params(HeadNet::mean_of(&members));
-    if spec.architecture == Architecture::Mlp {
+    if architecture == HeadArchitecture::Mlp {
         spec.hidden = merged.hidden_units();
     }
     let val_probs = crate::loss::sigmoid_on_host(&task.val_logits(&merged)?);

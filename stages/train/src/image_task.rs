@@ -11,12 +11,13 @@ use crate::augment::{self, Augment};
 use crate::batches::{Batch, BatchStream, ImageSplit, Pass};
 use crate::fit::{Labels, Task};
 use crate::fit::{Trained, announce, empty_training_split, fit_and_save};
-use crate::model::{self, Architecture, Lite0Classifier, ModelSpec, PosterNet};
+use crate::model::{self, ImageArchitecture, Lite0Classifier, ModelSpec, PosterNet};
 use crate::noise;
 use crate::params::TrainParams;
 
 /// Trains an image network on the shards of a `split` output, streaming them.
 pub fn train_images(
+    architecture: ImageArchitecture,
     ctx: &StageContext<'_>,
     params: &TrainParams,
     data: &Path,
@@ -40,7 +41,7 @@ pub fn train_images(
         decision: None,
     };
     let autodiff = device.clone().autodiff();
-    let (net, frozen) = if params.architecture == Architecture::EfficientnetLite0 {
+    let (net, frozen) = if architecture == ImageArchitecture::EfficientnetLite0 {
         let weights = ctx.files.get("weights").ok_or_else(|| {
             StageError::invalid(
                 "architecture `efficientnet-lite0` starts from ImageNet weights: add `files: {weights: models/efficientnet-lite0/efficientnet-lite0-57934424.pth}` to the stage",
@@ -49,7 +50,7 @@ pub fn train_images(
         let backbone = stage_backbone::load(weights, stage_backbone::Variant::Lite0, &autodiff)
             .map_err(|e| StageError::invalid(e.to_string()))?;
         let net = noise::initialise(&autodiff, params.seed, || {
-            PosterNet::new(&spec, Some(backbone), &autodiff)
+            PosterNet::new(architecture, &spec, Some(backbone), &autodiff)
         });
         // The blocks before `first` never change: one validation copy runs them outside autodiff.
         let frozen = match &net {
@@ -59,7 +60,7 @@ pub fn train_images(
         (net, Some((frozen, BLOCKS - params.finetune_blocks)))
     } else {
         let net = noise::initialise(&autodiff, params.seed, || {
-            PosterNet::new(&spec, None, &autodiff)
+            PosterNet::new(architecture, &spec, None, &autodiff)
         });
         (net, None)
     };
@@ -84,7 +85,7 @@ pub fn train_images(
         batch_size: params.batch_size,
         window_rows: params.shuffle_window,
         augment: params.augment.clone(),
-        normalize: model::normalize(params.architecture),
+        normalize: model::normalize(architecture),
     };
     let labels = Labels {
         train: &train_labels,

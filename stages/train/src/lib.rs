@@ -36,8 +36,8 @@ pub use burn::prelude::Device;
 pub use head::HeadNet;
 pub use history::{EpochRecord, History, Monitor};
 pub use model::{
-    Architecture, EmbeddingInput, ModelSpec, PosterNet, Reads, Standardize, image_input,
-    images_to_tensor,
+    Architecture, EmbeddingInput, Family, HeadArchitecture, ImageArchitecture, ModelSpec,
+    PosterNet, Reads, Standardize, image_input, images_to_tensor,
 };
 pub use params::{EarlyStopping, Loss, Optimizer, TrainParams};
 pub use stage_backbone::{choose_device, select_device, supported_devices};
@@ -81,9 +81,13 @@ impl Kind for Train {
             spec,
             history,
             timings,
-        } = match params.architecture.reads() {
-            Reads::Embeddings => head_task::train_head(ctx, &params, data, &device, &device_name)?,
-            Reads::Images => image_task::train_images(ctx, &params, data, &device, &device_name)?,
+        } = match params.architecture.family() {
+            Family::Head(head) => {
+                head_task::train_head(head, ctx, &params, data, &device, &device_name)?
+            }
+            Family::Images(network) => {
+                image_task::train_images(network, ctx, &params, data, &device, &device_name)?
+            }
         };
         write_json(&ctx.out_dir.join("model.json"), &spec)?;
         write_json(&ctx.out_dir.join("history.json"), &history)?;

@@ -52,13 +52,70 @@ impl Architecture {
         }
     }
 
-    /// Whether it reads images or embeddings.
-    pub fn reads(self) -> Reads {
+    /// Which family it belongs to, so each family's constructor matches only its own.
+    pub fn family(self) -> Family {
         match self {
-            Self::Linear | Self::Mlp => Reads::Embeddings,
-            _ => Reads::Images,
+            Self::Linear => Family::Head(HeadArchitecture::Linear),
+            Self::Mlp => Family::Head(HeadArchitecture::Mlp),
+            Self::KerasBaseline => Family::Images(ImageArchitecture::KerasBaseline),
+            Self::SmallCnn => Family::Images(ImageArchitecture::SmallCnn),
+            Self::EfficientnetLite0 => Family::Images(ImageArchitecture::EfficientnetLite0),
         }
     }
+
+    /// The head it is, if it is one.
+    pub fn head(self) -> Option<HeadArchitecture> {
+        match self.family() {
+            Family::Head(head) => Some(head),
+            Family::Images(_) => None,
+        }
+    }
+
+    /// The image network it is, if it is one.
+    pub fn images(self) -> Option<ImageArchitecture> {
+        match self.family() {
+            Family::Images(network) => Some(network),
+            Family::Head(_) => None,
+        }
+    }
+
+    /// Whether it reads images or embeddings.
+    pub fn reads(self) -> Reads {
+        match self.family() {
+            Family::Head(_) => Reads::Embeddings,
+            Family::Images(_) => Reads::Images,
+        }
+    }
+}
+
+/// An [`Architecture`] by what it reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// A head on embeddings.
+    Head(HeadArchitecture),
+    /// A network on images.
+    Images(ImageArchitecture),
+}
+
+/// The heads (see [`Architecture::Linear`], [`Architecture::Mlp`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadArchitecture {
+    /// One linear layer.
+    Linear,
+    /// One hidden ReLU layer.
+    Mlp,
+}
+
+/// The image networks (see [`Architecture::KerasBaseline`], [`Architecture::SmallCnn`],
+/// [`Architecture::EfficientnetLite0`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageArchitecture {
+    /// The original project's Keras model.
+    KerasBaseline,
+    /// The small from-scratch CNN.
+    SmallCnn,
+    /// EfficientNet-Lite0 fine-tuned from ImageNet weights.
+    EfficientnetLite0,
 }
 
 /// Per-dimension standardisation of embeddings, fitted on the training split.
@@ -349,20 +406,31 @@ pub enum PosterNet {
 impl PosterNet {
     /// A freshly initialised from-scratch network for `spec`; `backbone` is required for (and
     /// only used by) `efficientnet-lite0`.
-    pub fn new(spec: &ModelSpec, backbone: Option<EfficientNetLite>, device: &Device) -> Self {
-        match (spec.architecture, backbone) {
-            (Architecture::KerasBaseline, _) => {
+    pub fn new(
+        architecture: ImageArchitecture,
+        spec: &ModelSpec,
+        backbone: Option<EfficientNetLite>,
+        device: &Device,
+    ) -> Self {
+        match architecture {
+            ImageArchitecture::KerasBaseline => {
                 Self::KerasBaseline(KerasBaseline::new(spec, device))
             }
-            (Architecture::EfficientnetLite0, Some(backbone)) => {
-                Self::Lite0(Lite0Classifier::new(backbone, spec, device))
-            }
-            (Architecture::EfficientnetLite0, None) => Self::Lite0(Lite0Classifier::new(
-                EfficientNetLite::new(Variant::Lite0, device),
+            ImageArchitecture::SmallCnn => Self::SmallCnn(SmallCnn::new(spec, device)),
+            ImageArchitecture::EfficientnetLite0 => Self::Lite0(Lite0Classifier::new(
+                backbone.unwrap_or_else(|| EfficientNetLite::new(Variant::Lite0, device)),
                 spec,
                 device,
             )),
-            _ => Self::SmallCnn(SmallCnn::new(spec, device)),
+        }
+    }
+
+    /// Which network it is.
+    pub fn architecture(&self) -> ImageArchitecture {
+        match self {
+            Self::KerasBaseline(_) => ImageArchitecture::KerasBaseline,
+            Self::SmallCnn(_) => ImageArchitecture::SmallCnn,
+            Self::Lite0(_) => ImageArchitecture::EfficientnetLite0,
         }
     }
 
@@ -395,20 +463,20 @@ const FROM_SCRATCH: Normalize = Normalize {
 /// The pixel normalisation `architecture` is trained with: ImageNet weights expect the backbone's
 /// `(x - 127) / 128`, the from-scratch CNNs `(x / 255 - 0.5) / 0.25`. The streamed training
 /// batches and [`image_input`] (evaluation, prediction) both use it.
-pub fn normalize(architecture: Architecture) -> Normalize {
+pub fn normalize(architecture: ImageArchitecture) -> Normalize {
     match architecture {
-        Architecture::EfficientnetLite0 => {
+        ImageArchitecture::EfficientnetLite0 => {
             let (scale, shift) = stage_backbone::INPUT_NORMALIZATION;
             Normalize { scale, shift }
         }
-        _ => FROM_SCRATCH,
+        ImageArchitecture::KerasBaseline | ImageArchitecture::SmallCnn => FROM_SCRATCH,
     }
 }
 
 /// Packs `n` HWC u8 images into the normalised NCHW input `architecture` was trained with (see
 /// [`normalize`]).
 pub fn image_input(
-    architecture: Architecture,
+    architecture: ImageArchitecture,
     pixels: &[u8],
     n: usize,
     height: usize,
@@ -427,7 +495,14 @@ pub fn images_to_tensor(
     width: usize,
     device: &Device,
 ) -> Tensor<4> {
-    image_input(Architecture::SmallCnn, pixels, n, height, width, device)
+    image_input(
+        ImageArchitecture::SmallCnn,
+        pixels,
+        n,
+        height,
+        width,
+        device,
+    )
 }
 
 #[cfg(test)]
@@ -452,7 +527,10 @@ mod tests {
                 embedding: None,
                 decision: None,
             };
-            let net = crate::noise::initialise(&device, 0, || PosterNet::new(&spec, None, &device));
+            let network = architecture.images().unwrap();
+            let net = crate::noise::initialise(&device, 0, || {
+                PosterNet::new(network, &spec, None, &device)
+            });
             let x = images_to_tensor(&vec![128u8; 2 * 40 * 32 * 3], 2, 40, 32, &device);
             assert_eq!(net.forward(x).dims(), [2, 3], "{architecture:?}");
         }

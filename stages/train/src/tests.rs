@@ -118,7 +118,7 @@ fn image_task<'a>(
         batch_size: params.batch_size,
         window_rows: params.shuffle_window,
         augment: params.augment.clone(),
-        normalize: model::normalize(spec.architecture),
+        normalize: model::normalize(spec.architecture.images().unwrap()),
     }
 }
 
@@ -160,7 +160,7 @@ fn a_cnn_learns_a_colour_to_genre_mapping_and_chooses_a_decision_that_separates_
     // Every network in these tests is built as the stage builds it, under the one lock: one built
     // beside it would draw from Burn's process-wide generator while the determinism test draws.
     let net = noise::initialise(&devices.1, params.seed, || {
-        PosterNet::new(&spec, None, &devices.1)
+        PosterNet::new(spec.architecture.images().unwrap(), &spec, None, &devices.1)
     });
     let fitted = fit::fit(&task, net, &params, &labels, "flex", &ctx, ctx.work_dir).unwrap();
     let first = fitted.history.epochs[0].train_loss;
@@ -231,7 +231,7 @@ fn a_head_learns_from_embeddings_stops_early_and_round_trips_through_disk() {
         genres: 2,
     };
     let net = noise::initialise(&autodiff, params.seed, || {
-        HeadNet::new(&spec, dim, &autodiff)
+        HeadNet::new(spec.architecture.head().unwrap(), &spec, dim, &autodiff)
     });
     let fitted = fit::fit(&task, net, &params, &labels, "flex", &ctx, ctx.work_dir).unwrap();
     assert!(
@@ -303,6 +303,7 @@ fn fine_tuning_trains_the_last_blocks_and_leaves_the_frozen_ones_alone() {
     let autodiff = devices.1.clone();
     let net = noise::initialise(&autodiff, 0, || {
         PosterNet::new(
+            ImageArchitecture::EfficientnetLite0,
             &spec,
             Some(EfficientNetLite::new(Variant::Lite0, &autodiff)),
             &autodiff,
@@ -324,7 +325,7 @@ fn fine_tuning_trains_the_last_blocks_and_leaves_the_frozen_ones_alone() {
         unreachable!()
     };
     let x = image_input(
-        spec.architecture,
+        ImageArchitecture::EfficientnetLite0,
         &data.images[..w * h * 3 * 4],
         4,
         h,
@@ -415,7 +416,7 @@ fn train_cnn(
         genres: 2,
     };
     let net = noise::initialise(&devices.1, params.seed, || {
-        PosterNet::new(&spec, None, &devices.1)
+        PosterNet::new(spec.architecture.images().unwrap(), &spec, None, &devices.1)
     });
     let fitted = fit::fit(&task, net, &params, &labels, "flex", &ctx, ctx.work_dir)?;
     fitted.net.save_file(out.join("model")).unwrap();

@@ -15,7 +15,7 @@ use stage_shards::{ShardMeta, read_shard_labels};
 
 use crate::head::HeadNet;
 use crate::history::History;
-use crate::model::{ModelSpec, PosterNet, Reads, image_input};
+use crate::model::{Family, ModelSpec, PosterNet, image_input};
 
 /// The network of a trained model.
 #[allow(clippy::large_enum_variant)] // one per process
@@ -68,22 +68,26 @@ impl TrainedModel {
         let history: History = read_json(&train_output.join("history.json"))?;
         let weights = train_output.join("model");
         let context = || format!("loading `{}`", train_output.join("model.bpk").display());
-        let net = match (spec.architecture.reads(), &spec.embedding) {
-            (Reads::Embeddings, Some(input)) => TrainedNet::Head(
-                crate::noise::initialise(device, 0, || HeadNet::new(&spec, input.dim, device))
-                    .try_load_file(&weights)
-                    .during(context())?,
+        let net = match (spec.architecture.family(), &spec.embedding) {
+            (Family::Head(head), Some(input)) => TrainedNet::Head(
+                crate::noise::initialise(device, 0, || {
+                    HeadNet::new(head, &spec, input.dim, device)
+                })
+                .try_load_file(&weights)
+                .during(context())?,
             ),
-            (Reads::Embeddings, None) => {
+            (Family::Head(_), None) => {
                 return Err(StageError::invalid(format!(
                     "`{}` describes a head without its embedding input",
                     train_output.join("model.json").display()
                 )));
             }
-            (Reads::Images, _) => TrainedNet::Images(
-                crate::noise::initialise(device, 0, || PosterNet::new(&spec, None, device))
-                    .try_load_file(&weights)
-                    .during(context())?,
+            (Family::Images(network), _) => TrainedNet::Images(
+                crate::noise::initialise(device, 0, || {
+                    PosterNet::new(network, &spec, None, device)
+                })
+                .try_load_file(&weights)
+                .during(context())?,
             ),
         };
         Ok(Self { net, spec, history })
@@ -183,7 +187,7 @@ impl TrainedModel {
         device: &Device,
     ) -> Result<Vec<f32>, StageError> {
         let (h, w) = (self.spec.height, self.spec.width);
-        let x = image_input(self.spec.architecture, pixels, n, h, w, device);
+        let x = image_input(net.architecture(), pixels, n, h, w, device);
         sigmoid(net.forward(x))
             .try_into_vec_as::<f32>()
             .during("reading predictions")
