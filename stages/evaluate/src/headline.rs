@@ -7,19 +7,7 @@
 
 use serde_json::Value;
 
-/// The scorecard fields shown for every model, under its decision rule: (name, JSON pointer
-/// below the scorecard, whether higher is better).
-const MODEL_METRICS: &[(&str, &str, bool)] = &[
-    ("micro_f1", "/decided/micro_f1", true),
-    ("macro_f1", "/decided/macro_f1", true),
-    ("samples_f1", "/decided/samples_f1", true),
-    ("weighted_f1", "/decided/weighted_f1", true),
-    ("hamming_loss", "/decided/hamming_loss", false),
-    ("subset_accuracy", "/decided/subset_accuracy", true),
-    ("roc_auc_macro", "/ranking/roc_auc_macro", true),
-    ("roc_auc_micro", "/ranking/roc_auc_micro", true),
-    ("map", "/ranking/mean_average_precision", true),
-];
+use crate::metric_list::{Better, METRICS};
 
 /// The fields shown for the primary model's baselines.
 const BASELINE_METRICS: &[&str] = &["micro_f1", "macro_f1", "samples_f1"];
@@ -42,12 +30,15 @@ pub fn headline(metrics: &Value) -> Vec<HeadlineMetric> {
     let models = metrics["models"].as_array().cloned().unwrap_or_default();
     for model in &models {
         let role = model["role"].as_str().unwrap_or("model");
-        for (name, pointer, higher_is_better) in MODEL_METRICS {
-            if let Some(value) = model["test"].pointer(pointer).and_then(Value::as_f64) {
+        for metric in METRICS.iter().filter(|m| m.headline) {
+            if let Some(value) = model["test"]
+                .pointer(metric.pointer)
+                .and_then(Value::as_f64)
+            {
                 out.push(HeadlineMetric {
-                    name: format!("{role}.{name}"),
+                    name: format!("{role}.{}", metric.key),
                     value,
-                    higher_is_better: *higher_is_better,
+                    higher_is_better: metric.better != Better::Lower,
                 });
             }
         }

@@ -8,6 +8,7 @@
 //! (`second_model` with its `second_data`) is scored the same way and compared in the report.
 
 pub mod headline;
+pub mod metric_list;
 pub mod metrics;
 pub mod report;
 
@@ -64,7 +65,8 @@ const INFO: KindInfo = KindInfo {
     ..KindInfo::new(
         "evaluate",
         // 6: no training time in `metrics.json` or the report: the run section shows timings.
-        // 7: "What was left out" from `left-out.json` of whichever data stages are bound.
+        // 7: "What was left out" from `left-out.json` of whichever data stages are bound; the
+        // style sheet one rule a line.
         7,
         "score the models on the test split against constant baselines; write metrics.json, predictions.parquet and an HTML report",
         pipeline_api::locked_dependencies!(),

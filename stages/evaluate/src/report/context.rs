@@ -9,7 +9,7 @@ use maud::{Markup, html};
 use pipeline_api::{RunContext, StageError, read_file, write_file};
 use serde_json::Value;
 
-use super::RUN_CONTEXT_MARKER;
+use super::parts::RUN_CONTEXT_MARKER;
 use crate::headline::{MetricChange, compare, headline};
 
 fn read_json(path: &Path) -> Option<Value> {

@@ -6,6 +6,7 @@ use std::io::Cursor;
 use std::path::Path;
 
 use base64::Engine as _;
+use maud::{Markup, html};
 use stage_shards::poster::decode_rgb;
 
 use crate::metrics::Evaluated;
@@ -157,4 +158,46 @@ fn thumbnail(path: &Path) -> Option<String> {
         "data:image/jpeg;base64,{}",
         base64::engine::general_purpose::STANDARD.encode(jpeg)
     ))
+}
+
+fn poster_card(card: &Card) -> Markup {
+    html! {
+        div.card {
+            @match &card.thumbnail {
+                Some(uri) => img src=(uri) alt=(format!("poster of {}", card.title));
+                None => div.muted style="width:96px" { "no poster" },
+            }
+            div {
+                div.title { (card.title) " " span.muted { "#" (card.id) } }
+                div { span.muted { "true: " } @for g in &card.truth { span.tag { (g) } } @if card.truth.is_empty() { span.muted { "none" } } }
+                div {
+                    span.muted { "scores: " }
+                    @for (g, p, predicted, truth) in &card.top {
+                        @let class = match (predicted, truth) {
+                            (true, true) => "tag hit",
+                            (true, false) => "tag miss",
+                            (false, true) => "tag missed",
+                            (false, false) => "tag",
+                        };
+                        span class=(class) { (g) " " (format!("{p:.2}")) }
+                    }
+                }
+                div.muted { "Jaccard " (format!("{:.2}", card.jaccard)) }
+            }
+        }
+    }
+}
+
+/// The gallery's section of the report.
+pub fn gallery_section(gallery: &Gallery) -> Markup {
+    html! {
+        section #gallery {
+            h2 { "Test posters" }
+            p.muted { "Green: predicted and true; red: predicted, not true; yellow: true, not predicted; grey: neither." }
+            @for (title, cards) in [("Best hits", &gallery.best), ("Worst misses", &gallery.worst), ("A fixed random sample", &gallery.sample)] {
+                h3 { (title) }
+                div.cards { @for card in cards { (poster_card(card)) } }
+            }
+        }
+    }
 }
