@@ -8,14 +8,16 @@
 //! read from their stamps in the cache (`resize.json`, `embed.json`), never from today's
 //! `pipeline.yaml`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
+use pipeline_api::Stage;
 use serde::Serialize;
 use stage_backbone::{FrozenBackbones, FrozenLite, Variant, images_to_input};
 use stage_download::{DownloadParams, Fetcher, Source, read_capped};
+use stage_evaluate::Evaluate;
 use stage_resize::{Mode, ResizeParams, fit_bytes_into};
-use stage_train::{Device, TrainedModel};
+use stage_train::{Device, ModelSpec, Train, TrainedModel};
 
 use pipeline_engine::lock::LockFile;
 use pipeline_engine::plan::Plan;
@@ -113,12 +115,12 @@ impl Keys {
 fn default_model_stage(plan: &Plan) -> Option<String> {
     plan.stages
         .iter()
-        .find(|s| s.stage.info().kind == "evaluate")
+        .find(|s| s.stage.info().kind == Evaluate.info().kind)
         .and_then(|s| s.inputs.get("model").cloned())
         .or_else(|| {
             plan.stages
                 .iter()
-                .rfind(|s| s.stage.info().kind == "train")
+                .rfind(|s| s.stage.info().kind == Train.info().kind)
                 .map(|s| s.name.clone())
         })
 }
@@ -129,7 +131,7 @@ fn choose(plan: &Plan, wanted: Option<&str>) -> anyhow::Result<(String, Keys)> {
     let trains: Vec<&str> = plan
         .stages
         .iter()
-        .filter(|s| s.stage.info().kind == "train")
+        .filter(|s| s.stage.info().kind == Train.info().kind)
         .map(|s| s.name.as_str())
         .collect();
     let default = || {
@@ -186,110 +188,68 @@ struct Preprocess {
     backbone: Option<FrozenBackbones>,
 }
 
-fn read_stamp<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
-    let text = std::fs::read_to_string(path).with_context(|| {
-        format!(
-            "cannot read `{}`; rerun `pipeline run` to rebuild the model's inputs",
-            path.display()
-        )
-    })?;
-    serde_json::from_str(&text).with_context(|| format!("`{}` is damaged", path.display()))
-}
-
+/// How a new poster is prepared for the model, from what `train` recorded in `model.json`: its
+/// fit, and for a head the backbones that embedded the training posters, found among the
+/// pipeline's files by the digest they ran with.
 fn preprocess(
     plan: &Plan,
-    store: &Store,
     keys: &Keys,
     stage: &str,
+    spec: &ModelSpec,
     device: &Device,
 ) -> anyhow::Result<Preprocess> {
-    let input_of = |stage: &str, role: &str| -> anyhow::Result<String> {
-        keys.lock
-            .stages
-            .get(stage)
-            .and_then(|s| s.fingerprint.inputs.get(role))
-            .map(|i| i.stage.clone())
-            .with_context(|| format!("pipeline.lock does not say what `{stage}` read as `{role}`; rerun `pipeline run {stage}`"))
-    };
-    let out_of = |stage: &str| -> anyhow::Result<std::path::PathBuf> {
-        let key = keys
-            .of(stage)
-            .with_context(|| format!("`{stage}` has not run; `pipeline run {stage}` first"))?;
-        Ok(store.out_dir(&key))
-    };
-    let data = input_of(stage, "data")?;
-    let kind = keys
-        .lock
-        .stages
-        .get(&data)
-        .map(|s| s.fingerprint.kind.clone())
-        .unwrap_or_default();
-    let fit = |width, height, mode| ResizeParams {
-        width,
-        height,
-        mode,
+    let preparation = spec.preparation.as_ref().with_context(|| {
+        format!(
+            "`{stage}`'s model does not record how its posters were prepared (an older build trained it); rerun `pipeline run {stage}`"
+        )
+    })?;
+    let fit = ResizeParams {
+        width: preparation.width as u32,
+        height: preparation.height as u32,
+        mode: preparation.mode,
         shard_rows: 1,
     };
-    match kind.as_str() {
-        "embed" => {
-            let stamp: stage_embed::ReuseStamp =
-                read_stamp(&out_of(&data)?.join(stage_embed::STAMP_FILE))?;
-            // Each network `embed` ran, checked against the digest it ran with.
-            let mut nets = Vec::new();
-            let second = stamp
-                .second_backbone
-                .as_deref()
-                .map(|name| (name, "second_weights", stamp.second_weights.as_deref()));
-            for (name, role, digest) in std::iter::once((
-                stamp.backbone.as_str(),
-                "weights",
-                Some(stamp.weights.as_str()),
-            ))
-            .chain(second)
-            {
-                let variant = Variant::from_name(name).with_context(|| {
-                    format!(
-                        "`{data}` embedded with `{name}`, a backbone this build does not know; rerun `pipeline run`"
-                    )
-                })?;
-                let weights = keys
-                    .lock
-                    .stages
-                    .get(&data)
-                    .and_then(|s| s.fingerprint.files.get(role))
-                    .map(|f| plan.root.join(&f.path))
-                    .with_context(|| format!("pipeline.lock names no `{role}` for `{data}`"))?;
-                let bytes = std::fs::read(&weights).with_context(|| {
-                    format!("cannot read the backbone weights `{}`", weights.display())
-                })?;
-                if Some(blake3::hash(&bytes).to_hex().as_str()) != digest {
-                    bail!(
-                        "`{}` changed since `{data}` embedded the training posters with it; rerun `pipeline run` so model and weights agree",
-                        weights.display()
-                    );
-                }
-                nets.push(FrozenLite::new(&stage_backbone::load(
-                    &weights, variant, device,
-                )?));
-            }
-            Ok(Preprocess {
-                fit: fit(stamp.width, stamp.height, stamp.mode),
-                backbone: Some(FrozenBackbones::new(nets, stamp.flip)),
-            })
-        }
-        "split" => {
-            let shards = input_of(&data, "shards")?;
-            let stamp: stage_resize::ReuseStamp =
-                read_stamp(&out_of(&shards)?.join(stage_resize::STAMP_FILE))?;
-            Ok(Preprocess {
-                fit: fit(stamp.width, stamp.height, stamp.mode),
-                backbone: None,
-            })
-        }
-        other => bail!(
-            "`{stage}` read its data from `{data}`, a `{other}` stage; predict knows `embed` and `split` inputs"
-        ),
+    if preparation.backbones.is_empty() {
+        return Ok(Preprocess {
+            fit,
+            backbone: None,
+        });
     }
+    let mut nets = Vec::new();
+    for used in &preparation.backbones {
+        let variant = Variant::from_name(&used.name).with_context(|| {
+            format!(
+                "`{stage}` was trained on `{}` embeddings, a backbone this build does not know; rerun `pipeline run`",
+                used.name
+            )
+        })?;
+        let weights = weights_file(plan, keys, &used.weights_blake3).with_context(|| {
+            format!(
+                "the `{}` weights `{stage}`'s embeddings were made with (blake3 {}...) are not among the pipeline's files any more; restore them, or rerun `pipeline run` so model and weights agree",
+                used.name,
+                used.weights_blake3.get(..16).unwrap_or(&used.weights_blake3)
+            )
+        })?;
+        nets.push(FrozenLite::new(&stage_backbone::load(
+            &weights, variant, device,
+        )?));
+    }
+    Ok(Preprocess {
+        fit,
+        backbone: Some(FrozenBackbones::new(nets, preparation.flip)),
+    })
+}
+
+/// The workspace file whose content has `digest`: among those the lock file records for any
+/// stage, hashed again, since it must have that content now.
+fn weights_file(plan: &Plan, keys: &Keys, digest: &str) -> Option<PathBuf> {
+    keys.lock
+        .stages
+        .values()
+        .flat_map(|s| s.fingerprint.files.values())
+        .filter(|file| file.digest == digest)
+        .map(|file| plan.root.join(&file.path))
+        .find(|path| pipeline_api::file_digest(path).is_ok_and(|d| d == digest))
 }
 
 /// Reads one poster's bytes: an http(s) URL through the download stage's fetcher, or a file (a
@@ -345,7 +305,7 @@ pub fn predict(plan: &Plan, options: &PredictOptions<'_>) -> anyhow::Result<Pred
     let out = store.out_dir(&key);
     let (device, _) = stage_train::select_device()?;
     let model = TrainedModel::load(&out, &device)?;
-    let pre = preprocess(plan, &store, &keys, &stage, &device)?;
+    let pre = preprocess(plan, &keys, &stage, &model.spec, &device)?;
     let (w, h) = (pre.fit.width as usize, pre.fit.height as usize);
     if pre.backbone.is_none() && (w, h) != (model.spec.width, model.spec.height) {
         bail!(
@@ -362,7 +322,7 @@ pub fn predict(plan: &Plan, options: &PredictOptions<'_>) -> anyhow::Result<Pred
         .lock
         .stages
         .values()
-        .find(|s| s.fingerprint.kind == "download")
+        .find(|s| s.fingerprint.kind == stage_download::Download.info().kind)
         .and_then(|s| serde_json::from_value(s.fingerprint.params.clone()).ok())
         .unwrap_or_default();
     let fetcher = || -> anyhow::Result<Fetcher> {

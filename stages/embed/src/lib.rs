@@ -26,7 +26,7 @@ use stage_backbone::{FrozenBackbones, FrozenLite, Variant, images_to_input, sele
 use stage_resize::{Mode, ResizeParams, load_resized_into};
 use stage_shards::embedding::write_embedding_shard;
 use stage_shards::embedding::{EMBEDDING_LAYOUT, EmbeddingMeta, EmbeddingShard};
-use stage_shards::{ShardFile, ShardMeta, read_shard_labels};
+use stage_shards::{BackboneUse, Preparation, ShardFile, ShardMeta, read_shard_labels};
 
 use reuse::EarlierEmbeddings;
 pub use reuse::{ReuseStamp, STAMP_FILE};
@@ -99,7 +99,8 @@ const INFO: KindInfo = KindInfo {
     knob_params: &["batch_size"],
     ..KindInfo::new(
         "embed",
-        // 2: `summary.json` holds no computed/reused counts (they go to the run's summary).
+        // 2: `summary.json` holds no computed/reused counts (they go to the run's summary);
+        // `meta.json` records the preparation (fit, backbones and their weights' digests, flip).
         2,
         "per-poster ImageNet features from a frozen EfficientNet-Lite, split by split",
         pipeline_api::locked_dependencies!(),
@@ -147,6 +148,24 @@ impl Kind for Embed {
             flip: params.flip,
             second_backbone: second.map(|(variant, _)| variant.name().into()),
             second_weights: second.map(|(_, path)| file_digest(path)).transpose()?,
+        };
+        let preparation = Preparation {
+            width: params.width as usize,
+            height: params.height as usize,
+            mode: params.mode,
+            backbones: std::iter::once((stamp.backbone.clone(), stamp.weights.clone()))
+                .chain(
+                    stamp
+                        .second_backbone
+                        .clone()
+                        .zip(stamp.second_weights.clone()),
+                )
+                .map(|(name, weights_blake3)| BackboneUse {
+                    name,
+                    weights_blake3,
+                })
+                .collect(),
+            flip: params.flip,
         };
         let backbone_name = match second {
             Some((variant, _)) => format!("{}+{}", params.backbone.name(), variant.name()),
@@ -226,6 +245,7 @@ impl Kind for Embed {
                 input_height: params.height as usize,
                 genres: genres.clone(),
                 shards,
+                preparation: Some(preparation.clone()),
             };
             counts.push(out_meta.rows());
             out_meta.save(&out_dir)?;

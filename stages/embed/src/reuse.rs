@@ -166,6 +166,7 @@ mod tests {
                     file: "s.parquet".into(),
                     rows: posters.len(),
                 }],
+                preparation: None,
             }
             .save(&split_dir)
             .unwrap();

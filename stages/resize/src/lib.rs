@@ -30,8 +30,9 @@ pub use params::{Mode, ResizeParams};
 use reuse::EarlierRows;
 pub use reuse::{ReuseStamp, STAMP_FILE};
 
-/// Code version: bump when the pixels made from the same poster and params change.
-const VERSION: u32 = 2;
+/// Version of the pixels, recorded in the reuse stamp: bump when the pixels made from the same
+/// poster and params change (earlier outputs then stop being reused).
+const PIXELS_VERSION: u32 = 2;
 
 /// The resize stage kind.
 pub struct Resize;
@@ -57,7 +58,8 @@ const INFO: KindInfo = KindInfo {
     input_kinds: &[("movies", &["filter"]), ("posters", &["download"])],
     ..KindInfo::new(
         "resize",
-        VERSION,
+        // 3: `meta.json` records the fit `mode` (carried by split into the models' `model.json`).
+        3,
         "decode and resize posters in parallel into Parquet tensor shards",
         pipeline_api::locked_dependencies!(),
     )
@@ -109,7 +111,7 @@ impl Kind for Resize {
             labels
         };
 
-        let stamp = ReuseStamp::new(VERSION, &params);
+        let stamp = ReuseStamp::new(PIXELS_VERSION, &params);
         let mut earlier = EarlierRows::open(ctx.earlier_outputs, &stamp);
         write_json(&ctx.out_dir.join(STAMP_FILE), &stamp)?;
         let pool = rayon::ThreadPoolBuilder::new()
@@ -222,6 +224,7 @@ impl Kind for Resize {
             layout: "HWC".into(),
             genres: vocab.genres.clone(),
             shards: shard_files,
+            mode: Some(params.mode),
         };
         meta.save(ctx.out_dir)?;
         write_json(&ctx.out_dir.join("skipped.json"), &skipped)?;

@@ -1,18 +1,7 @@
 //! The params of `resize`: output size, how a poster is fitted into it, rows per shard.
 
 use serde::{Deserialize, Serialize};
-
-/// How a poster is fitted into `width` x `height`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Mode {
-    /// Scale both axes independently (the original project's behaviour).
-    Stretch,
-    /// Keep the aspect ratio, scale to fit, pad with black.
-    Pad,
-    /// Keep the aspect ratio, scale to cover, cut the overflow around the center.
-    Crop,
-}
+pub use stage_shards::Mode;
 
 /// Params of `resize`.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -175,6 +175,7 @@ mod tests {
                     rows: 2,
                 })
                 .to_vec(),
+            mode: None,
         }
         .save(dir)
         .unwrap();

@@ -15,7 +15,7 @@ use pipeline_api::{ResultExt, StageError, read_json, write_json};
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::{ShardFile, ids_and_posters, read_table, write_table};
+use crate::{Preparation, ShardFile, ids_and_posters, read_table, write_table};
 
 /// `layout` of embedding shards' `meta.json`.
 pub const EMBEDDING_LAYOUT: &str = "embedding";
@@ -37,6 +37,9 @@ pub struct EmbeddingMeta {
     pub genres: Vec<String>,
     /// Shard files relative to `meta.json`, with their row counts.
     pub shards: Vec<ShardFile>,
+    /// How the posters were prepared and embedded (absent in outputs of older builds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preparation: Option<Preparation>,
 }
 
 impl EmbeddingMeta {

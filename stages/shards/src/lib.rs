@@ -132,6 +132,49 @@ pub struct ShardMeta {
     pub genres: Vec<String>,
     /// Shard files relative to `meta.json`, with their row counts.
     pub shards: Vec<ShardFile>,
+    /// How posters were fitted into `width` x `height` (absent in shards of older builds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Mode>,
+}
+
+/// How a poster is fitted into `width` x `height` (`resize`'s and `embed`'s `mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Scale both axes independently (the original project's behaviour).
+    Stretch,
+    /// Keep the aspect ratio, scale to fit, pad with black.
+    Pad,
+    /// Keep the aspect ratio, scale to cover, cut the overflow around the center.
+    Crop,
+}
+
+/// A backbone network that made embeddings, and the blake3 of the weights it ran with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackboneUse {
+    /// The network (`efficientnet-lite0`).
+    pub name: String,
+    /// blake3 of its weights file, as hex.
+    pub weights_blake3: String,
+}
+
+/// How posters were prepared for a model, from the poster's bytes to what the model reads:
+/// `resize` and `embed` record it in their `meta.json`, `split` carries it, and `train` writes it
+/// into `model.json`, so `predict` prepares a new poster exactly so from the model's entry alone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Preparation {
+    /// The size posters are fitted into.
+    pub width: usize,
+    /// See `width`.
+    pub height: usize,
+    /// How they are fitted.
+    pub mode: Mode,
+    /// For embeddings: the networks that made them, their features side by side in this order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backbones: Vec<BackboneUse>,
+    /// For embeddings: whether each is the mean of the poster's and its mirror image's.
+    #[serde(default)]
+    pub flip: bool,
 }
 
 /// One shard file.
@@ -144,6 +187,17 @@ pub struct ShardFile {
 }
 
 impl ShardMeta {
+    /// How its images were made, when recorded.
+    pub fn preparation(&self) -> Option<Preparation> {
+        self.mode.map(|mode| Preparation {
+            width: self.width,
+            height: self.height,
+            mode,
+            backbones: Vec::new(),
+            flip: false,
+        })
+    }
+
     /// u8 values per image.
     pub fn pixels(&self) -> usize {
         self.width * self.height * self.channels

@@ -229,6 +229,7 @@ mod tests {
                 file: "shard-00000.parquet".into(),
                 rows: 2,
             }],
+            mode: None,
         };
         let stats = split_stats("train", &meta, &split_dir).unwrap();
         assert_eq!(stats.movies, 2);

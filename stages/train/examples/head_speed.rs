@@ -58,6 +58,7 @@ fn split(dir: &Path, rows: usize, genres: usize, seed: u64) {
             file: "shard-00000.parquet".into(),
             rows,
         }],
+        preparation: None,
     }
     .save(dir)
     .unwrap();

@@ -172,6 +172,7 @@ mod tests {
             dropout: 0.0,
             embedding: None,
             decision: None,
+            preparation: None,
         }
     }
 

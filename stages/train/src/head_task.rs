@@ -49,6 +49,7 @@ pub fn train_head(
             standardize,
         }),
         decision: None,
+        preparation: meta.preparation.clone(),
     };
     let autodiff = device.clone().autodiff();
     let task = HeadTask {

@@ -39,6 +39,7 @@ pub fn train_images(
         dropout: params.dropout,
         embedding: None,
         decision: None,
+        preparation: meta.preparation(),
     };
     let autodiff = device.clone().autodiff();
     let (net, frozen) = if architecture == ImageArchitecture::EfficientnetLite0 {

@@ -58,7 +58,8 @@ const INFO: KindInfo = KindInfo {
         // 5: shuffling, dropout and augmentation draw from ChaCha8 (rand_chacha), not splitmix64.
         // 6: dropout masks from a counter-based hash keyed by one draw, made on the GPU there.
         // 7: `auto` keeps the best macro-F1 among rules 0.05 micro-F1 above the baseline; `shrunk`.
-        // 8: no clock readings in `history.json`; `model.safetensors` metadata in sorted order.
+        // 8: no clock readings in `history.json`; `model.safetensors` metadata in sorted order;
+        // `model.json` records how posters were prepared for the model (for `predict`).
         8,
         "train a multi-label genre classifier with Burn: a head on embeddings or a CNN on images",
         pipeline_api::locked_dependencies!(),

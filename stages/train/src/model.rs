@@ -10,6 +10,7 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 use stage_backbone::{EfficientNetLite, FEATURE_DIM, Variant};
 use stage_metrics::Decision;
+use stage_shards::Preparation;
 
 use crate::augment::Normalize;
 use crate::noise::{Draws, dropout};
@@ -195,6 +196,10 @@ pub struct ModelSpec {
     /// How probabilities become genres, chosen on the validation split.
     #[serde(default)]
     pub decision: Option<Decision>,
+    /// How a poster becomes what the network reads (its fit, and a head's backbones), as its
+    /// data input recorded it: all `predict` needs to prepare a new poster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preparation: Option<Preparation>,
 }
 
 impl ModelSpec {
@@ -526,6 +531,7 @@ mod tests {
                 dropout: 0.2,
                 embedding: None,
                 decision: None,
+                preparation: None,
             };
             let network = architecture.images().unwrap();
             let net = crate::noise::initialise(&device, 0, || {

@@ -46,6 +46,7 @@ fn spec(architecture: Architecture, width: usize, height: usize) -> ModelSpec {
         dropout: 0.1,
         embedding: None,
         decision: None,
+        preparation: None,
     }
 }
 
@@ -84,6 +85,7 @@ fn write_split(
         layout: "HWC".into(),
         genres: vec!["red".into(), "blue".into()],
         shards: Vec::new(),
+        mode: None,
     };
     for (n, start) in (0..data.len()).step_by(shard_rows).enumerate() {
         let mut part = stage_shards::Shard::default();
@@ -270,6 +272,7 @@ fn a_head_learns_from_embeddings_stops_early_and_round_trips_through_disk() {
             file: "s.parquet".into(),
             rows: rows.len(),
         }],
+        preparation: None,
     }
     .save(&split)
     .unwrap();
