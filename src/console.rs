@@ -7,7 +7,7 @@ use std::time::Duration;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use pipeline_api::Progress;
 
-use pipeline_engine::{Event, Reporter, describe};
+use pipeline_engine::{Event, Reporter, describe, error_chain};
 
 /// Prints a line on stdout. A closed pipe (`pipeline status | head -3`) is not an error worth a
 /// panic: the line is dropped, as ripgrep and friends do.
@@ -90,7 +90,7 @@ impl Reporter for Console {
                 }
             }
             Event::Failed { stage, error, .. } => {
-                self.error_line(&format!("Failed {stage}: {error}"));
+                self.error_line(&format!("Failed {stage}: {}", error_chain(error)));
             }
             Event::Skipped { stage, reasons, .. } => {
                 self.line(&format!("Skipped {stage} ({})", describe(reasons)));

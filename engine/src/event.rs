@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use pipeline_api::{NoProgress, Progress, StageTiming};
 
+use crate::failure::{StageFailure, error_chain};
 use crate::fingerprint::{Reason, describe};
 use crate::record::{Action, RunOutcomeKind, RunRecord, StageRecord};
 
@@ -70,8 +71,8 @@ pub enum Event<'a> {
         stage: &'a str,
         /// Its key.
         key: &'a str,
-        /// The error and its causes.
-        error: &'a str,
+        /// The failure, with its causes.
+        error: &'a StageFailure,
         /// When.
         span: Span,
     },
@@ -181,7 +182,7 @@ impl RunLog {
                 key,
                 error,
                 span,
-            } => push(stage, Action::Failed, error.to_string(), Some(key), span),
+            } => push(stage, Action::Failed, error_chain(error), Some(key), span),
             Event::Skipped {
                 stage,
                 reasons,
@@ -272,7 +273,7 @@ mod tests {
         log.observe(&Event::Failed {
             stage: "train",
             key: "k3",
-            error: "out of memory",
+            error: &StageFailure::Panicked("out of memory".into()),
             span,
         });
         log.observe(&Event::Skipped {

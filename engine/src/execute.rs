@@ -5,13 +5,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use pipeline_api::{ItemCache, StageContext, StageError};
 
 use crate::engine::{Engine, RunOptions};
 use crate::event::{Event, Reporter};
+use crate::failure::StageFailure;
 use crate::fingerprint::Reason;
 use crate::items::ItemStore;
 use crate::plan::PlannedStage;
@@ -32,15 +33,15 @@ impl Engine<'_> {
         reasons: &[Reason],
         options: &RunOptions,
         reporter: &dyn Reporter,
-    ) -> Result<Manifest, String> {
+    ) -> Result<Manifest, StageFailure> {
         // A corrupted input is never used silently: rehash what this stage is about to read.
         for up in stage.inputs.values() {
             let problems = self.store.verify(&entry_keys[up]);
             if !problems.is_empty() {
-                return Err(format!(
-                    "the cached output of `{up}` is corrupted ({}); run `pipeline verify --repair`, then `pipeline run` again",
-                    problems.join(", ")
-                ));
+                return Err(StageFailure::CorruptInput {
+                    input: up.clone(),
+                    problems,
+                });
             }
         }
         reporter.event(&Event::Started {
@@ -49,8 +50,8 @@ impl Engine<'_> {
         });
         let progress = reporter.progress(&stage.name);
         let started = Instant::now();
-        let pending = self.store.begin(key).map_err(|e| e.to_string())?;
-        let work_dir = self.store.work_dir(key).map_err(|e| e.to_string())?;
+        let pending = self.store.begin(key).map_err(StageFailure::cache)?;
+        let work_dir = self.store.work_dir(key).map_err(StageFailure::cache)?;
         let out_dir = pending.out_dir();
         let inputs: BTreeMap<String, PathBuf> = stage
             .inputs
@@ -91,7 +92,7 @@ impl Engine<'_> {
             Ok(Ok(summary)) => summary,
             Ok(Err(err)) => {
                 pending.discard();
-                return Err(error_chain(&err));
+                return Err(StageFailure::Stage(Arc::new(err)));
             }
             Err(panic) => {
                 pending.discard();
@@ -100,14 +101,14 @@ impl Engine<'_> {
                     .map(|s| s.to_string())
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| "unknown panic".into());
-                return Err(format!("the stage panicked: {message}"));
+                return Err(StageFailure::Panicked(message));
             }
         };
         let seconds = started.elapsed().as_secs_f64();
         let used = items.used.into_inner().expect("not poisoned");
         if let Err(err) = pending.record_items(&used) {
             pending.discard();
-            return Err(err.to_string());
+            return Err(StageFailure::cache(err));
         }
         let manifest = self
             .store
@@ -118,7 +119,7 @@ impl Engine<'_> {
                 &summary,
                 seconds,
             )
-            .map_err(|e| e.to_string())?;
+            .map_err(StageFailure::cache)?;
         self.store.remove_work_dir(key);
         Ok(manifest)
     }
@@ -197,19 +198,4 @@ impl ItemCache for UsedItems {
         }
         Ok(found)
     }
-}
-
-/// `error: cause: cause` from a std error and its sources.
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }

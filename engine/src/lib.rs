@@ -15,6 +15,7 @@
 //! | [`statcache`] | digests of workspace files, reused while their stamp holds |
 //! | [`items`], [`store`] | per-item results; entries, pending runs and commits |
 //! | [`publish`] | copies of outputs in the workspace |
+//! | [`failure`] | why a stage's run failed, typed with its causes |
 //! | [`event`] | what a run tells its reporter, its record and its outcome |
 //! | [`engine`] | the handle, run options, errors, the process lock |
 //! | [`assess`], [`execute`], [`schedule`], [`maintain`] | the jobs: fresh or dirty; run one stage; run the plan; verify and gc |
@@ -24,6 +25,7 @@ pub mod digest;
 pub mod engine;
 pub mod event;
 pub mod execute;
+pub mod failure;
 pub mod fingerprint;
 pub mod fsio;
 pub mod items;
@@ -41,4 +43,5 @@ pub mod workspace;
 pub use assess::{StageStatus, State};
 pub use engine::{Engine, EngineError, RunOptions};
 pub use event::{Event, Reporter, RunOutcome, Span};
+pub use failure::{StageFailure, error_chain};
 pub use fingerprint::{Reason, describe};

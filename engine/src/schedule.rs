@@ -13,6 +13,7 @@ use pipeline_api::{RunContext, StageParams};
 use crate::assess::{Assessment, outputs_of};
 use crate::engine::{Engine, EngineError, RunOptions};
 use crate::event::{Event, Reporter, RunLog, RunOutcome, Span};
+use crate::failure::StageFailure;
 use crate::fingerprint::Reason;
 use crate::lock::{LockFile, LockedStage};
 use crate::plan::PlannedStage;
@@ -48,7 +49,7 @@ struct Job<'p> {
 /// A worker's report on the job it ran.
 struct Finished<'p> {
     job: Job<'p>,
-    result: Result<Manifest, String>,
+    result: Result<Manifest, StageFailure>,
     ended: Instant,
 }
 
@@ -78,7 +79,7 @@ struct Scheduler<'e, 'p> {
     /// work: the second waits and then reuses the entry (both writing it would race).
     running_keys: BTreeMap<String, String>,
     /// Key -> the stage that failed under it in this run, and its error.
-    failed_keys: BTreeMap<String, (String, String)>,
+    failed_keys: BTreeMap<String, (String, StageFailure)>,
     lock: LockFile,
     log: RunLog,
     context: RunContext,
@@ -289,7 +290,9 @@ impl<'e, 'p> Scheduler<'e, 'p> {
                                         )
                                     }))
                                     .unwrap_or_else(|_| {
-                                        Err("the engine panicked while running the stage".into())
+                                        Err(StageFailure::Engine(
+                                            "the engine panicked while running the stage".into(),
+                                        ))
                                     });
                                     // The receiver only goes away when the run is already failing.
                                     let _ = finished_tx.send(Finished {
@@ -398,10 +401,11 @@ impl<'e, 'p> Scheduler<'e, 'p> {
                 if self.running_keys.contains_key(&key) || !can_start {
                     return Ok(Settled::Wait);
                 }
-                if let Some((other, error)) = self.failed_keys.get(&key).cloned() {
-                    let error = format!(
-                        "it is the same work as `{other}` (same kind, params and inputs), which failed: {error}"
-                    );
+                if let Some((other, cause)) = self.failed_keys.get(&key).cloned() {
+                    let error = StageFailure::SameWork {
+                        other,
+                        cause: Box::new(cause),
+                    };
                     self.emit(Event::Failed {
                         stage: &stage.name,
                         key: &key,
@@ -486,13 +490,13 @@ impl<'e, 'p> Scheduler<'e, 'p> {
                 self.publish(stage, &job.key, true)?;
                 Ok(true)
             }
-            Err(message) => {
+            Err(failure) => {
                 self.failed_keys
-                    .insert(job.key.clone(), (stage.name.clone(), message.clone()));
+                    .insert(job.key.clone(), (stage.name.clone(), failure.clone()));
                 self.emit(Event::Failed {
                     stage: &stage.name,
                     key: &job.key,
-                    error: &message,
+                    error: &failure,
                     span,
                 });
                 self.slots.insert(&stage.name, Slot::Broken);

@@ -6,6 +6,11 @@
 //! point outside it. A poster that cannot be fetched is recorded as failed with its reason; it
 //! never fails the stage. Failures are remembered and not requested again until
 //! `retry_failed_after_hours` have passed: the output expires then, so the next run retries them.
+//!
+//! What lives where: this file holds the stage (params in `params`) and its summary; `source`
+//! reads a poster source (shared with `predict`), `fetcher` fetches one with the limits,
+//! `fetch_error` says why one failed (its `class()` is what failures are counted by), and
+//! `memory` is what the stage keeps per poster across runs.
 
 mod fetch_error;
 mod fetcher;

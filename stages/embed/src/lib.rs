@@ -7,6 +7,8 @@
 //! batch in parallel, then the backbone runs on it. Memory holds one batch of pixels and one shard
 //! of embeddings. Embeddings already computed by an earlier run with the same weights, input size
 //! and code are copied from its shards instead (see `reuse`), so a new movie costs one forward pass.
+//!
+//! What lives where: this file runs the stage; `reuse` finds earlier outputs' vectors by poster.
 
 mod reuse;
 

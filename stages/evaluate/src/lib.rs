@@ -6,6 +6,10 @@
 //! predicts the k most frequent training genres, k being the mean number of genres per training
 //! movie, rounded; its scores are the training frequencies, so its ROC-AUC is 0.5. A second model
 //! (`second_model` with its `second_data`) is scored the same way and compared in the report.
+//!
+//! What lives where: this file runs the stage; `metrics` holds what it computes (`metrics.json`),
+//! `metric_list` the one list of reported metrics, `headline` the numbers `pipeline metrics`
+//! compares, and `report/` the page, one file a section.
 
 pub mod headline;
 pub mod metric_list;

@@ -5,6 +5,9 @@
 //! memory is bounded by two shards of resized images whatever the dataset size. Posters already
 //! resized the same way by an earlier run are copied from its shards, not decoded again
 //! (see `reuse`). See README.md for the shard layout.
+//!
+//! What lives where: this file runs the stage and fits one poster (`fit_bytes_into`, shared with
+//! `predict`); `params` holds the params, `reuse` finds earlier outputs' pixels by poster.
 
 mod params;
 mod reuse;

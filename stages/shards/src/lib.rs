@@ -9,10 +9,15 @@
 //! | `image` | Binary | `height * width * 3` u8 values, row-major HWC, RGB |
 //! | `labels` | FixedSizeList(UInt8, genres) | multi-hot, in the order of `meta.json`'s `genres` |
 //!
-//! `meta.json` beside the shards gives `width`, `height`, `channels`, `layout`, `genres` and the shard
-//! files with their row counts. Images are `Binary` because Parquet has no 8-bit physical type:
+//! `meta.json` beside the shards gives `width`, `height`, `channels`, `layout`, `genres`, the fit
+//! `mode` and the shard files with their row counts. Images are `Binary` because Parquet has no 8-bit physical type:
 //! a list of u8 would be stored as 4-byte ints. Embedding shards (`embedding`) hold feature vectors
 //! instead of pixels.
+//!
+//! What lives where: this file holds tables, image shards and their `meta.json` (with the
+//! `Preparation` a model's input was made with); `embedding` the embedding shards, `poster`
+//! decoding and sniffing, `predictions` evaluate's `predictions.parquet`, and `left_out` the
+//! `left-out.json` every data stage writes for the report.
 
 pub mod embedding;
 pub mod left_out;

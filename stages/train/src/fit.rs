@@ -209,7 +209,7 @@ fn optimizer(params: &TrainParams) -> ModuleOptimizer {
 /// was killed) is resumed from, and ends with exactly the network an uninterrupted run makes.
 pub fn fit<T: Task>(
     task: &T,
-    mut net: T::Net,
+    net: T::Net,
     params: &TrainParams,
     labels: &Labels<'_>,
     device_name: &str,
@@ -217,17 +217,13 @@ pub fn fit<T: Task>(
     checkpoints: &Path,
 ) -> Result<Fitted<T::Net>, StageError> {
     let started_fit = Instant::now();
-    let mut optim = optimizer(params);
     let pos_weight = if params.pos_weight {
         labels.pos_weight()
     } else {
         vec![1.0; labels.genres]
     };
-    // On the training device, made at the first step (see `pos_weight_row`).
-    let mut weight_row: Option<Tensor<2>> = None;
     let rows = task.train_rows();
-    let steps_per_epoch = rows.div_ceil(params.batch_size);
-    let mut state = LoopState::new(History {
+    let fresh = LoopState::new(History {
         epochs: Vec::new(),
         best_epoch: 0,
         monitor: params.early_stopping.monitor,
@@ -237,104 +233,44 @@ pub fn fit<T: Task>(
         val_rows: labels.val.len() / labels.genres.max(1),
         members: Vec::new(),
     });
-    let mut best_net: Option<T::Net> = None;
-    let (found, discarded) = checkpoint::latest(checkpoints);
-    for line in &discarded {
-        ctx.progress.note(line);
-    }
-    if let Some(found) = found {
-        let resumed = found.net(net.clone()).and_then(|resumed| {
-            let best = found.best(net.clone())?.valid();
-            Ok((resumed, best, found.optimizer(optimizer(params))?))
-        });
-        match resumed {
-            Ok((resumed, best, resumed_optim)) if found.state.best.is_some() => {
-                ctx.progress.note(&format!(
-                    "resuming from the checkpoint after epoch {} of {} (best so far: epoch {})",
-                    found.state.epochs_done, params.epochs, found.state.history.best_epoch
-                ));
-                net = resumed;
-                best_net = Some(best);
-                optim = resumed_optim;
-                state = found.state;
-                state.history.device = device_name.to_string();
-            }
-            Ok(_) => {}
-            Err(err) => ctx.progress.note(&format!(
-                "ignoring an unreadable checkpoint ({err}); training from the start"
-            )),
-        }
-    }
+    let Loop {
+        mut net,
+        mut optim,
+        mut state,
+        mut best_net,
+    } = resume(net, fresh, params, device_name, ctx, checkpoints);
     let mut timing = FitTiming::default();
+    // On the training device, made at the first step (see `pos_weight_row`).
+    let mut weight_row: Option<Tensor<2>> = None;
     ctx.progress.start("train", (rows * params.epochs) as u64);
     ctx.progress.advance((rows * state.epochs_done) as u64);
     let finished = state.history.stopped_early || state.epochs_done >= params.epochs;
     for epoch in (state.epochs_done + 1..=params.epochs).filter(|_| !finished) {
         let started = Instant::now();
-        let mut dropout = Draws::for_epoch(params.seed, Stream::Dropout, epoch);
-        let mut losses = EpochLoss::new();
-        let mut learning_rate = params.learning_rate;
-        for batch in task.train_batches(params.seed, epoch) {
-            let batch = batch?;
-            let n = T::batch_rows(&batch);
-            learning_rate = params.schedule.rate(
-                params.learning_rate,
-                state.steps_done,
-                steps_per_epoch,
-                params.epochs,
-            );
-            let (logits, targets) = task.train_step(&net, batch, &mut dropout);
-            let weight = weight_row
-                .get_or_insert_with(|| pos_weight_row(&pos_weight, &logits.device()))
-                .clone();
-            let loss = training_loss(params, logits, targets, weight);
-            losses.push(&loss, n);
-            let grads = GradientsParams::from_grads(loss.backward(), &net);
-            net = optim.step(learning_rate, net, grads);
-            state.steps_done += 1;
-            ctx.progress.advance(n as u64);
-            if losses.due() {
-                let mean = losses.read(epoch)?;
-                ctx.progress
-                    .message(&format!("epoch {epoch}/{} loss {mean:.4}", params.epochs));
-            }
-        }
-        let train_loss = losses.read(epoch)?;
+        let step = Step {
+            params,
+            pos_weight: &pos_weight,
+            epoch,
+            ctx,
+        };
+        let (trained, train_loss, learning_rate) =
+            train_epoch(task, net, &mut optim, &mut state, &mut weight_row, &step)?;
+        net = trained;
         let train_seconds = started.elapsed().as_secs_f64();
-        let eval_net = net.valid();
-        let logits = task.val_logits(&eval_net)?;
-        let (val_loss, probs) = if labels.val.is_empty() {
-            (train_loss, Vec::new())
-        } else {
-            (
-                bce_on_host(&logits, labels.val, &pos_weight),
-                sigmoid_on_host(&logits),
-            )
-        };
-        // The rule fitted on this epoch's validation scores: it scores the epoch, and the kept
-        // epoch's is the one saved with the model.
-        let decision = decide(params, &probs, labels);
-        let chosen = decision
-            .candidates
-            .iter()
-            .find(|c| c.rule == decision.rule)
-            .unwrap_or(&decision.baseline);
-        let (val_micro_f1, val_macro_f1) = if labels.val.is_empty() {
-            (0.0, 0.0)
-        } else {
-            (chosen.micro_f1, chosen.macro_f1)
-        };
+        let scored = validate(task, &net, params, labels, &pos_weight, train_loss)?;
         ctx.progress.note(&format!(
-            "epoch {epoch}/{}: train loss {train_loss:.4}, val loss {val_loss:.4}, val macro-F1 {val_macro_f1:.3}, lr {learning_rate:.2e}, {:.1}s",
+            "epoch {epoch}/{}: train loss {train_loss:.4}, val loss {:.4}, val macro-F1 {:.3}, lr {learning_rate:.2e}, {:.1}s",
             params.epochs,
+            scored.val_loss,
+            scored.val_macro_f1,
             started.elapsed().as_secs_f64()
         ));
         state.history.epochs.push(EpochRecord {
             epoch,
             train_loss,
-            val_loss,
-            val_micro_f1,
-            val_macro_f1,
+            val_loss: scored.val_loss,
+            val_micro_f1: scored.val_micro_f1,
+            val_macro_f1: scored.val_macro_f1,
             learning_rate,
         });
         timing.epochs.push(EpochTiming {
@@ -342,27 +278,7 @@ pub fn fit<T: Task>(
             seconds: started.elapsed().as_secs_f64(),
             train_seconds,
         });
-        // Lower is better for both: the loss, or the negated macro-F1.
-        let monitored = match params.early_stopping.monitor {
-            Monitor::ValLoss => val_loss,
-            Monitor::ValMacroF1 => -val_macro_f1,
-        };
-        if state.best.as_ref().is_none_or(|b| monitored < b.monitored) {
-            state.history.best_epoch = epoch;
-            state.best = Some(BestEpoch {
-                monitored,
-                val_probs: probs,
-                decision,
-            });
-            best_net = Some(eval_net);
-            state.since_best = 0;
-        } else {
-            state.since_best += 1;
-            let patience = params.early_stopping.patience;
-            if patience > 0 && state.since_best >= patience && epoch < params.epochs {
-                state.history.stopped_early = true;
-            }
-        }
+        keep_or_stop(&mut state, &mut best_net, scored, params, epoch);
         state.epochs_done = epoch;
         timing.seconds = started_fit.elapsed().as_secs_f64();
         let best = best_net.as_ref().expect("set at the first epoch");
@@ -383,6 +299,209 @@ pub fn fit<T: Task>(
         history,
         timing,
     })
+}
+
+/// The loop's moving parts: the network being trained, its optimiser, the state a checkpoint
+/// keeps, and the best epoch's network (a validation copy).
+struct Loop<N: Module> {
+    net: N,
+    optim: ModuleOptimizer,
+    state: LoopState,
+    best_net: Option<N>,
+}
+
+/// The loop from the newest usable checkpoint in `checkpoints`, or from `fresh` with `net` when
+/// there is none (saying why a checkpoint was passed over).
+fn resume<N: Module + Clone>(
+    net: N,
+    fresh: LoopState,
+    params: &TrainParams,
+    device_name: &str,
+    ctx: &StageContext<'_>,
+    checkpoints: &Path,
+) -> Loop<N> {
+    let (found, discarded) = checkpoint::latest(checkpoints);
+    for line in &discarded {
+        ctx.progress.note(line);
+    }
+    let start = |net| Loop {
+        net,
+        optim: optimizer(params),
+        state: fresh.clone(),
+        best_net: None,
+    };
+    let Some(found) = found else {
+        return start(net);
+    };
+    let resumed = found.net(net.clone()).and_then(|resumed| {
+        let best = found.best(net.clone())?.valid();
+        Ok((resumed, best, found.optimizer(optimizer(params))?))
+    });
+    match resumed {
+        Ok((resumed, best, optim)) if found.state.best.is_some() => {
+            ctx.progress.note(&format!(
+                "resuming from the checkpoint after epoch {} of {} (best so far: epoch {})",
+                found.state.epochs_done, params.epochs, found.state.history.best_epoch
+            ));
+            let mut state = found.state;
+            state.history.device = device_name.to_string();
+            Loop {
+                net: resumed,
+                optim,
+                state,
+                best_net: Some(best),
+            }
+        }
+        Ok(_) => start(net),
+        Err(err) => {
+            ctx.progress.note(&format!(
+                "ignoring an unreadable checkpoint ({err}); training from the start"
+            ));
+            start(net)
+        }
+    }
+}
+
+/// What every step of one epoch shares.
+struct Step<'a> {
+    params: &'a TrainParams,
+    pos_weight: &'a [f32],
+    /// 1-based.
+    epoch: usize,
+    ctx: &'a StageContext<'a>,
+}
+
+/// One pass over the training batches of an epoch: the updated network, its mean training loss
+/// and the last learning rate. The network moves through each optimiser step (an update in
+/// place where the backend can).
+fn train_epoch<T: Task>(
+    task: &T,
+    mut net: T::Net,
+    optim: &mut ModuleOptimizer,
+    state: &mut LoopState,
+    weight_row: &mut Option<Tensor<2>>,
+    step: &Step<'_>,
+) -> Result<(T::Net, f64, f64), StageError> {
+    let Step {
+        params,
+        pos_weight,
+        epoch,
+        ctx,
+    } = *step;
+    let steps_per_epoch = task.train_rows().div_ceil(params.batch_size);
+    let mut dropout = Draws::for_epoch(params.seed, Stream::Dropout, epoch);
+    let mut losses = EpochLoss::new();
+    let mut learning_rate = params.learning_rate;
+    for batch in task.train_batches(params.seed, epoch) {
+        let batch = batch?;
+        let n = T::batch_rows(&batch);
+        learning_rate = params.schedule.rate(
+            params.learning_rate,
+            state.steps_done,
+            steps_per_epoch,
+            params.epochs,
+        );
+        let (logits, targets) = task.train_step(&net, batch, &mut dropout);
+        let weight = weight_row
+            .get_or_insert_with(|| pos_weight_row(pos_weight, &logits.device()))
+            .clone();
+        let loss = training_loss(params, logits, targets, weight);
+        losses.push(&loss, n);
+        let grads = GradientsParams::from_grads(loss.backward(), &net);
+        net = optim.step(learning_rate, net, grads);
+        state.steps_done += 1;
+        ctx.progress.advance(n as u64);
+        if losses.due() {
+            let mean = losses.read(epoch)?;
+            ctx.progress
+                .message(&format!("epoch {epoch}/{} loss {mean:.4}", params.epochs));
+        }
+    }
+    Ok((net, losses.read(epoch)?, learning_rate))
+}
+
+/// An epoch's network on the validation split.
+struct Scored<N> {
+    /// A validation copy of the network.
+    net: N,
+    val_loss: f64,
+    val_probs: Vec<f32>,
+    /// The rule fitted on these scores: it scores the epoch, and the kept epoch's is the one
+    /// saved with the model.
+    decision: Decision,
+    val_micro_f1: f64,
+    val_macro_f1: f64,
+}
+
+/// Scores `net` on the validation split (with no validation rows, the training loss stands in).
+fn validate<T: Task>(
+    task: &T,
+    net: &T::Net,
+    params: &TrainParams,
+    labels: &Labels<'_>,
+    pos_weight: &[f32],
+    train_loss: f64,
+) -> Result<Scored<T::Net>, StageError> {
+    let eval_net = net.valid();
+    let logits = task.val_logits(&eval_net)?;
+    let (val_loss, probs) = if labels.val.is_empty() {
+        (train_loss, Vec::new())
+    } else {
+        (
+            bce_on_host(&logits, labels.val, pos_weight),
+            sigmoid_on_host(&logits),
+        )
+    };
+    let decision = decide(params, &probs, labels);
+    let chosen = decision
+        .candidates
+        .iter()
+        .find(|c| c.rule == decision.rule)
+        .unwrap_or(&decision.baseline);
+    let (val_micro_f1, val_macro_f1) = if labels.val.is_empty() {
+        (0.0, 0.0)
+    } else {
+        (chosen.micro_f1, chosen.macro_f1)
+    };
+    Ok(Scored {
+        net: eval_net,
+        val_loss,
+        val_probs: probs,
+        decision,
+        val_micro_f1,
+        val_macro_f1,
+    })
+}
+
+/// Keeps the epoch if the monitored value improved, and decides whether patience ran out.
+fn keep_or_stop<N: Module>(
+    state: &mut LoopState,
+    best_net: &mut Option<N>,
+    scored: Scored<N>,
+    params: &TrainParams,
+    epoch: usize,
+) {
+    // Lower is better for both: the loss, or the negated macro-F1.
+    let monitored = match params.early_stopping.monitor {
+        Monitor::ValLoss => scored.val_loss,
+        Monitor::ValMacroF1 => -scored.val_macro_f1,
+    };
+    if state.best.as_ref().is_none_or(|b| monitored < b.monitored) {
+        state.history.best_epoch = epoch;
+        state.best = Some(BestEpoch {
+            monitored,
+            val_probs: scored.val_probs,
+            decision: scored.decision,
+        });
+        *best_net = Some(scored.net);
+        state.since_best = 0;
+    } else {
+        state.since_best += 1;
+        let patience = params.early_stopping.patience;
+        if patience > 0 && state.since_best >= patience && epoch < params.epochs {
+            state.history.stopped_early = true;
+        }
+    }
 }
 
 /// The decision rule `params.decision` fitted on validation probabilities.

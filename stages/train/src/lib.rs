@@ -13,6 +13,13 @@
 //! (`PIPELINE_DEVICE=cuda` or `torch-cpu`). The device is a runtime knob and never part of the
 //! cache key. Writes `model.bpk` (the weights of the kept epoch), `model.json` (what rebuilds the
 //! network, and its decision rule) and `history.json` (per-epoch losses and validation F1).
+//!
+//! What lives where: `params` (the params and their checks), `model` (the architectures by family,
+//! `ModelSpec`, the image networks), `head` (the heads, and an ensemble merged into one),
+//! `head_task` and `image_task` (what each family feeds the loop), `fit` (the loop: resume, epochs,
+//! validation, early stopping), `loss`, `history` (`history.json`, no clock readings),
+//! `checkpoint` (resumable state), `batches`, `augment`, `noise` (seeded draws), `schedule`, and
+//! `trained` (a trained model as `evaluate` and `predict` load it).
 
 pub mod augment;
 pub mod batches;
