@@ -5,143 +5,23 @@
 //! epoch, a checkpoint after every epoch that a killed run resumes from, and `history.json`.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use burn::module::Module;
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamConfig, AdamWConfig, GradientsParams, ModuleOptimizer, SgdConfig};
 use burn::prelude::*;
-use pipeline_api::{ResultExt, StageContext, StageError};
+use pipeline_api::{StageContext, StageError};
 use serde::Serialize;
 use stage_metrics::{Decision, DecisionRule};
 
 use crate::checkpoint::{self, BestEpoch, LoopState};
 use crate::history::{EpochRecord, History, Monitor};
-use crate::loss::{bce_on_host, pos_weight_row, sigmoid_on_host, training_loss};
-use crate::model::ModelSpec;
+use crate::loss::{EpochLoss, bce_on_host, pos_weight_row, sigmoid_on_host, training_loss};
 use crate::noise::{Draws, Stream};
 use crate::params::{Optimizer, TrainParams};
-
-/// What the loop needs of an architecture and its data.
-pub trait Task {
-    /// The network.
-    type Net: Module + Clone;
-    /// One mini-batch, as the task's data source yields it.
-    type Batch;
-    /// Training rows.
-    fn train_rows(&self) -> usize;
-    /// The training batches of `epoch` (1-based), in the order drawn from `seed` (shuffled, and
-    /// for images augmented).
-    fn train_batches(
-        &self,
-        seed: u64,
-        epoch: usize,
-    ) -> Box<dyn Iterator<Item = Result<Self::Batch, StageError>> + '_>;
-    /// Rows in `batch`.
-    fn batch_rows(batch: &Self::Batch) -> usize;
-    /// Logits and 0/1 targets of `batch` through `net` (on the autodiff device), dropout masks
-    /// drawn from `dropout`.
-    fn train_step(
-        &self,
-        net: &Self::Net,
-        batch: Self::Batch,
-        dropout: &mut Draws,
-    ) -> (Tensor<2>, Tensor<2, Int>);
-    /// Logits `[val rows, genres]` of the validation split through `net` (a validation copy).
-    fn val_logits(&self, net: &Self::Net) -> Result<Vec<f32>, StageError>;
-}
-
-/// The labels the loop scores against, row-major `[rows, genres]`.
-pub struct Labels<'a> {
-    /// Training split.
-    pub train: &'a [u8],
-    /// Validation split.
-    pub val: &'a [u8],
-    /// Genres per row.
-    pub genres: usize,
-}
-
-impl Labels<'_> {
-    /// PyTorch's `pos_weight` from the training split: negatives / positives per genre (1 for a
-    /// genre without positives).
-    pub fn pos_weight(&self) -> Vec<f32> {
-        let rows = self.train.len() / self.genres.max(1);
-        (0..self.genres)
-            .map(|g| {
-                let pos = (0..rows)
-                    .filter(|r| self.train[r * self.genres + g] == 1)
-                    .count();
-                if pos == 0 {
-                    1.0
-                } else {
-                    (rows - pos) as f32 / pos as f32
-                }
-            })
-            .collect()
-    }
-}
-
-/// How often an epoch's training losses are read from the device (see [`EpochLoss`]).
-const LOSS_READ_INTERVAL: Duration = Duration::from_millis(500);
-
-/// The training losses of an epoch, read from the device a few at a time. Reading a value waits
-/// for every kernel queued before it, so a read per step would leave a GPU idle while the host
-/// queues each backward pass; the losses are read when the progress line is due and at the end
-/// of the epoch instead. The values, their sum and the divergence check are those of a read per
-/// step; a diverged run is only noticed up to one interval later.
-struct EpochLoss {
-    pending: Vec<Tensor<1>>,
-    rows: Vec<usize>,
-    total: f64,
-    seen: usize,
-    read_at: Instant,
-}
-
-impl EpochLoss {
-    fn new() -> Self {
-        Self {
-            pending: Vec::new(),
-            rows: Vec::new(),
-            total: 0.0,
-            seen: 0,
-            read_at: Instant::now(),
-        }
-    }
-
-    /// Keeps the mean loss of a batch of `rows` rows, detached from its graph, to read later.
-    fn push(&mut self, loss: &Tensor<1>, rows: usize) {
-        self.pending.push(loss.clone().detach());
-        self.rows.push(rows);
-    }
-
-    /// Whether the progress line is due for a fresh mean.
-    fn due(&self) -> bool {
-        self.read_at.elapsed() >= LOSS_READ_INTERVAL
-    }
-
-    /// Reads the pending losses into the running sum and returns the mean so far; a loss that is
-    /// not finite means training diverged.
-    fn read(&mut self, epoch: usize) -> Result<f64, StageError> {
-        self.read_at = Instant::now();
-        if !self.pending.is_empty() {
-            let values = Tensor::cat(std::mem::take(&mut self.pending), 0)
-                .try_into_vec_as::<f32>()
-                .during("reading training losses")?;
-            for (value, n) in values.into_iter().zip(self.rows.drain(..)) {
-                let value = value as f64;
-                if !value.is_finite() {
-                    return Err(StageError::invalid(format!(
-                        "training diverged at epoch {epoch} (loss {value}); lower `learning_rate`"
-                    )));
-                }
-                self.total += value * n as f64;
-                self.seen += n;
-            }
-        }
-        Ok(self.total / self.seen.max(1) as f64)
-    }
-}
+use crate::task::{Labels, Task};
 
 /// What a fit measured of itself, reported in the run's summary and never in `history.json`
 /// (see `history`).
@@ -513,114 +393,4 @@ pub fn decide(params: &TrainParams, val_probs: &[f32], labels: &Labels<'_>) -> D
         params.decision
     };
     Decision::choose(rule, val_probs, labels.val, labels.train, labels.genres)
-}
-
-/// What a training made: the network's description (with its decision rule), its history, and
-/// the clock readings of every fit (one per ensemble member).
-pub struct Trained {
-    pub spec: ModelSpec,
-    pub history: History,
-    pub timings: Vec<FitTiming>,
-}
-
-/// What [`fit_and_save`] leaves beside the saved weights.
-pub struct Saved {
-    pub history: History,
-    pub decision: Decision,
-    pub timing: FitTiming,
-}
-
-pub fn empty_training_split() -> StageError {
-    StageError::invalid("the training split is empty; lower `filter.min_genre_count` or add movies")
-}
-
-/// Fits `net` (with the decision rule of its kept epoch) and saves the
-/// weights as `model.bpk`.
-pub fn fit_and_save<T: Task>(
-    task: &T,
-    net: T::Net,
-    params: &TrainParams,
-    labels: &Labels<'_>,
-    device_name: &str,
-    ctx: &StageContext<'_>,
-) -> Result<Saved, StageError> {
-    let Fitted {
-        net,
-        decision,
-        history,
-        timing,
-        ..
-    } = fit(task, net, params, labels, device_name, ctx, ctx.work_dir)?;
-    net.save_file(ctx.out_dir.join("model"))
-        .during("saving the model")?;
-    Ok(Saved {
-        history,
-        decision,
-        timing,
-    })
-}
-
-/// The line printed as training starts: what is trained, on what, how big.
-pub fn announce(
-    ctx: &StageContext<'_>,
-    spec: &ModelSpec,
-    parameters: usize,
-    device_name: &str,
-    train_rows: usize,
-    val_rows: usize,
-    params: &TrainParams,
-) {
-    let augment = if params.augment.is_active() {
-        format!(
-            ", augment {}",
-            serde_json::to_string(&params.augment).unwrap_or_default()
-        )
-    } else {
-        String::new()
-    };
-    let decay = serde_json::to_value(params.schedule.decay)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default();
-    ctx.progress.note(&format!(
-        "{} ({parameters} parameters) on {device_name}: {train_rows} train / {val_rows} val posters, batch {}, up to {} epochs, lr {} ({decay} schedule){augment}",
-        spec.describe(),
-        params.batch_size,
-        params.epochs,
-        params.learning_rate,
-    ));
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn losses_read_together_give_the_per_step_mean_and_a_non_finite_one_stops_training() {
-        let device = Device::flex().autodiff();
-        let steps = [(0.75f32, 32usize), (0.5, 32), (0.25, 7)];
-        let mut losses = EpochLoss::new();
-        for (value, rows) in steps {
-            losses.push(&Tensor::<1>::from_floats([value], &device), rows);
-        }
-        let per_step: f64 = steps.iter().map(|&(v, n)| v as f64 * n as f64).sum::<f64>() / 71.0;
-        assert_eq!(losses.read(1).unwrap(), per_step);
-        // Nothing pending: the same mean, and reading again does not count anything twice.
-        assert_eq!(losses.read(1).unwrap(), per_step);
-        losses.push(&Tensor::<1>::from_floats([f32::NAN], &device), 8);
-        let err = losses.read(3).unwrap_err().to_string();
-        assert!(err.contains("training diverged at epoch 3"), "{err}");
-    }
-
-    #[test]
-    fn pos_weight_is_negatives_over_positives() {
-        // 4 rows x 2 genres: genre 0 has 1 positive, genre 1 none.
-        let train = [1, 0, 0, 0, 0, 0, 0, 0];
-        let labels = Labels {
-            train: &train,
-            val: &[],
-            genres: 2,
-        };
-        assert_eq!(labels.pos_weight(), [3.0, 1.0]);
-    }
 }

@@ -8,8 +8,8 @@ use burn::module::Param;
 use burn::nn::{Linear, LinearConfig, Relu};
 use burn::prelude::*;
 
-use crate::model::{HeadArchitecture, ModelSpec};
 use crate::noise::{Draws, dropout};
+use crate::spec::{HeadArchitecture, ModelSpec};
 
 /// A linear layer on the embedding.
 #[derive(Module, Debug)]
@@ -159,8 +159,8 @@ fn bias_sum(layers: &[&Linear]) -> Option<Tensor<1>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Architecture;
     use crate::noise;
+    use crate::spec::Architecture;
 
     fn spec(architecture: Architecture) -> ModelSpec {
         ModelSpec {

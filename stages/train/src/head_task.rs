@@ -7,12 +7,13 @@ use burn::prelude::*;
 use pipeline_api::{ResultExt, StageContext, StageError, create_dir};
 use stage_shards::embedding::{EmbeddingShard, load_embeddings};
 
-use crate::fit::{self, Labels, Task};
-use crate::fit::{Trained, announce, empty_training_split, fit_and_save};
+use crate::fit;
 use crate::head::HeadNet;
-use crate::model::{EmbeddingInput, HeadArchitecture, ModelSpec, Standardize};
 use crate::noise;
+use crate::outcome::{Trained, announce, empty_training_split, fit_and_save};
 use crate::params::TrainParams;
+use crate::spec::{EmbeddingInput, HeadArchitecture, ModelSpec, Standardize};
+use crate::task::{Labels, Task};
 
 /// Trains a head on the embeddings of an `embed` output.
 pub fn train_head(

@@ -9,11 +9,12 @@ use stage_backbone::BLOCKS;
 
 use crate::augment::{self, Augment};
 use crate::batches::{Batch, BatchStream, ImageSplit, Pass};
-use crate::fit::{Labels, Task};
-use crate::fit::{Trained, announce, empty_training_split, fit_and_save};
-use crate::model::{self, ImageArchitecture, Lite0Classifier, ModelSpec, PosterNet};
+use crate::model::{self, Lite0Classifier, PosterNet};
 use crate::noise;
+use crate::outcome::{Trained, announce, empty_training_split, fit_and_save};
 use crate::params::TrainParams;
+use crate::spec::{ImageArchitecture, ModelSpec};
+use crate::task::{Labels, Task};
 
 /// Trains an image network on the shards of a `split` output, streaming them.
 pub fn train_images(

@@ -14,10 +14,10 @@
 //! cache key. Writes `model.bpk` (the weights of the kept epoch), `model.json` (what rebuilds the
 //! network, and its decision rule) and `history.json` (per-epoch losses and validation F1).
 //!
-//! What lives where: `params` (the params and their checks), `model` (the architectures by family,
-//! `ModelSpec`, the image networks), `head` (the heads, and an ensemble merged into one),
+//! What lives where: `params` (the params and their checks), `spec` (the architectures by family and
+//! `ModelSpec`: what `model.json` holds), `model` (the image networks), `head` (the heads, and an ensemble merged into one),
 //! `head_task` and `image_task` (what each family feeds the loop), `fit` (the loop: resume, epochs,
-//! validation, early stopping), `loss`, `history` (`history.json`, no clock readings),
+//! validation, early stopping), `task` (what a family gives the loop), `loss` (and reading it), `history` (`history.json`, no clock readings),
 //! `checkpoint` (resumable state), `batches`, `augment`, `noise` (seeded draws), `schedule`, and
 //! `trained` (a trained model as `evaluate` and `predict` load it).
 
@@ -32,8 +32,11 @@ mod image_task;
 pub mod loss;
 pub mod model;
 pub mod noise;
+mod outcome;
 pub mod params;
 pub mod schedule;
+pub mod spec;
+pub mod task;
 pub mod trained;
 
 use pipeline_api::{Kind, KindInfo, ParamError, RunSummary, StageContext, StageError, write_json};
@@ -42,15 +45,16 @@ use pipeline_api::{Kind, KindInfo, ParamError, RunSummary, StageContext, StageEr
 pub use burn::prelude::Device;
 pub use head::HeadNet;
 pub use history::{EpochRecord, History, Monitor};
-pub use model::{
-    Architecture, EmbeddingInput, Family, HeadArchitecture, ImageArchitecture, ModelSpec,
-    PosterNet, Reads, Standardize, image_input, images_to_tensor,
-};
+pub use model::{PosterNet, image_input, images_to_tensor};
 pub use params::{EarlyStopping, Loss, Optimizer, TrainParams};
+pub use spec::{
+    Architecture, EmbeddingInput, Family, HeadArchitecture, ImageArchitecture, ModelSpec, Reads,
+    Standardize,
+};
 pub use stage_backbone::{choose_device, select_device, supported_devices};
 pub use trained::{Scored, TrainedModel, split_labels};
 
-use fit::Trained;
+use outcome::Trained;
 
 /// The train stage kind.
 pub struct Train;

@@ -2,8 +2,11 @@
 //! genre's positives optionally weighted, PyTorch's `pos_weight`) and the validation loss on the
 //! host.
 
+use std::time::{Duration, Instant};
+
 use burn::prelude::*;
 use burn::tensor::activation::{log_sigmoid, sigmoid};
+use pipeline_api::{ResultExt, StageError};
 
 use crate::params::{Loss, TrainParams};
 
@@ -96,6 +99,67 @@ pub fn sigmoid_on_host(logits: &[f32]) -> Vec<f32> {
     logits.iter().map(|&x| 1.0 / (1.0 + (-x).exp())).collect()
 }
 
+/// How often an epoch's training losses are read from the device (see [`EpochLoss`]).
+const LOSS_READ_INTERVAL: Duration = Duration::from_millis(500);
+
+/// The training losses of an epoch, read from the device a few at a time. Reading a value waits
+/// for every kernel queued before it, so a read per step would leave a GPU idle while the host
+/// queues each backward pass; the losses are read when the progress line is due and at the end
+/// of the epoch instead. The values, their sum and the divergence check are those of a read per
+/// step; a diverged run is only noticed up to one interval later.
+pub(crate) struct EpochLoss {
+    pending: Vec<Tensor<1>>,
+    rows: Vec<usize>,
+    total: f64,
+    seen: usize,
+    read_at: Instant,
+}
+
+impl EpochLoss {
+    pub(crate) fn new() -> Self {
+        Self {
+            pending: Vec::new(),
+            rows: Vec::new(),
+            total: 0.0,
+            seen: 0,
+            read_at: Instant::now(),
+        }
+    }
+
+    /// Keeps the mean loss of a batch of `rows` rows, detached from its graph, to read later.
+    pub(crate) fn push(&mut self, loss: &Tensor<1>, rows: usize) {
+        self.pending.push(loss.clone().detach());
+        self.rows.push(rows);
+    }
+
+    /// Whether the progress line is due for a fresh mean.
+    pub(crate) fn due(&self) -> bool {
+        self.read_at.elapsed() >= LOSS_READ_INTERVAL
+    }
+
+    /// Reads the pending losses into the running sum and returns the mean so far; a loss that is
+    /// not finite means training diverged.
+    pub(crate) fn read(&mut self, epoch: usize) -> Result<f64, StageError> {
+        self.read_at = Instant::now();
+        if !self.pending.is_empty() {
+            let values = Tensor::cat(std::mem::take(&mut self.pending), 0)
+                .try_into_vec_as::<f32>()
+                .during("reading training losses")?;
+            for (value, n) in values.into_iter().zip(self.rows.drain(..)) {
+                let value = value as f64;
+                if !value.is_finite() {
+                    return Err(StageError::invalid(format!(
+                        "training diverged at epoch {epoch} (loss {value}); lower `learning_rate`"
+                    )));
+                }
+                self.total += value * n as f64;
+                self.seen += n;
+            }
+        }
+        Ok(self.total / self.seen.max(1) as f64)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,5 +238,22 @@ mod tests {
             (loss(Loss::Asymmetric, 2.0) - asymmetric).abs() < 1e-5,
             "{asymmetric}"
         );
+    }
+
+    #[test]
+    fn losses_read_together_give_the_per_step_mean_and_a_non_finite_one_stops_training() {
+        let device = Device::flex().autodiff();
+        let steps = [(0.75f32, 32usize), (0.5, 32), (0.25, 7)];
+        let mut losses = EpochLoss::new();
+        for (value, rows) in steps {
+            losses.push(&Tensor::<1>::from_floats([value], &device), rows);
+        }
+        let per_step: f64 = steps.iter().map(|&(v, n)| v as f64 * n as f64).sum::<f64>() / 71.0;
+        assert_eq!(losses.read(1).unwrap(), per_step);
+        // Nothing pending: the same mean, and reading again does not count anything twice.
+        assert_eq!(losses.read(1).unwrap(), per_step);
+        losses.push(&Tensor::<1>::from_floats([f32::NAN], &device), 8);
+        let err = losses.read(3).unwrap_err().to_string();
+        assert!(err.contains("training diverged at epoch 3"), "{err}");
     }
 }

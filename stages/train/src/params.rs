@@ -7,8 +7,8 @@ use stage_metrics::DecisionRule;
 
 use crate::augment::Augment;
 use crate::history::Monitor;
-use crate::model::{Architecture, Reads};
 use crate::schedule::Schedule;
+use crate::spec::{Architecture, Reads};
 
 /// The optimiser.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

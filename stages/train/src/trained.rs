@@ -15,7 +15,8 @@ use stage_shards::{ShardMeta, read_shard_labels};
 
 use crate::head::HeadNet;
 use crate::history::History;
-use crate::model::{Family, ModelSpec, PosterNet, image_input};
+use crate::model::{PosterNet, image_input};
+use crate::spec::{Family, ModelSpec};
 
 /// The network of a trained model.
 #[allow(clippy::large_enum_variant)] // one per process

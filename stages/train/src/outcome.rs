@@ -1,0 +1,88 @@
+//! What a training made ([`Trained`]) and the steps both model families take around the loop:
+//! the line announcing the training, and fitting then saving the kept network.
+
+use burn::module::Module;
+use pipeline_api::{ResultExt, StageContext, StageError};
+use stage_metrics::Decision;
+
+use crate::fit::{FitTiming, Fitted, fit};
+use crate::history::History;
+use crate::params::TrainParams;
+use crate::spec::ModelSpec;
+use crate::task::{Labels, Task};
+
+/// What a training made: the network's description (with its decision rule), its history, and
+/// the clock readings of every fit (one per ensemble member).
+pub struct Trained {
+    pub spec: ModelSpec,
+    pub history: History,
+    pub timings: Vec<FitTiming>,
+}
+
+/// What [`fit_and_save`] leaves beside the saved weights.
+pub struct Saved {
+    pub history: History,
+    pub decision: Decision,
+    pub timing: FitTiming,
+}
+
+pub fn empty_training_split() -> StageError {
+    StageError::invalid("the training split is empty; lower `filter.min_genre_count` or add movies")
+}
+
+/// Fits `net` (with the decision rule of its kept epoch) and saves the
+/// weights as `model.bpk`.
+pub fn fit_and_save<T: Task>(
+    task: &T,
+    net: T::Net,
+    params: &TrainParams,
+    labels: &Labels<'_>,
+    device_name: &str,
+    ctx: &StageContext<'_>,
+) -> Result<Saved, StageError> {
+    let Fitted {
+        net,
+        decision,
+        history,
+        timing,
+        ..
+    } = fit(task, net, params, labels, device_name, ctx, ctx.work_dir)?;
+    net.save_file(ctx.out_dir.join("model"))
+        .during("saving the model")?;
+    Ok(Saved {
+        history,
+        decision,
+        timing,
+    })
+}
+
+/// The line printed as training starts: what is trained, on what, how big.
+pub fn announce(
+    ctx: &StageContext<'_>,
+    spec: &ModelSpec,
+    parameters: usize,
+    device_name: &str,
+    train_rows: usize,
+    val_rows: usize,
+    params: &TrainParams,
+) {
+    let augment = if params.augment.is_active() {
+        format!(
+            ", augment {}",
+            serde_json::to_string(&params.augment).unwrap_or_default()
+        )
+    } else {
+        String::new()
+    };
+    let decay = serde_json::to_value(params.schedule.decay)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    ctx.progress.note(&format!(
+        "{} ({parameters} parameters) on {device_name}: {train_rows} train / {val_rows} val posters, batch {}, up to {} epochs, lr {} ({decay} schedule){augment}",
+        spec.describe(),
+        params.batch_size,
+        params.epochs,
+        params.learning_rate,
+    ));
+}
