@@ -2,17 +2,16 @@
 //!
 //! Every output carries `embed.json` (what made its vectors: code version, backbone, the weights'
 //! blake3, input size and fit) and a `poster` column naming the content behind each row. An
-//! earlier output made the same way is indexed by poster over all its splits, so a movie that moved
-//! between splits (another split seed) is still found. Its shards are read only when a row is
-//! wanted, one at a time; anything unreadable or of the wrong shape is treated as absent.
+//! earlier output made the same way (`stage_shards::earlier`) is indexed by poster over all its
+//! splits, so a movie that moved between splits (another split seed) is still found; anything
+//! unreadable or of the wrong shape is treated as absent.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use stage_resize::Mode;
+use stage_shards::earlier::{EarlierOutput, ShardRows};
 use stage_shards::embedding::{EmbeddingMeta, read_embedding_shard};
-use stage_shards::read_columns;
 
 /// `embed.json`: what shaped the vectors of an output. Rows are reused only between outputs
 /// whose stamps are equal.
@@ -43,57 +42,43 @@ pub struct ReuseStamp {
 /// File name of the stamp in an output directory.
 pub const STAMP_FILE: &str = "embed.json";
 
-/// The vectors of one earlier output, found by poster.
+/// How `embed` reads an earlier shard: its vectors, sized by the `meta.json` beside it.
+#[derive(Clone)]
+struct VectorRows;
+
+impl ShardRows for VectorRows {
+    /// Values per vector, and the vectors.
+    type Rows = (usize, Vec<f32>);
+    fn load(&self, path: &Path) -> Option<(usize, Vec<f32>)> {
+        let meta = EmbeddingMeta::load(path.parent()?).ok()?;
+        let rows = read_embedding_shard(path, meta.dim, meta.genres.len()).ok()?;
+        Some((meta.dim, rows.embeddings))
+    }
+}
+
+/// The vectors of one earlier output, found by poster over all its splits.
 pub struct EarlierEmbeddings {
-    /// Shard paths with their width and label width.
-    shards: Vec<(PathBuf, usize, usize)>,
-    /// Poster file -> (shard, row).
-    index: HashMap<String, (usize, usize)>,
-    /// The one shard whose vectors are in memory.
-    loaded: Option<(usize, Vec<f32>)>,
+    output: EarlierOutput<VectorRows>,
 }
 
 impl EarlierEmbeddings {
     /// The first of `dirs` made with `stamp` whose shards can be indexed, if any.
     pub fn open(dirs: &[PathBuf], stamp: &ReuseStamp, splits: &[&str]) -> Option<Self> {
-        dirs.iter()
-            .find_map(|dir| Self::open_one(dir, stamp, splits).ok())
-    }
-
-    fn open_one(dir: &Path, stamp: &ReuseStamp, splits: &[&str]) -> Result<Self, String> {
-        let bytes = std::fs::read(dir.join(STAMP_FILE)).map_err(|e| e.to_string())?;
-        let theirs: ReuseStamp = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
-        if &theirs != stamp {
-            return Err("made another way".into());
-        }
-        let mut shards = Vec::new();
-        let mut index = HashMap::new();
-        for split in splits {
-            let split_dir = dir.join(split);
-            let meta = EmbeddingMeta::load(&split_dir).map_err(|e| e.to_string())?;
-            for shard in &meta.shards {
-                let path = split_dir.join(&shard.file);
-                let df = read_columns(&path, &["poster"]).map_err(|e| e.to_string())?;
-                let posters = df
-                    .column("poster")
-                    .and_then(|c| c.str())
-                    .map_err(|e| e.to_string())?;
-                if posters.len() != shard.rows {
-                    return Err(format!("`{}` has another row count", path.display()));
-                }
-                for (row, poster) in posters.iter().enumerate() {
-                    if let Some(poster) = poster {
-                        index.insert(poster.to_string(), (shards.len(), row));
-                    }
-                }
-                shards.push((path, meta.dim, meta.genres.len()));
+        let shards = |dir: &Path| -> Result<Vec<(PathBuf, usize)>, String> {
+            let mut found = Vec::new();
+            for split in splits {
+                let split_dir = dir.join(split);
+                let meta = EmbeddingMeta::load(&split_dir).map_err(|e| e.to_string())?;
+                found.extend(
+                    meta.shards
+                        .iter()
+                        .map(|shard| (split_dir.join(&shard.file), shard.rows)),
+                );
             }
-        }
-        Ok(Self {
-            shards,
-            index,
-            loaded: None,
-        })
+            Ok(found)
+        };
+        EarlierOutput::open(dirs, STAMP_FILE, stamp, shards, VectorRows)
+            .map(|output| Self { output })
     }
 
     /// The vectors of those `posters` this output has, as (position in `posters`, vector);
@@ -102,24 +87,18 @@ impl EarlierEmbeddings {
         let mut found: Vec<((usize, usize), usize)> = posters
             .iter()
             .enumerate()
-            .filter_map(|(r, p)| self.index.get(p).map(|&at| (at, r)))
+            .filter_map(|(r, p)| self.output.find(p).map(|at| (at, r)))
             .collect();
         found.sort_unstable();
         found
             .into_iter()
-            .filter_map(|(at, r)| self.vector(at).map(|v| (r, v)))
+            .filter_map(|((shard, row), r)| {
+                let (dim, values) = self.output.rows(shard)?;
+                values
+                    .get(row * dim..(row + 1) * dim)
+                    .map(|v| (r, v.to_vec()))
+            })
             .collect()
-    }
-
-    fn vector(&mut self, (shard, row): (usize, usize)) -> Option<Vec<f32>> {
-        let (path, dim, genres) = &self.shards[shard];
-        if self.loaded.as_ref().map(|(s, _)| *s) != Some(shard) {
-            self.loaded = None;
-            let rows = read_embedding_shard(path, *dim, *genres).ok()?;
-            self.loaded = Some((shard, rows.embeddings));
-        }
-        let (_, values) = self.loaded.as_ref()?;
-        values.get(row * dim..(row + 1) * dim).map(<[f32]>::to_vec)
     }
 }
 

@@ -1,15 +1,14 @@
 //! Reusing resized posters from an earlier output of the stage instead of decoding them again.
 //!
-//! Every output carries `resize.json` (how its pixels were made) and a `poster` column naming the
-//! poster file, and so the content, behind each row. An earlier output made the same way is indexed
-//! by poster; its shards are read one at a time, only when a row is wanted. Anything unreadable or
-//! of the wrong shape is treated as absent: the poster is decoded instead.
+//! Every output carries `resize.json` (how its pixels were made); `stage_shards::earlier` finds an
+//! earlier output made the same way and its rows by poster. Anything unreadable or of the wrong
+//! shape is treated as absent: the poster is decoded instead.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
+use stage_shards::earlier::{EarlierOutput, ShardRows};
 use stage_shards::{ShardMeta, read_columns};
 
 use crate::params::{Mode, ResizeParams};
@@ -43,83 +42,54 @@ impl ReuseStamp {
 /// File name of the stamp in an output directory.
 pub const STAMP_FILE: &str = "resize.json";
 
-/// The rows of one earlier output, found by poster.
+/// How `resize` reads an earlier shard: its `image` column.
+#[derive(Clone)]
+struct ImageRows;
+
+impl ShardRows for ImageRows {
+    type Rows = BinaryChunked;
+    fn load(&self, path: &Path) -> Option<BinaryChunked> {
+        let df = read_columns(path, &["image"]).ok()?;
+        df.column("image").and_then(|c| c.binary()).cloned().ok()
+    }
+}
+
+/// The pixels of one earlier output, found by poster.
 pub struct EarlierRows {
-    dir: PathBuf,
-    shard_files: Vec<String>,
-    /// Poster file -> (shard, row).
-    index: HashMap<String, (usize, usize)>,
+    output: EarlierOutput<ImageRows>,
+    /// u8 values per image (equal stamps: equal sizes).
     pixels: usize,
-    /// The one shard whose images are in memory (bounded: one shard at a time).
-    loaded: Option<(usize, BinaryChunked)>,
 }
 
 impl EarlierRows {
     /// The first of `dirs` made with `stamp` whose shards can be indexed, if any.
     pub fn open(dirs: &[PathBuf], stamp: &ReuseStamp) -> Option<Self> {
-        dirs.iter().find_map(|dir| Self::open_one(dir, stamp).ok())
-    }
-
-    fn open_one(dir: &Path, stamp: &ReuseStamp) -> Result<Self, String> {
-        let bytes = std::fs::read(dir.join(STAMP_FILE)).map_err(|e| e.to_string())?;
-        let theirs: ReuseStamp = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
-        if &theirs != stamp {
-            return Err("made another way".into());
-        }
-        let meta = ShardMeta::load(dir).map_err(|e| e.to_string())?;
-        let mut index = HashMap::new();
-        let mut shard_files = Vec::new();
-        for (s, shard) in meta.shards.iter().enumerate() {
-            let df =
-                read_columns(&dir.join(&shard.file), &["poster"]).map_err(|e| e.to_string())?;
-            let posters = df
-                .column("poster")
-                .and_then(|c| c.str())
-                .map_err(|e| e.to_string())?;
-            if posters.len() != shard.rows {
-                return Err(format!("`{}` has another row count", shard.file));
-            }
-            for (row, poster) in posters.iter().enumerate() {
-                if let Some(poster) = poster {
-                    index.insert(poster.to_string(), (s, row));
-                }
-            }
-            shard_files.push(shard.file.clone());
-        }
-        Ok(Self {
-            dir: dir.to_path_buf(),
-            shard_files,
-            index,
-            pixels: meta.pixels(),
-            loaded: None,
+        let shards = |dir: &Path| -> Result<Vec<(PathBuf, usize)>, String> {
+            let meta = ShardMeta::load(dir).map_err(|e| e.to_string())?;
+            Ok(meta
+                .shards
+                .iter()
+                .map(|shard| (dir.join(&shard.file), shard.rows))
+                .collect())
+        };
+        let output = EarlierOutput::open(dirs, STAMP_FILE, stamp, shards, ImageRows)?;
+        Some(Self {
+            output,
+            pixels: stamp.width as usize * stamp.height as usize * 3,
         })
     }
 
-    /// Where the rows of `poster` are, if this output has them.
+    /// Where the pixels of `poster` are, if this output has them.
     pub fn find(&self, poster: &str) -> Option<(usize, usize)> {
-        self.index.get(poster).copied()
+        self.output.find(poster)
     }
 
     /// Copies the pixels at `(shard, row)` into `dst`; `false` when they cannot be read.
     pub fn copy_into(&mut self, (shard, row): (usize, usize), dst: &mut [u8]) -> bool {
-        if self.loaded.as_ref().map(|(s, _)| *s) != Some(shard) {
-            // Drop the old shard before reading the next: one in memory at a time.
-            self.loaded = None;
-            let path = self.dir.join(&self.shard_files[shard]);
-            let Ok(df) = read_columns(&path, &["image"]) else {
-                return false;
-            };
-            let Ok(images) = df.column("image").and_then(|c| c.binary()).cloned() else {
-                return false;
-            };
-            self.loaded = Some((shard, images));
-        }
-        let Some((_, images)) = &self.loaded else {
-            return false;
-        };
-        match images.get(row) {
-            Some(pixels) if pixels.len() == self.pixels && pixels.len() == dst.len() => {
-                dst.copy_from_slice(pixels);
+        let pixels = self.pixels;
+        match self.output.rows(shard).and_then(|images| images.get(row)) {
+            Some(image) if image.len() == pixels && image.len() == dst.len() => {
+                dst.copy_from_slice(image);
                 true
             }
             _ => false,
@@ -191,7 +161,7 @@ mod tests {
         earlier_output(same.path(), &stamp);
         let dirs = [other.path().to_path_buf(), same.path().to_path_buf()];
         let mut rows = EarlierRows::open(&dirs, &stamp).expect("the second output matches");
-        assert_eq!(rows.dir, same.path());
+        assert_eq!(rows.output.dir(), same.path());
         assert_eq!(rows.find("p/x"), None);
         let mut px = [0u8; 3];
         for (poster, value) in [("p/d", 40), ("p/a", 10), ("p/c", 30)] {

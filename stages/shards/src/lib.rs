@@ -15,10 +15,11 @@
 //! instead of pixels.
 //!
 //! What lives where: this file holds tables, image shards and their `meta.json` (with the
-//! `Preparation` a model's input was made with); `embedding` the embedding shards, `poster`
+//! `Preparation` a model's input was made with); `earlier` reuse of an earlier output's rows by poster, `embedding` the embedding shards, `poster`
 //! decoding and sniffing, `predictions` evaluate's `predictions.parquet`, and `left_out` the
 //! `left-out.json` every data stage writes for the report.
 
+pub mod earlier;
 pub mod embedding;
 pub mod left_out;
 pub mod poster;
