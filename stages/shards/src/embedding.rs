@@ -15,7 +15,8 @@ use pipeline_api::{ResultExt, StageError, read_json, write_json};
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::{Preparation, ShardFile, ids_and_posters, read_table, write_table};
+use crate::preparation::Preparation;
+use crate::{ShardFile, ids_and_posters, read_table, write_table};
 
 /// `layout` of embedding shards' `meta.json`.
 pub const EMBEDDING_LAYOUT: &str = "embedding";
