@@ -1,4 +1,5 @@
-//! The scorecard of one predictor on one split: every metric `metrics.json` reports, each defined
+//! The scorecard of one predictor on one split: every metric `metrics.json` reports (and the
+//! micro- and macro-F1 `decision` chooses its rule by), each defined
 //! as scikit-learn defines it (`tests/metrics_vs_sklearn.rs` recomputes them all from
 //! `predictions.parquet` with scikit-learn and compares to 1e-6).
 //!
@@ -8,7 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::scores::{f1, pooled_counts, roc_auc, samples_f1};
+use crate::scores::{Confusion, roc_auc, samples_f1};
 
 /// Metrics of 0/1 predictions at one operating point (a decision rule, or a 0.5 cut).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -111,8 +112,8 @@ impl Scorecard {
                 support: column.positives,
                 roc_auc: roc_auc(&column.scored),
                 average_precision: column.average_precision(),
-                at_half: genre_decided(truth, &at_half, g, n),
-                decided: genre_decided(truth, decided, g, n),
+                at_half: GenreDecided::of(Confusion::of_genre(truth, &at_half, g, n)),
+                decided: GenreDecided::of(Confusion::of_genre(truth, decided, g, n)),
             })
             .collect();
         let pooled: Vec<(f32, bool)> = probs
@@ -129,8 +130,8 @@ impl Scorecard {
         Self {
             rows,
             true_cardinality: ratio(positives, rows),
-            at_half: summarise(truth, &at_half, &per_genre, |g| &g.at_half, n),
-            decided: summarise(truth, decided, &per_genre, |g| &g.decided, n),
+            at_half: Decided::new(truth, &at_half, n),
+            decided: Decided::new(truth, decided, n),
             ranking,
             per_genre,
         }
@@ -178,57 +179,51 @@ impl Column {
     }
 }
 
-fn genre_decided(truth: &[u8], predicted: &[u8], g: usize, genres: usize) -> GenreDecided {
-    let (mut tp, mut fp, mut fn_) = (0, 0, 0);
-    for r in 0..truth.len() / genres {
-        let (t, p) = (truth[r * genres + g] == 1, predicted[r * genres + g] == 1);
-        tp += usize::from(t && p);
-        fp += usize::from(!t && p);
-        fn_ += usize::from(t && !p);
-    }
-    let present = tp + fn_ > 0;
-    GenreDecided {
-        predicted: tp + fp,
-        precision: ratio(tp, tp + fp),
-        recall: present.then(|| ratio(tp, tp + fn_)),
-        f1: present.then(|| f1(tp, fp, fn_)),
+impl GenreDecided {
+    fn of(c: Confusion) -> Self {
+        let present = c.positives() > 0;
+        GenreDecided {
+            predicted: c.predicted(),
+            precision: ratio(c.tp, c.predicted()),
+            recall: present.then(|| ratio(c.tp, c.positives())),
+            f1: present.then(|| c.f1()),
+        }
     }
 }
 
-fn summarise(
-    truth: &[u8],
-    predicted: &[u8],
-    per_genre: &[GenreCard],
-    at: impl Fn(&GenreCard) -> &GenreDecided,
-    genres: usize,
-) -> Decided {
-    let (tp, fp, fn_) = pooled_counts(truth, predicted);
-    let rows = truth.len() / genres;
-    let samples_f1 = mean(samples_f1(truth, predicted, genres)).unwrap_or(0.0);
-    let supported: Vec<(usize, f64)> = per_genre
-        .iter()
-        .filter_map(|g| at(g).f1.map(|f| (g.support, f)))
-        .collect();
-    let support: usize = supported.iter().map(|(s, _)| s).sum();
-    let exact = truth
-        .chunks(genres)
-        .zip(predicted.chunks(genres))
-        .filter(|(t, p)| t == p)
-        .count();
-    Decided {
-        micro_f1: f1(tp, fp, fn_),
-        macro_f1: mean(supported.iter().map(|(_, f)| *f)).unwrap_or(0.0),
-        weighted_f1: if support == 0 {
-            0.0
-        } else {
-            supported.iter().map(|(s, f)| *s as f64 * f).sum::<f64>() / support as f64
-        },
-        samples_f1,
-        micro_precision: ratio(tp, tp + fp),
-        micro_recall: ratio(tp, tp + fn_),
-        hamming_loss: ratio(fp + fn_, truth.len()),
-        subset_accuracy: ratio(exact, rows),
-        cardinality: ratio(tp + fp, rows),
+impl Decided {
+    /// The metrics of 0/1 `predicted` against `truth` (row-major `[rows, genres]`).
+    pub fn new(truth: &[u8], predicted: &[u8], genres: usize) -> Self {
+        let genres = genres.max(1);
+        let pooled = Confusion::pooled(truth, predicted);
+        let rows = truth.len() / genres;
+        // The genres present, each with its support and F1.
+        let present: Vec<(usize, f64)> = Confusion::per_genre(truth, predicted, genres)
+            .iter()
+            .filter(|c| c.positives() > 0)
+            .map(|c| (c.positives(), c.f1()))
+            .collect();
+        let support: usize = present.iter().map(|(s, _)| s).sum();
+        let exact = truth
+            .chunks(genres)
+            .zip(predicted.chunks(genres))
+            .filter(|(t, p)| t == p)
+            .count();
+        Decided {
+            micro_f1: pooled.f1(),
+            macro_f1: mean(present.iter().map(|(_, f)| *f)).unwrap_or(0.0),
+            weighted_f1: if support == 0 {
+                0.0
+            } else {
+                present.iter().map(|(s, f)| *s as f64 * f).sum::<f64>() / support as f64
+            },
+            samples_f1: mean(samples_f1(truth, predicted, genres)).unwrap_or(0.0),
+            micro_precision: ratio(pooled.tp, pooled.predicted()),
+            micro_recall: ratio(pooled.tp, pooled.positives()),
+            hamming_loss: ratio(pooled.fp + pooled.fn_, truth.len()),
+            subset_accuracy: ratio(exact, rows),
+            cardinality: ratio(pooled.predicted(), rows),
+        }
     }
 }
 

@@ -9,7 +9,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::scores::{baseline, f1, headline, per_genre};
+use crate::card::Decided;
+use crate::scores::{baseline, f1};
 
 /// Candidate thresholds: 0.01, 0.02, ..., 0.99.
 const GRID: usize = 99;
@@ -119,7 +120,7 @@ impl Decision {
         let baseline_pred: Vec<u8> = (0..rows)
             .flat_map(|_| (0..genres).map(|g| u8::from(set.contains(&g))))
             .collect();
-        let baseline = score(DecisionRule::Global, &baseline_pred, truth, probs, genres);
+        let baseline = score(DecisionRule::Global, &baseline_pred, truth, genres);
         let objective = Objective {
             micro_floor: baseline.micro_f1 + MICRO_MARGIN,
         };
@@ -167,19 +168,12 @@ impl Decision {
     }
 }
 
-fn score(
-    rule: DecisionRule,
-    predicted: &[u8],
-    truth: &[u8],
-    probs: &[f32],
-    genres: usize,
-) -> Candidate {
-    let per = per_genre(truth, predicted, probs, genres);
-    let h = headline(truth, predicted, &per, genres);
+fn score(rule: DecisionRule, predicted: &[u8], truth: &[u8], genres: usize) -> Candidate {
+    let decided = Decided::new(truth, predicted, genres);
     Candidate {
         rule,
-        micro_f1: h.micro_f1,
-        macro_f1: h.macro_f1,
+        micro_f1: decided.micro_f1,
+        macro_f1: decided.macro_f1,
     }
 }
 
@@ -222,8 +216,7 @@ fn fit(
         DecisionRule::TopK => {
             let k = (1..=MAX_K.min(genres.max(1)))
                 .max_by(|&a, &b| {
-                    let score =
-                        |k| score(rule, &top_k(probs, genres, k), truth, probs, genres).micro_f1;
+                    let score = |k| score(rule, &top_k(probs, genres, k), truth, genres).micro_f1;
                     // Ties go to the smaller k (max_by keeps the last maximum).
                     score(a).total_cmp(&score(b)).then(b.cmp(&a))
                 })
@@ -245,7 +238,7 @@ fn fit(
             macro_f1: 0.0,
         },
     };
-    let candidate = score(rule, &decision.apply(probs, genres), truth, probs, genres);
+    let candidate = score(rule, &decision.apply(probs, genres), truth, genres);
     (decision, candidate)
 }
 
@@ -272,13 +265,7 @@ fn shrunk(
             .enumerate()
             .map(|(i, &p)| u8::from(p >= thresholds[i % genres]))
             .collect();
-        objective.rank(&score(
-            DecisionRule::Shrunk,
-            &predicted,
-            truth,
-            probs,
-            genres,
-        ))
+        objective.rank(&score(DecisionRule::Shrunk, &predicted, truth, genres))
     };
     let best = (0..=SHRINK_STEPS)
         .map(|step| (rank(&at(step)), step))

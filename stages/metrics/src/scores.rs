@@ -1,34 +1,62 @@
-//! Scores of 0/1 predictions: F1 (micro, macro, samples), per-genre precision/recall/F1, ROC-AUC;
-//! and the constant baseline.
+//! The counting every metric is built from, once: the confusion counts of 0/1 predictions (per
+//! genre, or pooled), F1 from counts, each movie's F1, ROC-AUC, and the constant baseline. The
+//! metrics themselves are `card`'s.
 
-use serde::{Deserialize, Serialize};
-
-/// Headline metrics of one predictor.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Headline {
-    /// F1 over all (movie, genre) decisions pooled.
-    pub micro_f1: f64,
-    /// Mean of per-genre F1 over genres with test support.
-    pub macro_f1: f64,
-    /// Mean over movies of the F1 between predicted and true genre sets.
-    pub samples_f1: f64,
-    /// Mean per-genre ROC-AUC over genres with both classes in the test split.
-    pub roc_auc_macro: f64,
+/// True and false positives and negatives of 0/1 predictions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Confusion {
+    pub tp: usize,
+    pub fp: usize,
+    pub fn_: usize,
+    pub tn: usize,
 }
 
-/// Per-genre metrics.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct GenreMetrics {
-    /// TP / (TP + FP); 0 when nothing was predicted.
-    pub precision: f64,
-    /// TP / (TP + FN); 0 when there are no positives.
-    pub recall: f64,
-    /// Harmonic mean of precision and recall.
-    pub f1: f64,
-    /// Positives in the test split.
-    pub support: usize,
-    /// ROC-AUC, `null` when the test split lacks positives or negatives.
-    pub roc_auc: Option<f64>,
+impl Confusion {
+    /// Genre `g`'s counts; row-major `[rows, genres]`.
+    pub fn of_genre(truth: &[u8], predicted: &[u8], g: usize, genres: usize) -> Self {
+        let rows = truth.len() / genres.max(1);
+        Self::count((0..rows).map(|r| (truth[r * genres + g], predicted[r * genres + g])))
+    }
+
+    /// Every genre's counts, in label order.
+    pub fn per_genre(truth: &[u8], predicted: &[u8], genres: usize) -> Vec<Self> {
+        (0..genres)
+            .map(|g| Self::of_genre(truth, predicted, g, genres))
+            .collect()
+    }
+
+    /// The counts of every (movie, genre) decision pooled.
+    pub fn pooled(truth: &[u8], predicted: &[u8]) -> Self {
+        Self::count(truth.iter().copied().zip(predicted.iter().copied()))
+    }
+
+    fn count(pairs: impl Iterator<Item = (u8, u8)>) -> Self {
+        let mut c = Self::default();
+        for (t, p) in pairs {
+            match (t == 1, p == 1) {
+                (true, true) => c.tp += 1,
+                (false, true) => c.fp += 1,
+                (true, false) => c.fn_ += 1,
+                (false, false) => c.tn += 1,
+            }
+        }
+        c
+    }
+
+    /// Movies that have it (or pairs that are positive).
+    pub fn positives(&self) -> usize {
+        self.tp + self.fn_
+    }
+
+    /// Movies predicted to have it.
+    pub fn predicted(&self) -> usize {
+        self.tp + self.fp
+    }
+
+    /// F1; 0 without a true positive.
+    pub fn f1(&self) -> f64 {
+        f1(self.tp, self.fp, self.fn_)
+    }
 }
 
 /// F1 from counts; 0 when there are no true positives.
@@ -38,75 +66,6 @@ pub fn f1(tp: usize, fp: usize, fn_: usize) -> f64 {
     } else {
         2.0 * tp as f64 / (2 * tp + fp + fn_) as f64
     }
-}
-
-/// Per-genre metrics of 0/1 `predicted` against `truth`, with `scores` for AUC. Row-major `[rows, genres]`.
-pub fn per_genre(
-    truth: &[u8],
-    predicted: &[u8],
-    scores: &[f32],
-    genres: usize,
-) -> Vec<GenreMetrics> {
-    let rows = truth.len() / genres.max(1);
-    (0..genres)
-        .map(|g| {
-            let (mut tp, mut fp, mut fn_) = (0, 0, 0);
-            let mut column = Vec::with_capacity(rows);
-            for r in 0..rows {
-                let (t, p) = (truth[r * genres + g] == 1, predicted[r * genres + g] == 1);
-                tp += usize::from(t && p);
-                fp += usize::from(!t && p);
-                fn_ += usize::from(t && !p);
-                column.push((scores[r * genres + g], t));
-            }
-            GenreMetrics {
-                precision: if tp + fp == 0 {
-                    0.0
-                } else {
-                    tp as f64 / (tp + fp) as f64
-                },
-                recall: if tp + fn_ == 0 {
-                    0.0
-                } else {
-                    tp as f64 / (tp + fn_) as f64
-                },
-                f1: f1(tp, fp, fn_),
-                support: tp + fn_,
-                roc_auc: roc_auc(&column),
-            }
-        })
-        .collect()
-}
-
-/// Headline metrics from the same inputs as [`per_genre`].
-pub fn headline(
-    truth: &[u8],
-    predicted: &[u8],
-    per_genre: &[GenreMetrics],
-    genres: usize,
-) -> Headline {
-    let (tp, fp, fn_) = pooled_counts(truth, predicted);
-    let supported: Vec<&GenreMetrics> = per_genre.iter().filter(|m| m.support > 0).collect();
-    let macro_f1 = mean(supported.iter().map(|m| m.f1));
-    let aucs = per_genre.iter().filter_map(|m| m.roc_auc);
-    let samples_f1 = mean(samples_f1(truth, predicted, genres));
-    Headline {
-        micro_f1: f1(tp, fp, fn_),
-        macro_f1,
-        samples_f1,
-        roc_auc_macro: mean(aucs),
-    }
-}
-
-/// True positives, false positives and false negatives of every (movie, genre) decision pooled.
-pub(crate) fn pooled_counts(truth: &[u8], predicted: &[u8]) -> (usize, usize, usize) {
-    let (mut tp, mut fp, mut fn_) = (0, 0, 0);
-    for (&t, &p) in truth.iter().zip(predicted) {
-        tp += usize::from(t == 1 && p == 1);
-        fp += usize::from(t == 0 && p == 1);
-        fn_ += usize::from(t == 1 && p == 0);
-    }
-    (tp, fp, fn_)
 }
 
 /// Each movie's F1 between its true and predicted genre sets; 1 for a movie with neither.
@@ -131,11 +90,6 @@ pub(crate) fn samples_f1<'a>(
                 2.0 * both as f64 / sizes as f64
             }
         })
-}
-
-fn mean(values: impl Iterator<Item = f64>) -> f64 {
-    let (sum, n) = values.fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
-    if n == 0 { 0.0 } else { sum / n as f64 }
 }
 
 /// ROC-AUC by the rank-sum (Mann-Whitney) formula, ties counted half; `None` without both classes.
@@ -199,22 +153,18 @@ mod tests {
     }
 
     #[test]
-    fn f1_variants_match_hand_computation() {
+    fn confusion_counts_each_pair_once() {
         // 2 movies x 2 genres. Truth: [1,0], [1,1]. Predicted: [1,1], [0,1].
         let truth = [1, 0, 1, 1];
         let predicted = [1, 1, 0, 1];
-        let scores = [0.9, 0.6, 0.4, 0.7];
-        let genres = per_genre(&truth, &predicted, &scores, 2);
-        assert_eq!(genres[0].support, 2);
-        assert!((genres[0].precision - 1.0).abs() < 1e-9);
-        assert!((genres[0].recall - 0.5).abs() < 1e-9);
-        let h = headline(&truth, &predicted, &genres, 2);
+        let genres = Confusion::per_genre(&truth, &predicted, 2);
+        let c = |tp, fp, fn_, tn| Confusion { tp, fp, fn_, tn };
+        assert_eq!(genres, [c(1, 0, 1, 0), c(1, 1, 0, 0)]);
+        assert_eq!(Confusion::pooled(&truth, &predicted), c(2, 1, 1, 0));
         // micro: tp=2, fp=1, fn=1 -> 4/6
-        assert!((h.micro_f1 - 4.0 / 6.0).abs() < 1e-9);
+        assert!((Confusion::pooled(&truth, &predicted).f1() - 4.0 / 6.0).abs() < 1e-9);
         // samples: movie 1: 2*1/(1+2)=2/3; movie 2: 2*1/(2+1)=2/3
-        assert!((h.samples_f1 - 2.0 / 3.0).abs() < 1e-9);
-        // macro: genre 0 f1 = 2/3, genre 1 f1 = 2*1/(2+1+0) = 2/3
-        assert!((h.macro_f1 - 2.0 / 3.0).abs() < 1e-9);
+        assert!(samples_f1(&truth, &predicted, 2).all(|f| (f - 2.0 / 3.0).abs() < 1e-9));
     }
 
     #[test]

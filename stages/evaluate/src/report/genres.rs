@@ -2,6 +2,7 @@
 //! curves of the best-supported genres, and which genres co-occur.
 
 use maud::{Markup, html};
+use stage_metrics::Confusion;
 use stage_metrics::curves::{pr_curve, roc_curve};
 
 use super::charts;
@@ -11,23 +12,7 @@ use crate::metrics::Evaluated;
 /// How many genres the ROC and precision-recall charts show (the most supported ones).
 const CURVE_GENRES: usize = 6;
 
-/// Confusion counts of one genre on the test split under a model's decisions.
-fn confusion(model: &Evaluated, g: usize) -> [usize; 4] {
-    let genres = model.spec.genres.len();
-    let mut counts = [0usize; 4]; // tp, fp, fn, tn
-    for r in 0..model.test.len() {
-        let i = r * genres + g;
-        let (t, p) = (model.test.labels[i] == 1, model.predicted[i] == 1);
-        counts[match (t, p) {
-            (true, true) => 0,
-            (false, true) => 1,
-            (true, false) => 2,
-            (false, false) => 3,
-        }] += 1;
-    }
-    counts
-}
-
+/// The per-genre table: every model's F1, the primary model's confusion counts.
 pub fn per_genre(report: &Report<'_>) -> Markup {
     let primary = report.models[0];
     let genres = &primary.spec.genres;
@@ -77,7 +62,7 @@ pub fn per_genre(report: &Report<'_>) -> Markup {
                     th title="false negatives" { "FN" } th title="true negatives" { "TN" }
                 }
                 @for (g, c) in cards.iter().enumerate() {
-                    @let [tp, fp, fn_, tn] = confusion(primary, g);
+                    @let Confusion { tp, fp, fn_, tn } = Confusion::of_genre(&primary.test.labels, &primary.predicted, g, genres.len());
                     tr {
                         td { (c.genre) }
                         td { (c.support) }
