@@ -25,8 +25,8 @@ use pipeline_api::{
 };
 use serde::{Deserialize, Serialize};
 use stage_metrics::{Decision, DecisionRule, Scorecard, baseline};
+use stage_shards::movies::{MOVIES_FILE, read_movies};
 use stage_shards::predictions::Predictions;
-use stage_shards::{i64_column, read_table, str_column};
 use stage_stats::DatasetStats;
 use stage_train::{TrainedModel, split_labels};
 
@@ -346,16 +346,8 @@ fn baseline_predictions(set: &[usize], rows: usize, genres: usize) -> Vec<u8> {
 }
 
 fn titles(filter_output: &Path) -> Result<BTreeMap<i64, String>, StageError> {
-    let path = filter_output.join("movies.parquet");
-    let table = read_table(&path)?;
-    Ok(i64_column(&table, "imdbId", &path)?
-        .iter()
-        .zip(str_column(&table, "title", &path)?.iter())
-        .map(|(id, title)| {
-            (
-                id.unwrap_or_default(),
-                title.unwrap_or_default().to_string(),
-            )
-        })
+    Ok(read_movies(&filter_output.join(MOVIES_FILE))?
+        .into_iter()
+        .map(|m| (m.id, m.title))
         .collect())
 }

@@ -4,18 +4,16 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use pipeline_api::{ResultExt, StageError};
+use pipeline_api::StageError;
 use serde::{Deserialize, Serialize};
+use stage_shards::movies::{
+    DOWNLOADS_FILE, DownloadOutcome, MOVIES_FILE, Movie, read_downloads, read_movies,
+};
 use stage_shards::poster::decode_rgb;
-use stage_shards::{i64_column, read_table, str_column};
 
 /// One movie of `ingest`'s table, with what `download` made of its poster.
 pub struct Candidate {
-    pub id: i64,
-    pub title: String,
-    pub year: Option<i32>,
-    /// `|`-joined.
-    pub genres: String,
+    pub movie: Movie,
     /// The poster file in `download`'s output, when stored.
     pub file: Option<String>,
     /// Why there is none.
@@ -24,54 +22,31 @@ pub struct Candidate {
 
 /// Every movie of `movies_dir`'s table with its download.
 pub fn load(movies_dir: &Path, posters_dir: &Path) -> Result<Vec<Candidate>, StageError> {
-    let movies_path = movies_dir.join("movies.parquet");
-    let downloads_path = posters_dir.join("downloads.parquet");
-    let movies = read_table(&movies_path)?;
-    let downloads = read_table(&downloads_path)?;
-    let mut fetched: BTreeMap<i64, (Option<String>, Option<String>)> = BTreeMap::new();
-    for ((id, file), reason) in i64_column(&downloads, "imdbId", &downloads_path)?
-        .iter()
-        .zip(str_column(&downloads, "file", &downloads_path)?.iter())
-        .zip(str_column(&downloads, "reason", &downloads_path)?.iter())
-    {
-        fetched.insert(
-            id.unwrap_or_default(),
-            (file.map(str::to_string), reason.map(str::to_string)),
-        );
-    }
-    let years = movies
-        .column("year")
-        .and_then(|c| c.i32())
-        .during(format!("column `year` of `{}`", movies_path.display()))?;
-    let ids = i64_column(&movies, "imdbId", &movies_path)?;
-    let titles = str_column(&movies, "title", &movies_path)?;
-    let genres = str_column(&movies, "genres", &movies_path)?;
-    let mut out = Vec::with_capacity(movies.height());
-    for (((id, title), year), genres) in ids
-        .iter()
-        .zip(titles.iter())
-        .zip(years.iter())
-        .zip(genres.iter())
-    {
-        let id = id.unwrap_or_default();
-        let (file, download_error) = match fetched.get(&id) {
-            Some((Some(file), _)) => (Some(file.clone()), None),
-            Some((None, reason)) => (
-                None,
-                Some(reason.clone().unwrap_or_else(|| "failed".into())),
-            ),
-            None => (None, Some("not downloaded".to_string())),
-        };
-        out.push(Candidate {
-            id,
-            title: title.unwrap_or_default().to_string(),
-            year,
-            genres: genres.unwrap_or_default().to_string(),
-            file,
-            download_error,
-        });
-    }
-    Ok(out)
+    let movies = read_movies(&movies_dir.join(MOVIES_FILE))?;
+    let mut outcomes: BTreeMap<i64, DownloadOutcome> =
+        read_downloads(&posters_dir.join(DOWNLOADS_FILE))?
+            .into_iter()
+            .map(|o| (o.id, o))
+            .collect();
+    Ok(movies
+        .into_iter()
+        .map(|movie| {
+            let (file, download_error) = match outcomes.remove(&movie.id) {
+                Some(DownloadOutcome {
+                    file: Some(file), ..
+                }) => (Some(file), None),
+                Some(DownloadOutcome { reason, .. }) => {
+                    (None, Some(reason.unwrap_or_else(|| "failed".into())))
+                }
+                None => (None, Some("not downloaded".to_string())),
+            };
+            Candidate {
+                movie,
+                file,
+                download_error,
+            }
+        })
+        .collect())
 }
 
 /// Decodes the poster fully (a header alone says nothing about a truncated body).
@@ -95,8 +70,8 @@ pub struct Vocabulary {
 pub fn vocabulary(movies: &[Candidate], min_count: usize) -> Vocabulary {
     let mut all: BTreeMap<String, usize> = BTreeMap::new();
     for m in movies {
-        for g in m.genres.split('|').filter(|g| !g.is_empty()) {
-            *all.entry(g.to_string()).or_default() += 1;
+        for g in &m.movie.genres {
+            *all.entry(g.clone()).or_default() += 1;
         }
     }
     let (counts, excluded): (BTreeMap<_, _>, BTreeMap<_, _>) =
@@ -116,10 +91,14 @@ mod tests {
 
     fn movie(genres: &str) -> Candidate {
         Candidate {
-            id: 1,
-            title: String::new(),
-            year: Some(2001),
-            genres: genres.into(),
+            movie: Movie {
+                id: 1,
+                title: String::new(),
+                year: Some(2001),
+                score: None,
+                genres: genres.split('|').map(str::to_string).collect(),
+                poster: String::new(),
+            },
             file: None,
             download_error: None,
         }

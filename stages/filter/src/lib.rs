@@ -17,12 +17,11 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use pipeline_api::{
-    Kind, KindInfo, ParamError, ResultExt, RunSummary, StageContext, StageError, check_range,
-    item_key, write_json,
+    Kind, KindInfo, ParamError, RunSummary, StageContext, StageError, check_range, item_key,
+    write_json,
 };
-use polars::prelude::*;
 use rayon::prelude::*;
-use stage_shards::write_table;
+use stage_shards::movies::{KeptMovie, MOVIES_FILE, write_kept};
 
 use candidates::{Candidate, vocabulary};
 pub use candidates::{Vocabulary, check_decodes};
@@ -41,7 +40,8 @@ const INFO: KindInfo = KindInfo {
         // 2: posters whose RGB image would exceed the decoder limit are refused by their declared
         // size (a grey 10,000 x 10,000 poster used to pass).
         // 3: `left-out.json`, the shape the report reads (no serde_json in the key either).
-        3,
+        // 4: the kept table is ingest's movies table (genres a list) with `poster_file`.
+        4,
         "keep movies with a decodable poster, a recent year and a genre in the vocabulary",
         pipeline_api::locked_dependencies!(),
     )
@@ -80,7 +80,7 @@ impl Kind for Filter {
         let vocab = vocabulary(&decodable, params.min_genre_count);
         let kept = keep_in_vocabulary(decodable, &vocab, &mut summary);
         summary.kept = kept.len();
-        write_movies(&ctx.out_dir.join("movies.parquet"), &kept)?;
+        write_kept(&ctx.out_dir.join(MOVIES_FILE), &kept)?;
         write_json(&ctx.out_dir.join("vocab.json"), &vocab)?;
         write_json(&ctx.out_dir.join("summary.json"), &summary)?;
         summary.left_out().save(ctx.out_dir)?;
@@ -121,15 +121,15 @@ fn cheap_checks(
     let mut survivors = Vec::new();
     for c in candidates {
         if let Some(err) = &c.download_error {
-            summary.drop_movie(c.id, &c.title, format!("no poster: {err}"));
+            summary.drop_movie(c.movie.id, &c.movie.title, format!("no poster: {err}"));
         } else if let Some(min) = params.min_year
-            && c.year.is_none_or(|y| y < min)
+            && c.movie.year.is_none_or(|y| y < min)
         {
-            let reason = match c.year {
+            let reason = match c.movie.year {
                 None => "no year in title".to_string(),
                 Some(_) => format!("released before {min}"),
             };
-            summary.drop_movie(c.id, &c.title, reason);
+            summary.drop_movie(c.movie.id, &c.movie.title, reason);
         } else {
             survivors.push(c);
         }
@@ -176,67 +176,35 @@ fn decode_checks(
     for (c, verdict) in survivors.into_iter().zip(verdicts) {
         match verdict {
             Ok(()) => decodable.push(c),
-            Err(err) => summary.drop_movie(c.id, &c.title, format!("broken poster: {err}")),
+            Err(err) => {
+                summary.drop_movie(c.movie.id, &c.movie.title, format!("broken poster: {err}"))
+            }
         }
     }
     (decodable, decode_count.into_inner())
 }
 
-/// The movies with at least one genre of the vocabulary, each with those genres (`|`-joined);
-/// the others are dropped.
+/// The movies with at least one genre of the vocabulary, each with those genres only; the
+/// others are dropped.
 fn keep_in_vocabulary(
     decodable: Vec<Candidate>,
     vocab: &Vocabulary,
     summary: &mut FilterSummary,
-) -> Vec<(Candidate, String)> {
+) -> Vec<KeptMovie> {
     let mut kept = Vec::new();
-    for c in decodable {
-        let genres: Vec<&str> = c
-            .genres
-            .split('|')
-            .filter(|g| vocab.counts.contains_key(*g))
-            .collect();
-        if genres.is_empty() {
-            summary.drop_movie(c.id, &c.title, "no genre in vocabulary".to_string());
+    for Candidate {
+        mut movie, file, ..
+    } in decodable
+    {
+        movie.genres.retain(|g| vocab.counts.contains_key(g));
+        if movie.genres.is_empty() {
+            summary.drop_movie(movie.id, &movie.title, "no genre in vocabulary".to_string());
         } else {
-            let genres = genres.join("|");
-            kept.push((c, genres));
+            kept.push(KeptMovie {
+                movie,
+                poster_file: file.unwrap_or_default(),
+            });
         }
     }
     kept
-}
-
-/// `movies.parquet` of the kept movies.
-fn write_movies(path: &Path, kept: &[(Candidate, String)]) -> Result<(), StageError> {
-    let mut df = DataFrame::new(
-        kept.len(),
-        vec![
-            Column::new(
-                "imdbId".into(),
-                kept.iter().map(|(c, _)| c.id).collect::<Vec<_>>(),
-            ),
-            Column::new(
-                "title".into(),
-                kept.iter()
-                    .map(|(c, _)| c.title.as_str())
-                    .collect::<Vec<_>>(),
-            ),
-            Column::new(
-                "year".into(),
-                kept.iter().map(|(c, _)| c.year).collect::<Vec<_>>(),
-            ),
-            Column::new(
-                "genres".into(),
-                kept.iter().map(|(_, g)| g.as_str()).collect::<Vec<_>>(),
-            ),
-            Column::new(
-                "poster_file".into(),
-                kept.iter()
-                    .map(|(c, _)| c.file.clone().unwrap_or_default())
-                    .collect::<Vec<_>>(),
-            ),
-        ],
-    )
-    .during("building the filtered table")?;
-    write_table(path, &mut df)
 }

@@ -51,10 +51,13 @@ impl MergedSpellings {
 
 /// Rewrites every movie's genres to one spelling per case-insensitive name (the most frequent;
 /// ties to the first in byte order), each genre once; returns the merges made.
-pub fn merge_case_variants(movies: &mut [Vec<String>]) -> Vec<MergedSpellings> {
+pub fn merge_case_variants<'a>(
+    movies: impl IntoIterator<Item = &'a mut Vec<String>>,
+) -> Vec<MergedSpellings> {
+    let mut movies: Vec<&'a mut Vec<String>> = movies.into_iter().collect();
     let mut counts: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
     for genres in movies.iter() {
-        for genre in genres {
+        for genre in genres.iter() {
             *counts
                 .entry(genre.to_lowercase())
                 .or_default()
@@ -86,7 +89,7 @@ pub fn merge_case_variants(movies: &mut [Vec<String>]) -> Vec<MergedSpellings> {
                     unique.push(name);
                 }
             }
-            *genres = unique;
+            **genres = unique;
         }
     }
     merged

@@ -13,7 +13,7 @@ mod reader;
 mod summary;
 
 use pipeline_api::{Kind, KindInfo, RunSummary, StageContext, StageError, write_json};
-use stage_shards::write_table;
+use stage_shards::movies::{MOVIES_FILE, write_movies};
 
 pub use params::{Encoding, IngestParams};
 pub use reader::{REQUIRED_COLUMNS, decode, ingest, year_from_title};
@@ -30,7 +30,8 @@ const INFO: KindInfo = KindInfo {
         // 2: records of the wrong width are dropped (polars used to truncate them); line numbers.
         // 3: genre names cleaned of invisible characters, each once a movie, case variants merged.
         // 4: `left-out.json`, the shape the report reads (no serde_json in the key either).
-        4,
+        // 5: `genres` is a list of strings, no longer `|`-joined.
+        5,
         "read the movie CSV into movies.parquet, counting unusable rows by reason",
         pipeline_api::locked_dependencies!(),
     )
@@ -44,8 +45,8 @@ impl Kind for Ingest {
     fn run(&self, ctx: &StageContext<'_>, params: IngestParams) -> Result<RunSummary, StageError> {
         let csv = ctx.file("csv")?;
         ctx.progress.message("reading CSV");
-        let (mut movies, summary) = ingest(csv, params.encoding)?;
-        write_table(&ctx.out_dir.join("movies.parquet"), &mut movies)?;
+        let (movies, summary) = ingest(csv, params.encoding)?;
+        write_movies(&ctx.out_dir.join(MOVIES_FILE), &movies)?;
         write_json(&ctx.out_dir.join("summary.json"), &summary)?;
         summary.left_out().save(ctx.out_dir)?;
         let dropped: Vec<String> = summary

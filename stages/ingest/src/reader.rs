@@ -4,8 +4,8 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
-use pipeline_api::{ResultExt, StageError, read_file};
-use polars::prelude::*;
+use pipeline_api::{StageError, read_file};
+use stage_shards::movies::Movie;
 
 use crate::genres;
 use crate::params::Encoding;
@@ -54,7 +54,7 @@ pub fn year_from_title(title: &str) -> Option<i32> {
 /// so every dropped row can be named by its line in the file. A record with the wrong number of
 /// fields (an unquoted comma in a title, a cut line) is dropped as a whole: truncating it would
 /// shift a title into the score, genre and poster columns.
-pub fn ingest(path: &Path, encoding: Encoding) -> Result<(DataFrame, IngestSummary), StageError> {
+pub fn ingest(path: &Path, encoding: Encoding) -> Result<(Vec<Movie>, IngestSummary), StageError> {
     let (text, used) = decode(read_file(path)?, encoding)
         .map_err(|e| StageError::invalid(format!("`{}`: {e}", path.display())))?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
@@ -92,8 +92,7 @@ pub fn ingest(path: &Path, encoding: Encoding) -> Result<(DataFrame, IngestSumma
         merged_spellings: Vec::new(),
     };
     let mut seen = HashSet::new();
-    let (mut out_id, mut out_title, mut out_year, mut out_score, mut out_genres, mut out_poster) =
-        (vec![], vec![], vec![], vec![], vec![], vec![]);
+    let mut movies: Vec<Movie> = Vec::new();
     let record_drop =
         |summary: &mut IngestSummary, row: usize, line: u64, id: &str, reason: String| {
             *summary
@@ -172,30 +171,19 @@ pub fn ingest(path: &Path, encoding: Encoding) -> Result<(DataFrame, IngestSumma
         let score = field("IMDB Score").and_then(|s| s.parse::<f64>().ok());
         summary.without_year += usize::from(year.is_none());
         summary.without_score += usize::from(score.is_none());
-        out_id.push(id);
-        out_title.push(title);
-        out_year.push(year);
-        out_score.push(score);
-        out_genres.push(genre_list);
-        out_poster.push(field("Poster").unwrap_or_default().to_string());
+        movies.push(Movie {
+            id,
+            title,
+            year,
+            score,
+            genres: genre_list,
+            poster: field("Poster").unwrap_or_default().to_string(),
+        });
     }
-    summary.rows_kept = out_id.len();
-    summary.merged_spellings = genres::merge_case_variants(&mut out_genres);
-    let out_genres: Vec<String> = out_genres.iter().map(|g| g.join("|")).collect();
-    let height = out_id.len();
-    let df = DataFrame::new(
-        height,
-        vec![
-            Column::new("imdbId".into(), out_id),
-            Column::new("title".into(), out_title),
-            Column::new("year".into(), out_year),
-            Column::new("score".into(), out_score),
-            Column::new("genres".into(), out_genres),
-            Column::new("poster".into(), out_poster),
-        ],
-    )
-    .during("building the movies table")?;
-    Ok((df, summary))
+    summary.rows_kept = movies.len();
+    summary.merged_spellings =
+        genres::merge_case_variants(movies.iter_mut().map(|m| &mut m.genres));
+    Ok((movies, summary))
 }
 
 /// Offsets of every `\n`.
@@ -258,16 +246,15 @@ mod tests {
               5,l,Caf\xe9 (2003),,Comedy,p5.jpg\n",
         )
         .unwrap();
-        let (df, summary) = ingest(&path, Encoding::Auto).unwrap();
+        let (movies, summary) = ingest(&path, Encoding::Auto).unwrap();
         assert_eq!(summary.rows_read, 6);
         assert_eq!(summary.rows_kept, 2);
         assert_eq!(summary.dropped["duplicate imdbId"], 1);
         assert_eq!(summary.dropped["bad imdbId"], 1);
         assert_eq!(summary.dropped["no genre"], 1);
         assert_eq!(summary.dropped["no poster"], 1);
-        let titles = df.column("title").unwrap().str().unwrap().clone();
-        assert_eq!(titles.get(0), Some("Crouching Tiger, Hidden Dragon (2000)"));
-        assert_eq!(titles.get(1), Some("Café (2003)"));
+        assert_eq!(movies[0].title, "Crouching Tiger, Hidden Dragon (2000)");
+        assert_eq!(movies[1].title, "Café (2003)");
         assert_eq!(summary.without_score, 1);
     }
 
@@ -285,18 +272,16 @@ mod tests {
              5,l,E (2000),5,\u{200B},p5.jpg\n",
         )
         .unwrap();
-        let (df, summary) = ingest(&path, Encoding::Auto).unwrap();
-        let genres: Vec<String> = df
-            .column("genres")
-            .unwrap()
-            .str()
-            .unwrap()
-            .iter()
-            .map(|g| g.unwrap().to_string())
-            .collect();
+        let (movies, summary) = ingest(&path, Encoding::Auto).unwrap();
+        let genres: Vec<&[String]> = movies.iter().map(|m| m.genres.as_slice()).collect();
         assert_eq!(
             genres,
-            ["Western", "Drama|Sci-Fi", "Sci-Fi|Drama", "Sci-Fi"]
+            [
+                &["Western"][..],
+                &["Drama", "Sci-Fi"],
+                &["Sci-Fi", "Drama"],
+                &["Sci-Fi"]
+            ]
         );
         assert_eq!(summary.dropped["no genre"], 1, "an invisible genre is none");
         assert_eq!(summary.merged_spellings.len(), 1);
@@ -310,7 +295,7 @@ mod tests {
     fn every_quirk_of_the_real_csv_has_its_outcome() {
         let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../tests/fixtures/movie-genre-quirks.csv");
-        let (df, summary) = ingest(&fixture, Encoding::Auto).unwrap();
+        let (movies, summary) = ingest(&fixture, Encoding::Auto).unwrap();
         assert_eq!(summary.encoding, "latin-1");
         assert_eq!(summary.rows_read, 15, "the blank line is not a record");
         assert_eq!(summary.rows_kept, 9);
@@ -345,9 +330,7 @@ mod tests {
                 (15, "tt12", "bad imdbId"),
             ]
         );
-        let column = |name: &str| df.column(name).unwrap().clone();
-        let titles = column("title");
-        let titles: Vec<&str> = titles.str().unwrap().iter().map(Option::unwrap).collect();
+        let titles: Vec<&str> = movies.iter().map(|m| m.title.as_str()).collect();
         assert_eq!(titles[1], "Amélie (2001)");
         assert!(titles.contains(&"Crouching Tiger, Hidden Dragon (2000)"));
         assert!(titles.contains(&"The \"Quoted\" One (2004)"));
@@ -355,11 +338,11 @@ mod tests {
         assert!(titles.contains(&"Café Society (2016)"));
         assert_eq!(summary.without_year, 1);
         assert_eq!(summary.without_score, 1);
-        let genres = column("genres");
-        let genres: Vec<&str> = genres.str().unwrap().iter().map(Option::unwrap).collect();
-        assert!(genres.contains(&"Sci-Fi|Drama"), "{genres:?}");
-        let ids = column("imdbId");
-        let ids: Vec<i64> = ids.i64().unwrap().into_no_null_iter().collect();
+        assert!(
+            movies.iter().any(|m| m.genres == ["Sci-Fi", "Drama"]),
+            "{movies:?}"
+        );
+        let ids: Vec<i64> = movies.iter().map(|m| m.id).collect();
         assert_eq!(ids, [114709, 211915, 5, 6, 7, 8, 9, 13, 14]);
     }
 }

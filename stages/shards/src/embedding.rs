@@ -149,7 +149,7 @@ pub fn write_embedding_shard(
         )));
     }
     let columns = vec![
-        Column::new("imdbId".into(), shard.ids.clone()),
+        Column::new(crate::column::ID.into(), shard.ids.clone()),
         Column::new("poster".into(), shard.posters.clone()),
         fixed_list::<Float32Type>(
             "embedding",

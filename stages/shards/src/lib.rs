@@ -14,19 +14,22 @@
 //! a list of u8 would be stored as 4-byte ints. Embedding shards (`embedding`) hold feature vectors
 //! instead of pixels.
 //!
-//! What lives where: this file holds tables, image shards and their `meta.json` (with the
-//! `Preparation` a model's input was made with); `earlier` reuse of an earlier output's rows by poster, `embedding` the embedding shards, `poster`
-//! decoding and sniffing, `predictions` evaluate's `predictions.parquet`, and `left_out` the
+//! What lives where: this file holds Parquet reading and writing, image shards and their
+//! `meta.json`; `movies` the typed tables the stages hand each other (movies, kept movies,
+//! downloads) and every column name; `earlier` reuse of an earlier output's rows by poster,
+//! `embedding` the embedding shards, `poster` decoding and sniffing, `predictions` evaluate's `predictions.parquet`, and `left_out` the
 //! `left-out.json` every data stage writes for the report, `preparation` how a poster is made
 //! into a model's input (`Mode`, `Preparation`).
 
 pub mod earlier;
 pub mod embedding;
 pub mod left_out;
+pub mod movies;
 pub mod poster;
 pub mod predictions;
 mod preparation;
 
+pub use movies::column;
 pub use preparation::{BackboneUse, Mode, Preparation};
 
 use std::fs::File;
@@ -253,7 +256,7 @@ pub fn write_shard(
     // The image column borrows `shard.images` instead of copying 150 MB per shard; everything
     // built on the borrowed buffer is dropped before `with_slice` returns.
     Buffer::with_slice(&shard.images, |images| {
-        let ids = Column::new("imdbId".into(), shard.ids.clone());
+        let ids = Column::new(column::ID.into(), shard.ids.clone());
         let posters = Column::new("poster".into(), shard.posters.clone());
         let images = image_column(images, pixels, n)
             .during(format!("building shard `{}`", path.display()))?;
@@ -374,7 +377,7 @@ pub fn read_shard(path: &Path, pixels: usize, genres: usize) -> Result<Shard, St
 
 /// Reads a shard's ids, posters and labels, leaving its images unread (`images` stays empty).
 pub fn read_shard_labels(path: &Path, genres: usize) -> Result<Shard, StageError> {
-    let df = read_columns(path, &["imdbId", "poster", "labels"])?;
+    let df = read_columns(path, &[column::ID, "poster", "labels"])?;
     let (ids, posters) = ids_and_posters(&df, path)?;
     let labels = labels_column(&df, ids.len(), genres, path)?;
     Ok(Shard {
@@ -387,7 +390,7 @@ pub fn read_shard_labels(path: &Path, genres: usize) -> Result<Shard, StageError
 
 /// The `imdbId` and `poster` columns of a shard (images or embeddings).
 pub fn ids_and_posters(df: &DataFrame, path: &Path) -> Result<(Vec<i64>, Vec<String>), StageError> {
-    let ids = i64_column(df, "imdbId", path)?
+    let ids = i64_column(df, column::ID, path)?
         .iter()
         .map(|id| id.unwrap_or_default())
         .collect();

@@ -41,7 +41,7 @@ impl Predictions {
             )));
         }
         let columns = vec![
-            Column::new("imdbId".into(), self.ids.clone()),
+            Column::new(crate::column::ID.into(), self.ids.clone()),
             fixed_list::<UInt8Type>("labels", self.labels.clone(), genres, n, &DataType::UInt8),
             fixed_list::<Float32Type>("probs", self.probs.clone(), genres, n, &DataType::Float32),
         ];
@@ -53,13 +53,7 @@ impl Predictions {
     pub fn read(path: &Path, genres: usize) -> Result<Self, StageError> {
         let df = read_table(path)?;
         let rows = df.height();
-        let ids = df
-            .column("imdbId")
-            .and_then(|c| c.i64())
-            .during(format!("column `imdbId` of `{}`", path.display()))?
-            .iter()
-            .map(|v| v.unwrap_or_default())
-            .collect();
+        let ids = crate::movies::ids(&df, path)?;
         Ok(Self {
             ids,
             labels: list_values::<UInt8Type>(&df, "labels", rows, genres, path)?,
