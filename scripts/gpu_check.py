@@ -234,16 +234,30 @@ def environment(check):
         raise RuntimeError(f"the binary misses libraries: {missing}")
 
 
-def epoch_timings(root, stage):
-    """Each epoch's clock readings of `stage`'s last training, every ensemble member's in turn:
-    the cache entry's manifest keeps them (`measures.fits`), not `history.json`, which holds
-    only what the output is a pure function of."""
+def fit_timings(root, stage):
+    """Each fit's (ensemble member's) epochs with their clock readings, of `stage`'s last
+    training: the cache entry's manifest keeps them (`measures.fits`), not `history.json`, which
+    holds only what the output is a pure function of."""
     manifest = json.loads((output_of(root, stage).parent / "manifest.json").read_text())
-    return [e for fit in manifest.get("measures", {}).get("fits", []) for e in fit["epochs"]]
+    return [fit["epochs"] for fit in manifest.get("measures", {}).get("fits", [])]
+
+
+def epoch_timings(root, stage):
+    """Every epoch of every fit of `stage`'s last training, in turn."""
+    return [e for epochs in fit_timings(root, stage) for e in epochs]
 
 
 def per_epoch(epochs):
     return ", ".join("%.2f" % e["train_seconds"] for e in epochs)
+
+
+def per_fit(fits):
+    """`3 fits of 27, 31, 25 epochs; seconds per epoch: fit 1: ..., fit 2: ...`."""
+    if len(fits) == 1:
+        return f"train seconds per epoch {per_epoch(fits[0])}"
+    sizes = ", ".join(str(len(f)) for f in fits)
+    each = "; ".join(f"fit {i + 1}: {per_epoch(f)}" for i, f in enumerate(fits))
+    return f"{len(fits)} fits (an ensemble) of {sizes} epochs; train seconds per epoch: {each}"
 
 
 def stage_times(record):
@@ -272,11 +286,10 @@ def default_pipeline(check):
         lines.append(f"| {name} ({action}) | {secs:.2f} | {'-' if flex is None else f'{flex:.2f}'} | {speedup} |")
     for stage in ("train", "cnn"):
         history = json.loads((output_of(check.default, stage) / "history.json").read_text())
-        epochs = epoch_timings(check.default, stage)
+        fits = fit_timings(check.default, stage)
         lines.append("")
-        lines.append(f"`{stage}` trained on `{history['device']}`: {len(history['epochs'])} epochs, "
-                     f"train seconds per epoch {per_epoch(epochs)}; "
-                     f"{history['train_rows']} rows")
+        lines.append(f"`{stage}` trained on `{history['device']}`: {len(history['epochs'])} epochs "
+                     f"in its history, {per_fit(fits)}; {history['train_rows']} rows")
     lines += ["", headline_table(check.default / "reports/metrics.json")]
     check.sections.append(("Default pipeline", "\n".join(lines)))
 
