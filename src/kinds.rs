@@ -51,6 +51,11 @@ mod tests {
         assert_eq!(kinds_keyed_on("ureq"), ["download"]);
         assert_eq!(kinds_keyed_on("url"), ["download"]);
         assert_eq!(kinds_keyed_on("csv"), ["ingest"]);
+        // Train's checkpoint format is its own (`own-use`): evaluate loads the model, never a
+        // checkpoint.
+        assert_eq!(kinds_keyed_on("rmp-serde"), ["train"]);
+        // What the model is made of reaches every kind that loads one.
+        assert_eq!(kinds_keyed_on("burn"), ["embed", "train", "evaluate"]);
         // The report's own crates are evaluate's alone.
         assert_eq!(kinds_keyed_on("maud"), ["evaluate"]);
         // What every kind reads and writes with is in every key.

@@ -10,6 +10,10 @@
 //! and so are optional ones: the only one is libtorch's `tch`, a build option like the device,
 //! which must not split the cache between the CPU and the libtorch builds of one project.
 //!
+//! A crate that is both a kind and a library of another kind (train, whose model `evaluate`
+//! loads) may name, under `[package.metadata.pipeline] own-use`, dependencies that only its own
+//! stage calls (train's checkpoint format): they key that kind and no kind that uses the crate.
+//!
 //! A stage crate's `build.rs` is `fn main() { pipeline_build::emit_locked_dependencies(); }`.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -40,6 +44,29 @@ struct Manifest {
     dependencies: BTreeMap<String, toml::Value>,
     #[serde(default)]
     workspace: Option<Workspace>,
+    #[serde(default)]
+    package: Option<Package>,
+}
+
+#[derive(Deserialize, Default)]
+struct Package {
+    #[serde(default)]
+    metadata: Option<Metadata>,
+}
+
+#[derive(Deserialize, Default)]
+struct Metadata {
+    #[serde(default)]
+    pipeline: Option<PipelineMetadata>,
+}
+
+/// `[package.metadata.pipeline]`.
+#[derive(Deserialize, Default)]
+struct PipelineMetadata {
+    /// Dependencies only the crate's own stage calls; a kind that uses the crate as a library is
+    /// not keyed on them.
+    #[serde(default, rename = "own-use")]
+    own_use: Vec<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -65,16 +92,22 @@ fn parse<T: for<'de> Deserialize<'de>>(path: &Path) -> T {
 }
 
 /// The normal dependencies of the crate in `dir`, resolving `x.workspace = true` against the
-/// workspace root's table.
+/// workspace root's table; for a crate used as a library (`as_library`), without its `own-use`.
 fn dependencies(
     dir: &Path,
     root: &Path,
     workspace: &BTreeMap<String, toml::Value>,
+    as_library: bool,
 ) -> Vec<Dependency> {
     let manifest: Manifest = parse(&dir.join("Cargo.toml"));
+    let own_use: Vec<String> = match manifest.package.and_then(|p| p.metadata?.pipeline) {
+        Some(pipeline) if as_library => pipeline.own_use,
+        _ => Vec::new(),
+    };
     manifest
         .dependencies
         .iter()
+        .filter(|(name, _)| !own_use.contains(name))
         .filter(|(_, spec)| spec.get("optional").and_then(toml::Value::as_bool) != Some(true))
         .map(|(name, spec)| {
             let inherited = spec.get("workspace").and_then(toml::Value::as_bool) == Some(true);
@@ -135,7 +168,8 @@ pub fn locked_dependencies(dir: &Path) -> Vec<(String, String)> {
         let Some(locked) = members.get(name.as_str()) else {
             continue;
         };
-        for dependency in dependencies(&crate_dir, &root, &workspace) {
+        let as_library = crate_dir.as_path() != dir;
+        for dependency in dependencies(&crate_dir, &root, &workspace, as_library) {
             if let Some(path) = dependency.path {
                 todo.push((dependency.package, path));
                 continue;

@@ -71,7 +71,7 @@ impl FilterSummary {
     /// Counts a dropped movie by its reason's class (the text before any `:`) and lists it: every
     /// broken poster, and the first [`EXAMPLES_PER_REASON`] of each other reason.
     pub fn drop_movie(&mut self, id: i64, title: &str, reason: String) {
-        let class = reason.split(':').next().unwrap_or(&reason).to_string();
+        let class = pipeline_api::reason_class(&reason);
         *self.dropped.entry(class.clone()).or_default() += 1;
         let record = DroppedMovie {
             id,
