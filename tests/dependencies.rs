@@ -2,20 +2,9 @@
 //! `[dependencies]` must be named in that member's sources (as `cargo machete` checks, by
 //! reading the code, not by compiling it). An unused crate costs build time on every cold build.
 
-use std::path::{Path, PathBuf};
+mod workspace;
 
-const REPO: &str = env!("CARGO_MANIFEST_DIR");
-
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            rust_files(&path, out);
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            out.push(path);
-        }
-    }
-}
+use workspace::{REPO, members, rust_files};
 
 /// The names under `[dependencies]` of a manifest (not dev- or build-dependencies, nor those
 /// marked `# features only`).
@@ -42,36 +31,16 @@ fn dependencies(manifest: &str) -> Vec<String> {
     names
 }
 
-fn members() -> Vec<PathBuf> {
-    let mut members = vec![PathBuf::from(REPO)];
-    for group in ["engine", "stages", "tools"] {
-        let dir = Path::new(REPO).join(group);
-        if dir.join("Cargo.toml").is_file() {
-            members.push(dir);
-            continue;
-        }
-        let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
-            .unwrap()
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.join("Cargo.toml").is_file())
-            .collect();
-        found.sort();
-        members.extend(found);
-    }
-    members
-}
-
 #[test]
 fn every_dependency_is_named_in_the_code_of_the_crate_that_declares_it() {
     let mut unused = Vec::new();
     let mut checked = 0;
     for member in members() {
         let manifest = std::fs::read_to_string(member.join("Cargo.toml")).unwrap();
-        let mut files = Vec::new();
-        for dir in ["src", "examples", "benches"] {
-            rust_files(&member.join(dir), &mut files);
-        }
+        let files: Vec<_> = ["src", "examples", "benches"]
+            .iter()
+            .flat_map(|dir| rust_files(&member.join(dir)))
+            .collect();
         let code: String = files
             .iter()
             .map(|f| std::fs::read_to_string(f).unwrap())

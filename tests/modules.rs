@@ -3,30 +3,15 @@
 //! fails naming each circle with the lines that close it. Two modules that import each other
 //! are one job split in two, or two jobs tangled; either way neither can be read alone.
 //!
-//! It reads the code, as `tests/dependencies.rs` does: no compiling, no syntax tree. `#[cfg(test)]
+//! It reads the code, as `tests/dependencies.rs` does (the members and files from `workspace/`): no compiling, no syntax tree. `#[cfg(test)]
 //! mod tests` blocks at the end of a file are left out (a test module reads its parent freely).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-const REPO: &str = env!("CARGO_MANIFEST_DIR");
+mod workspace;
 
-/// Each crate's source folder: the root package's and every workspace member's.
-fn crate_sources() -> Vec<PathBuf> {
-    let mut found = vec![Path::new(REPO).join("src")];
-    for group in ["engine", "stages", "tools"] {
-        let dir = Path::new(REPO).join(group);
-        if dir.join("src").is_dir() {
-            found.push(dir.join("src"));
-        }
-        for member in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            if member.path().join("src").is_dir() {
-                found.push(member.path().join("src"));
-            }
-        }
-    }
-    found
-}
+use workspace::{REPO, members, rust_files};
 
 /// The module path of a file below `src` (`""` for the crate root, `report::charts`).
 fn module_of(src: &Path, file: &Path) -> String {
@@ -41,17 +26,6 @@ fn module_of(src: &Path, file: &Path) -> String {
         all => all,
     };
     parts.join("::")
-}
-
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            rust_files(&path, out);
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            out.push(path);
-        }
-    }
 }
 
 /// The code of a file without comments and without a trailing `#[cfg(test)] mod tests` block.
@@ -278,10 +252,13 @@ fn circles(graph: &BTreeMap<String, BTreeMap<String, (usize, String)>>) -> Vec<V
 fn no_crate_has_an_import_circle_between_its_modules() {
     let mut problems = Vec::new();
     let mut crates = 0;
-    for src in crate_sources() {
+    for src in members()
+        .iter()
+        .map(|m| m.join("src"))
+        .filter(|s| s.is_dir())
+    {
         crates += 1;
-        let mut files = Vec::new();
-        rust_files(&src, &mut files);
+        let files = rust_files(&src);
         let modules: BTreeSet<String> = files.iter().map(|f| module_of(&src, f)).collect();
         let texts: BTreeMap<String, String> = files
             .iter()
