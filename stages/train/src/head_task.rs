@@ -1,10 +1,8 @@
 //! Heads (`linear`, `mlp`) on the embeddings of an `embed` output: the task the loop trains, and
 //! an ensemble's members merged into one head.
 
-use std::path::Path;
-
 use burn::prelude::*;
-use pipeline_api::{ResultExt, StageContext, StageError, create_dir};
+use pipeline_api::{ResultExt, StageError, create_dir};
 use stage_shards::embedding::{EmbeddingShard, load_embeddings};
 
 use crate::fit;
@@ -13,17 +11,20 @@ use crate::noise;
 use crate::outcome::{Trained, announce, empty_training_split, fit_and_save};
 use crate::params::TrainParams;
 use crate::spec::{EmbeddingInput, HeadArchitecture, ModelSpec, Standardize};
-use crate::task::{Labels, Task};
+use crate::task::{Labels, Task, TrainingRun};
 
 /// Trains a head on the embeddings of an `embed` output.
 pub fn train_head(
     architecture: HeadArchitecture,
-    ctx: &StageContext<'_>,
-    params: &TrainParams,
-    data: &Path,
-    device: &Device,
-    device_name: &str,
+    run: &TrainingRun<'_>,
 ) -> Result<Trained, StageError> {
+    let TrainingRun {
+        ctx,
+        params,
+        data,
+        device,
+        device_name,
+    } = *run;
     let (meta, mut train) = load_embeddings(&data.join("train")).map_err(|e| {
         StageError::invalid(format!(
             "architecture `{}` reads embeddings: {e}",

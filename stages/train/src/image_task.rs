@@ -1,10 +1,8 @@
 //! Image networks (`small-cnn`, `keras-baseline`, `efficientnet-lite0`) on the shards of a
 //! `split` output, streamed: the task the loop trains.
 
-use std::path::Path;
-
 use burn::prelude::*;
-use pipeline_api::{ResultExt, StageContext, StageError};
+use pipeline_api::{ResultExt, StageError};
 use stage_backbone::BLOCKS;
 
 use crate::augment::{self, Augment};
@@ -12,19 +10,21 @@ use crate::batches::{Batch, BatchStream, ImageSplit, Pass};
 use crate::model::{self, Lite0Classifier, PosterNet};
 use crate::noise;
 use crate::outcome::{Trained, announce, empty_training_split, fit_and_save};
-use crate::params::TrainParams;
 use crate::spec::{ImageArchitecture, ModelSpec};
-use crate::task::{Labels, Task};
+use crate::task::{Labels, Task, TrainingRun};
 
 /// Trains an image network on the shards of a `split` output, streaming them.
 pub fn train_images(
     architecture: ImageArchitecture,
-    ctx: &StageContext<'_>,
-    params: &TrainParams,
-    data: &Path,
-    device: &Device,
-    device_name: &str,
+    run: &TrainingRun<'_>,
 ) -> Result<Trained, StageError> {
+    let TrainingRun {
+        ctx,
+        params,
+        data,
+        device,
+        device_name,
+    } = *run;
     let train = ImageSplit::open(data, "train")?;
     let val = ImageSplit::open(data, "val")?;
     if train.rows() == 0 {

@@ -55,6 +55,7 @@ pub use stage_backbone::{choose_device, select_device, supported_devices};
 pub use trained::{Scored, TrainedModel, split_labels};
 
 use outcome::Trained;
+use task::TrainingRun;
 
 /// The train stage kind.
 pub struct Train;
@@ -89,17 +90,20 @@ impl Kind for Train {
         let data = ctx.input("data")?;
         let (device, device_name) =
             select_device().map_err(|e| StageError::invalid(e.to_string()))?;
+        let run = TrainingRun {
+            ctx,
+            params: &params,
+            data,
+            device: &device,
+            device_name: &device_name,
+        };
         let Trained {
             spec,
             history,
             timings,
         } = match params.architecture.family() {
-            Family::Head(head) => {
-                head_task::train_head(head, ctx, &params, data, &device, &device_name)?
-            }
-            Family::Images(network) => {
-                image_task::train_images(network, ctx, &params, data, &device, &device_name)?
-            }
+            Family::Head(head) => head_task::train_head(head, &run)?,
+            Family::Images(network) => image_task::train_images(network, &run)?,
         };
         write_json(&ctx.out_dir.join("model.json"), &spec)?;
         write_json(&ctx.out_dir.join("history.json"), &history)?;

@@ -1,11 +1,25 @@
-//! What the training loop needs of an architecture family and its data ([`Task`]), and the
-//! labels it scores against ([`Labels`]).
+//! What the training loop needs of an architecture family and its data ([`Task`]), the labels
+//! it scores against ([`Labels`]), and what every training of a run shares ([`TrainingRun`]).
+
+use std::path::Path;
 
 use burn::module::Module;
 use burn::prelude::*;
-use pipeline_api::StageError;
+use pipeline_api::{StageContext, StageError};
 
+use crate::TrainParams;
 use crate::noise::Draws;
+
+/// What the head and the image trainings of one `train` run both take.
+pub struct TrainingRun<'a> {
+    pub ctx: &'a StageContext<'a>,
+    pub params: &'a TrainParams,
+    /// The split's output: `train/`, `val/`, `test/`.
+    pub data: &'a Path,
+    pub device: &'a Device,
+    /// As `history.json` names it.
+    pub device_name: &'a str,
+}
 
 /// What the loop needs of an architecture and its data.
 pub trait Task {
