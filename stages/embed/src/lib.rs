@@ -8,18 +8,22 @@
 //! of embeddings. Embeddings already computed by an earlier run with the same weights, input size
 //! and code are copied from its shards instead (see `reuse`), so a new movie costs one forward pass.
 //!
-//! What lives where: this file runs the stage; `params` holds its params, `work` embeds shard
-//! after shard, `reuse` finds earlier outputs' vectors by poster.
+//! What lives where: this file runs the stage in named steps (the checkpoints, the reuse stamp and
+//! the preparation it records, the backbones, one split); `params` holds its params, `work`
+//! embeds shard after shard, `reuse` finds earlier outputs' vectors by poster.
 
 mod params;
 mod reuse;
 mod work;
 
+use std::path::Path;
+
+use burn::prelude::Device;
 use pipeline_api::{
     Kind, KindInfo, ParamError, ResultExt, RunSummary, StageContext, StageError, check_range,
     create_dir, file_digest, write_json,
 };
-use stage_backbone::{FrozenBackbones, FrozenLite, select_device};
+use stage_backbone::{FrozenBackbones, FrozenLite, Variant, select_device};
 use stage_shards::embedding::write_embedding_shard;
 use stage_shards::embedding::{EMBEDDING_LAYOUT, EmbeddingMeta};
 use stage_shards::{BackboneUse, Preparation, ShardFile, ShardMeta, read_shard_labels};
@@ -72,99 +76,28 @@ impl Kind for Embed {
     }
     fn run(&self, ctx: &StageContext<'_>, params: EmbedParams) -> Result<RunSummary, StageError> {
         let data = ctx.input("data")?;
-        let posters = ctx.input("posters")?;
-        let weights = ctx.file("weights")?;
-        let second = match (params.second_backbone, ctx.files.get("second_weights")) {
-            (Some(variant), Some(path)) => Some((variant, path.as_path())),
-            (None, None) => None,
-            (Some(variant), None) => {
-                return Err(StageError::invalid(format!(
-                    "`second_backbone: {}` needs its checkpoint: add `second_weights: models/{0}/...` to the stage's `files:`",
-                    variant.name()
-                )));
-            }
-            (None, Some(_)) => {
-                return Err(StageError::invalid(
-                    "`files: {second_weights: ...}` is given without `second_backbone:`; name its network (efficientnet-lite0 or efficientnet-lite2) or remove the file",
-                ));
-            }
-        };
-        let stamp = ReuseStamp {
-            version: EMBEDDING_VERSION,
-            backbone: params.backbone.name().into(),
-            weights: file_digest(weights)?,
-            width: params.width,
-            height: params.height,
-            mode: params.mode,
-            flip: params.flip,
-            second_backbone: second.map(|(variant, _)| variant.name().into()),
-            second_weights: second.map(|(_, path)| file_digest(path)).transpose()?,
-        };
-        let preparation = Preparation {
-            width: params.width as usize,
-            height: params.height as usize,
-            mode: params.mode,
-            backbones: std::iter::once((stamp.backbone.clone(), stamp.weights.clone()))
-                .chain(
-                    stamp
-                        .second_backbone
-                        .clone()
-                        .zip(stamp.second_weights.clone()),
-                )
-                .map(|(name, weights_blake3)| BackboneUse {
-                    name,
-                    weights_blake3,
-                })
-                .collect(),
-            flip: params.flip,
-        };
-        let backbone_name = match second {
-            Some((variant, _)) => format!("{}+{}", params.backbone.name(), variant.name()),
-            None => params.backbone.name().to_string(),
-        };
+        let checkpoints = checkpoints(ctx, &params)?;
+        let stamp = reuse_stamp(&params, &checkpoints)?;
+        let preparation = preparation(&params, &stamp);
         let mut earlier = EarlierEmbeddings::open(ctx.earlier_outputs, &stamp, &SPLITS);
         write_json(&ctx.out_dir.join(STAMP_FILE), &stamp)?;
 
         let (device, device_name) =
             select_device().map_err(|e| StageError::invalid(e.to_string()))?;
         ctx.progress.message("loading the backbone");
-        let mut nets = Vec::new();
-        for (path, variant) in
-            std::iter::once((weights, params.backbone)).chain(second.map(|(v, p)| (p, v)))
-        {
-            let net = stage_backbone::load(path, variant, &device)
-                .map_err(|e| StageError::invalid(e.to_string()))?;
-            // Batch norms folded into the convs: the same features, four fewer passes per conv.
-            nets.push(FrozenLite::new(&net));
-        }
-        let net = FrozenBackbones::new(nets, params.flip);
-        let dim = net.dim();
-        // On the CPU, one forward pass per thread beats splitting each pass over the threads
-        // (the network's layers are small: 21.4 images/s on 1 thread, 29.7 on 2 sharing each pass,
-        // at 224x224); and a pass on one thread gives the same bits whatever `--threads` is. A GPU
-        // takes the batches one at a time.
-        let workers = if device_name.starts_with("flex") {
-            ctx.threads.max(1)
-        } else {
-            1
-        };
-        let pools = (0..workers)
-            .map(|_| rayon::ThreadPoolBuilder::new().num_threads(1).build())
-            .collect::<Result<Vec<_>, _>>()
-            .during("starting embed threads")?;
-
+        let net = load_backbones(&checkpoints, params.flip, &device)?;
+        let pools = worker_pools(&device_name, ctx.threads)?;
         let metas: Vec<ShardMeta> = SPLITS
             .iter()
             .map(|split| ShardMeta::load(&data.join(split)))
             .collect::<Result<_, _>>()?;
-        let genres = metas[0].genres.clone();
         let mut work = Work {
             ctx,
             net: &net,
             device: &device,
             pools: &pools,
             params: &params,
-            posters,
+            posters: ctx.input("posters")?,
             computed: 0,
             reused: 0,
             compute_seconds: 0.0,
@@ -174,32 +107,25 @@ impl Kind for Embed {
             "embed",
             metas.iter().map(ShardMeta::rows).sum::<usize>() as u64,
         );
+        let described = EmbeddingMeta {
+            layout: EMBEDDING_LAYOUT.into(),
+            dim: net.dim(),
+            backbone: checkpoints
+                .iter()
+                .map(|(variant, _)| variant.name())
+                .collect::<Vec<_>>()
+                .join("+"),
+            input_width: params.width as usize,
+            input_height: params.height as usize,
+            genres: metas[0].genres.clone(),
+            shards: Vec::new(),
+            preparation: Some(preparation),
+        };
         let mut counts = Vec::new();
         for (split, meta) in SPLITS.iter().zip(&metas) {
             let (in_dir, out_dir) = (data.join(split), ctx.out_dir.join(split));
-            create_dir(&out_dir)?;
-            let mut shards = Vec::new();
-            for shard in &meta.shards {
-                let rows = read_shard_labels(&in_dir.join(&shard.file), genres.len())?;
-                let embedded = work.embed(rows, &mut earlier, genres.len())?;
-                write_embedding_shard(&out_dir.join(&shard.file), &embedded, dim, genres.len())?;
-                shards.push(ShardFile {
-                    file: shard.file.clone(),
-                    rows: embedded.len(),
-                });
-            }
-            let out_meta = EmbeddingMeta {
-                layout: EMBEDDING_LAYOUT.into(),
-                dim,
-                backbone: backbone_name.clone(),
-                input_width: params.width as usize,
-                input_height: params.height as usize,
-                genres: genres.clone(),
-                shards,
-                preparation: Some(preparation.clone()),
-            };
-            counts.push(out_meta.rows());
-            out_meta.save(&out_dir)?;
+            let made = embed_split(&mut work, &mut earlier, &in_dir, &out_dir, meta, &described)?;
+            counts.push(made.rows());
         }
         write_json(&ctx.out_dir.join("skipped.json"), &work.skipped)?;
         write_json(
@@ -209,41 +135,180 @@ impl Kind for Embed {
                 "skipped": work.skipped.len(),
             }),
         )?;
-        let rate = if work.compute_seconds > 0.0 {
-            format!(
-                " at {:.1} images/s on {device_name}",
-                work.computed as f64 / work.compute_seconds
-            )
-        } else {
-            String::new()
-        };
-        Ok(RunSummary::new([
-            format!(
-                "{} posters -> {dim}-value {}{} embeddings at {}x{} ({:?}): train {}, val {}, test {}, {} skipped",
-                counts.iter().sum::<usize>(),
-                backbone_name,
-                if params.flip {
-                    " (mirror-averaged)"
-                } else {
-                    ""
-                },
-                params.width,
-                params.height,
-                params.mode,
-                counts[0],
-                counts[1],
-                counts[2],
-                work.skipped.len()
-            ),
-            format!(
-                "computed {}{rate}, reused {} from an earlier run",
-                work.computed, work.reused
-            ),
-        ])
-        .measure("computed", work.computed)
-        .measure("reused", work.reused)
-        .measure("compute_seconds", work.compute_seconds))
+        Ok(report(&work, &params, &described, &counts, &device_name))
     }
+}
+
+/// The checkpoints to embed with, in order: the first backbone's, then the second's if any.
+fn checkpoints<'a>(
+    ctx: &'a StageContext<'_>,
+    params: &EmbedParams,
+) -> Result<Vec<(Variant, &'a Path)>, StageError> {
+    let first = (params.backbone, ctx.file("weights")?);
+    let second = match (params.second_backbone, ctx.files.get("second_weights")) {
+        (Some(variant), Some(path)) => Some((variant, path.as_path())),
+        (None, None) => None,
+        (Some(variant), None) => {
+            return Err(StageError::invalid(format!(
+                "`second_backbone: {}` needs its checkpoint: add `second_weights: models/{0}/...` to the stage's `files:`",
+                variant.name()
+            )));
+        }
+        (None, Some(_)) => {
+            return Err(StageError::invalid(
+                "`files: {second_weights: ...}` is given without `second_backbone:`; name its network (efficientnet-lite0 or efficientnet-lite2) or remove the file",
+            ));
+        }
+    };
+    Ok(std::iter::once(first).chain(second).collect())
+}
+
+/// What shapes this run's vectors: an earlier output stamped the same is reused.
+fn reuse_stamp(
+    params: &EmbedParams,
+    checkpoints: &[(Variant, &Path)],
+) -> Result<ReuseStamp, StageError> {
+    let second = checkpoints.get(1);
+    Ok(ReuseStamp {
+        version: EMBEDDING_VERSION,
+        backbone: params.backbone.name().into(),
+        weights: file_digest(checkpoints[0].1)?,
+        width: params.width,
+        height: params.height,
+        mode: params.mode,
+        flip: params.flip,
+        second_backbone: second.map(|(variant, _)| variant.name().into()),
+        second_weights: second.map(|(_, path)| file_digest(path)).transpose()?,
+    })
+}
+
+/// How a poster is made into this output's vectors, for `train` to record and `predict` to
+/// repeat.
+fn preparation(params: &EmbedParams, stamp: &ReuseStamp) -> Preparation {
+    Preparation {
+        width: params.width as usize,
+        height: params.height as usize,
+        mode: params.mode,
+        backbones: std::iter::once((stamp.backbone.clone(), stamp.weights.clone()))
+            .chain(
+                stamp
+                    .second_backbone
+                    .clone()
+                    .zip(stamp.second_weights.clone()),
+            )
+            .map(|(name, weights_blake3)| BackboneUse {
+                name,
+                weights_blake3,
+            })
+            .collect(),
+        flip: params.flip,
+    }
+}
+
+/// The backbones, frozen: batch norms folded into the convs (the same features, four fewer
+/// passes per conv).
+fn load_backbones(
+    checkpoints: &[(Variant, &Path)],
+    flip: bool,
+    device: &Device,
+) -> Result<FrozenBackbones, StageError> {
+    let mut nets = Vec::new();
+    for &(variant, path) in checkpoints {
+        let net = stage_backbone::load(path, variant, device)
+            .map_err(|e| StageError::invalid(e.to_string()))?;
+        nets.push(FrozenLite::new(&net));
+    }
+    Ok(FrozenBackbones::new(nets, flip))
+}
+
+/// One single-threaded pool per worker. On the CPU, one forward pass per thread beats splitting
+/// each pass over the threads (the network's layers are small: 21.4 images/s on 1 thread, 29.7
+/// on 2 sharing each pass, at 224x224); and a pass on one thread gives the same bits whatever
+/// `--threads` is. A GPU takes the batches one at a time.
+fn worker_pools(device_name: &str, threads: usize) -> Result<Vec<rayon::ThreadPool>, StageError> {
+    let workers = if device_name.starts_with("flex") {
+        threads.max(1)
+    } else {
+        1
+    };
+    (0..workers)
+        .map(|_| rayon::ThreadPoolBuilder::new().num_threads(1).build())
+        .collect::<Result<Vec<_>, _>>()
+        .during("starting embed threads")
+}
+
+/// Embeds one split shard by shard into `out_dir`, with `described`'s `meta.json`.
+fn embed_split(
+    work: &mut Work<'_>,
+    earlier: &mut Option<EarlierEmbeddings>,
+    in_dir: &Path,
+    out_dir: &Path,
+    meta: &ShardMeta,
+    described: &EmbeddingMeta,
+) -> Result<EmbeddingMeta, StageError> {
+    create_dir(out_dir)?;
+    let genres = described.genres.len();
+    let mut shards = Vec::new();
+    for shard in &meta.shards {
+        let rows = read_shard_labels(&in_dir.join(&shard.file), genres)?;
+        let embedded = work.embed(rows, earlier, genres)?;
+        write_embedding_shard(&out_dir.join(&shard.file), &embedded, described.dim, genres)?;
+        shards.push(ShardFile {
+            file: shard.file.clone(),
+            rows: embedded.len(),
+        });
+    }
+    let made = EmbeddingMeta {
+        shards,
+        ..described.clone()
+    };
+    made.save(out_dir)?;
+    Ok(made)
+}
+
+/// The console's lines, and what only this run measured.
+fn report(
+    work: &Work<'_>,
+    params: &EmbedParams,
+    described: &EmbeddingMeta,
+    counts: &[usize],
+    device_name: &str,
+) -> RunSummary {
+    let rate = if work.compute_seconds > 0.0 {
+        format!(
+            " at {:.1} images/s on {device_name}",
+            work.computed as f64 / work.compute_seconds
+        )
+    } else {
+        String::new()
+    };
+    RunSummary::new([
+        format!(
+            "{} posters -> {}-value {}{} embeddings at {}x{} ({:?}): train {}, val {}, test {}, {} skipped",
+            counts.iter().sum::<usize>(),
+            described.dim,
+            described.backbone,
+            if params.flip {
+                " (mirror-averaged)"
+            } else {
+                ""
+            },
+            params.width,
+            params.height,
+            params.mode,
+            counts[0],
+            counts[1],
+            counts[2],
+            work.skipped.len()
+        ),
+        format!(
+            "computed {}{rate}, reused {} from an earlier run",
+            work.computed, work.reused
+        ),
+    ])
+    .measure("computed", work.computed)
+    .measure("reused", work.reused)
+    .measure("compute_seconds", work.compute_seconds)
 }
 
 #[cfg(test)]

@@ -64,6 +64,30 @@ pub struct Metrics {
     pub models: Vec<ModelMetrics>,
 }
 
+impl Metrics {
+    /// `metrics.json` of `models`, primary first: the genres and thresholds are the primary's.
+    pub fn of(models: &[Evaluated]) -> Self {
+        let primary = &models[0];
+        let names = &primary.spec.genres;
+        let decision = &primary.metrics.decision;
+        Metrics {
+            genres: names.clone(),
+            thresholds: if decision.top_k.is_none() {
+                names
+                    .iter()
+                    .cloned()
+                    .zip(decision.thresholds.iter().copied())
+                    .collect()
+            } else {
+                BTreeMap::new()
+            },
+            n_test: primary.test.len(),
+            n_val: primary.history.val_rows,
+            models: models.iter().map(|m| m.metrics.clone()).collect(),
+        }
+    }
+}
+
 /// A model with its test predictions, as the report needs it.
 pub struct Evaluated {
     /// Scores.
