@@ -9,7 +9,7 @@ use stage_shards::movies::Movie;
 
 use crate::genres;
 use crate::params::Encoding;
-use crate::summary::{DroppedRow, IngestSummary};
+use crate::summary::IngestSummary;
 
 /// Columns the CSV must have.
 pub const REQUIRED_COLUMNS: [&str; 6] = [
@@ -62,128 +62,122 @@ pub fn ingest(path: &Path, encoding: Encoding) -> Result<(Vec<Movie>, IngestSumm
         .has_headers(true)
         .flexible(true)
         .from_reader(text.as_bytes());
-    let header: Vec<String> = reader
-        .headers()
-        .map_err(|e| StageError::invalid(format!("`{}`: unreadable header: {e}", path.display())))?
-        .iter()
-        .map(|h| h.trim().to_string())
-        .collect();
-    let mut column = BTreeMap::new();
-    for name in REQUIRED_COLUMNS {
-        let Some(index) = header.iter().position(|h| h == name) else {
-            return Err(StageError::invalid(format!(
-                "`{}` line 1 has no column `{name}`; expected the Kaggle layout `{}` but found `{}`",
-                path.display(),
-                REQUIRED_COLUMNS.join(","),
-                header.join(",")
-            )));
-        };
-        column.insert(name, index);
-    }
-
-    let mut summary = IngestSummary {
-        encoding: used.to_string(),
-        rows_read: 0,
-        rows_kept: 0,
-        dropped: BTreeMap::new(),
-        dropped_rows: Vec::new(),
-        without_year: 0,
-        without_score: 0,
-        merged_spellings: Vec::new(),
-    };
+    let columns = Columns::read(&mut reader, path)?;
+    let mut summary = IngestSummary::new(used);
     let mut seen = HashSet::new();
     let mut movies: Vec<Movie> = Vec::new();
-    let record_drop =
-        |summary: &mut IngestSummary, row: usize, line: u64, id: &str, reason: String| {
-            *summary
-                .dropped
-                .entry(pipeline_api::reason_class(&reason))
-                .or_default() += 1;
-            if summary.dropped_rows.len() < 200 {
-                summary.dropped_rows.push(DroppedRow {
-                    row,
-                    line,
-                    id: id.to_string(),
-                    reason,
-                });
-            }
-        };
     // The `csv` crate's own line count is one short after a CRLF (it ends the record at `\r`), so
     // lines come from byte offsets instead.
     let newlines: Vec<usize> = newline_offsets(text.as_bytes());
     let mut record = csv::StringRecord::new();
     loop {
         let line = reader.position().line();
-        match reader.read_record(&mut record) {
-            Ok(false) => break,
-            Ok(true) => {}
-            Err(err) => {
-                summary.rows_read += 1;
-                let row = summary.rows_read;
-                record_drop(
-                    &mut summary,
-                    row,
-                    line,
-                    "",
-                    format!("unreadable CSV record: {err}"),
-                );
-                continue;
-            }
+        let read = reader.read_record(&mut record);
+        if let Ok(false) = read {
+            break;
         }
         // A blank line is no record (the `csv` crate skips them); count what is left.
         summary.rows_read += 1;
         let row = summary.rows_read;
+        if let Err(err) = read {
+            summary.drop_row(row, line, "", format!("unreadable CSV record: {err}"));
+            continue;
+        }
         let line = record
             .position()
             .map_or(line, |p| line_of(&newlines, text.as_bytes(), p.byte()));
-        let field = |name: &str| -> Option<&str> {
-            record
-                .get(column[name])
-                .map(str::trim)
-                .filter(|v| !v.is_empty())
-        };
-        let id_text = field("imdbId").unwrap_or_default().to_string();
-        if record.len() != header.len() {
-            let reason = format!(
-                "wrong number of fields: {} ({} expected; an unquoted comma?)",
-                record.len(),
-                header.len()
-            );
-            record_drop(&mut summary, row, line, &id_text, reason);
-            continue;
+        match columns.movie(&record, &seen) {
+            Ok(movie) => {
+                seen.insert(movie.id);
+                summary.without_year += usize::from(movie.year.is_none());
+                summary.without_score += usize::from(movie.score.is_none());
+                movies.push(movie);
+            }
+            Err((id, reason)) => summary.drop_row(row, line, &id, reason),
         }
-        let genre_list = genres::parse(field("Genre").unwrap_or(""));
-        let reason = match parse_id(&id_text) {
-            None => Some("bad imdbId"),
-            Some(id) if seen.contains(&id) => Some("duplicate imdbId"),
-            Some(_) => None,
-        }
-        .or_else(|| genre_list.is_empty().then_some("no genre"))
-        .or_else(|| field("Poster").is_none().then_some("no poster"));
-        if let Some(reason) = reason {
-            record_drop(&mut summary, row, line, &id_text, reason.to_string());
-            continue;
-        }
-        let id = parse_id(&id_text).expect("validated");
-        seen.insert(id);
-        let title = field("Title").unwrap_or_default().to_string();
-        let year = year_from_title(&title);
-        let score = field("IMDB Score").and_then(|s| s.parse::<f64>().ok());
-        summary.without_year += usize::from(year.is_none());
-        summary.without_score += usize::from(score.is_none());
-        movies.push(Movie {
-            id,
-            title,
-            year,
-            score,
-            genres: genre_list,
-            poster: field("Poster").unwrap_or_default().to_string(),
-        });
     }
     summary.rows_kept = movies.len();
     summary.merged_spellings =
         genres::merge_case_variants(movies.iter_mut().map(|m| &mut m.genres));
     Ok((movies, summary))
+}
+
+/// Where each required column is, and how many fields a record has.
+struct Columns {
+    index: BTreeMap<&'static str, usize>,
+    width: usize,
+}
+
+impl Columns {
+    /// Reads the header, naming the file and what it lacks.
+    fn read(reader: &mut csv::Reader<&[u8]>, path: &Path) -> Result<Self, StageError> {
+        let header: Vec<String> = reader
+            .headers()
+            .map_err(|e| {
+                StageError::invalid(format!("`{}`: unreadable header: {e}", path.display()))
+            })?
+            .iter()
+            .map(|h| h.trim().to_string())
+            .collect();
+        let mut index = BTreeMap::new();
+        for name in REQUIRED_COLUMNS {
+            let Some(at) = header.iter().position(|h| h == name) else {
+                return Err(StageError::invalid(format!(
+                    "`{}` line 1 has no column `{name}`; expected the Kaggle layout `{}` but found `{}`",
+                    path.display(),
+                    REQUIRED_COLUMNS.join(","),
+                    header.join(",")
+                )));
+            };
+            index.insert(name, at);
+        }
+        Ok(Self {
+            index,
+            width: header.len(),
+        })
+    }
+
+    /// The movie of one record, or its id as written and why it is dropped.
+    fn movie(
+        &self,
+        record: &csv::StringRecord,
+        seen: &HashSet<i64>,
+    ) -> Result<Movie, (String, String)> {
+        let field = |name: &str| -> Option<&str> {
+            record
+                .get(self.index[name])
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+        };
+        let id_text = field("imdbId").unwrap_or_default().to_string();
+        if record.len() != self.width {
+            let reason = format!(
+                "wrong number of fields: {} ({} expected; an unquoted comma?)",
+                record.len(),
+                self.width
+            );
+            return Err((id_text, reason));
+        }
+        let genre_list = genres::parse(field("Genre").unwrap_or(""));
+        let checked = match parse_id(&id_text) {
+            None => Err("bad imdbId"),
+            Some(id) if seen.contains(&id) => Err("duplicate imdbId"),
+            Some(_) if genre_list.is_empty() => Err("no genre"),
+            Some(id) => field("Poster")
+                .map(|poster| (id, poster))
+                .ok_or("no poster"),
+        };
+        let (id, poster) = checked.map_err(|reason| (id_text, reason.to_string()))?;
+        let title = field("Title").unwrap_or_default().to_string();
+        Ok(Movie {
+            id,
+            year: year_from_title(&title),
+            title,
+            score: field("IMDB Score").and_then(|s| s.parse::<f64>().ok()),
+            genres: genre_list,
+            poster: poster.to_string(),
+        })
+    }
 }
 
 /// Offsets of every `\n`.

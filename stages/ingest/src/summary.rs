@@ -22,6 +22,36 @@ pub struct DroppedRow {
 }
 
 impl IngestSummary {
+    /// Nothing read yet, from text decoded as `encoding`.
+    pub fn new(encoding: &str) -> Self {
+        IngestSummary {
+            encoding: encoding.to_string(),
+            rows_read: 0,
+            rows_kept: 0,
+            dropped: BTreeMap::new(),
+            dropped_rows: Vec::new(),
+            without_year: 0,
+            without_score: 0,
+            merged_spellings: Vec::new(),
+        }
+    }
+
+    /// Counts a dropped row by its reason's class; the first 200 are listed.
+    pub fn drop_row(&mut self, row: usize, line: u64, id: &str, reason: String) {
+        *self
+            .dropped
+            .entry(pipeline_api::reason_class(&reason))
+            .or_default() += 1;
+        if self.dropped_rows.len() < 200 {
+            self.dropped_rows.push(DroppedRow {
+                row,
+                line,
+                id: id.to_string(),
+                reason,
+            });
+        }
+    }
+
     /// What the report shows of it.
     pub fn left_out(&self) -> LeftOut {
         LeftOut {
