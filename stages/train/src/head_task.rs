@@ -90,9 +90,25 @@ pub fn train_head(
             timings: vec![saved.timing],
         });
     }
-    // An ensemble: members from seeds `seed`, `seed + 1`, ..., each with its own early stopping
-    // and checkpoints, merged into one head whose logit is their mean. The decision rule is then
-    // fitted on the merged head's validation probabilities, as for a single head.
+    train_ensemble(architecture, run, &task, &labels, spec)
+}
+
+/// An ensemble: members from seeds `seed`, `seed + 1`, ..., each with its own early stopping and
+/// checkpoints, merged into one head whose logit is their mean. The decision rule is then fitted
+/// on the merged head's validation probabilities, as for a single head.
+fn train_ensemble(
+    architecture: HeadArchitecture,
+    run: &TrainingRun<'_>,
+    task: &HeadTask<'_>,
+    labels: &Labels<'_>,
+    mut spec: ModelSpec,
+) -> Result<Trained, StageError> {
+    let TrainingRun {
+        ctx,
+        params,
+        device_name,
+        ..
+    } = *run;
     let mut members = Vec::with_capacity(params.ensemble);
     let mut histories = Vec::with_capacity(params.ensemble);
     let mut timings = Vec::with_capacity(params.ensemble);
@@ -101,8 +117,8 @@ pub fn train_head(
             seed: params.seed.wrapping_add(member as u64),
             ..params.clone()
         };
-        let net = noise::initialise(&autodiff, member_params.seed, || {
-            HeadNet::new(architecture, &spec, meta.dim, &autodiff)
+        let net = noise::initialise(task.autodiff, member_params.seed, || {
+            HeadNet::new(architecture, &spec, task.dim, task.autodiff)
         });
         ctx.progress.note(&format!(
             "ensemble member {}/{} (seed {})",
@@ -113,10 +129,10 @@ pub fn train_head(
         let checkpoints = ctx.work_dir.join(format!("member-{}", member + 1));
         create_dir(&checkpoints)?;
         let fitted = fit::fit(
-            &task,
+            task,
             net,
             &member_params,
-            &labels,
+            labels,
             device_name,
             ctx,
             &checkpoints,
@@ -130,7 +146,7 @@ pub fn train_head(
         spec.hidden = merged.hidden_units();
     }
     let val_probs = crate::loss::sigmoid_on_host(&task.val_logits(&merged)?);
-    spec.decision = Some(fit::decide(params, &val_probs, &labels));
+    spec.decision = Some(fit::decide(params, &val_probs, labels));
     merged
         .save_file(ctx.out_dir.join("model"))
         .during("saving the model")?;
