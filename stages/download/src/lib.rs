@@ -8,13 +8,14 @@
 //! `retry_failed_after_hours` have passed: the output expires then, so the next run retries them.
 //!
 //! What lives where: this file holds the stage, run in named steps; `params` its params,
-//! `summary` its `summary.json` and what the report shows of it; `source`
-//! reads a poster source (shared with `predict`), `fetcher` fetches one with the limits,
-//! `fetch_error` says why one failed (its `class()` is what failures are counted by), and
+//! `summary` its `summary.json` and what the report shows of it; `source` reads a poster source
+//! (shared with `predict`), `fetcher` fetches one with the limits (`host_gate` the per-host
+//! one), `fetch_error` says why one failed (its `class()` is what failures are counted by), and
 //! `memory` is what the stage keeps per poster across runs.
 
 mod fetch_error;
 mod fetcher;
+mod host_gate;
 mod memory;
 mod params;
 mod source;
