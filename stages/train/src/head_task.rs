@@ -38,7 +38,7 @@ pub fn train_head(
     let standardize = Standardize::fit(&train.embeddings, meta.dim);
     standardize.apply(&mut train.embeddings);
     standardize.apply(&mut val.embeddings);
-    let mut spec = ModelSpec {
+    let spec = ModelSpec {
         architecture: params.architecture,
         width: meta.input_width,
         height: meta.input_height,
@@ -82,13 +82,7 @@ pub fn train_head(
         genres: meta.genres.len(),
     };
     if params.ensemble == 1 {
-        let saved = fit_and_save(&task, net, params, &labels, device_name, ctx)?;
-        spec.decision = Some(saved.decision);
-        return Ok(Trained {
-            spec,
-            history: saved.history,
-            timings: vec![saved.timing],
-        });
+        return fit_and_save(&task, net, run, &labels, spec);
     }
     train_ensemble(architecture, run, &task, &labels, spec)
 }

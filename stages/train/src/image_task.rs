@@ -31,7 +31,7 @@ pub fn train_images(
         return Err(empty_training_split());
     }
     let meta = &train.meta;
-    let mut spec = ModelSpec {
+    let spec = ModelSpec {
         architecture: params.architecture,
         width: meta.width,
         height: meta.height,
@@ -94,13 +94,7 @@ pub fn train_images(
         val: &val_labels,
         genres: spec.genres.len(),
     };
-    let saved = fit_and_save(&task, net, params, &labels, device_name, ctx)?;
-    spec.decision = Some(saved.decision);
-    Ok(Trained {
-        spec,
-        history: saved.history,
-        timings: vec![saved.timing],
-    })
+    fit_and_save(&task, net, run, &labels, spec.clone())
 }
 
 /// Training and validation images for an image network, streamed from their shards.

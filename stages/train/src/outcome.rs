@@ -3,13 +3,12 @@
 
 use burn::module::Module;
 use pipeline_api::{ResultExt, StageContext, StageError};
-use stage_metrics::Decision;
 
 use crate::fit::{FitTiming, Fitted, fit};
 use crate::history::History;
 use crate::params::TrainParams;
 use crate::spec::ModelSpec;
-use crate::task::{Labels, Task};
+use crate::task::{Labels, Task, TrainingRun};
 
 /// What a training made: the network's description (with its decision rule), its history, and
 /// the clock readings of every fit (one per ensemble member).
@@ -19,27 +18,25 @@ pub struct Trained {
     pub timings: Vec<FitTiming>,
 }
 
-/// What [`fit_and_save`] leaves beside the saved weights.
-pub struct Saved {
-    pub history: History,
-    pub decision: Decision,
-    pub timing: FitTiming,
-}
-
 pub fn empty_training_split() -> StageError {
     StageError::invalid("the training split is empty; lower `filter.min_genre_count` or add movies")
 }
 
-/// Fits `net` (with the decision rule of its kept epoch) and saves the
-/// weights as `model.bpk`.
+/// Fits `net`, saves the weights of its kept epoch as `model.bpk`, and completes `spec` with
+/// the decision rule fitted on that epoch.
 pub fn fit_and_save<T: Task>(
     task: &T,
     net: T::Net,
-    params: &TrainParams,
+    run: &TrainingRun<'_>,
     labels: &Labels<'_>,
-    device_name: &str,
-    ctx: &StageContext<'_>,
-) -> Result<Saved, StageError> {
+    mut spec: ModelSpec,
+) -> Result<Trained, StageError> {
+    let TrainingRun {
+        ctx,
+        params,
+        device_name,
+        ..
+    } = *run;
     let Fitted {
         net,
         decision,
@@ -49,10 +46,11 @@ pub fn fit_and_save<T: Task>(
     } = fit(task, net, params, labels, device_name, ctx, ctx.work_dir)?;
     net.save_file(ctx.out_dir.join("model"))
         .during("saving the model")?;
-    Ok(Saved {
+    spec.decision = Some(decision);
+    Ok(Trained {
+        spec,
         history,
-        decision,
-        timing,
+        timings: vec![timing],
     })
 }
 
