@@ -53,10 +53,6 @@ static SOURCE_6_2: KindInfo = source_info(
     &[("fast_image_resize", "6.2.0"), ("serde", "1.0.228")],
 );
 static PLAIN: KindInfo = source_info("plain", &[("serde", "1.0.228")]);
-static TRANSFORM: KindInfo = KindInfo {
-    inputs: &["src"],
-    ..KindInfo::new("transform", 1, "appends a suffix", &[])
-};
 
 /// `transform`: reads `value.txt` of its `src` input, writes it with the suffix appended.
 pub struct Transform;
@@ -110,6 +106,9 @@ fn rendezvous() -> Result<(), StageError> {
 
 impl Kind for Source {
     type Params = ToyParams;
+    // Each value of `Source` is a kind of its own (its name and locked crates), so `info` reads
+    // the value's; the const is what a plain `Source` would be.
+    const INFO: KindInfo = source_info("source", &[]);
     fn info(&self) -> &'static KindInfo {
         self.info
     }
@@ -122,9 +121,10 @@ impl Kind for Source {
 
 impl Kind for Transform {
     type Params = ToyParams;
-    fn info(&self) -> &'static KindInfo {
-        &TRANSFORM
-    }
+    const INFO: KindInfo = KindInfo {
+        inputs: &["src"],
+        ..KindInfo::new("transform", 1, "appends a suffix", &[])
+    };
     fn run(&self, ctx: &StageContext<'_>, params: ToyParams) -> Result<RunSummary, StageError> {
         let text = String::from_utf8_lossy(&pipeline_api::read_file(
             &ctx.input("src")?.join("value.txt"),

@@ -9,9 +9,9 @@ use serde::de::DeserializeOwned;
 
 use crate::{ParamError, RunContext, RunSummary, StageContext, StageError, canonicalize_checked};
 
-/// Everything static about a kind: its name, code version and the roles it binds. A kind writes
-/// one `const INFO: KindInfo = KindInfo { inputs: &["movies"], ..KindInfo::new(...) };` and
-/// returns `&INFO`; the engine reads nothing else of it before it runs.
+/// Everything static about a kind: its name, code version and the roles it binds. A kind states
+/// it once, as `Kind::INFO`: `const INFO: KindInfo = KindInfo { inputs: &["movies"],
+/// ..KindInfo::new(...) };`; the engine reads nothing else of it before it runs.
 #[derive(Debug, Clone, Copy)]
 pub struct KindInfo {
     /// The name used as `kind:` in `pipeline.yaml`.
@@ -106,8 +106,14 @@ pub trait Kind: Send + Sync {
     /// The params struct. Use `#[serde(deny_unknown_fields, default)]` so typos are errors and
     /// omitted keys take their documented defaults.
     type Params: Serialize + DeserializeOwned + Default;
-    /// The kind's static description (`&INFO`).
-    fn info(&self) -> &'static KindInfo;
+    /// The kind's static description: `const INFO: KindInfo = KindInfo { inputs: &["movies"],
+    /// ..KindInfo::new(...) };`.
+    const INFO: KindInfo;
+    /// What the engine reads: [`Kind::INFO`]. Only a kind whose values describe themselves
+    /// differently (the engine's test kinds) overrides it.
+    fn info(&self) -> &'static KindInfo {
+        &Self::INFO
+    }
     /// Checks serde cannot express (ranges, sums), run before params are accepted; name the
     /// offending key with [`ParamError::at`].
     fn check(params: &Self::Params) -> Result<(), ParamError> {

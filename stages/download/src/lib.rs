@@ -43,31 +43,26 @@ pub use summary::{DownloadSummary, Fetched};
 /// The download stage kind.
 pub struct Download;
 
-/// What the engine knows of the kind.
-const INFO: KindInfo = KindInfo {
-    inputs: &["movies"],
-    input_kinds: &[("movies", &["ingest"])],
-    files: &["root"],
-    directories: &["root"],
-    knob_params: params::KNOBS,
-    remembers_failures: true,
-    ..KindInfo::new(
-        "download",
-        // 2: failure reasons no longer contain the absolute data root.
-        // 3: non-image and truncated bodies are failures; Retry-After; remembered failures.
-        // 4: failures counted by kind (`HTTP 503 (after 3 attempts)` counts as `HTTP 503`);
-        // `left-out.json`, the shape the report reads.
-        4,
-        "fetch posters (http/https/file/path) into a content-addressed folder; failures are listed",
-        pipeline_api::locked_dependencies!(),
-    )
-};
-
 impl Kind for Download {
     type Params = DownloadParams;
-    fn info(&self) -> &'static KindInfo {
-        &INFO
-    }
+    const INFO: KindInfo = KindInfo {
+        inputs: &["movies"],
+        input_kinds: &[("movies", &["ingest"])],
+        files: &["root"],
+        directories: &["root"],
+        knob_params: params::KNOBS,
+        remembers_failures: true,
+        ..KindInfo::new(
+            "download",
+            // 2: failure reasons no longer contain the absolute data root.
+            // 3: non-image and truncated bodies are failures; Retry-After; remembered failures.
+            // 4: failures counted by kind (`HTTP 503 (after 3 attempts)` counts as `HTTP 503`);
+            // `left-out.json`, the shape the report reads.
+            4,
+            "fetch posters (http/https/file/path) into a content-addressed folder; failures are listed",
+            pipeline_api::locked_dependencies!(),
+        )
+    };
     fn check(params: &DownloadParams) -> Result<(), ParamError> {
         params.check()
     }

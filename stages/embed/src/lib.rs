@@ -44,29 +44,24 @@ pub const SPLITS: [&str; 3] = ["train", "val", "test"];
 /// The embed stage kind.
 pub struct Embed;
 
-/// What the engine knows of the kind.
-const INFO: KindInfo = KindInfo {
-    inputs: &["data", "posters"],
-    input_kinds: &[("data", &["split"]), ("posters", &["download"])],
-    files: &["weights"],
-    optional_files: &["second_weights"],
-    // How many posters share a forward pass changes speed and memory, not the features.
-    knob_params: &["batch_size"],
-    ..KindInfo::new(
-        "embed",
-        // 2: `summary.json` holds no computed/reused counts (they go to the run's summary);
-        // `meta.json` records the preparation (fit, backbones and their weights' digests, flip).
-        2,
-        "per-poster ImageNet features from a frozen EfficientNet-Lite, split by split",
-        pipeline_api::locked_dependencies!(),
-    )
-};
-
 impl Kind for Embed {
     type Params = EmbedParams;
-    fn info(&self) -> &'static KindInfo {
-        &INFO
-    }
+    const INFO: KindInfo = KindInfo {
+        inputs: &["data", "posters"],
+        input_kinds: &[("data", &["split"]), ("posters", &["download"])],
+        files: &["weights"],
+        optional_files: &["second_weights"],
+        // How many posters share a forward pass changes speed and memory, not the features.
+        knob_params: &["batch_size"],
+        ..KindInfo::new(
+            "embed",
+            // 2: `summary.json` holds no computed/reused counts (they go to the run's summary);
+            // `meta.json` records the preparation (fit, backbones and their weights' digests, flip).
+            2,
+            "per-poster ImageNet features from a frozen EfficientNet-Lite, split by split",
+            pipeline_api::locked_dependencies!(),
+        )
+    };
     fn check(p: &EmbedParams) -> Result<(), ParamError> {
         // Lite0 downsamples 32x; below 32 pixels a side the last blocks see one pixel.
         check_range("width", p.width, 32..=1024, " pixels")?;

@@ -53,38 +53,33 @@ impl Default for EvaluateParams {
     }
 }
 
-/// What the engine knows of the kind.
-const INFO: KindInfo = KindInfo {
-    // `download` for the gallery's posters; `ingest` and `filter` only add to "What was left out"
-    // (and `filter` the titles).
-    inputs: &["model", "data", "download"],
-    optional_inputs: &["stats", "second_model", "second_data", "ingest", "filter"],
-    input_kinds: &[
-        ("model", &["train"]),
-        ("data", &["split", "embed"]),
-        ("second_model", &["train"]),
-        ("second_data", &["split", "embed"]),
-        ("ingest", &["ingest"]),
-        ("download", &["download"]),
-        ("filter", &["filter"]),
-        ("stats", &["stats"]),
-    ],
-    ..KindInfo::new(
-        "evaluate",
-        // 6: no training time in `metrics.json` or the report: the run section shows timings.
-        // 7: "What was left out" from `left-out.json` of whichever data stages are bound; the
-        // style sheet one rule a line.
-        7,
-        "score the models on the test split against constant baselines; write metrics.json, predictions.parquet and an HTML report",
-        pipeline_api::locked_dependencies!(),
-    )
-};
-
 impl Kind for Evaluate {
     type Params = EvaluateParams;
-    fn info(&self) -> &'static KindInfo {
-        &INFO
-    }
+    const INFO: KindInfo = KindInfo {
+        // `download` for the gallery's posters; `ingest` and `filter` only add to "What was left out"
+        // (and `filter` the titles).
+        inputs: &["model", "data", "download"],
+        optional_inputs: &["stats", "second_model", "second_data", "ingest", "filter"],
+        input_kinds: &[
+            ("model", &["train"]),
+            ("data", &["split", "embed"]),
+            ("second_model", &["train"]),
+            ("second_data", &["split", "embed"]),
+            ("ingest", &["ingest"]),
+            ("download", &["download"]),
+            ("filter", &["filter"]),
+            ("stats", &["stats"]),
+        ],
+        ..KindInfo::new(
+            "evaluate",
+            // 6: no training time in `metrics.json` or the report: the run section shows timings.
+            // 7: "What was left out" from `left-out.json` of whichever data stages are bound; the
+            // style sheet one rule a line.
+            7,
+            "score the models on the test split against constant baselines; write metrics.json, predictions.parquet and an HTML report",
+            pipeline_api::locked_dependencies!(),
+        )
+    };
     fn check(p: &EvaluateParams) -> Result<(), ParamError> {
         check_range("examples", p.examples, 0..=300, " posters")
     }

@@ -31,27 +31,22 @@ pub use summary::{DroppedMovie, EXAMPLES_PER_REASON, FilterSummary};
 /// The filter stage kind.
 pub struct Filter;
 
-/// What the engine knows of the kind.
-const INFO: KindInfo = KindInfo {
-    inputs: &["movies", "posters"],
-    input_kinds: &[("movies", &["ingest"]), ("posters", &["download"])],
-    ..KindInfo::new(
-        "filter",
-        // 2: posters whose RGB image would exceed the decoder limit are refused by their declared
-        // size (a grey 10,000 x 10,000 poster used to pass).
-        // 3: `left-out.json`, the shape the report reads (no serde_json in the key either).
-        // 4: the kept table is ingest's movies table (genres a list) with `poster_file`.
-        4,
-        "keep movies with a decodable poster, a recent year and a genre in the vocabulary",
-        pipeline_api::locked_dependencies!(),
-    )
-};
-
 impl Kind for Filter {
     type Params = FilterParams;
-    fn info(&self) -> &'static KindInfo {
-        &INFO
-    }
+    const INFO: KindInfo = KindInfo {
+        inputs: &["movies", "posters"],
+        input_kinds: &[("movies", &["ingest"]), ("posters", &["download"])],
+        ..KindInfo::new(
+            "filter",
+            // 2: posters whose RGB image would exceed the decoder limit are refused by their declared
+            // size (a grey 10,000 x 10,000 poster used to pass).
+            // 3: `left-out.json`, the shape the report reads (no serde_json in the key either).
+            // 4: the kept table is ingest's movies table (genres a list) with `poster_file`.
+            4,
+            "keep movies with a decodable poster, a recent year and a genre in the vocabulary",
+            pipeline_api::locked_dependencies!(),
+        )
+    };
     fn check(p: &FilterParams) -> Result<(), ParamError> {
         if let Some(year) = p.min_year {
             check_range("min_year", year, 1800..=2200, "")?;

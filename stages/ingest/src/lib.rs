@@ -22,26 +22,21 @@ pub use summary::{DroppedRow, IngestSummary};
 /// The ingest stage kind.
 pub struct Ingest;
 
-/// What the engine knows of the kind.
-const INFO: KindInfo = KindInfo {
-    files: &["csv"],
-    ..KindInfo::new(
-        "ingest",
-        // 2: records of the wrong width are dropped (polars used to truncate them); line numbers.
-        // 3: genre names cleaned of invisible characters, each once a movie, case variants merged.
-        // 4: `left-out.json`, the shape the report reads (no serde_json in the key either).
-        // 5: `genres` is a list of strings, no longer `|`-joined.
-        5,
-        "read the movie CSV into movies.parquet, counting unusable rows by reason",
-        pipeline_api::locked_dependencies!(),
-    )
-};
-
 impl Kind for Ingest {
     type Params = IngestParams;
-    fn info(&self) -> &'static KindInfo {
-        &INFO
-    }
+    const INFO: KindInfo = KindInfo {
+        files: &["csv"],
+        ..KindInfo::new(
+            "ingest",
+            // 2: records of the wrong width are dropped (polars used to truncate them); line numbers.
+            // 3: genre names cleaned of invisible characters, each once a movie, case variants merged.
+            // 4: `left-out.json`, the shape the report reads (no serde_json in the key either).
+            // 5: `genres` is a list of strings, no longer `|`-joined.
+            5,
+            "read the movie CSV into movies.parquet, counting unusable rows by reason",
+            pipeline_api::locked_dependencies!(),
+        )
+    };
     fn run(&self, ctx: &StageContext<'_>, params: IngestParams) -> Result<RunSummary, StageError> {
         let csv = ctx.file("csv")?;
         ctx.progress.message("reading CSV");

@@ -56,24 +56,19 @@ pub struct Skipped {
     pub reason: String,
 }
 
-/// What the engine knows of the kind.
-const INFO: KindInfo = KindInfo {
-    inputs: &["movies", "posters"],
-    input_kinds: &[("movies", &["filter"]), ("posters", &["download"])],
-    ..KindInfo::new(
-        "resize",
-        // 3: `meta.json` records the fit `mode` (carried by split into the models' `model.json`).
-        3,
-        "decode and resize posters in parallel into Parquet tensor shards",
-        pipeline_api::locked_dependencies!(),
-    )
-};
-
 impl Kind for Resize {
     type Params = ResizeParams;
-    fn info(&self) -> &'static KindInfo {
-        &INFO
-    }
+    const INFO: KindInfo = KindInfo {
+        inputs: &["movies", "posters"],
+        input_kinds: &[("movies", &["filter"]), ("posters", &["download"])],
+        ..KindInfo::new(
+            "resize",
+            // 3: `meta.json` records the fit `mode` (carried by split into the models' `model.json`).
+            3,
+            "decode and resize posters in parallel into Parquet tensor shards",
+            pipeline_api::locked_dependencies!(),
+        )
+    };
     fn check(p: &ResizeParams) -> Result<(), ParamError> {
         check_range("width", p.width, 1..=4096, " pixels")?;
         check_range("height", p.height, 1..=4096, " pixels")?;

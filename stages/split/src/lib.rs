@@ -57,23 +57,18 @@ pub fn assign(id: i64, params: &SplitParams) -> usize {
     }
 }
 
-/// What the engine knows of the kind.
-const INFO: KindInfo = KindInfo {
-    inputs: &["shards"],
-    input_kinds: &[("shards", &["resize"])],
-    ..KindInfo::new(
-        "split",
-        1,
-        "split shards into train/val/test by a seeded hash of imdbId",
-        pipeline_api::locked_dependencies!(),
-    )
-};
-
 impl Kind for Split {
     type Params = SplitParams;
-    fn info(&self) -> &'static KindInfo {
-        &INFO
-    }
+    const INFO: KindInfo = KindInfo {
+        inputs: &["shards"],
+        input_kinds: &[("shards", &["resize"])],
+        ..KindInfo::new(
+            "split",
+            1,
+            "split shards into train/val/test by a seeded hash of imdbId",
+            pipeline_api::locked_dependencies!(),
+        )
+    };
     fn check(p: &SplitParams) -> Result<(), ParamError> {
         for (path, value) in [
             ("val_fraction", p.val_fraction),

@@ -151,23 +151,18 @@ fn split_stats(split: &str, meta: &ShardMeta, dir: &Path) -> Result<SplitStats, 
     })
 }
 
-/// What the engine knows of the kind.
-const INFO: KindInfo = KindInfo {
-    inputs: &["data"],
-    input_kinds: &[("data", &["split"])],
-    ..KindInfo::new(
-        "stats",
-        1,
-        "per-split dataset statistics: genre balance, labels per movie, pixel mean and std",
-        pipeline_api::locked_dependencies!(),
-    )
-};
-
 impl Kind for Stats {
     type Params = StatsParams;
-    fn info(&self) -> &'static KindInfo {
-        &INFO
-    }
+    const INFO: KindInfo = KindInfo {
+        inputs: &["data"],
+        input_kinds: &[("data", &["split"])],
+        ..KindInfo::new(
+            "stats",
+            1,
+            "per-split dataset statistics: genre balance, labels per movie, pixel mean and std",
+            pipeline_api::locked_dependencies!(),
+        )
+    };
     fn run(&self, ctx: &StageContext<'_>, _params: StatsParams) -> Result<RunSummary, StageError> {
         let data = ctx.input("data")?;
         ctx.progress.start("stats", SPLITS.len() as u64);

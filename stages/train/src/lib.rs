@@ -60,29 +60,24 @@ use task::TrainingRun;
 /// The train stage kind.
 pub struct Train;
 
-/// What the engine knows of the kind.
-const INFO: KindInfo = KindInfo {
-    inputs: &["data"],
-    input_kinds: &[("data", &["split", "embed"])],
-    optional_files: &["weights"],
-    ..KindInfo::new(
-        "train",
-        // 5: shuffling, dropout and augmentation draw from ChaCha8 (rand_chacha), not splitmix64.
-        // 6: dropout masks from a counter-based hash keyed by one draw, made on the GPU there.
-        // 7: `auto` keeps the best macro-F1 among rules 0.05 micro-F1 above the baseline; `shrunk`.
-        // 8: no clock readings in `history.json`; `model.safetensors` metadata in sorted order;
-        // `model.json` records how posters were prepared for the model (for `predict`).
-        8,
-        "train a multi-label genre classifier with Burn: a head on embeddings or a CNN on images",
-        pipeline_api::locked_dependencies!(),
-    )
-};
-
 impl Kind for Train {
     type Params = TrainParams;
-    fn info(&self) -> &'static KindInfo {
-        &INFO
-    }
+    const INFO: KindInfo = KindInfo {
+        inputs: &["data"],
+        input_kinds: &[("data", &["split", "embed"])],
+        optional_files: &["weights"],
+        ..KindInfo::new(
+            "train",
+            // 5: shuffling, dropout and augmentation draw from ChaCha8 (rand_chacha), not splitmix64.
+            // 6: dropout masks from a counter-based hash keyed by one draw, made on the GPU there.
+            // 7: `auto` keeps the best macro-F1 among rules 0.05 micro-F1 above the baseline; `shrunk`.
+            // 8: no clock readings in `history.json`; `model.safetensors` metadata in sorted order;
+            // `model.json` records how posters were prepared for the model (for `predict`).
+            8,
+            "train a multi-label genre classifier with Burn: a head on embeddings or a CNN on images",
+            pipeline_api::locked_dependencies!(),
+        )
+    };
     fn check(params: &TrainParams) -> Result<(), ParamError> {
         params.check()
     }
