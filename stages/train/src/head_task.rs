@@ -97,12 +97,7 @@ fn train_ensemble(
     labels: &Labels<'_>,
     mut spec: ModelSpec,
 ) -> Result<Trained, StageError> {
-    let TrainingRun {
-        ctx,
-        params,
-        device_name,
-        ..
-    } = *run;
+    let (ctx, params) = (run.ctx, run.params);
     let mut members = Vec::with_capacity(params.ensemble);
     let mut histories = Vec::with_capacity(params.ensemble);
     let mut timings = Vec::with_capacity(params.ensemble);
@@ -127,7 +122,7 @@ fn train_ensemble(
             net,
             &member_params,
             labels,
-            device_name,
+            run.device_name,
             ctx,
             &checkpoints,
         )?;

@@ -31,19 +31,22 @@ pub fn fit_and_save<T: Task>(
     labels: &Labels<'_>,
     mut spec: ModelSpec,
 ) -> Result<Trained, StageError> {
-    let TrainingRun {
-        ctx,
-        params,
-        device_name,
-        ..
-    } = *run;
+    let ctx = run.ctx;
     let Fitted {
         net,
         decision,
         history,
         timing,
         ..
-    } = fit(task, net, params, labels, device_name, ctx, ctx.work_dir)?;
+    } = fit(
+        task,
+        net,
+        run.params,
+        labels,
+        run.device_name,
+        ctx,
+        ctx.work_dir,
+    )?;
     net.save_file(ctx.out_dir.join("model"))
         .during("saving the model")?;
     spec.decision = Some(decision);
