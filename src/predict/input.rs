@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use stage_backbone::{FrozenBackbones, FrozenLite, Variant};
+use stage_backbone::{FrozenBackbones, Variant};
 use stage_download::{Fetcher, Source, read_capped};
 use stage_resize::ResizeParams;
 use stage_train::{Device, ModelSpec};
@@ -46,7 +46,7 @@ pub fn preprocess(
             backbone: None,
         });
     }
-    let mut nets = Vec::new();
+    let mut checkpoints = Vec::new();
     for used in &preparation.backbones {
         let variant = Variant::from_name(&used.name).with_context(|| {
             format!(
@@ -61,13 +61,19 @@ pub fn preprocess(
                 used.weights_blake3.get(..16).unwrap_or(&used.weights_blake3)
             )
         })?;
-        nets.push(FrozenLite::new(&stage_backbone::load(
-            &weights, variant, device,
-        )?));
+        checkpoints.push((variant, weights));
     }
+    let checkpoints: Vec<(Variant, &Path)> = checkpoints
+        .iter()
+        .map(|(variant, path)| (*variant, path.as_path()))
+        .collect();
     Ok(Preprocess {
         fit,
-        backbone: Some(FrozenBackbones::new(nets, preparation.flip)),
+        backbone: Some(FrozenBackbones::load(
+            &checkpoints,
+            preparation.flip,
+            device,
+        )?),
     })
 }
 

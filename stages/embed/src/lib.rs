@@ -9,7 +9,7 @@
 //! and code are copied from its shards instead (see `reuse`), so a new movie costs one forward pass.
 //!
 //! What lives where: this file runs the stage in named steps (the checkpoints, the reuse stamp and
-//! the preparation it records, the backbones, one split); `params` holds its params, `work`
+//! the preparation it records, one split); `params` holds its params, `work`
 //! embeds shard after shard, `reuse` finds earlier outputs' vectors by poster.
 
 mod params;
@@ -18,12 +18,11 @@ mod work;
 
 use std::path::Path;
 
-use burn::prelude::Device;
 use pipeline_api::{
     Kind, KindInfo, ParamError, ResultExt, RunSummary, StageContext, StageError, check_range,
     create_dir, file_digest, write_json,
 };
-use stage_backbone::{FrozenBackbones, FrozenLite, Variant, select_device};
+use stage_backbone::{FrozenBackbones, Variant, select_device};
 use stage_shards::embedding::write_embedding_shard;
 use stage_shards::embedding::{EMBEDDING_LAYOUT, EmbeddingMeta};
 use stage_shards::{BackboneUse, Preparation, ShardFile, ShardMeta, read_shard_labels};
@@ -80,7 +79,8 @@ impl Kind for Embed {
         let (device, device_name) =
             select_device().map_err(|e| StageError::invalid(e.to_string()))?;
         ctx.progress.message("loading the backbone");
-        let net = load_backbones(&checkpoints, params.flip, &device)?;
+        let net = FrozenBackbones::load(&checkpoints, params.flip, &device)
+            .map_err(|e| StageError::invalid(e.to_string()))?;
         let pools = worker_pools(&device_name, ctx.threads)?;
         let metas: Vec<ShardMeta> = SPLITS
             .iter()
@@ -198,22 +198,6 @@ fn preparation(params: &EmbedParams, stamp: &ReuseStamp) -> Preparation {
             .collect(),
         flip: params.flip,
     }
-}
-
-/// The backbones, frozen: batch norms folded into the convs (the same features, four fewer
-/// passes per conv).
-fn load_backbones(
-    checkpoints: &[(Variant, &Path)],
-    flip: bool,
-    device: &Device,
-) -> Result<FrozenBackbones, StageError> {
-    let mut nets = Vec::new();
-    for &(variant, path) in checkpoints {
-        let net = stage_backbone::load(path, variant, device)
-            .map_err(|e| StageError::invalid(e.to_string()))?;
-        nets.push(FrozenLite::new(&net));
-    }
-    Ok(FrozenBackbones::new(nets, flip))
 }
 
 /// One single-threaded pool per worker. On the CPU, one forward pass per thread beats splitting
