@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use pipeline_api::StageError;
-use stage_metrics::{Decision, DecisionRule, Scorecard, baseline};
+use stage_metrics::{Decision, DecisionRule, Scorecard, always, at_thresholds, baseline};
 use stage_train::{TrainedModel, split_labels};
 
 use crate::metrics::{BaselineMetrics, Evaluated, ModelMetrics};
@@ -92,7 +92,7 @@ fn constant_baselines(
             names,
             test_labels,
             &test_scores,
-            &baseline_predictions(set, rows(test_labels), genres),
+            &always(set, rows(test_labels), genres),
         ),
     };
     let thresholds = if val_labels.is_empty() {
@@ -107,11 +107,7 @@ fn constant_baselines(
         )
         .thresholds
     };
-    let prior_predictions: Vec<u8> = test_scores
-        .iter()
-        .enumerate()
-        .map(|(i, &p)| u8::from(p >= thresholds[i % genres]))
-        .collect();
+    let prior_predictions = at_thresholds(&test_scores, &thresholds, genres);
     let prior = BaselineMetrics {
         name: "prior".into(),
         scores: frequencies.to_vec(),
@@ -120,10 +116,4 @@ fn constant_baselines(
         thresholds: Some(thresholds),
     };
     vec![most_frequent, prior]
-}
-
-fn baseline_predictions(set: &[usize], rows: usize, genres: usize) -> Vec<u8> {
-    (0..rows)
-        .flat_map(|_| (0..genres).map(|g| u8::from(set.contains(&g))))
-        .collect()
 }

@@ -10,7 +10,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::card::Decided;
-use crate::scores::{baseline, f1};
+use crate::scores::{always, at_thresholds, baseline, f1};
 
 /// Candidate thresholds: 0.01, 0.02, ..., 0.99.
 const GRID: usize = 99;
@@ -97,11 +97,7 @@ impl Decision {
     pub fn apply(&self, probs: &[f32], genres: usize) -> Vec<u8> {
         match self.top_k {
             Some(k) => top_k(probs, genres, k),
-            None => probs
-                .iter()
-                .enumerate()
-                .map(|(i, &p)| u8::from(p >= self.thresholds[i % genres]))
-                .collect(),
+            None => at_thresholds(probs, &self.thresholds, genres),
         }
     }
 
@@ -117,10 +113,12 @@ impl Decision {
         let table = Counts::new(probs, truth, genres);
         let (set, _) = baseline(train_labels, genres);
         let rows = truth.len() / genres.max(1);
-        let baseline_pred: Vec<u8> = (0..rows)
-            .flat_map(|_| (0..genres).map(|g| u8::from(set.contains(&g))))
-            .collect();
-        let baseline = score(DecisionRule::Global, &baseline_pred, truth, genres);
+        let baseline = score(
+            DecisionRule::Global,
+            &always(&set, rows, genres),
+            truth,
+            genres,
+        );
         let objective = Objective {
             micro_floor: baseline.micro_f1 + MICRO_MARGIN,
         };
@@ -260,11 +258,7 @@ fn shrunk(
         own.iter().map(|&o| global + a * (o - global)).collect()
     };
     let rank = |thresholds: &[f32]| {
-        let predicted: Vec<u8> = probs
-            .iter()
-            .enumerate()
-            .map(|(i, &p)| u8::from(p >= thresholds[i % genres]))
-            .collect();
+        let predicted = at_thresholds(probs, thresholds, genres);
         objective.rank(&score(DecisionRule::Shrunk, &predicted, truth, genres))
     };
     let best = (0..=SHRINK_STEPS)

@@ -16,4 +16,4 @@ pub mod scores;
 
 pub use card::{Decided, GenreCard, GenreDecided, Ranking, Scorecard};
 pub use decision::{Candidate, Decision, DecisionRule};
-pub use scores::{Confusion, baseline, f1, roc_auc};
+pub use scores::{Confusion, always, at_thresholds, baseline, f1, roc_auc};

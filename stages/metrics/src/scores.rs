@@ -1,5 +1,6 @@
 //! The counting every metric is built from, once: the confusion counts of 0/1 predictions (per
-//! genre, or pooled), F1 from counts, each movie's F1, ROC-AUC, and the constant baseline. The
+//! genre, or pooled), F1 from counts, each movie's F1, ROC-AUC, and the constant baseline; and
+//! how scores become 0/1 predictions at per-genre thresholds. The
 //! metrics themselves are `card`'s.
 
 /// True and false positives and negatives of 0/1 predictions.
@@ -57,6 +58,22 @@ impl Confusion {
     pub fn f1(&self) -> f64 {
         f1(self.tp, self.fp, self.fn_)
     }
+}
+
+/// 0/1 predictions of `probs` (`[rows, genres]`): each at or above its genre's threshold.
+pub fn at_thresholds(probs: &[f32], thresholds: &[f32], genres: usize) -> Vec<u8> {
+    probs
+        .iter()
+        .enumerate()
+        .map(|(i, &p)| u8::from(p >= thresholds[i % genres]))
+        .collect()
+}
+
+/// The constant baseline's 0/1 predictions for `rows` movies: the genres of `set`, always.
+pub fn always(set: &[usize], rows: usize, genres: usize) -> Vec<u8> {
+    (0..rows)
+        .flat_map(|_| (0..genres).map(|g| u8::from(set.contains(&g))))
+        .collect()
 }
 
 /// F1 from counts; 0 when there are no true positives.
