@@ -173,10 +173,7 @@ pub(crate) fn list_values<T: PolarsNumericType>(
     width: usize,
     path: &Path,
 ) -> Result<Vec<T::Native>, StageError> {
-    let inner = df
-        .column(name)
-        .and_then(|c| c.array())
-        .during(format!("column `{name}` of `{}`", path.display()))?
+    let inner = crate::typed_column(df, name, path, |c| c.array())?
         .get_inner()
         .rechunk();
     let values: Vec<T::Native> = inner

@@ -30,7 +30,7 @@ use polars_parquet::write::{
 use serde::{Deserialize, Serialize};
 
 use crate::preparation::{Mode, Preparation};
-use crate::{column, create, i64_column, read_columns, read_table, str_column};
+use crate::{column, create, read_columns, read_table, str_column, typed_column};
 
 /// How shards are compressed: zstd level 1. Measured on 5,000 posters at 224x224
 /// (`bench/resize-vs-pillow.sh`): the default level 3 made the resize stage ~20 % slower for a
@@ -275,10 +275,7 @@ pub fn read_shard(path: &Path, pixels: usize, genres: usize) -> Result<Shard, St
     let df = read_table(path)?;
     let (ids, posters) = ids_and_posters(&df, path)?;
     let mut images = Vec::with_capacity(ids.len() * pixels);
-    let binary = df
-        .column("image")
-        .and_then(|c| c.binary())
-        .during(format!("column `image` of `{}`", path.display()))?;
+    let binary = typed_column(&df, "image", path, |c| c.binary())?;
     for (row, value) in binary.iter().enumerate() {
         let value = value.unwrap_or_default();
         if value.len() != pixels {
@@ -314,10 +311,7 @@ pub fn read_shard_labels(path: &Path, genres: usize) -> Result<Shard, StageError
 
 /// The `imdbId` and `poster` columns of a shard (images or embeddings).
 pub fn ids_and_posters(df: &DataFrame, path: &Path) -> Result<(Vec<i64>, Vec<String>), StageError> {
-    let ids = i64_column(df, column::ID, path)?
-        .iter()
-        .map(|id| id.unwrap_or_default())
-        .collect();
+    let ids = crate::movies::ids(df, path)?;
     let posters = str_column(df, "poster", path)?
         .iter()
         .map(|p| p.unwrap_or_default().to_string())
@@ -331,10 +325,7 @@ fn labels_column(
     genres: usize,
     path: &Path,
 ) -> Result<Vec<u8>, StageError> {
-    let inner = df
-        .column("labels")
-        .and_then(|c| c.array())
-        .during(format!("column `labels` of `{}`", path.display()))?
+    let inner = typed_column(df, "labels", path, |c| c.array())?
         .get_inner()
         .rechunk();
     let labels = inner

@@ -71,15 +71,26 @@ fn create(path: &Path) -> Result<File, StageError> {
     })
 }
 
-/// The string column `name`, with a clear error when it is missing or of another type.
+/// Column `name` as `cast` reads it, with a clear error naming the column and the file when it
+/// is missing or of another type.
+pub fn typed_column<'a, T: PolarsDataType>(
+    df: &'a DataFrame,
+    name: &str,
+    path: &Path,
+    cast: impl FnOnce(&'a Column) -> PolarsResult<&'a ChunkedArray<T>>,
+) -> Result<&'a ChunkedArray<T>, StageError> {
+    df.column(name)
+        .and_then(cast)
+        .during(format!("column `{name}` of `{}`", path.display()))
+}
+
+/// The string column `name`.
 pub fn str_column<'a>(
     df: &'a DataFrame,
     name: &str,
     path: &Path,
 ) -> Result<&'a StringChunked, StageError> {
-    df.column(name)
-        .and_then(|c| c.str())
-        .during(format!("column `{name}` of `{}`", path.display()))
+    typed_column(df, name, path, |c| c.str())
 }
 
 /// The i64 column `name`.
@@ -88,7 +99,5 @@ pub fn i64_column<'a>(
     name: &str,
     path: &Path,
 ) -> Result<&'a Int64Chunked, StageError> {
-    df.column(name)
-        .and_then(|c| c.i64())
-        .during(format!("column `{name}` of `{}`", path.display()))
+    typed_column(df, name, path, |c| c.i64())
 }

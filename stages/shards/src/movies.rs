@@ -9,7 +9,7 @@ use pipeline_api::{ResultExt, StageError};
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::{read_table, write_table};
+use crate::{i64_column, read_table, str_column, typed_column, write_table};
 
 /// The file a movies table is written to, in `ingest`'s and in `filter`'s output.
 pub const MOVIES_FILE: &str = "movies.parquet";
@@ -177,8 +177,8 @@ pub fn read_downloads(path: &Path) -> Result<Vec<DownloadOutcome>, StageError> {
 
 /// The movie id column of a table or shard.
 pub fn ids(table: &DataFrame, path: &Path) -> Result<Vec<i64>, StageError> {
-    Ok(typed(table, column::ID, path, |c| c.i64())?
-        .into_iter()
+    Ok(i64_column(table, column::ID, path)?
+        .iter()
         .map(Option::unwrap_or_default)
         .collect())
 }
@@ -239,11 +239,8 @@ fn movies_of(table: &DataFrame, path: &Path) -> Result<Vec<Movie>, StageError> {
 }
 
 fn genre_lists(table: &DataFrame, path: &Path) -> Result<Vec<Vec<String>>, StageError> {
+    let lists = typed_column(table, column::GENRES, path, |c| c.list())?;
     let context = || format!("column `{}` of `{}`", column::GENRES, path.display());
-    let lists = table
-        .column(column::GENRES)
-        .and_then(|c| c.list())
-        .during(context())?;
     let mut out = Vec::with_capacity(lists.len());
     for list in lists.amortized_iter() {
         let genres = match list {
@@ -263,23 +260,20 @@ fn genre_lists(table: &DataFrame, path: &Path) -> Result<Vec<Vec<String>>, Stage
 }
 
 fn strings(table: &DataFrame, name: &str, path: &Path) -> Result<Vec<Option<String>>, StageError> {
-    Ok(crate::str_column(table, name, path)?
+    Ok(str_column(table, name, path)?
         .iter()
         .map(|s| s.map(str::to_string))
         .collect())
 }
 
-fn typed<T: PolarsNumericType>(
-    table: &DataFrame,
+/// The values of a numeric column, nulls as `None`.
+fn typed<'a, T: PolarsNumericType>(
+    table: &'a DataFrame,
     name: &str,
     path: &Path,
-    cast: impl Fn(&Column) -> PolarsResult<&ChunkedArray<T>>,
+    cast: impl FnOnce(&'a Column) -> PolarsResult<&'a ChunkedArray<T>>,
 ) -> Result<Vec<Option<T::Native>>, StageError> {
-    let values = table
-        .column(name)
-        .and_then(cast)
-        .during(format!("column `{name}` of `{}`", path.display()))?;
-    Ok(values.iter().collect())
+    Ok(typed_column(table, name, path, cast)?.iter().collect())
 }
 
 fn write_columns(path: &Path, rows: usize, columns: Vec<Column>) -> Result<(), StageError> {
