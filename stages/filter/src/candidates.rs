@@ -7,17 +7,15 @@ use std::path::Path;
 use pipeline_api::StageError;
 use serde::{Deserialize, Serialize};
 use stage_shards::movies::{
-    DOWNLOADS_FILE, DownloadOutcome, MOVIES_FILE, Movie, read_downloads, read_movies,
+    DOWNLOADS_FILE, DownloadOutcome, KeptMovie, MOVIES_FILE, Movie, read_downloads, read_movies,
 };
 use stage_shards::poster::decode_rgb;
 
-/// One movie of `ingest`'s table, with what `download` made of its poster.
+/// One movie of `ingest`'s table, with what `download` made of its poster: the file in its
+/// output, or why there is none.
 pub struct Candidate {
     pub movie: Movie,
-    /// The poster file in `download`'s output, when stored.
-    pub file: Option<String>,
-    /// Why there is none.
-    pub download_error: Option<String>,
+    pub poster: Result<String, String>,
 }
 
 /// Every movie of `movies_dir`'s table with its download.
@@ -31,20 +29,16 @@ pub fn load(movies_dir: &Path, posters_dir: &Path) -> Result<Vec<Candidate>, Sta
     Ok(movies
         .into_iter()
         .map(|movie| {
-            let (file, download_error) = match outcomes.remove(&movie.id) {
+            let poster = match outcomes.remove(&movie.id) {
                 Some(DownloadOutcome {
                     file: Some(file), ..
-                }) => (Some(file), None),
+                }) => Ok(file),
                 Some(DownloadOutcome { reason, .. }) => {
-                    (None, Some(reason.unwrap_or_else(|| "failed".into())))
+                    Err(reason.unwrap_or_else(|| "failed".into()))
                 }
-                None => (None, Some("not downloaded".to_string())),
+                None => Err("not downloaded".to_string()),
             };
-            Candidate {
-                movie,
-                file,
-                download_error,
-            }
+            Candidate { movie, poster }
         })
         .collect())
 }
@@ -67,7 +61,7 @@ pub struct Vocabulary {
 }
 
 /// The genres of `movies` with at least `min_count` movies, most frequent first.
-pub fn vocabulary(movies: &[Candidate], min_count: usize) -> Vocabulary {
+pub fn vocabulary(movies: &[KeptMovie], min_count: usize) -> Vocabulary {
     let mut all: BTreeMap<String, usize> = BTreeMap::new();
     for m in movies {
         for g in &m.movie.genres {
@@ -89,8 +83,8 @@ pub fn vocabulary(movies: &[Candidate], min_count: usize) -> Vocabulary {
 mod tests {
     use super::*;
 
-    fn movie(genres: &str) -> Candidate {
-        Candidate {
+    fn movie(genres: &str) -> KeptMovie {
+        KeptMovie {
             movie: Movie {
                 id: 1,
                 title: String::new(),
@@ -99,8 +93,7 @@ mod tests {
                 genres: genres.split('|').map(str::to_string).collect(),
                 poster: String::new(),
             },
-            file: None,
-            download_error: None,
+            poster_file: String::new(),
         }
     }
 

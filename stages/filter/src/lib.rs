@@ -107,26 +107,30 @@ impl Kind for Filter {
     }
 }
 
-/// The movies with a downloaded poster and a recent enough year; the others are dropped.
+/// The movies with a downloaded poster and a recent enough year, each with its poster file; the
+/// others are dropped.
 fn cheap_checks(
     candidates: Vec<Candidate>,
     params: &FilterParams,
     summary: &mut FilterSummary,
-) -> Vec<Candidate> {
+) -> Vec<KeptMovie> {
     let mut survivors = Vec::new();
-    for c in candidates {
-        if let Some(err) = &c.download_error {
-            summary.drop_movie(c.movie.id, &c.movie.title, format!("no poster: {err}"));
-        } else if let Some(min) = params.min_year
-            && c.movie.year.is_none_or(|y| y < min)
-        {
-            let reason = match c.movie.year {
-                None => "no year in title".to_string(),
-                Some(_) => format!("released before {min}"),
-            };
-            summary.drop_movie(c.movie.id, &c.movie.title, reason);
-        } else {
-            survivors.push(c);
+    for Candidate { movie, poster } in candidates {
+        let too_old = params
+            .min_year
+            .filter(|&min| movie.year.is_none_or(|y| y < min));
+        match (poster, too_old) {
+            (Err(err), _) => {
+                summary.drop_movie(movie.id, &movie.title, format!("no poster: {err}"));
+            }
+            (Ok(_), Some(min)) => {
+                let reason = match movie.year {
+                    None => "no year in title".to_string(),
+                    Some(_) => format!("released before {min}"),
+                };
+                summary.drop_movie(movie.id, &movie.title, reason);
+            }
+            (Ok(poster_file), None) => survivors.push(KeptMovie { movie, poster_file }),
         }
     }
     survivors
@@ -136,16 +140,16 @@ fn cheap_checks(
 /// reuse a verdict: posters are named by content hash, so a verdict per file holds forever).
 fn decode_checks(
     ctx: &StageContext<'_>,
-    survivors: Vec<Candidate>,
+    survivors: Vec<KeptMovie>,
     posters_dir: &Path,
     summary: &mut FilterSummary,
-) -> (Vec<Candidate>, usize) {
+) -> (Vec<KeptMovie>, usize) {
     ctx.progress.start("decode", survivors.len() as u64);
     let decode_count = AtomicUsize::new(0);
     let verdicts: Vec<Result<(), String>> = survivors
         .par_iter()
-        .map(|c| {
-            let file = c.file.as_deref().unwrap_or_default();
+        .map(|kept| {
+            let file = kept.poster_file.as_str();
             let key = item_key(&[b"filter-decodes-v1", file.as_bytes()]);
             let result = match ctx.items.get(&key) {
                 Some(verdict) if verdict == b"ok" => Ok(()),
@@ -168,12 +172,14 @@ fn decode_checks(
         })
         .collect();
     let mut decodable = Vec::new();
-    for (c, verdict) in survivors.into_iter().zip(verdicts) {
+    for (kept, verdict) in survivors.into_iter().zip(verdicts) {
         match verdict {
-            Ok(()) => decodable.push(c),
-            Err(err) => {
-                summary.drop_movie(c.movie.id, &c.movie.title, format!("broken poster: {err}"))
-            }
+            Ok(()) => decodable.push(kept),
+            Err(err) => summary.drop_movie(
+                kept.movie.id,
+                &kept.movie.title,
+                format!("broken poster: {err}"),
+            ),
         }
     }
     (decodable, decode_count.into_inner())
@@ -182,23 +188,18 @@ fn decode_checks(
 /// The movies with at least one genre of the vocabulary, each with those genres only; the
 /// others are dropped.
 fn keep_in_vocabulary(
-    decodable: Vec<Candidate>,
+    decodable: Vec<KeptMovie>,
     vocab: &Vocabulary,
     summary: &mut FilterSummary,
 ) -> Vec<KeptMovie> {
     let mut kept = Vec::new();
-    for Candidate {
-        mut movie, file, ..
-    } in decodable
-    {
-        movie.genres.retain(|g| vocab.counts.contains_key(g));
-        if movie.genres.is_empty() {
-            summary.drop_movie(movie.id, &movie.title, "no genre in vocabulary".to_string());
+    for mut movie in decodable {
+        movie.movie.genres.retain(|g| vocab.counts.contains_key(g));
+        if movie.movie.genres.is_empty() {
+            let reason = "no genre in vocabulary".to_string();
+            summary.drop_movie(movie.movie.id, &movie.movie.title, reason);
         } else {
-            kept.push(KeptMovie {
-                movie,
-                poster_file: file.unwrap_or_default(),
-            });
+            kept.push(movie);
         }
     }
     kept
