@@ -22,7 +22,6 @@ mod source;
 mod summary;
 
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use pipeline_api::{
     Kind, KindInfo, ParamError, ResultExt, RunSummary, StageContext, StageError, create_dir,
@@ -78,13 +77,11 @@ impl Kind for Download {
         let fetching = fetch_all(ctx, &params, &posters, &sources)?;
         // The output stays current until the oldest remembered failure may be retried. The
         // times stay out of the output itself, so an unchanged rerun changes nothing downstream.
-        let remembered_failures = fetching.failed_at.iter().flatten().count();
+        let remembered_failures = fetching.failed_at().count();
         let retry_due = fetching
-            .failed_at
-            .iter()
-            .flatten()
+            .failed_at()
             .min()
-            .map(|&at| memory::retry_due(at, params.retry_failed_after_hours));
+            .map(|at| memory::retry_due(at, params.retry_failed_after_hours));
         let summary = DownloadSummary::of(&fetching.results, &posters)?;
         let outcomes: Vec<DownloadOutcome> =
             fetching.results.iter().map(|f| f.outcome.clone()).collect();
@@ -108,12 +105,31 @@ impl Kind for Download {
 /// Every poster's result, and how each came about.
 struct Fetching {
     results: Vec<Fetched>,
-    /// Per result: when a remote failure was first seen, if it is one.
-    failed_at: Vec<Option<u64>>,
-    /// Stored by an earlier run and still current.
-    reused: usize,
+    /// Per result.
+    came: Vec<Came>,
+}
+
+impl Fetching {
+    /// When each remote failure among the results was first seen.
+    fn failed_at(&self) -> impl Iterator<Item = u64> + '_ {
+        self.came.iter().filter_map(Came::failed_at)
+    }
+
+    /// Results stored by an earlier run and still current.
+    fn reused(&self) -> usize {
+        self.came
+            .iter()
+            .filter(|c| matches!(c, Came::Reused))
+            .count()
+    }
+
     /// Failures of earlier runs, not requested again.
-    remembered: usize,
+    fn remembered(&self) -> usize {
+        self.came
+            .iter()
+            .filter(|c| matches!(c, Came::Remembered(_)))
+            .count()
+    }
 }
 
 /// Fetches every `(movie, source)`, `max_in_flight` at a time.
@@ -130,30 +146,18 @@ fn fetch_all(
         .build()
         .during("starting download threads")?;
     ctx.progress.start("download", sources.len() as u64);
-    let reused = AtomicUsize::new(0);
-    let remembered = AtomicUsize::new(0);
     let now = unix_now();
-    let (results, failed_at): (Vec<Fetched>, Vec<Option<u64>>) = pool.install(|| {
+    let (results, came) = pool.install(|| {
         sources
             .par_iter()
             .map(|(id, source)| {
-                let (result, how) = fetch_one(ctx, params, &fetcher, posters, source, now);
-                match how {
-                    Came::Reused => reused.fetch_add(1, Ordering::Relaxed),
-                    Came::Remembered(_) => remembered.fetch_add(1, Ordering::Relaxed),
-                    Came::Fetched(_) => 0,
-                };
+                let (result, came) = fetch_one(ctx, params, &fetcher, posters, source, now);
                 ctx.progress.advance(1);
-                (Fetched::new(*id, source, result), how.failed_at())
+                (Fetched::new(*id, source, result), came)
             })
             .unzip()
     });
-    Ok(Fetching {
-        results,
-        failed_at,
-        reused: reused.into_inner(),
-        remembered: remembered.into_inner(),
-    })
+    Ok(Fetching { results, came })
 }
 
 /// How a poster's result came about.
@@ -209,7 +213,7 @@ fn fetch_one(
 /// The lines the console shows.
 fn report(summary: &DownloadSummary, fetching: &Fetching) -> Vec<String> {
     let failed: usize = summary.failed_by_reason.values().sum();
-    let (reused, remembered) = (fetching.reused, fetching.remembered);
+    let (reused, remembered) = (fetching.reused(), fetching.remembered());
     let mut lines = vec![format!(
         "{} posters stored ({} distinct files), {failed} failed; {} fetched, {reused} reused from earlier runs",
         summary.stored,
