@@ -24,27 +24,16 @@ pub struct Fetched {
 impl Fetched {
     /// Movie `id`'s result from `source`: the stored file and its size, or why not.
     pub fn new(id: i64, source: &str, result: Result<(String, u64), FetchError>) -> Self {
-        let (outcome, class) = match result {
-            Ok((file, bytes)) => (
-                DownloadOutcome {
-                    id,
-                    source: source.to_string(),
-                    file: Some(file),
-                    bytes: Some(bytes),
-                    reason: None,
-                },
-                None,
-            ),
-            Err(error) => (
-                DownloadOutcome {
-                    id,
-                    source: source.to_string(),
-                    file: None,
-                    bytes: None,
-                    reason: Some(error.to_string()),
-                },
-                Some(error.class()),
-            ),
+        let (file, bytes, reason, class) = match result {
+            Ok((file, bytes)) => (Some(file), Some(bytes), None, None),
+            Err(error) => (None, None, Some(error.to_string()), Some(error.class())),
+        };
+        let outcome = DownloadOutcome {
+            id,
+            source: source.to_string(),
+            file,
+            bytes,
+            reason,
         };
         Fetched { outcome, class }
     }
