@@ -10,10 +10,14 @@ use pipeline_engine::plan::Plan;
 use pipeline_engine::spec::SpecFile;
 use pipeline_engine::{Engine, RunOptions};
 
+use std::sync::Arc;
+
 use crate::commands::{self, Failure};
+use crate::console::Console;
 use crate::graph::DagFormat;
 use crate::kinds;
 use crate::predict::PredictOptions;
+use crate::shared;
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -34,6 +38,9 @@ Examples:
                                 the genres the trained model sees in a poster
   pipeline verify --repair      rehash the cache and evict damaged entries
   pipeline gc --keep 3          drop cache entries not used by the lock or the last 3 runs
+  pipeline push                 send the locked entries to the shared cache (`--remote URL`)
+  pipeline run --pull           take what the shared cache has instead of running it
+  pipeline status --remote      which entries are here, which on the shared cache
 
 Outputs live in `cache/` (content-addressed by stage key), `pipeline.lock` records what each stage
 last ran with, and published reports land in `reports/`.";
@@ -116,12 +123,56 @@ pub enum Command {
         /// the cache out when a result looks wrong.
         #[arg(long)]
         no_reuse: bool,
+        /// Before running a dirty stage, take its entry from the shared cache when it has one
+        /// (checked against its blake3; a damaged one is refused and the stage runs).
+        #[arg(long)]
+        pull: bool,
+        /// Send each entry to the shared cache as soon as it is committed, and the fresh ones
+        /// the run used at the end.
+        #[arg(long)]
+        push: bool,
+        #[command(flatten)]
+        remote: RemoteArg,
+        /// Transfers with the shared cache at a time, 1 to 64.
+        #[arg(long, value_name = "N", default_value_t = 8, value_parser = at_most::<64>)]
+        transfers: usize,
+    },
+    /// Send cache entries to the shared cache: those `pipeline.lock` records for the named stages
+    /// [default: every stage], or with `--all` every complete entry. Blobs the remote has are
+    /// skipped; each entry's record goes last, created only if absent.
+    Push {
+        /// Stages whose locked entry to send [default: all].
+        stages: Vec<String>,
+        /// Every complete entry in the local cache, not only the locked ones.
+        #[arg(long, conflicts_with = "stages")]
+        all: bool,
+        #[command(flatten)]
+        remote: RemoteArg,
+        /// Transfers at a time, 1 to 64.
+        #[arg(short = 'j', long, value_name = "N", default_value_t = 8, value_parser = at_most::<64>)]
+        jobs: usize,
+    },
+    /// Take from the shared cache the entries the named stages (and what they need) would run
+    /// under, each checked against its blake3. Nothing runs and `pipeline.lock` is not touched:
+    /// the next `pipeline run` finds them fresh.
+    Pull {
+        /// Stages to pull, with what they need [default: all].
+        stages: Vec<String>,
+        #[command(flatten)]
+        remote: RemoteArg,
+        /// Transfers at a time, 1 to 64.
+        #[arg(short = 'j', long, value_name = "N", default_value_t = 8, value_parser = at_most::<64>)]
+        jobs: usize,
     },
     /// Rehash every cache entry and report the ones whose files no longer match their manifest.
     Verify {
-        /// Evict the damaged entries so the next run rebuilds them.
+        /// Evict the damaged entries so the next run rebuilds them (with `--remote`: delete the
+        /// damaged blobs and the records that name them).
         #[arg(long)]
         repair: bool,
+        /// Check the shared cache instead: read every record and rehash every blob it names.
+        #[command(flatten)]
+        remote: RemoteArg,
     },
     /// Remove cache entries that neither pipeline.lock nor the last N runs reference.
     Gc {
@@ -143,6 +194,9 @@ pub enum Command {
         /// One JSON object per stage: name, kind, state, reason, reasons, key.
         #[arg(long)]
         json: bool,
+        /// Also say, per stage, whether the shared cache has its entry.
+        #[command(flatten)]
+        remote: RemoteArg,
     },
     /// Ask a trained model about posters: the genres its decision rule predicts, with
     /// probabilities. Posters go through the pipeline's own download limits, decoder limits,
@@ -174,6 +228,17 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = DagFormat::Text)]
         format: DagFormat,
     },
+}
+
+/// Which shared cache.
+#[derive(Debug, clap::Args)]
+pub struct RemoteArg {
+    /// The shared cache: s3://BUCKET/PREFIX, gs://, az://, file:///DIR or a directory path
+    /// [default: $PIPELINE_REMOTE, else `cache: {remote: URL}` in the pipeline file]. Credentials
+    /// come from the environment, never the file: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY
+    /// (AWS_ENDPOINT for a server other than AWS), or AWS_PROFILE.
+    #[arg(long, value_name = "URL", num_args = 0..=1, default_missing_value = "")]
+    pub remote: Option<String>,
 }
 
 /// `pipeline metrics ...`. RUN is a run id (`pipeline log` shows them), a unique prefix of one,
@@ -276,6 +341,10 @@ fn execute(cli: &Cli, threads: usize) -> Result<(), Failure> {
             jobs,
             retry_failed,
             no_reuse,
+            pull,
+            push,
+            remote,
+            transfers,
         } => {
             let options = RunOptions {
                 targets: stages.clone(),
@@ -290,11 +359,65 @@ fn execute(cli: &Cli, threads: usize) -> Result<(), Failure> {
                 retry_failed: *retry_failed,
                 no_reuse: *no_reuse,
                 overrides: cli.set.clone(),
+                pull: *pull,
+                push: *push,
+                pull_only: false,
             };
-            commands::run(&engine, &plan, &options, cli.verbose > 0)
+            let console = Arc::new(Console::new(cli.verbose > 0));
+            if !(*pull || *push) {
+                return commands::run(&engine, &plan, &options, &console);
+            }
+            let shared = shared::open(remote.remote.as_deref(), &plan, *transfers, &console)?;
+            let engine = engine.with_shared(&shared);
+            commands::run(&engine, &plan, &options, &console)?;
+            if *push {
+                shared::push_fresh(&engine, &shared)?;
+            }
+            Ok(())
         }
-        Command::Status { json } => commands::status(&engine, *json),
-        Command::Verify { repair } => commands::verify(&engine, *repair),
+        Command::Push {
+            stages,
+            all,
+            remote,
+            jobs,
+        } => {
+            let console = Arc::new(Console::new(cli.verbose > 0));
+            let shared = shared::open(remote.remote.as_deref(), &plan, *jobs, &console)?;
+            shared::push(&engine, &shared, stages, *all)
+        }
+        Command::Pull {
+            stages,
+            remote,
+            jobs,
+        } => {
+            let console = Arc::new(Console::new(cli.verbose > 0));
+            let shared = shared::open(remote.remote.as_deref(), &plan, *jobs, &console)?;
+            let options = RunOptions {
+                targets: stages.clone(),
+                threads,
+                jobs: cores(),
+                pull_only: true,
+                overrides: cli.set.clone(),
+                ..RunOptions::default()
+            };
+            shared::pull(&engine.with_shared(&shared), &console, &options)
+        }
+        Command::Status { json, remote } => match &remote.remote {
+            None => commands::status(&engine, *json),
+            Some(url) => {
+                let console = Arc::new(Console::new(cli.verbose > 0));
+                let shared = shared::open(Some(url), &plan, 8, &console)?;
+                shared::status(&engine, &shared, *json)
+            }
+        },
+        Command::Verify { repair, remote } => match &remote.remote {
+            None => commands::verify(&engine, *repair),
+            Some(url) => {
+                let console = Arc::new(Console::new(cli.verbose > 0));
+                let shared = shared::open(Some(url), &plan, 8, &console)?;
+                shared::verify(&shared, *repair)
+            }
+        },
         Command::Gc { keep } => commands::gc(&engine, *keep),
         Command::Log { limit, json } => commands::log(&engine, *limit, *json),
         Command::Predict {

@@ -32,10 +32,9 @@ pub fn run(
     engine: &Engine<'_>,
     plan: &Plan,
     options: &RunOptions,
-    verbose: bool,
+    console: &Console,
 ) -> Result<(), Failure> {
-    let console = Console::new(verbose);
-    let outcome = engine.run(options, &console).map_err(engine_failure)?;
+    let outcome = engine.run(options, console).map_err(engine_failure)?;
     if !outcome.failed.is_empty() {
         eprintln!(
             "error: {} failed; see the message above. Fix it and rerun `pipeline run`.",
@@ -52,6 +51,12 @@ pub fn run(
         if outcome.would_run.is_empty() {
             say!("Nothing to do: every selected stage is fresh.");
         }
+    } else if !outcome.pulled.is_empty() && outcome.ran.is_empty() {
+        say!(
+            "Nothing ran: {} stages came from the shared cache, {} were fresh.",
+            outcome.pulled.len(),
+            outcome.fresh.len()
+        );
     } else if outcome.ran.is_empty() {
         say!("Nothing to do: every selected stage is fresh.");
     }
@@ -60,6 +65,17 @@ pub fn run(
         if index.exists() {
             say!("Report: {}", dir.join("index.html").display());
         }
+    }
+    let pushes_failed = outcome
+        .shared_troubles
+        .iter()
+        .filter(|t| t.during == "push")
+        .count();
+    if pushes_failed > 0 {
+        eprintln!(
+            "error: the run finished, but {pushes_failed} entries were not pushed (see above); `pipeline push` sends them"
+        );
+        return Err(Failure::Reported);
     }
     Ok(())
 }

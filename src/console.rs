@@ -95,6 +95,46 @@ impl Reporter for Console {
             Event::Skipped { stage, reasons, .. } => {
                 self.line(&format!("Skipped {stage} ({})", describe(reasons)));
             }
+            Event::Pulled {
+                stage,
+                pulled,
+                span,
+                ..
+            } => self.line(&format!(
+                "Pulled {stage} from the shared cache: {} files, {} in {:.1}s",
+                pulled.files,
+                megabytes(pulled.bytes),
+                span.seconds
+            )),
+            Event::NotShared {
+                stage,
+                key: Some(_),
+            } => {
+                self.line(&format!("Not on the remote: {stage}"));
+            }
+            Event::NotShared { stage, key: None } => self.line(&format!(
+                "Not on the remote: {stage} (an input it needs is not either)"
+            )),
+            Event::Pushed { stage, pushed } if pushed.already_there => {
+                self.line(&format!("Pushed {stage}: the remote had it already"));
+            }
+            Event::Pushed { stage, pushed } => self.line(&format!(
+                "Pushed {stage}: {} blobs, {}",
+                pushed.blobs,
+                megabytes(pushed.bytes)
+            )),
+            Event::SharedTrouble {
+                stage,
+                during: "pull",
+                message,
+            } => self.error_line(&format!(
+                "Could not pull {stage} ({message}); running it instead"
+            )),
+            Event::SharedTrouble {
+                stage,
+                during,
+                message,
+            } => self.error_line(&format!("Could not {during} {stage}: {message}")),
             Event::Published { stage, dir } => {
                 if self.verbose {
                     self.line(&format!("Published {stage} to `{}`", dir.display()));
@@ -120,6 +160,60 @@ impl Reporter for Console {
             stage: stage.to_string(),
             verbose: self.verbose && !self.interactive,
         })
+    }
+}
+
+/// `12.3 MB`.
+pub fn megabytes(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
+}
+
+impl pipeline_remote::Transfers for Console {
+    fn bar(
+        &self,
+        task: &str,
+        objects: u64,
+        bytes: u64,
+    ) -> Box<dyn pipeline_remote::TransferBar + '_> {
+        let bar = if self.interactive {
+            let bar = self.bars.add(ProgressBar::new(bytes));
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "  {prefix} [{bar:30}] {bytes}/{total_bytes} ({binary_bytes_per_sec}, eta {eta}) {msg}",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
+            );
+            bar.set_prefix(task.to_string());
+            bar.set_message(format!("{objects} objects"));
+            bar
+        } else {
+            ProgressBar::hidden()
+        };
+        if self.verbose && !self.interactive {
+            say(&format!(
+                "  {task}: {objects} objects, {}",
+                megabytes(bytes)
+            ));
+        }
+        Box::new(TransferLine { bar })
+    }
+}
+
+/// One transfer's bar: bytes, rate and ETA.
+struct TransferLine {
+    bar: ProgressBar,
+}
+
+impl pipeline_remote::TransferBar for TransferLine {
+    fn advance(&self, bytes: u64) {
+        self.bar.inc(bytes);
+    }
+}
+
+impl Drop for TransferLine {
+    fn drop(&mut self) {
+        self.bar.finish_and_clear();
     }
 }
 

@@ -2,7 +2,7 @@
 //!
 //! [`pipeline_engine`] is generic (spec, plan, cache, runner); [`kinds`] wires in the poster stages;
 //! [`cli`] (arguments and dispatch), `commands` (one function per subcommand) and [`console`]
-//! (progress and output) are the command-line edge; `predict`, `experiments` and `graph` answer
+//! (progress and output) are the command-line edge, `shared` the commands of the shared cache; `predict`, `experiments` and `graph` answer
 //! the subcommands of the same names.
 
 /// `println!` that drops the line when stdout is a closed pipe instead of panicking.
@@ -17,3 +17,4 @@ pub mod experiments;
 pub mod graph;
 pub mod kinds;
 pub mod predict;
+mod shared;

@@ -9,6 +9,7 @@ use crate::event::{Event, Reporter};
 use crate::fsio::{Area, FsError};
 use crate::plan::Plan;
 use crate::record::{RunRecord, read_runs};
+use crate::shared::SharedCache;
 use crate::statcache::StatCache;
 use crate::store::Store;
 
@@ -61,6 +62,13 @@ pub struct RunOptions {
     pub no_reuse: bool,
     /// The `-S` overrides already applied to the plan, kept in the run record.
     pub overrides: Vec<String>,
+    /// Before running a dirty stage, take its entry from the shared cache when it has one.
+    pub pull: bool,
+    /// Send every entry this run commits to the shared cache.
+    pub push: bool,
+    /// `pipeline pull`: take what the shared cache has and run nothing; stages it lacks are
+    /// left as they are. The lock file and published copies are not touched.
+    pub pull_only: bool,
 }
 
 /// The engine bound to one plan and its project directory.
@@ -69,6 +77,8 @@ pub struct Engine<'a> {
     pub(crate) store: Store,
     pub(crate) lock_path: PathBuf,
     pub(crate) stat: StatCache,
+    /// The cache shared with other machines, for `pull`/`push` runs.
+    pub(crate) shared: Option<&'a dyn SharedCache>,
 }
 
 impl<'a> Engine<'a> {
@@ -80,7 +90,43 @@ impl<'a> Engine<'a> {
             store,
             lock_path: plan.root.join("pipeline.lock"),
             plan,
+            shared: None,
         }
+    }
+
+    /// The engine with a shared cache that runs with `pull` or `push` use.
+    pub fn with_shared(mut self, shared: &'a dyn SharedCache) -> Self {
+        self.shared = Some(shared);
+        self
+    }
+
+    /// The plan it runs.
+    pub fn plan(&self) -> &Plan {
+        self.plan
+    }
+
+    /// The local cache.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The key `pipeline.lock` records for each stage, in plan order (stages never run are left
+    /// out).
+    pub fn locked_keys(&self) -> Vec<(String, String)> {
+        let lock = crate::lock::LockFile::load(&self.lock_path);
+        self.plan
+            .stages
+            .iter()
+            .filter_map(|s| Some((s.name.clone(), lock.stages.get(&s.name)?.key.clone())))
+            .collect()
+    }
+
+    /// Takes the process lock for work that changes the cache outside a run (a pull), clearing
+    /// what dead runs left. Released when the file is dropped.
+    pub fn lock_cache(&self, reporter: &dyn Reporter) -> Result<std::fs::File, EngineError> {
+        let lock = self.acquire_run_lock(reporter, false)?;
+        self.store.clear_pending()?;
+        Ok(lock)
     }
 
     /// The recorded runs, oldest first.

@@ -9,6 +9,7 @@ use pipeline_api::{NoProgress, Progress, StageTiming};
 use crate::failure::{StageFailure, error_chain};
 use crate::fingerprint::{Reason, describe};
 use crate::record::{Action, RunOutcomeKind, RunRecord, StageRecord};
+use crate::shared::{Pulled, Pushed};
 
 /// When a stage was handled, relative to the run's start.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -85,6 +86,41 @@ pub enum Event<'a> {
         /// When.
         span: Span,
     },
+    /// `--pull`: the shared cache had the stage's entry; it was taken instead of running.
+    Pulled {
+        /// Stage name.
+        stage: &'a str,
+        /// Its key.
+        key: &'a str,
+        /// What came over.
+        pulled: Pulled,
+        /// When.
+        span: Span,
+    },
+    /// `pipeline pull`: the shared cache has no entry for the stage (it was left as it is).
+    NotShared {
+        /// Stage name.
+        stage: &'a str,
+        /// Its key, when its inputs are known.
+        key: Option<&'a str>,
+    },
+    /// `--push`: the stage's entry was sent to the shared cache.
+    Pushed {
+        /// Stage name.
+        stage: &'a str,
+        /// What went over.
+        pushed: Pushed,
+    },
+    /// A transfer with the shared cache failed; the run goes on without it (the stage runs, or
+    /// its entry stays local).
+    SharedTrouble {
+        /// Stage name.
+        stage: &'a str,
+        /// `pull` or `push`.
+        during: &'static str,
+        /// What went wrong, naming the object.
+        message: &'a str,
+    },
     /// A copy of the stage's output was published to `dir` (relative to the project).
     Published {
         /// Stage name.
@@ -130,10 +166,27 @@ pub struct RunOutcome {
     pub would_run: Vec<String>,
     /// Stages that failed.
     pub failed: Vec<String>,
+    /// Stages whose entry came from the shared cache.
+    pub pulled: Vec<String>,
+    /// `pipeline pull`: stages the shared cache has no entry for.
+    pub not_shared: Vec<String>,
+    /// Transfers with the shared cache that failed.
+    pub shared_troubles: Vec<SharedTrouble>,
     /// Directories that received published outputs.
     pub published: Vec<PathBuf>,
     /// The run's id (empty for a dry run).
     pub run_id: String,
+}
+
+/// A transfer with the shared cache that failed during a run.
+#[derive(Debug, Clone)]
+pub struct SharedTrouble {
+    /// The stage.
+    pub stage: String,
+    /// `pull` or `push`.
+    pub during: &'static str,
+    /// What went wrong.
+    pub message: String,
 }
 
 /// The consumer that turns a run's events into its record and its outcome.
@@ -141,6 +194,8 @@ pub struct RunOutcome {
 pub struct RunLog {
     stages: Vec<StageRecord>,
     would_run: Vec<String>,
+    not_shared: Vec<String>,
+    shared_troubles: Vec<SharedTrouble>,
     published: Vec<PathBuf>,
 }
 
@@ -188,9 +243,28 @@ impl RunLog {
                 reasons,
                 span,
             } => push(stage, Action::Skipped, describe(reasons), None, span),
+            Event::Pulled {
+                stage, key, span, ..
+            } => push(
+                stage,
+                Action::Pulled,
+                "taken from the shared cache".into(),
+                Some(key),
+                span,
+            ),
+            Event::NotShared { stage, .. } => self.not_shared.push(stage.to_string()),
+            Event::SharedTrouble {
+                stage,
+                during,
+                message,
+            } => self.shared_troubles.push(SharedTrouble {
+                stage: stage.to_string(),
+                during,
+                message: message.to_string(),
+            }),
             Event::WouldRun { stage, .. } => self.would_run.push(stage.to_string()),
             Event::Published { dir, .. } => self.published.push(dir.to_path_buf()),
-            Event::WaitingForLock { .. } | Event::Started { .. } => {}
+            Event::WaitingForLock { .. } | Event::Started { .. } | Event::Pushed { .. } => {}
         }
     }
 
@@ -225,6 +299,9 @@ impl RunLog {
             ran: named(Action::Ran),
             fresh: named(Action::Fresh),
             failed: named(Action::Failed),
+            pulled: named(Action::Pulled),
+            not_shared: self.not_shared.clone(),
+            shared_troubles: self.shared_troubles.clone(),
             would_run: self.would_run.clone(),
             published: self.published.clone(),
             run_id: run_id.to_string(),

@@ -17,7 +17,18 @@ use crate::fingerprint::Reason;
 use crate::items::ItemStore;
 use crate::plan::PlannedStage;
 use crate::record::{Action, read_runs};
-use crate::store::Manifest;
+use crate::shared::Pulled;
+use crate::store::{Committed, Manifest};
+
+/// What came of a dirty stage.
+pub(crate) enum Executed {
+    /// It ran, and its entry is committed.
+    Ran(Manifest),
+    /// Its entry came from the shared cache.
+    Pulled(Committed, Pulled),
+    /// `pipeline pull`: the shared cache has no entry for it, and it did not run.
+    NotShared,
+}
 
 /// How many earlier outputs of a stage are offered for reuse.
 const EARLIER_OUTPUTS: usize = 4;
@@ -33,7 +44,13 @@ impl Engine<'_> {
         reasons: &[Reason],
         options: &RunOptions,
         reporter: &dyn Reporter,
-    ) -> Result<Manifest, StageFailure> {
+    ) -> Result<Executed, StageFailure> {
+        if let Some(pulled) = self.try_pull(stage, key, reasons, options, reporter) {
+            return Ok(pulled);
+        }
+        if options.pull_only {
+            return Ok(Executed::NotShared);
+        }
         // A corrupted input is never used silently: rehash what this stage is about to read.
         for up in stage.inputs.values() {
             let problems = self.store.verify(&entry_keys[up]);
@@ -121,7 +138,72 @@ impl Engine<'_> {
             )
             .map_err(StageFailure::cache)?;
         self.store.remove_work_dir(key);
-        Ok(manifest)
+        self.try_push(stage, key, options, reporter);
+        Ok(Executed::Ran(manifest))
+    }
+
+    /// `--pull`: the stage's entry from the shared cache, unless the stage is forced. A failed
+    /// transfer is reported and the stage runs instead: the shared cache only ever saves work.
+    fn try_pull(
+        &self,
+        stage: &PlannedStage,
+        key: &str,
+        reasons: &[Reason],
+        options: &RunOptions,
+        reporter: &dyn Reporter,
+    ) -> Option<Executed> {
+        let shared = self.shared.filter(|_| options.pull || options.pull_only)?;
+        if reasons.contains(&Reason::Forced) {
+            return None;
+        }
+        match shared.pull(&self.store, key) {
+            Ok(Some(pulled)) => match self.store.fresh(key) {
+                Some(entry) => Some(Executed::Pulled(entry, pulled)),
+                None => {
+                    let message = "the pulled entry is not complete in the local cache".to_string();
+                    reporter.event(&Event::SharedTrouble {
+                        stage: &stage.name,
+                        during: "pull",
+                        message: &message,
+                    });
+                    None
+                }
+            },
+            Ok(None) => None,
+            Err(err) => {
+                reporter.event(&Event::SharedTrouble {
+                    stage: &stage.name,
+                    during: "pull",
+                    message: &err.to_string(),
+                });
+                None
+            }
+        }
+    }
+
+    /// `--push`: sends the entry just committed; a failure is reported, and the entry stays local
+    /// for a later `pipeline push`.
+    fn try_push(
+        &self,
+        stage: &PlannedStage,
+        key: &str,
+        options: &RunOptions,
+        reporter: &dyn Reporter,
+    ) {
+        let Some(shared) = self.shared.filter(|_| options.push) else {
+            return;
+        };
+        match shared.push(&self.store, key) {
+            Ok(pushed) => reporter.event(&Event::Pushed {
+                stage: &stage.name,
+                pushed,
+            }),
+            Err(err) => reporter.event(&Event::SharedTrouble {
+                stage: &stage.name,
+                during: "push",
+                message: &err.to_string(),
+            }),
+        }
     }
 
     /// Output directories of the newest committed runs of `stage` (distinct keys, at most
@@ -131,7 +213,8 @@ impl Engine<'_> {
         let mut keys: Vec<String> = Vec::new();
         for run in read_runs(&self.store.runs_path()).iter().rev() {
             for record in run.stages.iter().rev() {
-                if record.name != stage || record.action != Action::Ran {
+                // A pulled entry was made by a run elsewhere: as good an earlier output as one made here.
+                if record.name != stage || !matches!(record.action, Action::Ran | Action::Pulled) {
                     continue;
                 }
                 let Some(key) = &record.key else { continue };

@@ -19,6 +19,11 @@ impl ItemStore {
         Self { dir }
     }
 
+    /// The file of the item `key`, if the cache has it.
+    pub fn file(&self, key: &str) -> Option<PathBuf> {
+        self.path(key).ok().filter(|p| p.is_file())
+    }
+
     fn path(&self, key: &str) -> Result<PathBuf, StageError> {
         if key.len() < 3 || !key.bytes().all(|b| b.is_ascii_alphanumeric()) {
             return Err(StageError::invalid(format!("item key `{key}` is not hex")));

@@ -15,6 +15,7 @@
 //! | [`statcache`] | digests of workspace files, reused while their stamp holds |
 //! | [`items`], [`store`] | per-item results; entries, pending runs and commits |
 //! | [`publish`] | copies of outputs in the workspace |
+//! | [`shared`] | the contract of a cache shared with other machines |
 //! | [`failure`] | why a stage's run failed, typed with its causes |
 //! | [`event`] | what a run tells its reporter, its record and its outcome |
 //! | [`engine`] | the handle, run options, errors, the process lock |
@@ -35,6 +36,7 @@ pub mod plan;
 pub mod publish;
 pub mod record;
 pub mod schedule;
+pub mod shared;
 pub mod spec;
 pub mod statcache;
 pub mod store;
@@ -42,6 +44,7 @@ pub mod workspace;
 
 pub use assess::{StageStatus, State};
 pub use engine::{Engine, EngineError, RunOptions};
-pub use event::{Event, Reporter, RunOutcome, Span};
+pub use event::{Event, Reporter, RunOutcome, SharedTrouble, Span};
 pub use failure::{StageFailure, error_chain};
 pub use fingerprint::{Reason, describe};
+pub use shared::{Pulled, Pushed, SharedCache, SharedError};

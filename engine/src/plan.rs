@@ -63,6 +63,9 @@ pub struct Plan {
     pub file: PathBuf,
     /// Stages in dependency order (ties keep file order).
     pub stages: Vec<PlannedStage>,
+    /// `cache: {remote: URL}`: the shared cache `push`, `pull` and `run --pull/--push` use when
+    /// neither `--remote` nor `PIPELINE_REMOTE` names one.
+    pub remote: Option<String>,
 }
 
 impl Plan {
@@ -205,6 +208,7 @@ impl Plan {
                 .unwrap_or_else(|| PathBuf::from(".")),
             file: spec.path.clone(),
             stages,
+            remote: spec.spec.cache.as_ref().and_then(|c| c.remote.clone()),
         })
     }
 

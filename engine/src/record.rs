@@ -49,7 +49,8 @@ impl std::fmt::Display for RunOutcomeKind {
     }
 }
 
-/// What happened to one stage in a run (`"ran"`, `"fresh"`, `"failed"`, `"skipped"`).
+/// What happened to one stage in a run (`"ran"`, `"fresh"`, `"failed"`, `"skipped"`,
+/// `"pulled"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
@@ -61,6 +62,8 @@ pub enum Action {
     Failed,
     /// It did not run because an input failed.
     Skipped,
+    /// Its entry was taken from the shared cache instead of running it.
+    Pulled,
 }
 
 impl Action {
@@ -71,12 +74,13 @@ impl Action {
             Self::Fresh => "fresh",
             Self::Failed => "failed",
             Self::Skipped => "skipped",
+            Self::Pulled => "pulled",
         }
     }
 
     /// Whether the stage's output is known after it: it ran or was fresh.
     pub fn made_output(self) -> bool {
-        matches!(self, Self::Ran | Self::Fresh)
+        matches!(self, Self::Ran | Self::Fresh | Self::Pulled)
     }
 }
 

@@ -13,13 +13,14 @@ use pipeline_api::{RunContext, StageParams};
 use crate::assess::{Assessment, outputs_of};
 use crate::engine::{Engine, EngineError, RunOptions};
 use crate::event::{Event, Reporter, RunLog, RunOutcome, Span};
+use crate::execute::Executed;
 use crate::failure::StageFailure;
 use crate::fingerprint::Reason;
 use crate::lock::{LockFile, LockedStage};
 use crate::plan::PlannedStage;
 use crate::publish::run_folders;
 use crate::record::{RunOutcomeKind, RunRecord, append_run, last_run_id, run_id};
-use crate::store::{Committed, Manifest};
+use crate::store::Committed;
 
 /// Where a selected stage stands during a run.
 enum Slot {
@@ -31,6 +32,8 @@ enum Slot {
     Fresh,
     /// Ran in this run.
     Ran,
+    /// Its entry came from the shared cache in this run.
+    Pulled,
     /// `--dry-run`: would run, so its output (and its dependents' keys) is unknown.
     Unknown,
     /// Failed, or skipped because something it needs failed.
@@ -49,7 +52,7 @@ struct Job<'p> {
 /// A worker's report on the job it ran.
 struct Finished<'p> {
     job: Job<'p>,
-    result: Result<Manifest, StageFailure>,
+    result: Result<Executed, StageFailure>,
     ended: Instant,
 }
 
@@ -396,6 +399,15 @@ impl<'e, 'p> Scheduler<'e, 'p> {
                 self.slots.insert(&stage.name, Slot::Unknown);
                 Ok(Settled::Done)
             }
+            Assessment::Dirty { known: None, .. } if self.options.pull_only => {
+                // An input the shared cache lacked: this stage's key cannot be known.
+                self.emit(Event::NotShared {
+                    stage: &stage.name,
+                    key: None,
+                });
+                self.slots.insert(&stage.name, Slot::Unknown);
+                Ok(Settled::Done)
+            }
             Assessment::Dirty { reasons, known } => {
                 let (key, fingerprint) = known.expect("inputs are known when not a dry run");
                 if self.running_keys.contains_key(&key) || !can_start {
@@ -453,7 +465,7 @@ impl<'e, 'p> Scheduler<'e, 'p> {
         self.entry_keys
             .insert(stage.name.clone(), entry.key.clone());
         self.slots.insert(&stage.name, Slot::Fresh);
-        if !self.options.dry_run {
+        if !self.options.dry_run && !self.options.pull_only {
             if self.lock.stages.get(&stage.name) != Some(&locked) {
                 self.lock.stages.insert(stage.name.clone(), locked);
                 self.lock.save(&self.engine.lock_path)?;
@@ -471,7 +483,32 @@ impl<'e, 'p> Scheduler<'e, 'p> {
         let span = self.span(job.began, ended);
         self.running_keys.remove(&job.key);
         match result {
-            Ok(manifest) => {
+            Ok(Executed::Pulled(entry, pulled)) => {
+                self.emit(Event::Pulled {
+                    stage: &stage.name,
+                    key: &job.key,
+                    pulled,
+                    span,
+                });
+                self.known(stage, &job.key, &entry.output_digest, Slot::Pulled);
+                if !self.options.pull_only {
+                    let mut locked = job.locked;
+                    locked.outputs = outputs_of(&entry);
+                    self.lock.stages.insert(stage.name.clone(), locked);
+                    self.lock.save(&self.engine.lock_path)?;
+                    self.publish(stage, &job.key, true)?;
+                }
+                Ok(true)
+            }
+            Ok(Executed::NotShared) => {
+                self.emit(Event::NotShared {
+                    stage: &stage.name,
+                    key: Some(&job.key),
+                });
+                self.slots.insert(&stage.name, Slot::Unknown);
+                Ok(true)
+            }
+            Ok(Executed::Ran(manifest)) => {
                 let mut locked = job.locked;
                 locked.outputs = outputs_of(&manifest.committed());
                 self.lock.stages.insert(stage.name.clone(), locked);
@@ -503,6 +540,13 @@ impl<'e, 'p> Scheduler<'e, 'p> {
                 Ok(false)
             }
         }
+    }
+
+    /// Records the output of `stage` as known: its digest keys its dependents.
+    fn known(&mut self, stage: &'p PlannedStage, key: &str, digest: &str, slot: Slot) {
+        self.digests.insert(stage.name.clone(), digest.to_string());
+        self.entry_keys.insert(stage.name.clone(), key.to_string());
+        self.slots.insert(&stage.name, slot);
     }
 
     fn publish(

@@ -14,6 +14,19 @@ use serde::Deserialize;
 pub struct PipelineSpec {
     /// Stage name -> stage.
     pub stages: BTreeMap<String, StageSpec>,
+    /// Settings of the cache.
+    #[serde(default)]
+    pub cache: Option<CacheSpec>,
+}
+
+/// `cache:` in the pipeline file. Credentials never go here: they come from the environment or
+/// an AWS profile.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheSpec {
+    /// The shared cache, e.g. `s3://team-bucket/pipeline-cache`.
+    #[serde(default)]
+    pub remote: Option<String>,
 }
 
 /// One entry under `stages:`.

@@ -453,7 +453,11 @@ impl Store {
     /// The first output the manifest lists that is missing or has another size (the cheap check;
     /// [`Store::verify`] rehashes).
     fn incomplete_output(&self, key: &str, manifest: &Manifest) -> Option<String> {
-        let out = self.out_dir(key);
+        self.incomplete_in(&self.out_dir(key), manifest)
+    }
+
+    /// The first file `manifest` lists that `out` lacks or has at another size.
+    fn incomplete_in(&self, out: &std::path::Path, manifest: &Manifest) -> Option<String> {
         manifest
             .files
             .iter()
@@ -502,11 +506,63 @@ impl Store {
             finished_unix: pipeline_api::unix_now(),
             expires: summary.expires.clone(),
         };
+        self.seal_and_move(pending, &manifest)?;
+        Ok(manifest)
+    }
+
+    /// Commits an entry made elsewhere (pulled from a shared cache): `manifest` is the one its
+    /// run wrote, and the files below `out/` must be exactly the ones it lists, with their sizes
+    /// (each was checked against its blake3 as it arrived). `items` are the per-item results its
+    /// run used, recorded for `gc` as a local run's are.
+    pub fn adopt(
+        &self,
+        pending: Pending,
+        manifest: &Manifest,
+        items: &BTreeSet<String>,
+    ) -> Result<(), AdoptError> {
+        if manifest.key != pending.key || manifest.format != CACHE_FORMAT {
+            return Err(AdoptError::Mismatch(format!(
+                "the manifest is for key {} (format {}), not {} (format {CACHE_FORMAT})",
+                manifest.key, manifest.format, pending.key
+            )));
+        }
+        if tree_digest(&manifest.files) != manifest.output_digest {
+            return Err(AdoptError::Mismatch(
+                "the manifest's output digest does not match its files".into(),
+            ));
+        }
+        let out = pending.out_dir();
+        let present = list_files(&out, Area::Cache)?;
+        if present.len() != manifest.files.len() {
+            return Err(AdoptError::Mismatch(format!(
+                "{} files arrived, the manifest lists {}",
+                present.len(),
+                manifest.files.len()
+            )));
+        }
+        if let Some(problem) = self.incomplete_in(&out, manifest) {
+            return Err(AdoptError::Mismatch(problem));
+        }
+        pending.record_items(items)?;
+        self.seal_and_move(pending, manifest)?;
+        Ok(())
+    }
+
+    /// The per-item results the run of an entry used (`None` for entries from before they were
+    /// recorded).
+    pub fn items_used(&self, key: &str) -> Option<Vec<String>> {
+        let text = fs::read_to_string(self.entry_dir(key).join(ITEMS_USED)).ok()?;
+        Some(text.lines().map(str::to_string).collect())
+    }
+
+    /// Writes the manifest last (synced, with everything below `out/`) and moves the entry into
+    /// place.
+    fn seal_and_move(&self, pending: Pending, manifest: &Manifest) -> Result<(), FsError> {
         sync_tree(&pending.out_dir())?;
         let manifest_path = pending.dir.join("manifest.json");
         write_synced(
             &manifest_path,
-            &serde_json::to_vec_pretty(&manifest).expect("manifest serialises"),
+            &serde_json::to_vec_pretty(manifest).expect("manifest serialises"),
             Area::Cache,
         )?;
         let target = self.entry_dir(&pending.key);
@@ -522,8 +578,19 @@ impl Store {
         {
             let _ = dir.sync_all();
         }
-        Ok(manifest)
+        Ok(())
     }
+}
+
+/// Why [`Store::adopt`] refused an entry.
+#[derive(Debug, thiserror::Error)]
+pub enum AdoptError {
+    /// The files or the manifest are not one complete entry.
+    #[error("{0}")]
+    Mismatch(String),
+    /// Writing the entry failed.
+    #[error(transparent)]
+    Fs(#[from] FsError),
 }
 
 /// Whether `name` is an entry key: 64 lowercase hex digits, as [`crate::fingerprint`] makes them.

@@ -242,6 +242,14 @@ impl Reporter for Recorder {
             }
             Event::Published { stage, dir } => format!("published {stage} to {}", dir.display()),
             Event::WaitingForLock { .. } => "waiting".to_string(),
+            Event::Pulled { stage, .. } => format!("pulled {stage}"),
+            Event::NotShared { stage, .. } => format!("not shared {stage}"),
+            Event::Pushed { stage, .. } => format!("pushed {stage}"),
+            Event::SharedTrouble {
+                stage,
+                during,
+                message,
+            } => format!("{during} of {stage} failed: {message}"),
         };
         self.lines.lock().unwrap().push(line);
     }

@@ -6,10 +6,12 @@
 mod http;
 mod posters;
 mod python;
+mod s3;
 
 pub use http::*;
 pub use posters::*;
 pub use python::*;
+pub use s3::*;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -100,6 +102,29 @@ impl Project {
             .env_remove("PIPELINE_THREADS")
             .output()
             .unwrap()
+    }
+
+    /// Runs with extra environment (a remote's credentials).
+    pub fn pipeline_env(&self, args: &[&str], env: &[(&str, String)]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .current_dir(&self.root)
+            .env_remove("PIPELINE_THREADS")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .output()
+            .unwrap()
+    }
+
+    /// [`Project::pipeline_env`], asserting success; returns stdout.
+    pub fn ok_env(&self, args: &[&str], env: &[(&str, String)]) -> String {
+        let out = self.pipeline_env(args, env);
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "pipeline {args:?} failed\nstdout:\n{stdout}\nstderr:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
     }
 
     /// Runs and asserts success; returns stdout.

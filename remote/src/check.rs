@@ -1,0 +1,191 @@
+//! Owns looking at the remote as a whole: `verify --remote` reads every record and rehashes every
+//! blob they name; `--repair` deletes what is damaged so the next push sends it again.
+
+use std::collections::BTreeMap;
+
+use futures::StreamExt;
+use object_store::ObjectStoreExt;
+
+use crate::record::{CAS, ENTRIES, EntryRecord, blob_name, entry_name, is_hash};
+use crate::transfer::TransferBar;
+use crate::{Remote, RemoteError};
+
+/// What `verify --remote` found.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct RemoteVerify {
+    /// Records read.
+    pub entries: usize,
+    /// Blobs rehashed.
+    pub blobs: usize,
+    /// Their bytes.
+    pub bytes: u64,
+    /// What is wrong.
+    pub problems: Vec<RemoteProblem>,
+    /// `--repair`: objects deleted.
+    pub deleted: Vec<String>,
+}
+
+/// One damaged object.
+#[derive(Debug, serde::Serialize)]
+pub struct RemoteProblem {
+    /// The object, below the prefix (`cas/<hash>`, `entries/<key>`).
+    pub object: String,
+    /// What refers to it.
+    pub referred_by: String,
+    /// What is wrong.
+    pub problem: String,
+    /// Records that name it (deleted with it on repair, so their stages run and push again).
+    #[serde(skip)]
+    pub entries: Vec<String>,
+}
+
+impl Remote {
+    /// Keys of every record on the remote.
+    pub fn entry_keys(&self) -> Result<Vec<String>, RemoteError> {
+        let prefix = self.location.path(ENTRIES);
+        let store = &self.location.store;
+        let names = self.runtime.block_on(async {
+            let mut listing = store.list(Some(&prefix));
+            let mut names = Vec::new();
+            while let Some(meta) = listing.next().await {
+                if let Some(name) = meta?.location.filename() {
+                    names.push(name.to_string());
+                }
+            }
+            Ok::<_, object_store::Error>(names)
+        });
+        let mut keys: Vec<String> = names
+            .map_err(|e| RemoteError::from_store(self.url(), prefix.as_ref(), e))?
+            .into_iter()
+            .filter(|n| is_hash(n))
+            .collect();
+        keys.sort();
+        Ok(keys)
+    }
+
+    /// Reads every record and rehashes every blob one names; with `repair`, deletes each damaged
+    /// blob and the records that name it.
+    pub fn verify(&self, repair: bool) -> Result<RemoteVerify, RemoteError> {
+        let mut report = RemoteVerify::default();
+        // Hash -> (size, first referrer, every record naming it).
+        let mut blobs: BTreeMap<String, (u64, String, Vec<String>)> = BTreeMap::new();
+        for key in self.entry_keys()? {
+            report.entries += 1;
+            let record: EntryRecord = match self.record(&key) {
+                Ok(Some(record)) => record,
+                Ok(None) => continue, // deleted meanwhile
+                Err(err) => {
+                    report.problems.push(RemoteProblem {
+                        object: entry_name(&key),
+                        referred_by: "itself".into(),
+                        problem: err.to_string(),
+                        entries: vec![key.clone()],
+                    });
+                    continue;
+                }
+            };
+            let stage = &record.manifest.stage;
+            let mut name = |hash: &str, size: u64, what: String| {
+                let found = blobs
+                    .entry(hash.to_string())
+                    .or_insert_with(|| (size, what, Vec::new()));
+                found.2.push(key.clone());
+            };
+            for (rel, file) in &record.manifest.files {
+                name(
+                    &file.blake3,
+                    file.size,
+                    format!("`{rel}` of {stage} entry {}", &key[..12]),
+                );
+            }
+            for (item, found) in &record.items {
+                if found.text.is_none() {
+                    name(
+                        &found.blake3,
+                        found.size,
+                        format!("item {item} of {stage} entry {}", &key[..12]),
+                    );
+                }
+            }
+        }
+        report.blobs = blobs.len();
+        report.bytes = blobs.values().map(|(size, ..)| size).sum();
+        let bar = self
+            .transfers
+            .bar("verify", report.blobs as u64, report.bytes);
+        let bar = bar.as_ref();
+        let checked: Vec<(String, Option<String>)> = self.runtime.block_on(async {
+            futures::stream::iter(blobs.iter())
+                .map(|(hash, (size, ..))| async move {
+                    let problem = self.rehash(hash, *size, bar).await;
+                    (hash.clone(), problem)
+                })
+                .buffer_unordered(self.jobs)
+                .collect()
+                .await
+        });
+        for (hash, problem) in checked {
+            if let Some(problem) = problem {
+                let (_, what, entries) = &blobs[&hash];
+                report.problems.push(RemoteProblem {
+                    object: blob_name(&hash),
+                    referred_by: what.clone(),
+                    problem,
+                    entries: entries.clone(),
+                });
+            }
+        }
+        report.problems.sort_by(|a, b| a.object.cmp(&b.object));
+        if repair {
+            let mut doomed: Vec<String> = Vec::new();
+            for problem in &report.problems {
+                doomed.push(problem.object.clone());
+                doomed.extend(problem.entries.iter().map(|k| entry_name(k)));
+            }
+            doomed.sort();
+            doomed.dedup();
+            // Records first: a record must never name a blob that is gone.
+            doomed.sort_by_key(|name| name.starts_with(CAS));
+            for name in doomed {
+                let path = self.location.path(&name);
+                match self.runtime.block_on(self.location.store.delete(&path)) {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => report.deleted.push(name),
+                    Err(e) => return Err(RemoteError::from_store(self.url(), &name, e)),
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// What is wrong with the blob `hash`, if anything.
+    async fn rehash(&self, hash: &str, size: u64, bar: &dyn TransferBar) -> Option<String> {
+        let path = self.location.path(&blob_name(hash));
+        let got = match self.location.store.get(&path).await {
+            Ok(got) => got,
+            Err(object_store::Error::NotFound { .. }) => return Some("missing".into()),
+            Err(e) => {
+                return Some(RemoteError::from_store(self.url(), path.as_ref(), e).to_string());
+            }
+        };
+        let mut hasher = blake3::Hasher::new();
+        let mut seen = 0u64;
+        let mut stream = got.into_stream();
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(chunk) => {
+                    seen += chunk.len() as u64;
+                    hasher.update(&chunk);
+                    bar.advance(chunk.len() as u64);
+                }
+                Err(e) => return Some(e.to_string()),
+            }
+        }
+        if seen != size {
+            Some(format!("{seen} bytes where the record says {size}"))
+        } else if hasher.finalize().to_hex().as_str() != hash {
+            Some("does not match its blake3".into())
+        } else {
+            None
+        }
+    }
+}

@@ -1,0 +1,253 @@
+//! The shared cache at the command line: which remote (`--remote`, `PIPELINE_REMOTE`, or
+//! `cache: {remote: ...}`), opening it with its credentials checked before anything runs, and
+//! the commands that move entries: `push`, `pull`, `status --remote`, `verify --remote`.
+
+use std::sync::Arc;
+
+use anyhow::anyhow;
+use pipeline_engine::plan::Plan;
+use pipeline_engine::{Engine, RunOptions, State};
+use pipeline_remote::{REMOTE_VAR, Remote, RemoteError};
+
+use crate::commands::{Failure, engine_failure};
+use crate::console::{Console, megabytes};
+
+/// The remote to use: `--remote URL`, else `PIPELINE_REMOTE`, else `pipeline.yaml`'s.
+pub fn remote_url(given: Option<&str>, plan: &Plan) -> Option<String> {
+    given
+        .filter(|url| !url.is_empty())
+        .map(str::to_string)
+        .or_else(|| std::env::var(REMOTE_VAR).ok().filter(|url| !url.is_empty()))
+        .or_else(|| plan.remote.clone())
+}
+
+/// Opens the remote and asks it once. Any failure here (no URL, no or wrong credentials, no
+/// bucket, no server) is the user's to fix: exit 2, before anything runs.
+pub fn open(
+    given: Option<&str>,
+    plan: &Plan,
+    jobs: usize,
+    console: &Arc<Console>,
+) -> Result<Remote, Failure> {
+    let url = remote_url(given, plan).ok_or_else(|| {
+        Failure::Usage(anyhow!(
+            "no shared cache is named: pass `--remote s3://BUCKET/PREFIX`, set {REMOTE_VAR}, or add `cache: {{remote: s3://BUCKET/PREFIX}}` to {}",
+            plan.file.display()
+        ))
+    })?;
+    let transfers: Arc<dyn pipeline_remote::Transfers + Send> = console.clone();
+    let remote = Remote::open(&url, jobs, transfers).map_err(setup_failure)?;
+    remote.check().map_err(setup_failure)?;
+    Ok(remote)
+}
+
+/// A remote error: the user's to fix (exit 2) when it is about reaching the remote at all.
+fn setup_failure(err: RemoteError) -> Failure {
+    if err.is_setup() {
+        Failure::Usage(err.into())
+    } else {
+        Failure::Run(err.into())
+    }
+}
+
+/// `pipeline push`: the entries of the named stages in `pipeline.lock` (all stages when none are
+/// named), or with `all` every complete entry in the local cache.
+pub fn push(
+    engine: &Engine<'_>,
+    remote: &Remote,
+    stages: &[String],
+    all: bool,
+) -> Result<(), Failure> {
+    engine
+        .plan()
+        .check_names(stages.iter())
+        .map_err(|e| Failure::Usage(anyhow!(e)))?;
+    let store = engine.store();
+    let wanted: Vec<(String, String)> = if all {
+        store
+            .keys()
+            .into_iter()
+            .filter_map(|key| Some((store.manifest(&key)?.stage, key)))
+            .collect()
+    } else {
+        engine
+            .locked_keys()
+            .into_iter()
+            .filter(|(stage, _)| stages.is_empty() || stages.contains(stage))
+            .collect()
+    };
+    let mut ready = Vec::new();
+    for (stage, key) in wanted {
+        if store.fresh(&key).is_some() {
+            ready.push((stage, key));
+        } else {
+            eprintln!(
+                "warning: `{stage}` has no complete local entry for its locked key {}; run it, then push",
+                &key[..12]
+            );
+        }
+    }
+    let report = remote
+        .push_entries(store, &ready)
+        .map_err(|e| Failure::Run(e.into()))?;
+    say!(
+        "Pushed {} entries to {} ({} blobs, {} in {:.1}s, {}); {} entries and {} blobs were there already",
+        report.entries_sent,
+        remote.url(),
+        report.blobs_sent,
+        megabytes(report.bytes_sent),
+        report.seconds,
+        rate(report.bytes_sent, report.seconds),
+        report.entries_there,
+        report.blobs_there
+    );
+    Ok(())
+}
+
+/// `12.3 MB/s`.
+fn rate(bytes: u64, seconds: f64) -> String {
+    format!("{:.1} MB/s", bytes as f64 / 1e6 / seconds.max(1e-6))
+}
+
+/// `pipeline pull`: the entries the named stages (and what they need) would run under, where
+/// the remote has them; nothing runs, and `pipeline.lock` is left as it is.
+pub fn pull(engine: &Engine<'_>, console: &Console, options: &RunOptions) -> Result<(), Failure> {
+    let started = std::time::Instant::now();
+    let outcome = engine.run(options, console).map_err(engine_failure)?;
+    say!(
+        "Pulled {} stages in {:.1}s; {} were here already{}",
+        outcome.pulled.len(),
+        started.elapsed().as_secs_f64(),
+        outcome.fresh.len(),
+        if outcome.not_shared.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; not on the remote (run them): {}",
+                outcome.not_shared.join(", ")
+            )
+        }
+    );
+    if !outcome.shared_troubles.is_empty() {
+        eprintln!(
+            "error: {} entries could not be pulled; see above (`pipeline verify --remote` checks the remote)",
+            outcome.shared_troubles.len()
+        );
+        return Err(Failure::Reported);
+    }
+    Ok(())
+}
+
+/// After `run --push`: sends the fresh entries the run did not commit itself (what it
+/// committed went as it was committed; the remote says it has those).
+pub fn push_fresh(engine: &Engine<'_>, remote: &Remote) -> Result<(), Failure> {
+    let store = engine.store();
+    let ready: Vec<(String, String)> = engine
+        .locked_keys()
+        .into_iter()
+        .filter(|(_, key)| store.fresh(key).is_some())
+        .collect();
+    let report = remote
+        .push_entries(store, &ready)
+        .map_err(|e| Failure::Run(e.into()))?;
+    if report.entries_sent > 0 {
+        say!(
+            "Pushed {} more entries ({} blobs, {})",
+            report.entries_sent,
+            report.blobs_sent,
+            megabytes(report.bytes_sent)
+        );
+    }
+    Ok(())
+}
+
+/// `pipeline status --remote`: per stage, whether its entry is here and on the remote.
+pub fn status(engine: &Engine<'_>, remote: &Remote, json: bool) -> Result<(), Failure> {
+    let statuses = engine.status().map_err(engine_failure)?;
+    let mut rows = Vec::new();
+    for status in &statuses {
+        let on_remote = match &status.key {
+            Some(key) => Some(remote.has_entry(key).map_err(|e| Failure::Run(e.into()))?),
+            None => None,
+        };
+        rows.push((status, on_remote));
+    }
+    if json {
+        let values: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|(status, on_remote)| {
+                serde_json::json!({
+                    "name": status.name,
+                    "key": status.key,
+                    "local": status.state == State::Fresh,
+                    "remote": on_remote,
+                })
+            })
+            .collect();
+        say!(
+            "{}",
+            serde_json::to_string_pretty(&values).expect("JSON values serialise")
+        );
+        return Ok(());
+    }
+    let width = statuses.iter().map(|s| s.name.len()).max().unwrap_or(0);
+    say!("Shared cache: {}", remote.url());
+    say!("{:width$}  {:7}  {:8}", "stage", "local", "remote");
+    for (status, on_remote) in rows {
+        let local = if status.state == State::Fresh {
+            "yes"
+        } else {
+            "no"
+        };
+        let shared = match on_remote {
+            Some(true) => "yes",
+            Some(false) => "no",
+            None => "unknown",
+        };
+        let hint = match (status.state == State::Fresh, on_remote) {
+            (true, Some(false)) => "  (`pipeline push` sends it)",
+            (false, Some(true)) => "  (`pipeline pull` takes it)",
+            (false, Some(false)) => "  (missing: `pipeline run` makes it)",
+            (false, None) => "  (its inputs are not here yet)",
+            _ => "",
+        };
+        say!("{:width$}  {local:7}  {shared:8}{hint}", status.name);
+    }
+    Ok(())
+}
+
+/// `pipeline verify --remote`: rehashes every blob the remote's records name.
+pub fn verify(remote: &Remote, repair: bool) -> Result<(), Failure> {
+    let report = remote.verify(repair).map_err(|e| Failure::Run(e.into()))?;
+    for problem in &report.problems {
+        say!(
+            "Damaged {} ({}): {}",
+            problem.object,
+            problem.referred_by,
+            problem.problem
+        );
+    }
+    for deleted in &report.deleted {
+        say!("Deleted {deleted}");
+    }
+    say!(
+        "{} entries and {} blobs ({}) checked on {}; {} damaged{}",
+        report.entries,
+        report.blobs,
+        megabytes(report.bytes),
+        remote.url(),
+        report.problems.len(),
+        if repair && !report.problems.is_empty() {
+            " (deleted with the entries that name them: the next run makes them and `--push` sends them again)"
+        } else {
+            ""
+        }
+    );
+    if !repair && !report.problems.is_empty() {
+        eprintln!(
+            "error: the remote holds damaged objects; `pipeline verify --remote --repair` deletes them and the entries that name them"
+        );
+        return Err(Failure::Reported);
+    }
+    Ok(())
+}
