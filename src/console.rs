@@ -127,9 +127,7 @@ impl Reporter for Console {
                 stage,
                 during: "pull",
                 message,
-            } => self.error_line(&format!(
-                "Could not pull {stage} ({message}); running it instead"
-            )),
+            } => self.error_line(&format!("Could not pull {stage}: {message}")),
             Event::SharedTrouble {
                 stage,
                 during,

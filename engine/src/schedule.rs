@@ -12,7 +12,7 @@ use pipeline_api::{RunContext, StageParams};
 
 use crate::assess::{Assessment, outputs_of};
 use crate::engine::{Engine, EngineError, RunOptions};
-use crate::event::{Event, Reporter, RunLog, RunOutcome, Span};
+use crate::event::{Event, Reporter, RunLog, RunOutcome, SharedTrouble, Span};
 use crate::execute::Executed;
 use crate::failure::StageFailure;
 use crate::fingerprint::Reason;
@@ -54,6 +54,53 @@ struct Finished<'p> {
     job: Job<'p>,
     result: Result<Executed, StageFailure>,
     ended: Instant,
+    /// Transfers with the shared cache that failed while the worker ran it.
+    troubles: Vec<SharedTrouble>,
+}
+
+/// A worker's reporter: passes every event on at once, and keeps the shared cache's troubles for
+/// the run's log (which only the scheduling thread writes).
+struct NotingTroubles<'r> {
+    inner: &'r dyn Reporter,
+    troubles: std::sync::Mutex<Vec<SharedTrouble>>,
+}
+
+impl<'r> NotingTroubles<'r> {
+    fn new(inner: &'r dyn Reporter) -> Self {
+        Self {
+            inner,
+            troubles: Default::default(),
+        }
+    }
+
+    fn troubles(&self) -> Vec<SharedTrouble> {
+        std::mem::take(&mut self.troubles.lock().expect("not poisoned"))
+    }
+}
+
+impl Reporter for NotingTroubles<'_> {
+    fn event(&self, event: &Event<'_>) {
+        if let Event::SharedTrouble {
+            stage,
+            during,
+            message,
+        } = event
+        {
+            self.troubles
+                .lock()
+                .expect("not poisoned")
+                .push(SharedTrouble {
+                    stage: stage.to_string(),
+                    during,
+                    message: message.to_string(),
+                });
+        }
+        self.inner.event(event);
+    }
+
+    fn progress(&self, stage: &str) -> Box<dyn pipeline_api::Progress + '_> {
+        self.inner.progress(stage)
+    }
 }
 
 /// What settling one waiting stage came to.
@@ -280,6 +327,7 @@ impl<'e, 'p> Scheduler<'e, 'p> {
                                 let entry_keys = self.entry_keys.clone();
                                 let finished_tx = finished_tx.clone();
                                 scope.spawn(move || {
+                                    let reporter = &NotingTroubles::new(reporter);
                                     // Stage panics are caught inside `execute`; this also catches
                                     // the engine's own, so the scheduler always hears back.
                                     let result = catch_unwind(AssertUnwindSafe(|| {
@@ -302,6 +350,7 @@ impl<'e, 'p> Scheduler<'e, 'p> {
                                         job: *job,
                                         result,
                                         ended: Instant::now(),
+                                        troubles: reporter.troubles(),
                                     });
                                 });
                             }
@@ -478,7 +527,19 @@ impl<'e, 'p> Scheduler<'e, 'p> {
     /// A worker's job is done: commit its lock record and publish, or mark it broken. Returns
     /// whether it succeeded.
     fn finish(&mut self, done: Finished<'p>) -> Result<bool, EngineError> {
-        let Finished { job, result, ended } = done;
+        let Finished {
+            job,
+            result,
+            ended,
+            troubles,
+        } = done;
+        for trouble in &troubles {
+            self.log.observe(&Event::SharedTrouble {
+                stage: &trouble.stage,
+                during: trouble.during,
+                message: &trouble.message,
+            });
+        }
         let stage = job.stage;
         let span = self.span(job.began, ended);
         self.running_keys.remove(&job.key);

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use futures::StreamExt;
 use object_store::ObjectStoreExt;
 
-use crate::record::{CAS, ENTRIES, EntryRecord, blob_name, entry_name, is_hash};
+use crate::record::{ENTRIES, EntryRecord, blob_name, entry_name, is_hash};
 use crate::transfer::TransferBar;
 use crate::{Remote, RemoteError};
 
@@ -76,7 +76,7 @@ impl Remote {
                 Ok(None) => continue, // deleted meanwhile
                 Err(err) => {
                     report.problems.push(RemoteProblem {
-                        object: entry_name(&key),
+                        object: self.location.path(&entry_name(&key)).to_string(),
                         referred_by: "itself".into(),
                         problem: err.to_string(),
                         entries: vec![key.clone()],
@@ -128,7 +128,7 @@ impl Remote {
             if let Some(problem) = problem {
                 let (_, what, entries) = &blobs[&hash];
                 report.problems.push(RemoteProblem {
-                    object: blob_name(&hash),
+                    object: self.location.path(&blob_name(&hash)).to_string(),
                     referred_by: what.clone(),
                     problem,
                     entries: entries.clone(),
@@ -137,20 +137,28 @@ impl Remote {
         }
         report.problems.sort_by(|a, b| a.object.cmp(&b.object));
         if repair {
-            let mut doomed: Vec<String> = Vec::new();
-            for problem in &report.problems {
-                doomed.push(problem.object.clone());
-                doomed.extend(problem.entries.iter().map(|k| entry_name(k)));
-            }
-            doomed.sort();
-            doomed.dedup();
             // Records first: a record must never name a blob that is gone.
-            doomed.sort_by_key(|name| name.starts_with(CAS));
-            for name in doomed {
-                let path = self.location.path(&name);
+            let mut records: Vec<String> = Vec::new();
+            let mut damaged_blobs: Vec<String> = Vec::new();
+            for problem in &report.problems {
+                records.extend(problem.entries.iter().map(|k| entry_name(k)));
+                if problem.referred_by != "itself" {
+                    damaged_blobs.push(problem.object.clone());
+                }
+            }
+            records.sort();
+            records.dedup();
+            let doomed = records.iter().map(|name| self.location.path(name)).chain(
+                damaged_blobs
+                    .iter()
+                    .map(|p| object_store::path::Path::from(p.as_str())),
+            );
+            for path in doomed {
                 match self.runtime.block_on(self.location.store.delete(&path)) {
-                    Ok(()) | Err(object_store::Error::NotFound { .. }) => report.deleted.push(name),
-                    Err(e) => return Err(RemoteError::from_store(self.url(), &name, e)),
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {
+                        report.deleted.push(path.to_string());
+                    }
+                    Err(e) => return Err(RemoteError::from_store(self.url(), path.as_ref(), e)),
                 }
             }
         }

@@ -8,3 +8,4 @@ mod commands;
 mod data;
 mod hostile;
 mod model;
+mod remote;

@@ -119,3 +119,121 @@ impl Drop for Moto {
         self.kill();
     }
 }
+
+/// A TCP proxy in front of a server that the test can cut (every connection reset, new ones
+/// refused by closing them at once) and restore: the server going away mid-transfer, as seen by
+/// the client, while its state survives for the next attempt.
+pub struct Proxy {
+    pub port: u16,
+    state: std::sync::Arc<ProxyState>,
+}
+
+#[derive(Default)]
+struct ProxyState {
+    cut: std::sync::atomic::AtomicBool,
+    /// Cut once this many `PUT` requests have gone through (0: never).
+    cut_after_puts: std::sync::atomic::AtomicUsize,
+    puts: std::sync::atomic::AtomicUsize,
+    open: std::sync::Mutex<Vec<TcpStream>>,
+}
+
+impl ProxyState {
+    fn cut_now(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        for stream in self.open.lock().unwrap().drain(..) {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+impl Proxy {
+    /// A proxy on a free port forwarding to `127.0.0.1:upstream`.
+    pub fn start(upstream: u16) -> Self {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let state = std::sync::Arc::new(ProxyState::default());
+        let serving = state.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if serving.cut.load(Ordering::SeqCst) {
+                    let _ = client.shutdown(std::net::Shutdown::Both);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                    continue;
+                };
+                {
+                    let mut open = serving.open.lock().unwrap();
+                    open.push(client.try_clone().unwrap());
+                    open.push(server.try_clone().unwrap());
+                }
+                let pump = |mut from: TcpStream,
+                            mut to: TcpStream,
+                            state: Option<std::sync::Arc<ProxyState>>| {
+                    std::thread::spawn(move || {
+                        use std::io::{Read, Write};
+                        let mut buf = [0u8; 65536];
+                        loop {
+                            let n = match from.read(&mut buf) {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => n,
+                            };
+                            if let Some(state) = &state {
+                                if buf[..n].starts_with(b"PUT ") {
+                                    let puts = state.puts.fetch_add(1, Ordering::SeqCst) + 1;
+                                    let limit = state.cut_after_puts.load(Ordering::SeqCst);
+                                    if limit > 0 && puts >= limit {
+                                        state.cut_now();
+                                        break;
+                                    }
+                                }
+                                if state.cut.load(Ordering::SeqCst) {
+                                    break;
+                                }
+                            }
+                            if to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                };
+                pump(
+                    client.try_clone().unwrap(),
+                    server.try_clone().unwrap(),
+                    Some(serving.clone()),
+                );
+                pump(server, client, None);
+            }
+        });
+        Self { port, state }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Cuts every connection once `puts` more `PUT` requests have started.
+    pub fn cut_after_puts(&self, puts: usize) {
+        use std::sync::atomic::Ordering;
+        let done = self.state.puts.load(Ordering::SeqCst);
+        self.state
+            .cut_after_puts
+            .store(done + puts, Ordering::SeqCst);
+    }
+
+    /// `PUT` requests seen so far.
+    pub fn puts(&self) -> usize {
+        self.state.puts.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Lets connections through again.
+    pub fn restore(&self) {
+        use std::sync::atomic::Ordering;
+        self.state.cut_after_puts.store(0, Ordering::SeqCst);
+        self.state.cut.store(false, Ordering::SeqCst);
+    }
+}
