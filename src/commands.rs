@@ -183,8 +183,18 @@ pub fn log(engine: &Engine<'_>, limit: usize, json: bool) -> Result<(), Failure>
             .filter(|s| s.action == Action::Ran)
             .count();
         let overrides: String = run.overrides.iter().map(|o| format!(" -S {o}")).collect();
+        let pulled = run
+            .stages
+            .iter()
+            .filter(|s| s.action == Action::Pulled)
+            .count();
+        let pulled = if pulled > 0 {
+            format!(", {pulled} pulled")
+        } else {
+            String::new()
+        };
         say!(
-            "run {}at {} ({}{overrides}): {} in {:.1}s, {ran} ran, {} fresh",
+            "run {}at {} ({}{overrides}): {} in {:.1}s, {ran} ran{pulled}, {} fresh",
             if run.id.is_empty() {
                 String::new()
             } else {

@@ -274,3 +274,6 @@ impl SharedCache for Remote {
         })
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -60,6 +60,9 @@ pub struct Incoming {
     pub what: String,
 }
 
+/// The largest record read (a download stage of 20,000 posters writes about 15 MB).
+const RECORD_MAX: u64 = 1 << 30;
+
 /// Files above this size go up in parts.
 const MULTIPART_OVER: u64 = 64 << 20;
 
@@ -145,10 +148,17 @@ impl Remote {
         let store = &self.location.store;
         let result = self.runtime.block_on(async {
             let got = store.get(&path).await?;
-            got.bytes().await
+            if got.meta.size > RECORD_MAX {
+                return Ok(Err(got.meta.size));
+            }
+            got.bytes().await.map(Ok)
         });
         match result {
-            Ok(bytes) => Ok(Some(bytes.to_vec())),
+            Ok(Ok(bytes)) => Ok(Some(bytes.to_vec())),
+            Ok(Err(size)) => Err(RemoteError::BadRecord {
+                object: path.to_string(),
+                detail: format!("{size} bytes, more than a record may be ({RECORD_MAX})"),
+            }),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(RemoteError::from_store(self.url(), name, e)),
         }
