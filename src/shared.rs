@@ -114,10 +114,12 @@ fn rate(bytes: u64, seconds: f64) -> String {
 pub fn pull(engine: &Engine<'_>, console: &Console, options: &RunOptions) -> Result<(), Failure> {
     let started = std::time::Instant::now();
     let outcome = engine.run(options, console).map_err(engine_failure)?;
+    let seconds = started.elapsed().as_secs_f64();
     say!(
-        "Pulled {} stages in {:.1}s; {} were here already{}",
+        "Pulled {} stages ({} in {seconds:.1}s, {}); {} were here already{}",
         outcome.pulled.len(),
-        started.elapsed().as_secs_f64(),
+        megabytes(outcome.pulled_bytes),
+        rate(outcome.pulled_bytes, seconds),
         outcome.fresh.len(),
         if outcome.not_shared.is_empty() {
             String::new()

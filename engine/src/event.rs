@@ -168,6 +168,8 @@ pub struct RunOutcome {
     pub failed: Vec<String>,
     /// Stages whose entry came from the shared cache.
     pub pulled: Vec<String>,
+    /// Bytes those pulls fetched.
+    pub pulled_bytes: u64,
     /// `pipeline pull`: stages the shared cache has no entry for.
     pub not_shared: Vec<String>,
     /// Transfers with the shared cache that failed.
@@ -196,6 +198,7 @@ pub struct RunLog {
     would_run: Vec<String>,
     not_shared: Vec<String>,
     shared_troubles: Vec<SharedTrouble>,
+    pulled_bytes: u64,
     published: Vec<PathBuf>,
 }
 
@@ -244,14 +247,20 @@ impl RunLog {
                 span,
             } => push(stage, Action::Skipped, describe(reasons), None, span),
             Event::Pulled {
-                stage, key, span, ..
-            } => push(
                 stage,
-                Action::Pulled,
-                "taken from the shared cache".into(),
-                Some(key),
+                key,
                 span,
-            ),
+                pulled,
+            } => {
+                self.pulled_bytes += pulled.bytes;
+                push(
+                    stage,
+                    Action::Pulled,
+                    "taken from the shared cache".into(),
+                    Some(key),
+                    span,
+                )
+            }
             Event::NotShared { stage, .. } => self.not_shared.push(stage.to_string()),
             Event::SharedTrouble {
                 stage,
@@ -300,6 +309,7 @@ impl RunLog {
             fresh: named(Action::Fresh),
             failed: named(Action::Failed),
             pulled: named(Action::Pulled),
+            pulled_bytes: self.pulled_bytes,
             not_shared: self.not_shared.clone(),
             shared_troubles: self.shared_troubles.clone(),
             would_run: self.would_run.clone(),
