@@ -153,7 +153,8 @@ impl Engine<'_> {
         reporter: &dyn Reporter,
     ) -> Option<Executed> {
         let shared = self.shared.filter(|_| options.pull || options.pull_only)?;
-        if reasons.contains(&Reason::Forced) {
+        // `--force` and `--no-reuse` ask for the stage's own work, not anyone's entry.
+        if reasons.contains(&Reason::Forced) || options.no_reuse {
             return None;
         }
         match shared.pull(&self.store, key) {

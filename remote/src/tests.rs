@@ -142,11 +142,25 @@ impl Drop for Moto {
 }
 
 fn moto() -> Moto {
-    let server = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/moto_server");
-    assert!(
-        server.exists(),
-        "this test needs moto's S3 server: `python3 -m venv .venv && .venv/bin/pip install 'moto[server]==5.2.5'` (as .ci/run does)"
-    );
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv");
+    let server = venv.join("bin/moto_server");
+    if !server.exists() {
+        // Made as `.ci/run` makes it, so `cargo test` works on a fresh clone too.
+        let made = (venv.join("bin/python").exists()
+            || std::process::Command::new("python3")
+                .args(["-m", "venv"])
+                .arg(&venv)
+                .status()
+                .is_ok_and(|s| s.success()))
+            && std::process::Command::new(venv.join("bin/pip"))
+                .args(["install", "--quiet", "moto[server]==5.2.5"])
+                .status()
+                .is_ok_and(|s| s.success());
+        assert!(
+            made && server.exists(),
+            "this test needs moto's S3 server: `python3 -m venv .venv && .venv/bin/pip install 'moto[server]==5.2.5'` (as .ci/run does)"
+        );
+    }
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
