@@ -108,37 +108,9 @@ fn download_handles_a_real_http_server() {
 
 #[test]
 fn adding_movies_fetches_and_decodes_only_the_new_posters() {
-    let sample = Path::new(REPO).join("data/sample");
-    let posters = sample.join("posters");
-    let server = Server::start(move |path, _, _| {
-        Some(
-            match std::fs::read(posters.join(path.trim_start_matches("/posters/"))) {
-                Ok(bytes) => http_ok(&bytes),
-                Err(_) => http_status("404 Not Found"),
-            },
-        )
-    });
-    let port = server.port;
-    let csv = std::fs::read(sample.join("movies.csv")).unwrap();
-    let lines: Vec<Vec<u8>> = csv
-        .split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(|l| {
-            let text = l.iter().map(|&b| b as char).collect::<String>();
-            let text = text.replace(",posters/", &format!(",http://127.0.0.1:{port}/posters/"));
-            text.chars().map(|c| c as u8).collect()
-        })
-        .collect();
+    let (server, lines) = sample_over_http();
     let p = Project::small(0, INCREMENTAL);
-    let write_movies = |range: std::ops::Range<usize>| {
-        let mut out = lines[0].clone();
-        out.push(b'\n');
-        for line in &lines[range] {
-            out.extend_from_slice(line);
-            out.push(b'\n');
-        }
-        std::fs::write(p.root.join("data/movies.csv"), out).unwrap();
-    };
+    let write_movies = |range| write_movie_lines(&p.root, &lines, range);
 
     write_movies(1..36);
     let run = p.ok(&["run"]);

@@ -9,18 +9,7 @@ use std::process::Command;
 fn default_pipeline_runs_offline_and_beats_the_baseline() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    std::fs::copy(
-        Path::new(REPO).join("pipeline.yaml"),
-        root.join("pipeline.yaml"),
-    )
-    .unwrap();
-    for dir in ["data", "models"] {
-        let status = Command::new("cp")
-            .args(["-r", &format!("{REPO}/{dir}"), &root.display().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
+    copy_default_project(root);
     let out = Command::new(BIN)
         .arg("run")
         .current_dir(root)

@@ -5,30 +5,14 @@
 //! before anything runs.
 
 use crate::support::*;
-use std::path::{Path, PathBuf};
+
 use std::process::Command;
 
-/// A copy of the repository's default project (pipeline.yaml, the sample and the weights).
-fn default_project() -> (tempfile::TempDir, PathBuf) {
+/// A copy of the repository's default project.
+fn default_project() -> Project {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("project");
-    std::fs::create_dir_all(&root).unwrap();
-    std::fs::copy(
-        Path::new(REPO).join("pipeline.yaml"),
-        root.join("pipeline.yaml"),
-    )
-    .unwrap();
-    for sub in ["data", "models"] {
-        let status = Command::new("cp")
-            .args(["-r", &format!("{REPO}/{sub}"), &root.display().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-    (dir, root)
-}
-
-fn project_at(dir: tempfile::TempDir, root: PathBuf) -> Project {
+    copy_default_project(&root);
     Project { _dir: dir, root }
 }
 
@@ -39,22 +23,19 @@ fn remote_env(moto: &Moto, url: &str) -> Vec<(&'static str, String)> {
     env
 }
 
-/// Every file below `dir`, relative, with its bytes.
-fn tree(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
-    let mut found = std::collections::BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                let name = path.strip_prefix(dir).unwrap().display().to_string();
-                found.insert(name, std::fs::read(&path).unwrap());
-            }
-        }
-    }
-    found
+/// Starts `pipeline args` and kills it with SIGKILL after `delay_ms`.
+fn kill_9_after(p: &Project, args: &[&str], env: &[(&str, String)], delay_ms: u64) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .current_dir(&p.root)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 #[test]
@@ -62,14 +43,12 @@ fn a_fresh_clone_pulls_the_default_pipeline_and_runs_nothing() {
     let moto = Moto::start();
     let url = moto.bucket("team");
     let env = remote_env(&moto, &url);
-    let (dir, root) = default_project();
-    let a = project_at(dir, root);
+    let a = default_project();
     let run = a.ok_env(&["run", "--push"], &env);
     assert!(run.contains("Pushed evaluate"), "{run}");
     assert_eq!(a.last_run("ran").len(), 10, "{run}");
 
-    let (dir, root) = default_project();
-    let b = project_at(dir, root);
+    let b = default_project();
     let run = b.ok_env(&["run", "--pull"], &env);
     assert!(
         b.last_run("ran").is_empty(),
@@ -107,25 +86,8 @@ fn a_fresh_clone_pulls_the_default_pipeline_and_runs_nothing() {
     assert_eq!(status.matches("  yes      yes").count(), 10, "{status}");
 }
 
-/// A pipeline of posters served over HTTP, down to their embeddings.
-const EMBEDDED: &str = "\
-stages:
-  ingest:
-    kind: ingest
-    files: {csv: data/movies.csv}
-  download:
-    kind: download
-    inputs: {movies: ingest}
-    files: {root: data}
-  filter:
-    kind: filter
-    inputs: {movies: ingest, posters: download}
-    params: {min_year: null, min_genre_count: 1}
-  resize:
-    kind: resize
-    inputs: {movies: filter, posters: download}
-    params: {width: 24, height: 24}
-  split:
+/// After [`INCREMENTAL`] (posters down to resized shards): the split and the embeddings.
+const SPLIT_AND_EMBED: &str = "  split:
     kind: split
     inputs: {shards: resize}
   embed:
@@ -137,49 +99,13 @@ stages:
 
 #[test]
 fn a_second_machine_adding_ten_movies_fetches_ten_posters_and_embeds_ten() {
-    let sample = Path::new(REPO).join("data/sample");
-    let posters = sample.join("posters");
-    let server = Server::start(move |path, _, _| {
-        Some(
-            match std::fs::read(posters.join(path.trim_start_matches("/posters/"))) {
-                Ok(bytes) => http_ok(&bytes),
-                Err(_) => http_status("404 Not Found"),
-            },
-        )
-    });
-    let port = server.port;
-    let csv = std::fs::read(sample.join("movies.csv")).unwrap();
-    let lines: Vec<Vec<u8>> = csv
-        .split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(|l| {
-            let text = l.iter().map(|&b| b as char).collect::<String>();
-            let text = text.replace(",posters/", &format!(",http://127.0.0.1:{port}/posters/"));
-            text.chars().map(|c| c as u8).collect()
-        })
-        .collect();
+    let (server, lines) = sample_over_http();
     let machine = || {
-        let p = Project::small(0, EMBEDDED);
-        let status = Command::new("cp")
-            .args([
-                "-r",
-                &format!("{REPO}/models"),
-                &p.root.display().to_string(),
-            ])
-            .status()
-            .unwrap();
-        assert!(status.success());
+        let p = Project::small(0, &format!("{INCREMENTAL}{SPLIT_AND_EMBED}"));
+        copy_into(&p.root, "models");
         p
     };
-    let write_movies = |p: &Project, count: usize| {
-        let mut out = lines[0].clone();
-        out.push(b'\n');
-        for line in &lines[1..=count] {
-            out.extend_from_slice(line);
-            out.push(b'\n');
-        }
-        std::fs::write(p.root.join("data/movies.csv"), out).unwrap();
-    };
+    let write_movies = |p: &Project, count: usize| write_movie_lines(&p.root, &lines, 1..count + 1);
     let moto = Moto::start();
     let url = moto.bucket("team");
     let env = remote_env(&moto, &url);
@@ -347,17 +273,7 @@ fn a_push_cut_by_a_dead_server_or_kill_9_is_completed_by_the_next_push() {
     // kill -9 of a push at several points: never a record without its blobs.
     proxy.restore();
     for delay_ms in [30, 120, 400] {
-        let mut child = Command::new(BIN)
-            .args(["push", "-j", "1"])
-            .current_dir(&a.root)
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
-        let _ = child.kill();
-        let _ = child.wait();
+        kill_9_after(&a, &["push", "-j", "1"], &env, delay_ms);
         let verify = a.pipeline_env(&["verify", "--remote"], &env);
         assert!(
             verify.status.success(),
@@ -377,17 +293,7 @@ fn a_push_cut_by_a_dead_server_or_kill_9_is_completed_by_the_next_push() {
     // kill -9 of a pull at several points: the next pull completes, and nothing local is damaged.
     let b = Project::small(30, INCREMENTAL);
     for delay_ms in [30, 120, 400] {
-        let mut child = Command::new(BIN)
-            .args(["pull", "-j", "1"])
-            .current_dir(&b.root)
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
-        let _ = child.kill();
-        let _ = child.wait();
+        kill_9_after(&b, &["pull", "-j", "1"], &env, delay_ms);
         b.ok(&["verify"]);
     }
     b.ok_env(&["run", "--pull"], &env);

@@ -96,12 +96,7 @@ impl Project {
     }
 
     pub fn pipeline(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .args(args)
-            .current_dir(&self.root)
-            .env_remove("PIPELINE_THREADS")
-            .output()
-            .unwrap()
+        self.pipeline_env(args, &[])
     }
 
     /// Runs with extra environment (a remote's credentials).
@@ -129,14 +124,7 @@ impl Project {
 
     /// Runs and asserts success; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
-        let out = self.pipeline(args);
-        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-        assert!(
-            out.status.success(),
-            "pipeline {args:?} failed\nstdout:\n{stdout}\nstderr:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        stdout
+        self.ok_env(args, &[])
     }
 
     /// The names of the stages the last recorded run (`pipeline log --json -n 1`) handled with
@@ -175,26 +163,28 @@ impl Project {
     }
 }
 
+/// Every file below `dir`, named relative to it, with its bytes.
+pub fn tree(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut found = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let name = path.strip_prefix(dir).unwrap().display().to_string();
+                found.insert(name, std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    found
+}
+
 /// The files of `stage`'s output whose bytes differ between two projects (or that only one
 /// has), named relative to the output folder: what an assertion on output digests reports.
 pub fn differing_files(a: &Project, b: &Project, stage: &str) -> Vec<String> {
-    fn files(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
-        let mut found = std::collections::BTreeMap::new();
-        let mut stack = vec![dir.to_path_buf()];
-        while let Some(d) = stack.pop() {
-            for entry in std::fs::read_dir(&d).unwrap().flatten() {
-                let path = entry.path();
-                if path.is_dir() {
-                    stack.push(path);
-                } else {
-                    let name = path.strip_prefix(dir).unwrap().display().to_string();
-                    found.insert(name, std::fs::read(&path).unwrap());
-                }
-            }
-        }
-        found
-    }
-    let (left, right) = (files(&a.output_of(stage)), files(&b.output_of(stage)));
+    let (left, right) = (tree(&a.output_of(stage)), tree(&b.output_of(stage)));
     let mut names: BTreeSet<&String> = left.keys().collect();
     names.extend(right.keys());
     names
@@ -202,6 +192,65 @@ pub fn differing_files(a: &Project, b: &Project, stage: &str) -> Vec<String> {
         .filter(|name| left.get(*name) != right.get(*name))
         .cloned()
         .collect()
+}
+
+/// Copies the repository's default project (pipeline.yaml, the sample, the weights) into `root`.
+pub fn copy_default_project(root: &Path) {
+    std::fs::create_dir_all(root).unwrap();
+    std::fs::copy(
+        Path::new(REPO).join("pipeline.yaml"),
+        root.join("pipeline.yaml"),
+    )
+    .unwrap();
+    copy_into(root, "data");
+    copy_into(root, "models");
+}
+
+/// Copies the repository's folder `name` into `root`.
+pub fn copy_into(root: &Path, name: &str) {
+    let status = Command::new("cp")
+        .args(["-r", &format!("{REPO}/{name}"), &root.display().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// The sample's posters served over HTTP, and the sample's CSV lines (header first) with each
+/// poster path turned into its URL on that server.
+pub fn sample_over_http() -> (Server, Vec<Vec<u8>>) {
+    let sample = Path::new(REPO).join("data/sample");
+    let posters = sample.join("posters");
+    let server = Server::start(move |path, _, _| {
+        Some(
+            match std::fs::read(posters.join(path.trim_start_matches("/posters/"))) {
+                Ok(bytes) => http_ok(&bytes),
+                Err(_) => http_status("404 Not Found"),
+            },
+        )
+    });
+    let port = server.port;
+    let csv = std::fs::read(sample.join("movies.csv")).unwrap();
+    let lines = csv
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let text = l.iter().map(|&b| b as char).collect::<String>();
+            let text = text.replace(",posters/", &format!(",http://127.0.0.1:{port}/posters/"));
+            text.chars().map(|c| c as u8).collect()
+        })
+        .collect();
+    (server, lines)
+}
+
+/// Writes `data/movies.csv` of `root` as the header line and `lines[range]`.
+pub fn write_movie_lines(root: &Path, lines: &[Vec<u8>], range: std::ops::Range<usize>) {
+    let mut out = lines[0].clone();
+    out.push(b'\n');
+    for line in &lines[range] {
+        out.extend_from_slice(line);
+        out.push(b'\n');
+    }
+    std::fs::write(root.join("data/movies.csv"), out).unwrap();
 }
 
 /// Stage names on lines starting with `prefix` (e.g. `Running`).

@@ -41,7 +41,11 @@ pub fn python_with(packages: &[&str], modules: &str) -> PathBuf {
 }
 
 /// Runs a Python `script` with `args` and parses what it prints as JSON; fails with its stderr.
-pub fn python_json(python: &Path, script: &str, args: &[&Path]) -> serde_json::Value {
+pub fn python_json<A: AsRef<std::ffi::OsStr>>(
+    python: &Path,
+    script: &str,
+    args: &[A],
+) -> serde_json::Value {
     let out = Command::new(python)
         .args(["-c", script])
         .args(args)

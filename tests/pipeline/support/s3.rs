@@ -71,17 +71,7 @@ impl Moto {
             "import boto3, json, sys\nargs = sys.argv[1:]\ns3 = boto3.client('s3', endpoint_url='{}', aws_access_key_id='testing', aws_secret_access_key='testing', region_name='us-east-1')\n{snippet}",
             self.endpoint()
         );
-        let out = Command::new(python_with_moto())
-            .args(["-c", &script])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
+        python_json(&python_with_moto(), &script, args)
     }
 
     /// Creates `bucket`; returns the remote URL `s3://bucket/cache`.
