@@ -6,9 +6,10 @@ use std::collections::BTreeMap;
 use futures::StreamExt;
 use object_store::ObjectStoreExt;
 
+use crate::error::RemoteError;
+use crate::progress::TransferBar;
 use crate::record::{ENTRIES, EntryRecord, blob_name, entry_name, is_hash};
-use crate::transfer::TransferBar;
-use crate::{Remote, RemoteError};
+use crate::remote::Remote;
 
 /// What `verify --remote` found.
 #[derive(Debug, Default, serde::Serialize)]

@@ -12,7 +12,7 @@ use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
 use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
 
-use crate::RemoteError;
+use crate::error::RemoteError;
 use crate::profile::AwsProfile;
 
 /// The variable that names the remote when neither `--remote` nor `pipeline.yaml` does.

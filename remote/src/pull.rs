@@ -10,9 +10,10 @@ use pipeline_engine::Pulled;
 use pipeline_engine::fingerprint::CACHE_FORMAT;
 use pipeline_engine::store::Store;
 
+use crate::error::RemoteError;
 use crate::record::{EntryRecord, ItemRef, RECORD_FORMAT, entry_name, is_hash};
+use crate::remote::Remote;
 use crate::transfer::Incoming;
-use crate::{Remote, RemoteError};
 
 impl Remote {
     /// The record of `key`, if the remote has one.

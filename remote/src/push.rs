@@ -7,9 +7,10 @@ use std::time::Instant;
 use object_store::ObjectStoreExt;
 use pipeline_engine::store::Store;
 
+use crate::error::RemoteError;
 use crate::record::{EntryRecord, INLINE_MAX, ItemRef, RECORD_FORMAT, entry_name};
+use crate::remote::Remote;
 use crate::transfer::Outgoing;
-use crate::{Remote, RemoteError};
 
 /// What a push did.
 #[derive(Debug, Default, Clone, serde::Serialize)]

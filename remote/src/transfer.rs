@@ -8,33 +8,10 @@ use std::path::{Path, PathBuf};
 use futures::StreamExt;
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart};
 
+use crate::error::RemoteError;
+use crate::progress::TransferBar;
 use crate::record::blob_name;
-use crate::{Remote, RemoteError};
-
-/// Shows transfers to a person.
-pub trait Transfers: Sync {
-    /// A bar for `task` (`push`, `pull`, `verify`) over `bytes` in `objects` objects.
-    fn bar(&self, task: &str, objects: u64, bytes: u64) -> Box<dyn TransferBar + '_>;
-}
-
-/// One transfer's bar; finished when dropped.
-pub trait TransferBar: Sync + Send {
-    /// `bytes` more went over.
-    fn advance(&self, bytes: u64);
-}
-
-/// Transfers shown nowhere.
-pub struct Quiet;
-
-impl Transfers for Quiet {
-    fn bar(&self, _task: &str, _objects: u64, _bytes: u64) -> Box<dyn TransferBar + '_> {
-        Box::new(Quiet)
-    }
-}
-
-impl TransferBar for Quiet {
-    fn advance(&self, _bytes: u64) {}
-}
+use crate::remote::Remote;
 
 /// A blob to send: its content hash and size, and the local file that holds it.
 #[derive(Debug, Clone)]

@@ -5,23 +5,30 @@ use std::path::{Path, PathBuf};
 
 pub const REPO: &str = env!("CARGO_MANIFEST_DIR");
 
-/// Every member's folder: the root package, `engine`, and each crate below `stages/` and `tools/`.
+/// Every member's folder: the root package and each `members` entry of the root Cargo.toml
+/// (`dir/*` expanded to the folders below `dir` that hold a Cargo.toml), so a new member is
+/// checked without being listed here.
 pub fn members() -> Vec<PathBuf> {
+    let manifest = std::fs::read_to_string(Path::new(REPO).join("Cargo.toml")).unwrap();
+    let line = manifest
+        .lines()
+        .find(|l| l.trim_start().starts_with("members = ["))
+        .expect("the root Cargo.toml lists its members on one line");
     let mut members = vec![PathBuf::from(REPO)];
-    for group in ["engine", "stages", "tools"] {
-        let dir = Path::new(REPO).join(group);
-        if dir.join("Cargo.toml").is_file() {
-            members.push(dir);
-            continue;
+    for entry in line.split('"').skip(1).step_by(2) {
+        match entry.strip_suffix("/*") {
+            Some(group) => {
+                let mut found: Vec<PathBuf> = std::fs::read_dir(Path::new(REPO).join(group))
+                    .unwrap()
+                    .flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.join("Cargo.toml").is_file())
+                    .collect();
+                found.sort();
+                members.extend(found);
+            }
+            None => members.push(Path::new(REPO).join(entry)),
         }
-        let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
-            .unwrap()
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.join("Cargo.toml").is_file())
-            .collect();
-        found.sort();
-        members.extend(found);
     }
     members
 }

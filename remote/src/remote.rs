@@ -1,0 +1,73 @@
+//! Owns the opened shared cache: its location, the runtime its requests run on, how many run at
+//! once and where their progress goes; and the engine's [`SharedCache`] over it.
+
+use std::sync::Arc;
+
+use pipeline_engine::store::Store;
+use pipeline_engine::{Pulled, Pushed, SharedCache, SharedError};
+
+use crate::error::RemoteError;
+use crate::location::Location;
+use crate::progress::Transfers;
+use crate::record;
+
+/// An opened shared cache.
+pub struct Remote {
+    pub(crate) location: Location,
+    pub(crate) runtime: tokio::runtime::Runtime,
+    pub(crate) jobs: usize,
+    pub(crate) transfers: Arc<dyn Transfers + Send>,
+}
+
+impl Remote {
+    /// Opens the remote at `url`; `jobs` transfers run at once, and `transfers` shows them.
+    pub fn open(
+        url: &str,
+        jobs: usize,
+        transfers: Arc<dyn Transfers + Send>,
+    ) -> Result<Self, RemoteError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| RemoteError::config(url, e))?;
+        // The store's HTTP client must be made inside the runtime it will run on.
+        let location = runtime.block_on(async { Location::open(url) })?;
+        Ok(Self {
+            location,
+            runtime,
+            jobs: jobs.max(1),
+            transfers,
+        })
+    }
+
+    /// The URL as given.
+    pub fn url(&self) -> &str {
+        &self.location.url
+    }
+
+    /// Asks the remote once, so that wrong credentials, a missing bucket or a server that is
+    /// down are found before anything runs.
+    pub fn check(&self) -> Result<(), RemoteError> {
+        let path = self.location.path(record::ENTRIES);
+        self.runtime
+            .block_on(self.location.store.list_with_delimiter(Some(&path)))
+            .map(|_| ())
+            .map_err(|e| RemoteError::from_store(self.url(), path.as_ref(), e))
+    }
+}
+
+impl SharedCache for Remote {
+    fn pull(&self, store: &Store, key: &str) -> Result<Option<Pulled>, SharedError> {
+        Ok(self.pull_entry(store, key)?)
+    }
+
+    fn push(&self, store: &Store, key: &str) -> Result<Pushed, SharedError> {
+        let report = self.push_entries(store, &[(String::new(), key.to_string())])?;
+        Ok(Pushed {
+            blobs: report.blobs_sent,
+            bytes: report.bytes_sent,
+            already_there: report.entries_sent == 0,
+        })
+    }
+}
