@@ -137,11 +137,13 @@ pub enum Command {
         #[arg(long, value_name = "N", default_value_t = 8, value_parser = at_most::<64>)]
         transfers: usize,
     },
-    /// Send cache entries to the shared cache: those `pipeline.lock` records for the named stages
-    /// [default: every stage], or with `--all` every complete entry. Blobs the remote has are
-    /// skipped; each entry's record goes last, created only if absent.
+    /// Send cache entries to the shared cache (`--remote`).
+    ///
+    /// Those of the named stages [default: every stage] that `pipeline.lock` records or the last
+    /// run used, or with `--all` every complete entry. Blobs the remote has are skipped; each
+    /// entry's record goes last, created only if absent.
     Push {
-        /// Stages whose locked entry to send [default: all].
+        /// Stages whose entries to send [default: all].
         stages: Vec<String>,
         /// Every complete entry in the local cache, not only the locked ones.
         #[arg(long, conflicts_with = "stages")]
@@ -152,9 +154,11 @@ pub enum Command {
         #[arg(short = 'j', long, value_name = "N", default_value_t = 8, value_parser = at_most::<64>)]
         jobs: usize,
     },
-    /// Take from the shared cache the entries the named stages (and what they need) would run
-    /// under, each checked against its blake3. Nothing runs and `pipeline.lock` is not touched:
-    /// the next `pipeline run` finds them fresh.
+    /// Take entries from the shared cache instead of running their stages.
+    ///
+    /// The entries the named stages (and what they need) would run under, each checked against
+    /// its blake3. Nothing runs and `pipeline.lock` is not touched: the next `pipeline run` finds
+    /// them fresh.
     Pull {
         /// Stages to pull, with what they need [default: all].
         stages: Vec<String>,

@@ -50,8 +50,9 @@ fn setup_failure(err: RemoteError) -> Failure {
     }
 }
 
-/// `pipeline push`: the entries of the named stages in `pipeline.lock` (all stages when none are
-/// named), or with `all` every complete entry in the local cache.
+/// `pipeline push`: the entries of the named stages (all stages when none are named) that
+/// `pipeline.lock` records or the last run used, or with `all` every complete entry in the local
+/// cache.
 pub fn push(
     engine: &Engine<'_>,
     remote: &Remote,
@@ -70,11 +71,25 @@ pub fn push(
             .filter_map(|key| Some((store.manifest(&key)?.stage, key)))
             .collect()
     } else {
-        engine
-            .locked_keys()
+        // What the lock records, and what the last run used (a run of some stages, or with
+        // `-S`, may have used entries the lock no longer names).
+        let last_run = engine
+            .runs()
+            .pop()
+            .map(|run| run.stages)
+            .unwrap_or_default();
+        let used = last_run
             .into_iter()
-            .filter(|(stage, _)| stages.is_empty() || stages.contains(stage))
-            .collect()
+            .filter(|s| s.action.made_output())
+            .filter_map(|s| Some((s.name, s.key?)));
+        let mut wanted: Vec<(String, String)> = Vec::new();
+        for (stage, key) in engine.locked_keys().into_iter().chain(used) {
+            let named = stages.is_empty() || stages.contains(&stage);
+            if named && !wanted.iter().any(|(_, k)| *k == key) {
+                wanted.push((stage, key));
+            }
+        }
+        wanted
     };
     let mut ready = Vec::new();
     for (stage, key) in wanted {
