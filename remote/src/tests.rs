@@ -221,4 +221,26 @@ fn a_record_is_created_once_on_s3_and_on_a_directory() {
     }
     let missing = open("s3://no-such-bucket/prefix").check().unwrap_err();
     assert!(matches!(missing, RemoteError::NoBucket { .. }), "{missing}");
+
+    // A file over 64 MiB goes up in parts (S3 multipart upload) and comes back whole.
+    let store = Store::new(dir.path().join("big"));
+    store.init().unwrap();
+    let pending = store.begin(KEY).unwrap();
+    let big: Vec<u8> = (0..(65u32 << 20)).map(|i| (i % 251) as u8).collect();
+    std::fs::write(pending.out_dir().join("weights.bin"), &big).unwrap();
+    store
+        .commit(pending, "train", "train", &RunSummary::default(), 1.0)
+        .unwrap();
+    let remote = open("s3://records/big");
+    let sent = remote
+        .push_entries(&store, &[("train".to_string(), KEY.to_string())])
+        .unwrap();
+    assert_eq!((sent.blobs_sent, sent.bytes_sent), (1, big.len() as u64));
+    let back = Store::new(dir.path().join("back"));
+    back.init().unwrap();
+    remote.pull_entry(&back, KEY).unwrap().unwrap();
+    assert_eq!(
+        std::fs::read(back.out_dir(KEY).join("weights.bin")).unwrap(),
+        big
+    );
 }
