@@ -106,6 +106,11 @@ impl Reporter for Console {
                 megabytes(pulled.bytes),
                 span.seconds
             )),
+            Event::PulledEarlier { stage, pulled, .. } => self.line(&format!(
+                "Pulled the newest shared {stage} entry to reuse what it holds: {} files, {}",
+                pulled.files,
+                megabytes(pulled.bytes)
+            )),
             Event::NotShared {
                 stage,
                 key: Some(_),

@@ -105,6 +105,10 @@ pub fn push(
     let report = remote
         .push_entries(store, &ready)
         .map_err(|e| Failure::Run(e.into()))?;
+    if !all {
+        // What the lock and the last run use is each stage's current entry.
+        remote.mark_latest(&ready);
+    }
     say!(
         "Pushed {} entries to {} ({} blobs, {} in {:.1}s, {}); {} entries and {} blobs were there already",
         report.entries_sent,
@@ -167,6 +171,7 @@ pub fn push_fresh(engine: &Engine<'_>, remote: &Remote) -> Result<(), Failure> {
     let report = remote
         .push_entries(store, &ready)
         .map_err(|e| Failure::Run(e.into()))?;
+    remote.mark_latest(&ready);
     if report.entries_sent > 0 {
         say!(
             "Pushed {} more entries ({} blobs, {})",

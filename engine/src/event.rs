@@ -97,6 +97,16 @@ pub enum Event<'a> {
         /// When.
         span: Span,
     },
+    /// `--pull`: the shared cache has no entry for the stage's key, so the newest one it has of
+    /// that stage was taken, for the stage to reuse per item.
+    PulledEarlier {
+        /// Stage name.
+        stage: &'a str,
+        /// The key of the entry taken.
+        key: &'a str,
+        /// What came over.
+        pulled: Pulled,
+    },
     /// `pipeline pull`: the shared cache has no entry for the stage (it was left as it is).
     NotShared {
         /// Stage name.
@@ -273,7 +283,10 @@ impl RunLog {
             }),
             Event::WouldRun { stage, .. } => self.would_run.push(stage.to_string()),
             Event::Published { dir, .. } => self.published.push(dir.to_path_buf()),
-            Event::WaitingForLock { .. } | Event::Started { .. } | Event::Pushed { .. } => {}
+            Event::WaitingForLock { .. }
+            | Event::Started { .. }
+            | Event::Pushed { .. }
+            | Event::PulledEarlier { .. } => {}
         }
     }
 

@@ -88,7 +88,11 @@ impl Engine<'_> {
         let earlier_outputs = if options.no_reuse {
             Vec::new()
         } else {
-            self.earlier_outputs(&stage.name)
+            let mut earlier = self.earlier_outputs(&stage.name);
+            if let Some(shared) = self.try_pull_latest(stage, key, reasons, options, reporter) {
+                earlier.insert(0, shared);
+            }
+            earlier
         };
         let ctx = StageContext {
             name: &stage.name,
@@ -171,6 +175,43 @@ impl Engine<'_> {
                 }
             },
             Ok(None) => None,
+            Err(err) => {
+                reporter.event(&Event::SharedTrouble {
+                    stage: &stage.name,
+                    during: "pull",
+                    message: &err.to_string(),
+                });
+                None
+            }
+        }
+    }
+
+    /// `--pull`, and the shared cache has no entry for `key`: the output of the newest entry it
+    /// has of this stage, brought in to be reused as an earlier output. Failures only cost the
+    /// reuse.
+    fn try_pull_latest(
+        &self,
+        stage: &PlannedStage,
+        key: &str,
+        reasons: &[Reason],
+        options: &RunOptions,
+        reporter: &dyn Reporter,
+    ) -> Option<PathBuf> {
+        let shared = self.shared.filter(|_| options.pull)?;
+        if reasons.contains(&Reason::Forced) {
+            return None;
+        }
+        match shared.pull_latest(&self.store, &stage.name) {
+            Ok(Some((latest, pulled))) if latest != key => {
+                self.store.fresh(&latest)?;
+                reporter.event(&Event::PulledEarlier {
+                    stage: &stage.name,
+                    key: &latest,
+                    pulled,
+                });
+                Some(self.store.out_dir(&latest))
+            }
+            Ok(_) => None,
             Err(err) => {
                 reporter.event(&Event::SharedTrouble {
                     stage: &stage.name,

@@ -37,4 +37,16 @@ pub trait SharedCache: Sync {
     /// Sends the committed entry for `key` (and its per-item results) to the shared cache, the
     /// entry's record last, so nothing half-sent ever looks like an entry.
     fn push(&self, store: &Store, key: &str) -> Result<Pushed, SharedError>;
+    /// Brings in the newest entry pushed by a stage named `stage`, whatever its key, with the
+    /// per-item results its run used; its key, if there is one. A dirty stage the shared cache
+    /// has no entry for takes it as an earlier output, so a machine that changed an input reuses
+    /// what the others computed per item (posters, resized rows, embeddings) instead of redoing
+    /// all of it. The stage checks whatever it takes, as it does with any earlier output.
+    fn pull_latest(
+        &self,
+        _store: &Store,
+        _stage: &str,
+    ) -> Result<Option<(String, Pulled)>, SharedError> {
+        Ok(None)
+    }
 }

@@ -7,6 +7,8 @@
 //!   cas/<blake3>      every output file and per-item result, once, named by its content
 //!   entries/<key>     one record per stage key (JSON: the entry's manifest and the items its
 //!                     run used), written last and only if absent (`If-None-Match: *`)
+//!   stages/<name>     the key of the newest entry pushed for a stage name: a hint for machines
+//!                     whose own key matches no record
 //! ```
 //!
 //! As in Bazel's remote cache, content and records are apart: a blob is the same bytes whoever

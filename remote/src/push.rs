@@ -4,11 +4,11 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use object_store::ObjectStoreExt;
+use object_store::{ObjectStoreExt, PutPayload};
 use pipeline_engine::store::Store;
 
 use crate::error::RemoteError;
-use crate::record::{EntryRecord, INLINE_MAX, ItemRef, RECORD_FORMAT, entry_name};
+use crate::record::{EntryRecord, INLINE_MAX, ItemRef, RECORD_FORMAT, entry_name, latest_name};
 use crate::remote::Remote;
 use crate::transfer::Outgoing;
 
@@ -97,6 +97,31 @@ impl Remote {
         report.seconds = started.elapsed().as_secs_f64();
         Ok(report)
     }
+}
+
+impl Remote {
+    /// Notes each `(stage, key)` as its stage's newest entry (`stages/<stage>`), for machines
+    /// whose own key matches no record. Best effort: a note that fails only costs that reuse.
+    pub fn mark_latest(&self, entries: &[(String, String)]) {
+        for (stage, key) in entries {
+            let Some(name) = latest_name(stage) else {
+                continue;
+            };
+            let path = self.location.path(&name);
+            let payload = PutPayload::from(key.clone().into_bytes());
+            if let Err(err) = self
+                .runtime
+                .block_on(self.location.store.put(&path, payload))
+            {
+                warn_unnoted(&name, &err);
+            }
+        }
+    }
+}
+
+/// A note that could not be written is not worth failing a push for; it is said once.
+fn warn_unnoted(name: &str, err: &object_store::Error) {
+    eprintln!("warning: could not note `{name}` on the remote: {err}");
 }
 
 /// The record of a complete local entry and the blobs it names: its output files, and the

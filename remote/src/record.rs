@@ -10,6 +10,10 @@ use serde::{Deserialize, Serialize};
 pub const CAS: &str = "cas";
 /// Where records live, below the prefix.
 pub const ENTRIES: &str = "entries";
+/// Where the newest entry of each stage name is noted, below the prefix: `stages/<name>` holds
+/// a key. A hint for machines whose key matches no record (see
+/// [`pipeline_engine::SharedCache::pull_latest`]), overwritten by every push of that stage.
+pub const STAGES: &str = "stages";
 /// Version of [`EntryRecord`]; a record of another version is not read.
 pub const RECORD_FORMAT: u32 = 1;
 /// Per-item results up to this size that are UTF-8 travel inside the record (a poster's hash
@@ -48,6 +52,18 @@ pub fn blob_name(hash: &str) -> String {
 /// Name of a record below the prefix.
 pub fn entry_name(key: &str) -> String {
     format!("{ENTRIES}/{key}")
+}
+
+/// Name of the note of a stage's newest entry below the prefix, if the stage's name is safe as
+/// an object name.
+pub fn latest_name(stage: &str) -> Option<String> {
+    let safe = !stage.is_empty()
+        && stage.len() <= 128
+        && stage
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        && !stage.starts_with('.');
+    safe.then(|| format!("{STAGES}/{stage}"))
 }
 
 /// Whether `hash` is a blake3 hex digest (what may name a blob, and so a local file).

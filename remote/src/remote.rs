@@ -58,12 +58,37 @@ impl Remote {
 }
 
 impl SharedCache for Remote {
+    fn pull_latest(
+        &self,
+        store: &Store,
+        stage: &str,
+    ) -> Result<Option<(String, Pulled)>, SharedError> {
+        let Some(name) = record::latest_name(stage) else {
+            return Ok(None);
+        };
+        let Some(bytes) = self.get_small(&name)? else {
+            return Ok(None);
+        };
+        let key = String::from_utf8_lossy(&bytes).trim().to_string();
+        if !record::is_hash(&key) {
+            return Ok(None);
+        }
+        if store.fresh(&key).is_some() {
+            return Ok(Some((key, Pulled::default())));
+        }
+        Ok(self.pull_entry(store, &key)?.map(|pulled| (key, pulled)))
+    }
+
     fn pull(&self, store: &Store, key: &str) -> Result<Option<Pulled>, SharedError> {
         Ok(self.pull_entry(store, key)?)
     }
 
     fn push(&self, store: &Store, key: &str) -> Result<Pushed, SharedError> {
-        let report = self.push_entries(store, &[(String::new(), key.to_string())])?;
+        let stage = store.manifest(key).map(|m| m.stage).unwrap_or_default();
+        let entries = [(stage, key.to_string())];
+        let report = self.push_entries(store, &entries)?;
+        // Just made: the newest entry of its stage.
+        self.mark_latest(&entries);
         Ok(Pushed {
             blobs: report.blobs_sent,
             bytes: report.bytes_sent,

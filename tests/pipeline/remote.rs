@@ -137,6 +137,30 @@ fn a_second_machine_adding_ten_movies_fetches_ten_posters_and_embeds_ten() {
         decoded_line(&run, "filter").contains("decoded 10 posters"),
         "{run}"
     );
+
+    // A third machine that starts with the 50 movies (no key of its own on the remote) takes
+    // each stage's newest shared entry as an earlier output: 10 posters, 10 embeddings again.
+    let c = machine();
+    write_movies(&c, 50);
+    let run = c.ok_env(&["run", "--pull"], &env);
+    assert_eq!(
+        server.total_hits(),
+        60,
+        "C fetches the 10 new posters only: {run}"
+    );
+    assert!(
+        run.contains("Pulled the newest shared download entry"),
+        "{run}"
+    );
+    assert!(
+        run.contains("computed 10 ") || run.contains("computed 10,"),
+        "C embeds the 10 new posters only: {run}"
+    );
+    assert!(
+        decoded_line(&run, "filter").contains("decoded 10 posters"),
+        "{run}"
+    );
+    assert_eq!(locked_outputs(&b), locked_outputs(&c));
 }
 
 #[test]

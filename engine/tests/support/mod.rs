@@ -244,6 +244,7 @@ impl Reporter for Recorder {
             Event::WaitingForLock { .. } => "waiting".to_string(),
             Event::Pulled { stage, .. } => format!("pulled {stage}"),
             Event::NotShared { stage, .. } => format!("not shared {stage}"),
+            Event::PulledEarlier { stage, .. } => format!("pulled an earlier {stage}"),
             Event::Pushed { stage, .. } => format!("pushed {stage}"),
             Event::SharedTrouble {
                 stage,
