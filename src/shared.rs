@@ -185,7 +185,21 @@ pub fn push_fresh(engine: &Engine<'_>, remote: &Remote) -> Result<(), Failure> {
 
 /// `pipeline status --remote`: per stage, whether its entry is here and on the remote.
 pub fn status(engine: &Engine<'_>, remote: &Remote, json: bool) -> Result<(), Failure> {
-    let statuses = engine.status().map_err(engine_failure)?;
+    // A stage missing here but on the remote has its output digest in the record, so the keys
+    // after it are known as `run --pull` would know them.
+    let failed = std::cell::RefCell::new(None);
+    let statuses = engine
+        .status_with(&|key| match remote.record(key) {
+            Ok(record) => record.map(|r| r.manifest.output_digest),
+            Err(err) => {
+                failed.borrow_mut().get_or_insert(err);
+                None
+            }
+        })
+        .map_err(engine_failure)?;
+    if let Some(err) = failed.into_inner() {
+        return Err(Failure::Run(err.into()));
+    }
     let mut rows = Vec::new();
     for status in &statuses {
         let on_remote = match &status.key {
@@ -230,7 +244,7 @@ pub fn status(engine: &Engine<'_>, remote: &Remote, json: bool) -> Result<(), Fa
             (true, Some(false)) => "  (`pipeline push` sends it)",
             (false, Some(true)) => "  (`pipeline pull` takes it)",
             (false, Some(false)) => "  (missing: `pipeline run` makes it)",
-            (false, None) => "  (its inputs are not here yet)",
+            (false, None) => "  (an input is neither here nor on the remote)",
             _ => "",
         };
         say!("{:width$}  {local:7}  {shared:8}{hint}", status.name);

@@ -55,6 +55,16 @@ pub(crate) enum Assessment {
 impl Engine<'_> {
     /// The state of every stage, without running anything.
     pub fn status(&self) -> Result<Vec<StageStatus>, EngineError> {
+        self.status_with(&|_| None)
+    }
+
+    /// [`Engine::status`], where `elsewhere` gives the output digest of an entry this cache lacks
+    /// but another has (a shared cache's record), so the keys of the stages after a dirty one
+    /// are known too: what `run --pull` would look up.
+    pub fn status_with(
+        &self,
+        elsewhere: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Vec<StageStatus>, EngineError> {
         let lock = LockFile::load(&self.lock_path);
         let mut digests: BTreeMap<String, String> = BTreeMap::new();
         let mut statuses = Vec::new();
@@ -72,14 +82,20 @@ impl Engine<'_> {
                         key: Some(entry.key),
                     }
                 }
-                Assessment::Dirty { reasons, known } => StageStatus {
-                    name: stage.name.clone(),
-                    kind,
-                    state: State::Dirty,
-                    reason: describe(&reasons),
-                    reasons,
-                    key: known.map(|(key, _)| key),
-                },
+                Assessment::Dirty { reasons, known } => {
+                    let key = known.map(|(key, _)| key);
+                    if let Some(digest) = key.as_deref().and_then(elsewhere) {
+                        digests.insert(stage.name.clone(), digest);
+                    }
+                    StageStatus {
+                        name: stage.name.clone(),
+                        kind,
+                        state: State::Dirty,
+                        reason: describe(&reasons),
+                        reasons,
+                        key,
+                    }
+                }
             };
             statuses.push(status);
         }

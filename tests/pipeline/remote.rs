@@ -49,6 +49,15 @@ fn a_fresh_clone_pulls_the_default_pipeline_and_runs_nothing() {
     assert_eq!(a.last_run("ran").len(), 10, "{run}");
 
     let b = default_project();
+    // Before pulling, B's status already knows every key from the remote's records.
+    let status = b.ok_env(&["status", "--remote"], &env);
+    assert_eq!(
+        status
+            .matches("  no       yes       (`pipeline pull` takes it)")
+            .count(),
+        10,
+        "{status}"
+    );
     let run = b.ok_env(&["run", "--pull"], &env);
     assert!(
         b.last_run("ran").is_empty(),
