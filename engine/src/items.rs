@@ -24,6 +24,32 @@ impl ItemStore {
         self.path(key).ok().filter(|p| p.is_file())
     }
 
+    /// Stores the content of `file` under `key` unless the item is there: a hard link where the
+    /// file system allows (both are write-once, as the links `link` makes into outputs are),
+    /// else a copy written atomically.
+    pub fn put_file(&self, key: &str, file: &Path) -> Result<(), StageError> {
+        let path = self.path(key)?;
+        if path.exists() {
+            return Ok(());
+        }
+        let parent = path.parent().expect("items have a parent");
+        std::fs::create_dir_all(parent).map_err(|source| StageError::Write {
+            path: parent.to_path_buf(),
+            source,
+        })?;
+        match std::fs::hard_link(file, &path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+            Err(_) => {
+                let bytes = std::fs::read(file).map_err(|source| StageError::Write {
+                    path: file.to_path_buf(),
+                    source,
+                })?;
+                self.put(key, &bytes)
+            }
+        }
+    }
+
     fn path(&self, key: &str) -> Result<PathBuf, StageError> {
         if key.len() < 3 || !key.bytes().all(|b| b.is_ascii_alphanumeric()) {
             return Err(StageError::invalid(format!("item key `{key}` is not hex")));

@@ -95,11 +95,18 @@ impl Remote {
                 item_texts.push((item, found));
                 continue;
             }
-            std::fs::create_dir_all(&items_dir).map_err(|e| local(&items_dir, &e))?;
-            let dest = items_dir.join(format!("{}.{}", found.blake3, item_blobs.len()));
-            let what = format!("item {item} of entry {short}... ({stage})");
-            plan.want(&found.blake3, found.size, dest.clone(), what);
-            item_blobs.push((item.as_str(), dest));
+            // Usually the blob is an output file fetched anyway: the item is taken from it.
+            let source = match plan.first.get(&found.blake3) {
+                Some(fetched) => fetched.clone(),
+                None => {
+                    std::fs::create_dir_all(&items_dir).map_err(|e| local(&items_dir, &e))?;
+                    let dest = items_dir.join(&found.blake3);
+                    let what = format!("item {item} of entry {short}... ({stage})");
+                    plan.want(&found.blake3, found.size, dest.clone(), what);
+                    dest
+                }
+            };
+            item_blobs.push((item.as_str(), source));
         }
         let fetched = plan.incoming.len();
         let taken = self
@@ -121,8 +128,7 @@ impl Remote {
                         .map_err(|e| local(Path::new(item), &e))?;
                 }
                 for (item, file) in &item_blobs {
-                    let content = std::fs::read(file).map_err(|e| local(file, &e))?;
-                    items.put(item, &content).map_err(|e| local(file, &e))?;
+                    items.put_file(item, file).map_err(|e| local(file, &e))?;
                 }
                 let _ = std::fs::remove_dir_all(&items_dir);
                 Ok(bytes)
