@@ -20,6 +20,15 @@ use crate::record::{Action, read_runs};
 use crate::shared::Pulled;
 use crate::store::{Committed, Manifest};
 
+/// Tells the reporter that a transfer with the shared cache failed.
+fn trouble(reporter: &dyn Reporter, stage: &PlannedStage, during: &'static str, message: &str) {
+    reporter.event(&Event::SharedTrouble {
+        stage: &stage.name,
+        during,
+        message,
+    });
+}
+
 /// What came of a dirty stage.
 pub(crate) enum Executed {
     /// It ran, and its entry is committed.
@@ -165,22 +174,14 @@ impl Engine<'_> {
             Ok(Some(pulled)) => match self.store.fresh(key) {
                 Some(entry) => Some(Executed::Pulled(entry, pulled)),
                 None => {
-                    let message = "the pulled entry is not complete in the local cache".to_string();
-                    reporter.event(&Event::SharedTrouble {
-                        stage: &stage.name,
-                        during: "pull",
-                        message: &message,
-                    });
+                    let message = "the pulled entry is not complete in the local cache";
+                    trouble(reporter, stage, "pull", message);
                     None
                 }
             },
             Ok(None) => None,
             Err(err) => {
-                reporter.event(&Event::SharedTrouble {
-                    stage: &stage.name,
-                    during: "pull",
-                    message: &err.to_string(),
-                });
+                trouble(reporter, stage, "pull", &err.to_string());
                 None
             }
         }
@@ -213,11 +214,7 @@ impl Engine<'_> {
             }
             Ok(_) => None,
             Err(err) => {
-                reporter.event(&Event::SharedTrouble {
-                    stage: &stage.name,
-                    during: "pull",
-                    message: &err.to_string(),
-                });
+                trouble(reporter, stage, "pull", &err.to_string());
                 None
             }
         }
@@ -240,11 +237,7 @@ impl Engine<'_> {
                 stage: &stage.name,
                 pushed,
             }),
-            Err(err) => reporter.event(&Event::SharedTrouble {
-                stage: &stage.name,
-                during: "push",
-                message: &err.to_string(),
-            }),
+            Err(err) => trouble(reporter, stage, "push", &err.to_string()),
         }
     }
 
