@@ -98,12 +98,28 @@ impl ItemCache for ItemStore {
         if dest.exists() {
             return Ok(true);
         }
-        std::fs::hard_link(&path, dest)
-            .or_else(|_| std::fs::copy(&path, dest).map(|_| ()))
-            .map_err(|source| StageError::Write {
-                path: dest.to_path_buf(),
-                source,
-            })?;
+        let write_err = |source| StageError::Write {
+            path: dest.to_path_buf(),
+            source,
+        };
+        match std::fs::hard_link(&path, dest) {
+            Ok(()) => {}
+            // Another thread linked the same item there first: it is the same bytes. (Copying
+            // onto it instead would truncate the item itself, which that link now shares, under
+            // every reader: the flake `download_gives_every_hostile_server_behaviour...` saw.)
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            // No hard links here: a copy, written beside and renamed, so no reader sees half.
+            Err(_) => {
+                let parent = dest.parent().unwrap_or(Path::new("."));
+                let mut tmp = tempfile::Builder::new()
+                    .prefix(".tmp")
+                    .tempfile_in(parent)
+                    .map_err(write_err)?;
+                let mut from = std::fs::File::open(&path).map_err(write_err)?;
+                std::io::copy(&mut from, &mut tmp).map_err(write_err)?;
+                tmp.persist(dest).map_err(|e| write_err(e.error))?;
+            }
+        }
         Ok(true)
     }
 }
