@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use pipeline_engine::plan::Plan;
-use pipeline_engine::spec::SpecFile;
+use pipeline_engine::spec::{ExecutorKind, SpecFile};
 use pipeline_engine::{Engine, RunOptions};
 
 use std::sync::Arc;
@@ -17,7 +17,7 @@ use crate::console::Console;
 use crate::graph::DagFormat;
 use crate::kinds;
 use crate::predict::PredictOptions;
-use crate::shared;
+use crate::{cluster, shared};
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -41,6 +41,10 @@ Examples:
   pipeline push                 send the locked entries to the shared cache (`--remote URL`)
   pipeline run --pull           take what the shared cache has instead of running it
   pipeline status --remote      which entries are here, which on the shared cache
+  pipeline run --executor slurm --remote /shared/cache --shards 8
+                                download, resize and embed as Slurm job arrays of 8 tasks
+  pipeline run --executor k8s --emit k8s/
+                                write the Kubernetes Indexed Jobs instead of running them
 
 Outputs live in `cache/` (content-addressed by stage key), `pipeline.lock` records what each stage
 last ran with, and published reports land in `reports/`.";
@@ -136,6 +140,48 @@ pub enum Command {
         /// Transfers with the shared cache at a time, 1 to 64.
         #[arg(long, value_name = "N", default_value_t = 8, value_parser = at_most::<64>)]
         transfers: usize,
+        /// Where stages run [default: `executor:` in the pipeline file, else local]. With `slurm`
+        /// or `k8s`, per-item stages (download, resize, embed) are split into `--shards` tasks
+        /// of a job array (a Slurm array, a Kubernetes Indexed Job), and stages with
+        /// `resources:` go as one job each; everything moves through the shared cache
+        /// (`--remote`), which every node must reach. Ctrl-C cancels the jobs.
+        #[arg(long, value_enum, value_name = "EXECUTOR")]
+        executor: Option<ExecutorArg>,
+        /// Tasks per per-item stage on a cluster, 1 to 10000 [default: `executor: {shards}`,
+        /// else 4].
+        #[arg(long, value_name = "N", value_parser = at_most::<10000>)]
+        shards: Option<usize>,
+        /// With `--executor k8s`: write the Job manifests of the stages that would be sent into
+        /// DIR and run nothing (apply them with `kubectl apply -f DIR`).
+        #[arg(long, value_name = "DIR")]
+        emit: Option<PathBuf>,
+    },
+    /// Run one task of a stage sent to a cluster (what each Slurm array task or Kubernetes pod
+    /// runs; `pipeline run --executor` writes the command). It pulls the stage's inputs from
+    /// the shared cache into its own `--cache-dir`, checks that it computes the driver's key,
+    /// makes the stage (or the shard of its items) and pushes it.
+    #[command(hide = true)]
+    Task {
+        /// The stage.
+        stage: String,
+        /// The key the driver computed; the task refuses to run under any other.
+        #[arg(long)]
+        key: String,
+        /// Split the stage's items into N shards and make one of them.
+        #[arg(long, value_name = "N")]
+        shards: Option<u32>,
+        /// Which shard, from 0.
+        #[arg(long, value_name = "I", conflicts_with = "shard_index_from")]
+        shard_index: Option<u32>,
+        /// Read the shard's index from this environment variable (`SLURM_ARRAY_TASK_ID`,
+        /// `JOB_COMPLETION_INDEX`).
+        #[arg(long, value_name = "VAR")]
+        shard_index_from: Option<String>,
+        /// The task's own cache (scratch): never the project's, which the driver holds.
+        #[arg(long, value_name = "DIR")]
+        cache_dir: PathBuf,
+        #[command(flatten)]
+        remote: RemoteArg,
     },
     /// Send cache entries to the shared cache (`--remote`).
     ///
@@ -235,6 +281,27 @@ pub enum Command {
 }
 
 /// Which shared cache.
+/// `--executor`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ExecutorArg {
+    /// Here, in this process.
+    Local,
+    /// Slurm: `sbatch` job arrays.
+    Slurm,
+    /// Kubernetes: Indexed Jobs.
+    K8s,
+}
+
+impl From<ExecutorArg> for ExecutorKind {
+    fn from(arg: ExecutorArg) -> Self {
+        match arg {
+            ExecutorArg::Local => ExecutorKind::Local,
+            ExecutorArg::Slurm => ExecutorKind::Slurm,
+            ExecutorArg::K8s => ExecutorKind::K8s,
+        }
+    }
+}
+
 #[derive(Debug, clap::Args)]
 pub struct RemoteArg {
     /// The shared cache: s3://BUCKET/PREFIX, gs://, az://, file:///DIR or a directory path
@@ -349,6 +416,9 @@ fn execute(cli: &Cli, threads: usize) -> Result<(), Failure> {
             push,
             remote,
             transfers,
+            executor,
+            shards,
+            emit,
         } => {
             let options = RunOptions {
                 targets: stages.clone(),
@@ -368,6 +438,22 @@ fn execute(cli: &Cli, threads: usize) -> Result<(), Failure> {
                 pull_only: false,
             };
             let console = Arc::new(Console::new(cli.verbose > 0));
+            let cluster_args = cluster::ClusterArgs {
+                executor: executor.map(ExecutorKind::from),
+                shards: shards.map(|n| n as u32),
+                emit: emit.as_deref(),
+                remote: remote.remote.as_deref(),
+                transfers: *transfers,
+                overrides: &cli.set,
+            };
+            if cluster::kind_of(&cluster_args, &plan) != ExecutorKind::Local {
+                return cluster::run(engine, &plan, &options, &cluster_args, &console);
+            }
+            if emit.is_some() {
+                return Err(Failure::Usage(anyhow::anyhow!(
+                    "`--emit` writes Kubernetes manifests: use it with `--executor k8s`"
+                )));
+            }
             if !(*pull || *push) {
                 return commands::run(&engine, &plan, &options, &console);
             }
@@ -378,6 +464,27 @@ fn execute(cli: &Cli, threads: usize) -> Result<(), Failure> {
                 shared::push_fresh(&engine, &shared)?;
             }
             Ok(())
+        }
+        Command::Task {
+            stage,
+            key,
+            shards,
+            shard_index,
+            shard_index_from,
+            cache_dir,
+            remote,
+        } => {
+            let console = Arc::new(Console::new(cli.verbose > 0));
+            let args = cluster::TaskArgs {
+                stage,
+                key,
+                shards: *shards,
+                shard_index: *shard_index,
+                shard_index_from: shard_index_from.as_deref(),
+                cache_dir,
+                remote: remote.remote.as_deref(),
+            };
+            cluster::task(engine, &plan, &args, threads, &console)
         }
         Command::Push {
             stages,
@@ -407,7 +514,15 @@ fn execute(cli: &Cli, threads: usize) -> Result<(), Failure> {
             shared::pull(&engine.with_shared(&shared), &console, &options)
         }
         Command::Status { json, remote } => match &remote.remote {
-            None => commands::status(&engine, *json),
+            None => {
+                commands::status(&engine, *json)?;
+                if !*json {
+                    for line in cluster::active_job_lines(&engine) {
+                        say!("{line}");
+                    }
+                }
+                Ok(())
+            }
             Some(url) => {
                 let console = Arc::new(Console::new(cli.verbose > 0));
                 let shared = shared::open(Some(url), &plan, 8, &console)?;

@@ -128,6 +128,26 @@ impl Reporter for Console {
                 pushed.blobs,
                 megabytes(pushed.bytes)
             )),
+            Event::Dispatched { stage, dispatched } => self.line(&format!(
+                "Sent {stage} to {}: {} task(s) in {:.1}s (job {}){}",
+                dispatched.executor,
+                dispatched.tasks,
+                dispatched.seconds,
+                dispatched.jobs.join(", "),
+                if dispatched.retried.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; task(s) {} failed once and were resubmitted alone",
+                        dispatched
+                            .retried
+                            .iter()
+                            .map(u32::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                }
+            )),
             Event::SharedTrouble {
                 stage,
                 during: "pull",

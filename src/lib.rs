@@ -11,6 +11,7 @@ macro_rules! say {
 }
 
 pub mod cli;
+mod cluster;
 mod commands;
 pub mod console;
 pub mod experiments;

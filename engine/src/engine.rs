@@ -5,6 +5,7 @@
 
 use std::path::PathBuf;
 
+use crate::cluster::Executor;
 use crate::event::{Event, Reporter};
 use crate::fsio::{Area, FsError};
 use crate::plan::Plan;
@@ -23,6 +24,9 @@ pub enum EngineError {
     /// A name on the command line is not a stage.
     #[error("{0}")]
     Usage(String),
+    /// A cluster task could not do its work (the message says which step and why).
+    #[error("{0}")]
+    Task(String),
     /// A published copy could not be finished.
     #[error("{0}")]
     Publish(String),
@@ -79,6 +83,8 @@ pub struct Engine<'a> {
     pub(crate) stat: StatCache,
     /// The cache shared with other machines, for `pull`/`push` runs.
     pub(crate) shared: Option<&'a dyn SharedCache>,
+    /// The cluster that per-item stages fan out to, and how many shards each gets.
+    pub(crate) cluster: Option<(&'a dyn Executor, u32)>,
 }
 
 impl<'a> Engine<'a> {
@@ -91,7 +97,23 @@ impl<'a> Engine<'a> {
             lock_path: plan.root.join("pipeline.lock"),
             plan,
             shared: None,
+            cluster: None,
         }
+    }
+
+    /// The engine with its cache in `dir` instead of `<root>/cache`: a cluster task's own scratch
+    /// cache, beside a driver that holds the project's.
+    pub fn with_cache_dir(mut self, dir: PathBuf) -> Self {
+        self.store = Store::new(dir);
+        self.stat = StatCache::load(&self.plan.root, self.store.stat_cache_path());
+        self
+    }
+
+    /// The engine with a cluster to send stages to (see [`crate::cluster`]), `shards` tasks per
+    /// per-item stage. It needs the shared cache too: tasks read and write through it.
+    pub fn with_executor(mut self, executor: &'a dyn Executor, shards: u32) -> Self {
+        self.cluster = Some((executor, shards));
+        self
     }
 
     /// The engine with a shared cache that runs with `pull` or `push` use.

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use pipeline_api::{NoProgress, Progress, StageTiming};
 
+use crate::cluster::Dispatched;
 use crate::failure::{StageFailure, error_chain};
 use crate::fingerprint::{Reason, describe};
 use crate::record::{Action, RunOutcomeKind, RunRecord, StageRecord};
@@ -121,6 +122,14 @@ pub enum Event<'a> {
         /// What went over.
         pushed: Pushed,
     },
+    /// The stage's cluster job (a task per shard, or one for the whole stage) ended, every task
+    /// done (emitted by the worker that waited for it).
+    Dispatched {
+        /// Stage name.
+        stage: &'a str,
+        /// How it went.
+        dispatched: &'a Dispatched,
+    },
     /// A transfer with the shared cache failed; the run goes on without it (the stage runs, or
     /// its entry stays local).
     SharedTrouble {
@@ -210,12 +219,19 @@ pub struct RunLog {
     shared_troubles: Vec<SharedTrouble>,
     pulled_bytes: u64,
     published: Vec<PathBuf>,
+    /// Cluster jobs of stages not yet recorded, by stage.
+    dispatched: Vec<(String, Dispatched)>,
 }
 
 impl RunLog {
     /// Takes in one event.
     pub fn observe(&mut self, event: &Event<'_>) {
         let mut push = |name: &str, action, reason: String, key: Option<&str>, span: &Span| {
+            let cluster = self
+                .dispatched
+                .iter()
+                .position(|(stage, _)| stage == name)
+                .map(|at| self.dispatched.remove(at).1);
             self.stages.push(StageRecord {
                 name: name.to_string(),
                 action,
@@ -223,6 +239,7 @@ impl RunLog {
                 key: key.map(str::to_string),
                 started: span.started,
                 seconds: span.seconds,
+                cluster,
             });
         };
         match event {
@@ -281,6 +298,9 @@ impl RunLog {
                 during,
                 message: message.to_string(),
             }),
+            Event::Dispatched { stage, dispatched } => self
+                .dispatched
+                .push((stage.to_string(), (*dispatched).clone())),
             Event::WouldRun { stage, .. } => self.would_run.push(stage.to_string()),
             Event::Published { dir, .. } => self.published.push(dir.to_path_buf()),
             Event::WaitingForLock { .. }

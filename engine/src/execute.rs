@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use pipeline_api::{ItemCache, StageContext, StageError};
+use pipeline_api::{ItemCache, ItemShard, StageContext, StageError};
+
+use crate::cluster::{ClusterJob, Placement, placement, shard_key, shard_stage_name};
 
 use crate::engine::{Engine, RunOptions};
 use crate::event::{Event, Reporter};
@@ -45,6 +47,10 @@ const EARLIER_OUTPUTS: usize = 4;
 impl Engine<'_> {
     /// Runs one stage into a pending entry and commits it; any failure discards the entry.
     /// `entry_keys` holds the key of every stage whose output is known.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the scheduler's and a task's calls differ only in `shard`; a struct would hold them for one call"
+    )]
     pub(crate) fn execute(
         &self,
         stage: &PlannedStage,
@@ -53,6 +59,7 @@ impl Engine<'_> {
         reasons: &[Reason],
         options: &RunOptions,
         reporter: &dyn Reporter,
+        shard: Option<ItemShard>,
     ) -> Result<Executed, StageFailure> {
         if let Some(pulled) = self.try_pull(stage, key, reasons, options, reporter) {
             return Ok(pulled);
@@ -74,6 +81,24 @@ impl Engine<'_> {
             stage: &stage.name,
             reasons,
         });
+        // A task of a fanned-out stage runs here as it is; the driver sends the stage out first.
+        let placement = match (shard, self.cluster) {
+            (None, Some((executor, shards))) if !options.no_reuse => {
+                placement(stage, executor.kind(), shards)
+            }
+            _ => Placement::Here,
+        };
+        let shard_outputs = match placement {
+            Placement::Here => Vec::new(),
+            Placement::Whole => {
+                self.dispatch(stage, key, entry_keys, None, reporter)?;
+                return self.pull_made_elsewhere(stage, key);
+            }
+            Placement::Sharded(count) => {
+                self.dispatch(stage, key, entry_keys, Some(count), reporter)?;
+                self.pull_shards(stage, key, count)?
+            }
+        };
         let progress = reporter.progress(&stage.name);
         let started = Instant::now();
         let pending = self.store.begin(key).map_err(StageFailure::cache)?;
@@ -96,6 +121,9 @@ impl Engine<'_> {
         };
         let earlier_outputs = if options.no_reuse {
             Vec::new()
+        } else if !shard_outputs.is_empty() {
+            // Every item is in the shards (they were made for this key): nothing older is needed.
+            shard_outputs
         } else {
             let mut earlier = self.earlier_outputs(&stage.name);
             if let Some(shared) = self.try_pull_latest(stage, key, reasons, options, reporter) {
@@ -115,6 +143,7 @@ impl Engine<'_> {
             retry_failed: options.retry_failed || options.no_reuse,
             earlier_outputs: &earlier_outputs,
             work_dir: &work_dir,
+            shard,
         };
         let result = catch_unwind(AssertUnwindSafe(|| stage.stage.run(&ctx)));
         drop(progress);
@@ -140,11 +169,16 @@ impl Engine<'_> {
             pending.discard();
             return Err(StageFailure::cache(err));
         }
+        // A shard's entry says so in its stage name, so nobody takes it for the whole stage.
+        let recorded_name = shard.map_or_else(
+            || stage.name.clone(),
+            |shard| shard_stage_name(&stage.name, shard),
+        );
         let manifest = self
             .store
             .commit(
                 pending,
-                &stage.name,
+                &recorded_name,
                 stage.stage.info().kind,
                 &summary,
                 seconds,
@@ -153,6 +187,101 @@ impl Engine<'_> {
         self.store.remove_work_dir(key);
         self.try_push(stage, key, options, reporter);
         Ok(Executed::Ran(manifest))
+    }
+
+    /// Sends `stage` to the cluster: its inputs go to the shared cache first (the tasks pull them
+    /// from there), then the executor runs the job to its end.
+    fn dispatch(
+        &self,
+        stage: &PlannedStage,
+        key: &str,
+        entry_keys: &BTreeMap<String, String>,
+        shards: Option<u32>,
+        reporter: &dyn Reporter,
+    ) -> Result<(), StageFailure> {
+        let (Some((executor, _)), Some(shared)) = (self.cluster, self.shared) else {
+            return Err(StageFailure::Cluster(
+                "a stage sent to a cluster needs the shared cache: name it with `--remote URL`, `PIPELINE_REMOTE` or `cache: {remote: URL}`".into(),
+            ));
+        };
+        for up in stage.inputs.values() {
+            shared.push(&self.store, &entry_keys[up]).map_err(|err| {
+                StageFailure::Cluster(format!(
+                    "the output of `{up}` could not be sent to the shared cache for the tasks to read: {err}"
+                ))
+            })?;
+        }
+        let job = ClusterJob {
+            stage: &stage.name,
+            key,
+            shards,
+            resources: stage.resources.as_ref(),
+            dir: self
+                .store
+                .job_dir(&stage.name, key)
+                .map_err(StageFailure::cache)?,
+        };
+        let progress = reporter.progress(&stage.name);
+        let dispatched = executor
+            .run(&job, progress.as_ref())
+            .map_err(|err| StageFailure::Cluster(err.to_string()))?;
+        drop(progress);
+        reporter.event(&Event::Dispatched {
+            stage: &stage.name,
+            dispatched: &dispatched,
+        });
+        Ok(())
+    }
+
+    /// Brings in the entry a cluster job made for the whole stage.
+    fn pull_made_elsewhere(
+        &self,
+        stage: &PlannedStage,
+        key: &str,
+    ) -> Result<Executed, StageFailure> {
+        let shared = self.shared.expect("dispatch checked the shared cache");
+        let missing = || {
+            StageFailure::Cluster(format!(
+                "the job of `{}` ended, but its entry {key} is not complete in the shared cache",
+                stage.name
+            ))
+        };
+        let pulled = shared
+            .pull(&self.store, key)
+            .map_err(|err| StageFailure::Cluster(err.to_string()))?
+            .ok_or_else(missing)?;
+        let entry = self.store.fresh(key).ok_or_else(missing)?;
+        Ok(Executed::Pulled(entry, pulled))
+    }
+
+    /// Brings in the entries of a fanned-out stage's `count` shards; their output directories.
+    fn pull_shards(
+        &self,
+        stage: &PlannedStage,
+        key: &str,
+        count: u32,
+    ) -> Result<Vec<PathBuf>, StageFailure> {
+        let shared = self.shared.expect("dispatch checked the shared cache");
+        (0..count)
+            .map(|index| {
+                let shard = ItemShard { index, count };
+                let at = shard_key(key, shard);
+                let missing = || {
+                    StageFailure::Cluster(format!(
+                        "task {index} of `{}` ended, but its entry {at} is not complete in the shared cache",
+                        stage.name
+                    ))
+                };
+                if self.store.fresh(&at).is_none() {
+                    shared
+                        .pull(&self.store, &at)
+                        .map_err(|err| StageFailure::Cluster(err.to_string()))?
+                        .ok_or_else(missing)?;
+                }
+                self.store.fresh(&at).ok_or_else(missing)?;
+                Ok(self.store.out_dir(&at))
+            })
+            .collect()
     }
 
     /// `--pull`: the stage's entry from the shared cache, unless the stage is forced. A failed

@@ -24,6 +24,10 @@ pub enum StageFailure {
         /// What does not match.
         problems: Vec<String>,
     },
+    /// The stage's cluster job failed, or what its tasks made could not be brought back (the
+    /// message names the tasks and their logs).
+    #[error("{0}")]
+    Cluster(String),
     /// The engine itself failed around the stage (a bug; the message says where).
     #[error("{0}")]
     Engine(String),

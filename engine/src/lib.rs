@@ -16,12 +16,14 @@
 //! | [`items`], [`store`] | per-item results; entries, pending runs and commits |
 //! | [`publish`] | copies of outputs in the workspace |
 //! | [`shared`] | the contract of a cache shared with other machines |
+//! | [`cluster`] | the contract of a cluster executor: which stages leave, the keys of their shards |
 //! | [`failure`] | why a stage's run failed, typed with its causes |
 //! | [`event`] | what a run tells its reporter, its record and its outcome |
 //! | [`engine`] | the handle, run options, errors, the process lock |
-//! | [`assess`], [`execute`], [`schedule`], [`maintain`] | the jobs: fresh or dirty; run one stage; run the plan; verify and gc |
+//! | [`assess`], [`execute`], [`schedule`], [`maintain`], [`task`] | the jobs: fresh or dirty; run one stage; run the plan; verify and gc; one cluster task |
 
 pub mod assess;
+pub mod cluster;
 pub mod digest;
 pub mod engine;
 pub mod event;
@@ -40,6 +42,7 @@ pub mod shared;
 pub mod spec;
 pub mod statcache;
 pub mod store;
+pub mod task;
 pub mod workspace;
 
 pub use assess::{StageStatus, State};

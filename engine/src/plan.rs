@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use pipeline_api::Stage;
 
-use crate::spec::{SpecError, SpecFile};
+use crate::spec::{ExecutorKind, ExecutorSpec, Resources, SpecError, SpecFile};
 use crate::workspace::{check_publish_apart, check_publish_target, check_workspace_file};
 
 /// The stage kinds the engine can run, by kind name.
@@ -53,6 +53,10 @@ pub struct PlannedStage {
     /// Directory (relative to the project root, `/`-separated, checked by
     /// [`crate::workspace::check_publish_target`]) that receives a copy of the output.
     pub publish: Option<String>,
+    /// `executor:` of the stage, if it names one.
+    pub executor: Option<ExecutorKind>,
+    /// `resources:` of the stage.
+    pub resources: Option<Resources>,
 }
 
 /// The whole validated pipeline.
@@ -66,6 +70,8 @@ pub struct Plan {
     /// `cache: {remote: URL}`: the shared cache `push`, `pull` and `run --pull/--push` use when
     /// neither `--remote` nor `PIPELINE_REMOTE` names one.
     pub remote: Option<String>,
+    /// `executor:` at the top (`local` when absent).
+    pub executor: ExecutorSpec,
 }
 
 impl Plan {
@@ -196,6 +202,8 @@ impl Plan {
                 inputs: stage_spec.inputs.clone(),
                 files: stage_spec.files.clone(),
                 publish,
+                executor: stage_spec.executor,
+                resources: stage_spec.resources.clone(),
             });
         }
         let stages = topo_sort(spec, planned)?;
@@ -209,6 +217,7 @@ impl Plan {
             file: spec.path.clone(),
             stages,
             remote: spec.spec.cache.as_ref().and_then(|c| c.remote.clone()),
+            executor: spec.spec.executor.clone().unwrap_or_default(),
         })
     }
 

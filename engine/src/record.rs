@@ -6,6 +6,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::cluster::Dispatched;
 use crate::fsio::{Area, FsError};
 
 /// One `pipeline run`.
@@ -99,6 +100,9 @@ pub struct StageRecord {
     pub started: f64,
     /// Seconds it took.
     pub seconds: f64,
+    /// Its cluster job, when it had one (`executor: slurm`, `k8s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<Dispatched>,
 }
 
 /// Appends one record as one line (a single `write` on an append-mode file).

@@ -11,6 +11,7 @@ use std::time::Instant;
 use pipeline_api::{RunContext, StageParams};
 
 use crate::assess::{Assessment, outputs_of};
+use crate::cluster::Dispatched;
 use crate::engine::{Engine, EngineError, RunOptions};
 use crate::event::{Event, Reporter, RunLog, RunOutcome, SharedTrouble, Span};
 use crate::execute::Executed;
@@ -56,13 +57,16 @@ struct Finished<'p> {
     ended: Instant,
     /// Transfers with the shared cache that failed while the worker ran it.
     troubles: Vec<SharedTrouble>,
+    /// The stage's cluster job, when it had one.
+    dispatched: Option<Dispatched>,
 }
 
-/// A worker's reporter: passes every event on at once, and keeps the shared cache's troubles for
-/// the run's log (which only the scheduling thread writes).
+/// A worker's reporter: passes every event on at once, and keeps what the run's log needs of
+/// them (the shared cache's troubles, the cluster job), which only the scheduling thread writes.
 struct NotingTroubles<'r> {
     inner: &'r dyn Reporter,
     troubles: std::sync::Mutex<Vec<SharedTrouble>>,
+    dispatched: std::sync::Mutex<Option<Dispatched>>,
 }
 
 impl<'r> NotingTroubles<'r> {
@@ -70,16 +74,24 @@ impl<'r> NotingTroubles<'r> {
         Self {
             inner,
             troubles: Default::default(),
+            dispatched: Default::default(),
         }
     }
 
     fn troubles(&self) -> Vec<SharedTrouble> {
         std::mem::take(&mut self.troubles.lock().expect("not poisoned"))
     }
+
+    fn dispatched(&self) -> Option<Dispatched> {
+        self.dispatched.lock().expect("not poisoned").take()
+    }
 }
 
 impl Reporter for NotingTroubles<'_> {
     fn event(&self, event: &Event<'_>) {
+        if let Event::Dispatched { dispatched, .. } = event {
+            *self.dispatched.lock().expect("not poisoned") = Some((*dispatched).clone());
+        }
         if let Event::SharedTrouble {
             stage,
             during,
@@ -338,6 +350,7 @@ impl<'e, 'p> Scheduler<'e, 'p> {
                                             &job.reasons,
                                             options,
                                             reporter,
+                                            None,
                                         )
                                     }))
                                     .unwrap_or_else(|_| {
@@ -351,6 +364,7 @@ impl<'e, 'p> Scheduler<'e, 'p> {
                                         result,
                                         ended: Instant::now(),
                                         troubles: reporter.troubles(),
+                                        dispatched: reporter.dispatched(),
                                     });
                                 });
                             }
@@ -532,7 +546,14 @@ impl<'e, 'p> Scheduler<'e, 'p> {
             result,
             ended,
             troubles,
+            dispatched,
         } = done;
+        if let Some(dispatched) = &dispatched {
+            self.log.observe(&Event::Dispatched {
+                stage: &job.stage.name,
+                dispatched,
+            });
+        }
         for trouble in &troubles {
             self.log.observe(&Event::SharedTrouble {
                 stage: &trouble.stage,

@@ -17,6 +17,84 @@ pub struct PipelineSpec {
     /// Settings of the cache.
     #[serde(default)]
     pub cache: Option<CacheSpec>,
+    /// Where stages run: here (the default), or on a cluster.
+    #[serde(default)]
+    pub executor: Option<ExecutorSpec>,
+}
+
+/// Where a stage's work runs (`executor:` at the top, or on a stage).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecutorKind {
+    /// In this process.
+    #[default]
+    Local,
+    /// As Slurm jobs (`sbatch`): per-item stages as job arrays.
+    Slurm,
+    /// As Kubernetes Jobs: per-item stages as Indexed Jobs.
+    K8s,
+}
+
+impl ExecutorKind {
+    /// The word `pipeline.yaml` and `--executor` use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Local => "local",
+            Self::Slurm => "slurm",
+            Self::K8s => "k8s",
+        }
+    }
+}
+
+/// `executor:` at the top of the pipeline file: the cluster that per-item stages fan out to, and
+/// that stages with `resources:` are submitted to. Nothing here enters a cache key: where work
+/// runs never changes what it makes.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecutorSpec {
+    /// `local`, `slurm` or `k8s`.
+    #[serde(default)]
+    pub kind: ExecutorKind,
+    /// How many tasks a per-item stage's items are split over (default 4).
+    #[serde(default)]
+    pub shards: Option<u32>,
+    /// How many times a failed task is resubmitted alone (default 2).
+    #[serde(default)]
+    pub retries: Option<u32>,
+    /// Kubernetes: the container image that holds `pipeline` (default `pipeline:latest`).
+    #[serde(default)]
+    pub image: Option<String>,
+    /// Kubernetes: the namespace of the Jobs.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// Kubernetes: a PersistentVolumeClaim holding the project, mounted as the working directory.
+    #[serde(default)]
+    pub project_claim: Option<String>,
+    /// Kubernetes: a Secret whose keys become the tasks' environment (the shared cache's
+    /// credentials, `PIPELINE_REMOTE`).
+    #[serde(default)]
+    pub env_secret: Option<String>,
+}
+
+/// `resources:` of a stage: what each of its jobs or tasks asks the cluster for.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resources {
+    /// CPU cores per task (`--cpus-per-task`; a Kubernetes CPU request).
+    #[serde(default)]
+    pub cpus: Option<u32>,
+    /// Memory per task, as Slurm writes it (`4G`, `500M`).
+    #[serde(default)]
+    pub mem: Option<String>,
+    /// GPUs per task (`--gres=gpu:N`; `nvidia.com/gpu`).
+    #[serde(default)]
+    pub gpus: Option<u32>,
+    /// Time limit per task, as Slurm writes it (`1:00:00`).
+    #[serde(default)]
+    pub time: Option<String>,
+    /// Slurm partition (a GPU partition for `train`).
+    #[serde(default)]
+    pub partition: Option<String>,
 }
 
 /// `cache:` in the pipeline file. Credentials never go here: they come from the environment or
@@ -47,6 +125,12 @@ pub struct StageSpec {
     /// A directory (relative to the pipeline file) that receives a copy of the output.
     #[serde(default)]
     pub publish: Option<String>,
+    /// Where this stage runs, whatever the top-level `executor:` says (`local` keeps it here).
+    #[serde(default)]
+    pub executor: Option<ExecutorKind>,
+    /// What its cluster jobs ask for; a stage with `resources:` is submitted as a job.
+    #[serde(default)]
+    pub resources: Option<Resources>,
 }
 
 /// The parsed file, its text (for line lookups) and the stage names in file order.
@@ -207,7 +291,7 @@ impl SpecFile {
                     message = number;
                 }
                 let help = message.contains("unknown field").then(|| {
-                    "a stage takes `kind`, `inputs`, `files`, `params` and `publish`".into()
+                    "a stage takes `kind`, `inputs`, `files`, `params`, `publish`, `executor` and `resources`".into()
                 });
                 return Err(SpecError {
                     path: path.to_path_buf(),

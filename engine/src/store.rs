@@ -221,6 +221,22 @@ impl Store {
         ItemStore::new(self.versioned().join("items"))
     }
 
+    /// The directory of a stage's cluster job (its scripts, task logs and state), named by stage
+    /// and key (`jobs/embed-44037f5aa740`), created if missing.
+    pub fn job_dir(&self, stage: &str, key: &str) -> Result<PathBuf, FsError> {
+        let dir = self
+            .versioned()
+            .join("jobs")
+            .join(format!("{stage}-{}", &key[..key.len().min(12)]));
+        fs::create_dir_all(&dir).map_err(Area::Cache.err())?;
+        Ok(dir)
+    }
+
+    /// The directory of every stage's cluster jobs.
+    pub fn jobs_dir(&self) -> PathBuf {
+        self.versioned().join("jobs")
+    }
+
     /// Path of the stat cache of workspace files.
     pub fn stat_cache_path(&self) -> PathBuf {
         self.versioned().join("stat-cache.json")

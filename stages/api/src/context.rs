@@ -39,6 +39,41 @@ pub struct StageContext<'a> {
     /// attempt with the same code, params and inputs. It is removed once the output is committed.
     /// A stage must still treat anything unreadable in it as absent.
     pub work_dir: &'a Path,
+    /// Set when the stage runs as one task of a fanned-out stage (a kind with
+    /// [`KindInfo::shardable`](crate::KindInfo::shardable)): do only the items it owns.
+    pub shard: Option<ItemShard>,
+}
+
+/// One of `count` disjoint parts of a stage's items, chosen by a stable hash of each item's
+/// identity (a poster's source or file), so the same item always lands in the same shard
+/// whatever else changed, and a task computes exactly what a local run would for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ItemShard {
+    /// Which part, from 0.
+    pub index: u32,
+    /// How many parts (at least 1).
+    pub count: u32,
+}
+
+impl ItemShard {
+    /// Whether the item named `identity` belongs to this shard: the first 8 bytes of its blake3,
+    /// modulo `count`.
+    pub fn owns(&self, identity: &str) -> bool {
+        Self::of(identity, self.count) == self.index
+    }
+
+    /// The shard of `count` that the item named `identity` falls in.
+    pub fn of(identity: &str, count: u32) -> u32 {
+        let hash = blake3::hash(identity.as_bytes());
+        let first = u64::from_le_bytes(hash.as_bytes()[..8].try_into().expect("8 bytes"));
+        (first % u64::from(count.max(1))) as u32
+    }
+}
+
+/// Whether `shard` (when there is one) owns the item named `identity`: every item when the stage
+/// runs whole.
+pub fn owned(shard: Option<ItemShard>, identity: &str) -> bool {
+    shard.is_none_or(|s| s.owns(identity))
 }
 
 /// Per-item results shared across runs of every stage, addressed by keys the stage derives from

@@ -43,6 +43,14 @@ pub struct KindInfo {
     /// Whether the kind remembers per-item failures across runs; `pipeline run --retry-failed`
     /// reruns such stages with [`StageContext::retry_failed`] set.
     pub remembers_failures: bool,
+    /// Whether the kind's work is per item and honours [`StageContext::shard`]: run as shard
+    /// `i` of `n`, it does only the items [`ItemShard::owns`] gives it and writes an output of
+    /// those alone. A cluster executor fans such a stage out over `n` tasks; the whole stage,
+    /// run afterwards on the driver, finds every item done in the shards' outputs (its earlier
+    /// outputs and item cache) and assembles the output a local run makes.
+    ///
+    /// [`ItemShard::owns`]: crate::ItemShard::owns
+    pub shardable: bool,
     /// The crates the kind's code depends on, with the versions Cargo.lock resolved them to when
     /// the binary was built (`[("image", "0.25.6"), ...]`). They enter the cache key, so a `cargo
     /// update` that changes a decoder reruns the stages that decode, and only those. Kinds get
@@ -71,6 +79,7 @@ impl KindInfo {
             directories: &[],
             knob_params: &[],
             remembers_failures: false,
+            shardable: false,
             dependencies,
         }
     }

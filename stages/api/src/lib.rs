@@ -22,7 +22,7 @@ mod params;
 mod progress;
 mod run;
 
-pub use context::{ItemCache, NoItems, StageContext, item_key, reason_class};
+pub use context::{ItemCache, ItemShard, NoItems, StageContext, item_key, owned, reason_class};
 pub use error::{ResultExt, StageError};
 pub use files::{
     create_dir, file_digest, odd_file_type, read_file, read_json, write_file, write_json,

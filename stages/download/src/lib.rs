@@ -51,6 +51,7 @@ impl Kind for Download {
         directories: &["root"],
         knob_params: params::KNOBS,
         remembers_failures: true,
+        shardable: true,
         ..KindInfo::new(
             "download",
             // 2: failure reasons no longer contain the absolute data root.
@@ -71,7 +72,12 @@ impl Kind for Download {
         params: DownloadParams,
     ) -> Result<RunSummary, StageError> {
         let movies = read_movies(&ctx.input("movies")?.join(MOVIES_FILE))?;
-        let sources: Vec<(i64, String)> = movies.into_iter().map(|m| (m.id, m.poster)).collect();
+        // Run as one shard of a fanned-out stage, only the posters whose source it owns.
+        let sources: Vec<(i64, String)> = movies
+            .into_iter()
+            .filter(|m| pipeline_api::owned(ctx.shard, &m.poster))
+            .map(|m| (m.id, m.poster))
+            .collect();
         let posters = ctx.out_dir.join("posters");
         create_dir(&posters)?;
         let fetching = fetch_all(ctx, &params, &posters, &sources)?;

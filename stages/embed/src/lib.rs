@@ -52,6 +52,7 @@ impl Kind for Embed {
         optional_files: &["second_weights"],
         // How many posters share a forward pass changes speed and memory, not the features.
         knob_params: &["batch_size"],
+        shardable: true,
         ..KindInfo::new(
             "embed",
             // 2: `summary.json` holds no computed/reused counts (they go to the run's summary);
@@ -229,7 +230,10 @@ fn embed_split(
     let genres = described.genres.len();
     let mut shards = Vec::new();
     for shard in &meta.shards {
-        let rows = read_shard_labels(&in_dir.join(&shard.file), genres)?;
+        let mut rows = read_shard_labels(&in_dir.join(&shard.file), genres)?;
+        // Run as one shard of a fanned-out stage, only the posters it owns.
+        let shard_of_items = work.ctx.shard;
+        rows.retain(|poster| pipeline_api::owned(shard_of_items, poster));
         let embedded = work.embed(rows, earlier, genres)?;
         write_embedding_shard(&out_dir.join(&shard.file), &embedded, described.dim, genres)?;
         shards.push(ShardFile {

@@ -61,6 +61,7 @@ impl Kind for Resize {
     const INFO: KindInfo = KindInfo {
         inputs: &["movies", "posters"],
         input_kinds: &[("movies", &["filter"]), ("posters", &["download"])],
+        shardable: true,
         ..KindInfo::new(
             "resize",
             // 3: `meta.json` records the fit `mode` (carried by split into the models' `model.json`).
@@ -78,7 +79,9 @@ impl Kind for Resize {
     fn run(&self, ctx: &StageContext<'_>, params: ResizeParams) -> Result<RunSummary, StageError> {
         let movies_dir = ctx.input("movies")?;
         let vocab: Vocab = read_json(&movies_dir.join("vocab.json"))?;
-        let rows = rows(movies_dir, &vocab)?;
+        let mut rows = rows(movies_dir, &vocab)?;
+        // Run as one shard of a fanned-out stage, only the posters it owns.
+        rows.retain(|row| pipeline_api::owned(ctx.shard, &row.poster_file));
         let stamp = ReuseStamp::new(PIXELS_VERSION, &params);
         let earlier = EarlierRows::open(ctx.earlier_outputs, &stamp);
         write_json(&ctx.out_dir.join(STAMP_FILE), &stamp)?;

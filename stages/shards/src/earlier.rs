@@ -35,8 +35,10 @@ pub struct EarlierOutput<R: ShardRows> {
 }
 
 impl<R: ShardRows> EarlierOutput<R> {
-    /// The first of `dirs` whose `stamp_file` equals `stamp` and whose shards can be indexed.
-    /// `shards(dir)` lists an output's shard files with their row counts, or fails.
+    /// The rows of every one of `dirs` whose `stamp_file` equals `stamp` and whose shards can be
+    /// indexed, as one output: a poster is found in the first (newest) that has it. Several
+    /// outputs matter when a fanned-out stage's shards (each with its own items) are offered
+    /// together. `shards(dir)` lists an output's shard files with their row counts, or fails.
     pub fn open<S, L>(
         dirs: &[PathBuf],
         stamp_file: &str,
@@ -49,8 +51,18 @@ impl<R: ShardRows> EarlierOutput<R> {
         L: Fn(&Path) -> Result<Vec<(PathBuf, usize)>, String>,
         R: Clone,
     {
-        dirs.iter()
-            .find_map(|dir| Self::open_one(dir, stamp_file, stamp, &shards, reader.clone()).ok())
+        let mut opened = dirs
+            .iter()
+            .filter_map(|dir| Self::open_one(dir, stamp_file, stamp, &shards, reader.clone()).ok());
+        let mut merged = opened.next()?;
+        for other in opened {
+            let offset = merged.shards.len();
+            merged.shards.extend(other.shards);
+            for (poster, (shard, row)) in other.index {
+                merged.index.entry(poster).or_insert((shard + offset, row));
+            }
+        }
+        Some(merged)
     }
 
     fn open_one<S, L>(
@@ -96,7 +108,7 @@ impl<R: ShardRows> EarlierOutput<R> {
         })
     }
 
-    /// The output folder it reads.
+    /// The output folder it reads (the first, when it merges several).
     pub fn dir(&self) -> &Path {
         &self.dir
     }

@@ -145,6 +145,22 @@ impl Shard {
         self.ids.is_empty()
     }
 
+    /// Keeps the rows whose poster `keep` accepts, in order.
+    pub fn retain(&mut self, keep: impl Fn(&str) -> bool) {
+        let n = self.len();
+        if n == 0 {
+            return;
+        }
+        let (pixels, genres) = (self.images.len() / n, self.labels.len() / n);
+        let mut kept = Shard::default();
+        for i in 0..n {
+            if keep(&self.posters[i]) {
+                kept.push_row(self, i, pixels, genres);
+            }
+        }
+        *self = kept;
+    }
+
     /// Appends row `i` of `other`.
     pub fn push_row(&mut self, other: &Shard, i: usize, pixels: usize, genres: usize) {
         self.ids.push(other.ids[i]);

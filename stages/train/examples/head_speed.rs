@@ -104,6 +104,7 @@ fn main() {
         retry_failed: false,
         earlier_outputs: &[],
         work_dir: work.path(),
+        shard: None,
     };
     let started = Instant::now();
     let summary = Train.run(&ctx).unwrap();

@@ -34,6 +34,7 @@ fn context<'a>(out_dir: &'a Path, work_dir: &'a Path) -> StageContext<'a> {
         retry_failed: false,
         earlier_outputs: &[],
         work_dir,
+        shard: None,
     }
 }
 
