@@ -132,6 +132,12 @@ fn task_command(
     kind: ExecutorKind,
 ) -> Result<TaskCommand, Failure> {
     let absolute = |path: &Path| -> Result<PathBuf, Failure> {
+        // `pipeline.yaml` has the root `` (its parent): the current directory.
+        let path = if path.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            path
+        };
         std::path::absolute(path)
             .with_context(|| format!("making `{}` absolute", path.display()))
             .map_err(Failure::Run)

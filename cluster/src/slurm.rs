@@ -142,6 +142,7 @@ impl Slurm {
         progress: &dyn Progress,
     ) -> Result<BTreeMap<u32, Ended>, ClusterError> {
         let mut ended: BTreeMap<u32, Ended> = BTreeMap::new();
+        let mut seen: BTreeSet<u32> = BTreeSet::new();
         let (done_before, failed_before) = (state.done, state.failed);
         let log = |index| log_path(&job.dir, id, index, job.shards.is_some());
         loop {
@@ -166,9 +167,30 @@ impl Slurm {
                             },
                         );
                     }
-                    Some(Some(task)) if task.state == "PENDING" => pending += 1,
-                    Some(Some(_)) => running += 1,
-                    // Not listed yet (the array is being expanded): waiting.
+                    Some(Some(task)) if task.state == "PENDING" => {
+                        seen.insert(index);
+                        pending += 1;
+                    }
+                    Some(Some(_)) => {
+                        seen.insert(index);
+                        running += 1;
+                    }
+                    // Listed before, gone now: a pending task cancelled (`scancel ID_3`) leaves
+                    // the array's pending range without a record of its own.
+                    Some(None) if seen.contains(&index) => {
+                        let task = TaskLine {
+                            state: "CANCELLED".into(),
+                            exit: "none (removed while pending)".into(),
+                        };
+                        ended.insert(
+                            index,
+                            Ended {
+                                task,
+                                log: log(index),
+                            },
+                        );
+                    }
+                    // Not listed yet: waiting.
                     Some(None) => pending += 1,
                     None => {
                         let task = TaskLine {

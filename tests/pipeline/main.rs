@@ -4,6 +4,7 @@
 mod support;
 
 mod cache;
+mod cluster;
 mod commands;
 mod data;
 mod hostile;

@@ -246,6 +246,9 @@ impl Reporter for Recorder {
             Event::NotShared { stage, .. } => format!("not shared {stage}"),
             Event::PulledEarlier { stage, .. } => format!("pulled an earlier {stage}"),
             Event::Pushed { stage, .. } => format!("pushed {stage}"),
+            Event::Dispatched { stage, dispatched } => {
+                format!("sent {stage}: {} tasks", dispatched.tasks)
+            }
             Event::SharedTrouble {
                 stage,
                 during,

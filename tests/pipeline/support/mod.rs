@@ -7,11 +7,13 @@ mod http;
 mod posters;
 mod python;
 mod s3;
+mod slurm;
 
 pub use http::*;
 pub use posters::*;
 pub use python::*;
 pub use s3::*;
+pub use slurm::*;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
