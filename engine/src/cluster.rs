@@ -89,7 +89,7 @@ pub fn placement(stage: &PlannedStage, executor: ExecutorKind, shards: u32) -> P
     if chosen == ExecutorKind::Local || chosen != executor {
         return Placement::Here;
     }
-    if stage.stage.info().shardable && shards >= 2 {
+    if stage.stage.info().shardable && shards >= 1 {
         Placement::Sharded(shards)
     } else if stage.resources.is_some() || stage.executor.is_some() {
         Placement::Whole
