@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use pipeline_engine::plan::Plan;
 use pipeline_engine::spec::{ExecutorKind, SpecFile};
 use pipeline_engine::{Engine, RunOptions};
+use pipeline_remote::Missing;
 
 use std::sync::Arc;
 
@@ -167,8 +168,8 @@ pub enum Command {
         /// The key the driver computed; the task refuses to run under any other.
         #[arg(long)]
         key: String,
-        /// Split the stage's items into N shards and make one of them.
-        #[arg(long, value_name = "N")]
+        /// Split the stage's items into N shards (1 to 10000) and make one of them.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000))]
         shards: Option<u32>,
         /// Which shard, from 0.
         #[arg(long, value_name = "I", conflicts_with = "shard_index_from")]
@@ -224,11 +225,15 @@ pub enum Command {
         #[command(flatten)]
         remote: RemoteArg,
     },
-    /// Remove cache entries that neither pipeline.lock nor the last N runs reference.
+    /// Remove cache entries that neither pipeline.lock nor the recorded runs use.
+    ///
+    /// By default every recorded run (`pipeline log` lists them, and gc says how many it kept)
+    /// keeps its entries, so a model an experiment (`-S`) trained stays askable with `predict
+    /// --model RUN`. `--keep N` keeps only the last N runs' entries.
     Gc {
-        /// Also keep what the last N runs used.
-        #[arg(long, value_name = "N", default_value_t = 0)]
-        keep: usize,
+        /// Keep what only the last N recorded runs used [default: every recorded run].
+        #[arg(long, value_name = "N")]
+        keep: Option<usize>,
     },
     /// Show the recorded runs: when, what ran or was fresh and why, how long, the outcome.
     Log {
@@ -259,7 +264,8 @@ pub enum Command {
         /// `pipeline log` (a prefix, `latest` or `previous`) to ask the model that run had.
         #[arg(long, value_name = "STAGE|RUN")]
         model: Option<String>,
-        /// Also list the K most probable genres, predicted (`*`) or not.
+        /// Also list the K most probable genres; those the decision rule predicts are marked `*`
+        /// (a legend line says so), the rest are probable but below their threshold.
         #[arg(long, value_name = "K", default_value_t = 0)]
         top: usize,
         /// Print JSON: the model, and per poster genres, top, probabilities, input digest, error.
@@ -359,11 +365,11 @@ pub fn main() -> ExitCode {
     match execute(&cli, threads) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Usage(err)) => {
-            eprintln!("error: {err:#}");
+            tell!("error: {err:#}");
             ExitCode::from(2)
         }
         Err(Failure::Run(err)) => {
-            eprintln!("error: {err:#}");
+            tell!("error: {err:#}");
             ExitCode::from(1)
         }
         Err(Failure::Reported) => ExitCode::from(1),
@@ -457,7 +463,17 @@ fn execute(cli: &Cli, threads: usize) -> Result<(), Failure> {
             if !(*pull || *push) {
                 return commands::run(&engine, &plan, &options, &console);
             }
-            let shared = shared::open(remote.remote.as_deref(), &plan, *transfers, &console)?;
+            let shared = shared::open(
+                remote.remote.as_deref(),
+                &plan,
+                if *push {
+                    Missing::Create
+                } else {
+                    Missing::Refuse
+                },
+                *transfers,
+                &console,
+            )?;
             let engine = engine.with_shared(&shared);
             commands::run(&engine, &plan, &options, &console)?;
             if *push {
@@ -493,7 +509,13 @@ fn execute(cli: &Cli, threads: usize) -> Result<(), Failure> {
             jobs,
         } => {
             let console = Arc::new(Console::new(cli.verbose > 0));
-            let shared = shared::open(remote.remote.as_deref(), &plan, *jobs, &console)?;
+            let shared = shared::open(
+                remote.remote.as_deref(),
+                &plan,
+                Missing::Create,
+                *jobs,
+                &console,
+            )?;
             shared::push(&engine, &shared, stages, *all)
         }
         Command::Pull {
@@ -502,7 +524,13 @@ fn execute(cli: &Cli, threads: usize) -> Result<(), Failure> {
             jobs,
         } => {
             let console = Arc::new(Console::new(cli.verbose > 0));
-            let shared = shared::open(remote.remote.as_deref(), &plan, *jobs, &console)?;
+            let shared = shared::open(
+                remote.remote.as_deref(),
+                &plan,
+                Missing::Refuse,
+                *jobs,
+                &console,
+            )?;
             let options = RunOptions {
                 targets: stages.clone(),
                 threads,
@@ -525,7 +553,7 @@ fn execute(cli: &Cli, threads: usize) -> Result<(), Failure> {
             }
             Some(url) => {
                 let console = Arc::new(Console::new(cli.verbose > 0));
-                let shared = shared::open(Some(url), &plan, 8, &console)?;
+                let shared = shared::open(Some(url), &plan, Missing::Refuse, 8, &console)?;
                 shared::status(&engine, &shared, *json)
             }
         },
@@ -533,7 +561,7 @@ fn execute(cli: &Cli, threads: usize) -> Result<(), Failure> {
             None => commands::verify(&engine, *repair),
             Some(url) => {
                 let console = Arc::new(Console::new(cli.verbose > 0));
-                let shared = shared::open(Some(url), &plan, 8, &console)?;
+                let shared = shared::open(Some(url), &plan, Missing::Refuse, 8, &console)?;
                 shared::verify(&shared, *repair)
             }
         },

@@ -12,7 +12,7 @@ use pipeline_engine::cluster::{ClusterJob, Executor, Placement, placement};
 use pipeline_engine::plan::Plan;
 use pipeline_engine::spec::ExecutorKind;
 use pipeline_engine::{Engine, RunOptions, State};
-use pipeline_remote::Remote;
+use pipeline_remote::{Missing, Remote};
 
 use crate::commands::{self, Failure, engine_failure};
 use crate::console::Console;
@@ -56,7 +56,13 @@ pub fn run(
 ) -> Result<(), Failure> {
     let kind = kind_of(args, plan);
     check_stage_executors(plan, kind)?;
-    let shared = shared::open(args.remote, plan, args.transfers, console)?;
+    // Emitting sends nothing: only a run that pushes may start a directory remote.
+    let missing = if args.emit.is_some() {
+        Missing::Refuse
+    } else {
+        Missing::Create
+    };
+    let shared = shared::open(args.remote, plan, missing, args.transfers, console)?;
     let command = task_command(plan, &shared, args.overrides, kind)?;
     let shards = args
         .shards
@@ -70,7 +76,7 @@ pub fn run(
             )));
         }
         let k8s = Kubernetes::new(command, plan.executor.clone(), retries);
-        return emit(&engine, &shared, &k8s, shards, dir);
+        return emit(&engine, &shared, &k8s, shards, dir, &options.force);
     }
     let options = RunOptions {
         pull: true,
@@ -186,9 +192,9 @@ where
         if signals.forever().next().is_some() {
             let cancelled = cancel();
             if cancelled.is_empty() {
-                eprintln!("\nInterrupted; no cluster job was running.");
+                tell!("\nInterrupted; no cluster job was running.");
             } else {
-                eprintln!(
+                tell!(
                     "\nInterrupted; cancelled the cluster jobs ({how}): {}",
                     cancelled.join(", ")
                 );
@@ -207,6 +213,7 @@ fn emit(
     k8s: &Kubernetes,
     shards: u32,
     dir: &Path,
+    forced: &[String],
 ) -> Result<(), Failure> {
     let statuses = engine
         .status_with(&|key| {
@@ -229,7 +236,7 @@ fn emit(
             Placement::Whole => None,
             Placement::Sharded(n) => Some(n),
         };
-        if status.state == State::Fresh {
+        if status.state == State::Fresh && !forced.contains(&status.name) {
             continue;
         }
         let Some(key) = &status.key else {
@@ -256,7 +263,9 @@ fn emit(
         );
     }
     if written == 0 && waiting.is_empty() {
-        say!("Nothing to emit: every stage sent to the cluster is fresh.");
+        say!(
+            "Nothing to emit: every stage sent to the cluster is fresh (`--force STAGE` emits one anyway)."
+        );
     }
     if !waiting.is_empty() {
         say!(
@@ -321,7 +330,7 @@ pub fn task(
             Some(ItemShard { index, count })
         }
     };
-    let shared = shared::open(args.remote, plan, 8, console)?;
+    let shared = shared::open(args.remote, plan, Missing::Refuse, 8, console)?;
     let engine = engine
         .with_cache_dir(args.cache_dir.to_path_buf())
         .with_shared(&shared);

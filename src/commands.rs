@@ -36,7 +36,7 @@ pub fn run(
 ) -> Result<(), Failure> {
     let outcome = engine.run(options, console).map_err(engine_failure)?;
     if !outcome.failed.is_empty() {
-        eprintln!(
+        tell!(
             "error: {} failed; see the message above. Fix it and rerun `pipeline run`.",
             outcome
                 .failed
@@ -72,7 +72,7 @@ pub fn run(
         .filter(|t| t.during == "push")
         .count();
     if pushes_failed > 0 {
-        eprintln!(
+        tell!(
             "error: the run finished, but {pushes_failed} entries were not pushed (see above); `pipeline push` sends them"
         );
         return Err(Failure::Reported);
@@ -139,7 +139,7 @@ pub fn verify(engine: &Engine<'_>, repair: bool) -> Result<(), Failure> {
     );
     let clean = report.damaged.is_empty() && report.stale_stamps.is_empty();
     if !repair && !clean {
-        eprintln!(
+        tell!(
             "error: the cache does not match the files; run `pipeline verify --repair` to evict damaged entries and record changed files"
         );
         return Err(Failure::Reported);
@@ -148,15 +148,17 @@ pub fn verify(engine: &Engine<'_>, repair: bool) -> Result<(), Failure> {
 }
 
 /// `pipeline gc`: removes what the lock and the last `keep` runs do not reference.
-pub fn gc(engine: &Engine<'_>, keep: usize) -> Result<(), Failure> {
+pub fn gc(engine: &Engine<'_>, keep: Option<usize>) -> Result<(), Failure> {
     let report = engine.gc(keep).map_err(engine_failure)?;
     say!(
-        "Removed {} entries and {} per-item results ({:.1} MB freed), kept {} entries and {} items",
-        report.removed,
-        report.items_removed,
-        report.freed_bytes as f64 / 1e6,
-        report.kept,
-        report.items_kept
+        "Removed {} and {} ({} freed); kept {} and {}: what pipeline.lock and {} of the {} recorded runs use",
+        count(report.removed, "entry", "entries"),
+        count(report.items_removed, "per-item result", "per-item results"),
+        crate::console::megabytes(report.freed_bytes),
+        count(report.kept, "entry", "entries"),
+        count(report.items_kept, "item", "items"),
+        report.runs_kept,
+        report.runs,
     );
     if report.items_skipped {
         say!(
@@ -246,11 +248,16 @@ pub fn predict(plan: &Plan, options: &PredictOptions<'_>, json: bool) -> Result<
         .filter(|a| a.error.is_some())
         .count();
     if failed > 0 {
-        eprintln!(
+        tell!(
             "error: {failed} of {} posters could not be read; see above",
             prediction.posters.len()
         );
         return Err(Failure::Reported);
     }
     Ok(())
+}
+
+/// `1 entry`, `3 entries`.
+pub fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }

@@ -16,6 +16,12 @@ pub fn say(text: &str) {
     let _ = writeln!(std::io::stdout().lock(), "{text}");
 }
 
+/// Writes one line to stderr; a closed stderr is not an error worth a panic.
+pub fn tell(text: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{text}");
+}
+
 /// The command-line reporter.
 pub struct Console {
     bars: MultiProgress,
@@ -76,7 +82,11 @@ impl Reporter for Console {
                 self.line(&format!("Would run {stage} ({})", describe(reasons)));
             }
             Event::Started { stage, reasons } => {
-                self.line(&format!("Running {stage} ({})", describe(reasons)));
+                if reasons.is_empty() {
+                    self.line(&format!("Running {stage}"));
+                } else {
+                    self.line(&format!("Running {stage} ({})", describe(reasons)));
+                }
             }
             Event::Ran {
                 stage,
@@ -101,15 +111,13 @@ impl Reporter for Console {
                 span,
                 ..
             } => self.line(&format!(
-                "Pulled {stage} from the shared cache: {} files, {} in {:.1}s",
-                pulled.files,
-                megabytes(pulled.bytes),
+                "Pulled {stage} from the shared cache: {} in {:.1}s",
+                written(pulled.files, pulled.bytes),
                 span.seconds
             )),
             Event::PulledEarlier { stage, pulled, .. } => self.line(&format!(
-                "Pulled the newest shared {stage} entry to reuse what it holds: {} files, {}",
-                pulled.files,
-                megabytes(pulled.bytes)
+                "Pulled the newest shared {stage} entry to reuse what it holds: {}",
+                written(pulled.files, pulled.bytes)
             )),
             Event::NotShared {
                 stage,
@@ -158,7 +166,22 @@ impl Reporter for Console {
                 during,
                 message,
             } => self.error_line(&format!("Could not {during} {stage}: {message}")),
-            Event::Published { stage, dir } => {
+            Event::Published {
+                stage,
+                dir,
+                replaced: Some(was),
+            } => {
+                let was = if was.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (it was showing run {was})")
+                };
+                self.line(&format!(
+                    "Published the cached {stage} output of the current params to `{}`{was}",
+                    dir.display()
+                ));
+            }
+            Event::Published { stage, dir, .. } => {
                 if self.verbose {
                     self.line(&format!("Published {stage} to `{}`", dir.display()));
                 }
@@ -182,7 +205,21 @@ impl Reporter for Console {
             bar,
             stage: stage.to_string(),
             verbose: self.verbose && !self.interactive,
+            detailed: self.verbose,
         })
+    }
+}
+
+/// `3 files, 1.2 MB` (fetched `bytes`), or `no file to write` for none.
+fn written(files: usize, bytes: u64) -> String {
+    if files == 0 {
+        "no file to write".into()
+    } else {
+        format!(
+            "{}, {} fetched",
+            crate::commands::count(files, "file", "files"),
+            megabytes(bytes)
+        )
     }
 }
 
@@ -244,21 +281,39 @@ impl Drop for TransferLine {
 struct StageBar {
     bar: ProgressBar,
     stage: String,
+    /// `-v` without a terminal: progress as lines.
     verbose: bool,
+    /// `-v` at all: detail lines are printed (above the bars on a terminal).
+    detailed: bool,
 }
 
 impl Progress for StageBar {
     fn start(&self, task: &str, total: u64) {
+        // `resize [...]`, not `resize resize [...]`: the task is named only when it is not the
+        // stage's own name; the rate is a whole number per second.
+        let template = if task == self.stage {
+            "  {prefix} [{bar:30}] {pos}/{len} ({rate}, eta {eta}) {msg}"
+        } else {
+            "  {prefix} {msg} [{bar:30}] {pos}/{len} ({rate}, eta {eta})"
+        };
         self.bar.set_style(
-            ProgressStyle::with_template(
-                "  {prefix} {msg:12} [{bar:30}] {pos}/{len} ({per_sec}, eta {eta})",
-            )
-            .expect("valid template")
-            .progress_chars("=> "),
+            ProgressStyle::with_template(template)
+                .expect("valid template")
+                .with_key(
+                    "rate",
+                    |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                        let _ = write!(w, "{:.0}/s", state.per_sec());
+                    },
+                )
+                .progress_chars("=> "),
         );
         self.bar.set_length(total);
         self.bar.set_position(0);
-        self.bar.set_message(task.to_string());
+        self.bar.set_message(if task == self.stage {
+            String::new()
+        } else {
+            task.to_string()
+        });
         if self.verbose {
             say(&format!("  {}: {task} ({total})", self.stage));
         }
@@ -272,6 +327,15 @@ impl Progress for StageBar {
         self.bar.set_message(message.to_string());
         if self.verbose {
             say(&format!("  {}: {message}", self.stage));
+        }
+    }
+
+    fn detail(&self, line: &str) {
+        if self.detailed {
+            self.note(line);
+        } else {
+            // Its head is the bar's status (`epoch 3/10: train loss 0.2310, ...`).
+            self.bar.set_message(line.to_string());
         }
     }
 

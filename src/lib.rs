@@ -10,6 +10,12 @@ macro_rules! say {
     ($($arg:tt)*) => { $crate::console::say(&format!($($arg)*)) };
 }
 
+/// `eprintln!` that never panics: with stderr closed early (`2>&1 | head`) a message that cannot
+/// be written is dropped, and the exit code stays the command's own.
+macro_rules! tell {
+    ($($arg:tt)*) => { $crate::console::tell(&format!($($arg)*)) };
+}
+
 pub mod cli;
 mod cluster;
 mod commands;

@@ -7,25 +7,37 @@ use std::sync::Arc;
 use anyhow::anyhow;
 use pipeline_engine::plan::Plan;
 use pipeline_engine::{Engine, RunOptions, State};
-use pipeline_remote::{REMOTE_VAR, Remote, RemoteError};
+use pipeline_remote::{Missing, REMOTE_VAR, Remote, RemoteError};
 
 use crate::commands::{Failure, engine_failure};
 use crate::console::{Console, megabytes};
 
-/// The remote to use: `--remote URL`, else `PIPELINE_REMOTE`, else `pipeline.yaml`'s.
+/// The remote to use: `--remote URL`, else `PIPELINE_REMOTE`, else `pipeline.yaml`'s (a
+/// relative directory there is relative to the file, as every path in it is).
 pub fn remote_url(given: Option<&str>, plan: &Plan) -> Option<String> {
     given
         .filter(|url| !url.is_empty())
         .map(str::to_string)
         .or_else(|| std::env::var(REMOTE_VAR).ok().filter(|url| !url.is_empty()))
-        .or_else(|| plan.remote.clone())
+        .or_else(|| {
+            let url = plan.remote.clone()?;
+            match pipeline_remote::location::directory_of(&url) {
+                Some(dir) if dir.is_relative() && !url.starts_with("file:") => {
+                    Some(plan.root.join(dir).display().to_string())
+                }
+                _ => Some(url),
+            }
+        })
 }
 
 /// Opens the remote and asks it once. Any failure here (no URL, no or wrong credentials, no
-/// bucket, no server) is the user's to fix: exit 2, before anything runs.
+/// bucket, no server, a directory that is not there) is the user's to fix: exit 2, before
+/// anything runs. Only commands that send (`push`, `run --push`) make a missing directory,
+/// and say so.
 pub fn open(
     given: Option<&str>,
     plan: &Plan,
+    missing: Missing,
     jobs: usize,
     console: &Arc<Console>,
 ) -> Result<Remote, Failure> {
@@ -35,9 +47,14 @@ pub fn open(
             plan.file.display()
         ))
     })?;
+    let created = missing == Missing::Create
+        && pipeline_remote::location::directory_of(&url).is_some_and(|dir| !dir.exists());
     let transfers: Arc<dyn pipeline_remote::Transfers + Send> = console.clone();
-    let remote = Remote::open(&url, jobs, transfers).map_err(setup_failure)?;
+    let remote = Remote::open(&url, missing, jobs, transfers).map_err(setup_failure)?;
     remote.check().map_err(setup_failure)?;
+    if created {
+        say!("Created the shared cache directory {url}");
+    }
     Ok(remote)
 }
 
@@ -96,7 +113,7 @@ pub fn push(
         if store.fresh(&key).is_some() {
             ready.push((stage, key));
         } else {
-            eprintln!(
+            tell!(
                 "warning: `{stage}` has no complete local entry for its locked key {}; run it, then push",
                 &key[..12]
             );
@@ -140,23 +157,40 @@ pub fn pull(engine: &Engine<'_>, console: &Console, options: &RunOptions) -> Res
         megabytes(outcome.pulled_bytes),
         rate(outcome.pulled_bytes, seconds),
         outcome.fresh.len(),
-        if outcome.not_shared.is_empty() {
-            String::new()
-        } else {
-            format!(
-                "; not on the remote (run them): {}",
-                outcome.not_shared.join(", ")
-            )
-        }
+        not_pulled(&outcome)
     );
     if !outcome.shared_troubles.is_empty() {
-        eprintln!(
+        tell!(
             "error: {} entries could not be pulled; see above (`pipeline verify --remote` checks the remote)",
             outcome.shared_troubles.len()
         );
         return Err(Failure::Reported);
     }
     Ok(())
+}
+
+/// `; not on the remote (run them): a, b`, or where a pull failed, the stages it left without
+/// claiming the remote lacks them (it may well have them).
+fn not_pulled(outcome: &pipeline_engine::RunOutcome) -> String {
+    let troubled: Vec<&str> = outcome
+        .shared_troubles
+        .iter()
+        .map(|t| t.stage.as_str())
+        .collect();
+    let left: Vec<&str> = outcome
+        .not_shared
+        .iter()
+        .map(String::as_str)
+        .filter(|s| !troubled.contains(s))
+        .collect();
+    match (left.is_empty(), troubled.is_empty()) {
+        (true, _) => String::new(),
+        (false, true) => format!("; not on the remote (run them): {}", left.join(", ")),
+        (false, false) => format!(
+            "; not pulled: {} (the remote lacks them, or what they need could not be pulled)",
+            left.join(", ")
+        ),
+    }
 }
 
 /// After `run --push`: sends the fresh entries the run did not commit itself (what it
@@ -252,12 +286,23 @@ pub fn status(engine: &Engine<'_>, remote: &Remote, json: bool) -> Result<(), Fa
     Ok(())
 }
 
-/// `pipeline verify --remote`: rehashes every blob the remote's records name.
+/// `pipeline verify --remote`: rehashes every blob the remote's records name. Only what was
+/// read and found wrong is damage (and deleted by `--repair`); what could not be read is named
+/// and left alone.
 pub fn verify(remote: &Remote, repair: bool) -> Result<(), Failure> {
     let report = remote.verify(repair).map_err(|e| Failure::Run(e.into()))?;
-    for problem in &report.problems {
+    let (damaged, unchecked): (Vec<_>, Vec<_>) = report.problems.iter().partition(|p| p.damaged);
+    for problem in &damaged {
         say!(
             "Damaged {} ({}): {}",
+            problem.object,
+            problem.referred_by,
+            problem.problem
+        );
+    }
+    for problem in &unchecked {
+        say!(
+            "Not checked {} ({}): {}; left as it is",
             problem.object,
             problem.referred_by,
             problem.problem
@@ -267,21 +312,33 @@ pub fn verify(remote: &Remote, repair: bool) -> Result<(), Failure> {
         say!("Deleted {deleted}");
     }
     say!(
-        "{} entries and {} blobs ({}) checked on {}; {} damaged{}",
+        "{} entries and {} blobs ({}) checked on {}; {} damaged{}{}",
         report.entries,
         report.blobs,
         megabytes(report.bytes),
         remote.url(),
-        report.problems.len(),
-        if repair && !report.problems.is_empty() {
+        damaged.len(),
+        if unchecked.is_empty() {
+            String::new()
+        } else {
+            format!(", {} not checked", unchecked.len())
+        },
+        if repair && !damaged.is_empty() {
             " (deleted with the entries that name them: the next run makes them and `--push` sends them again)"
         } else {
             ""
         }
     );
-    if !repair && !report.problems.is_empty() {
-        eprintln!(
+    if !repair && !damaged.is_empty() {
+        tell!(
             "error: the remote holds damaged objects; `pipeline verify --remote --repair` deletes them and the entries that name them"
+        );
+        return Err(Failure::Reported);
+    }
+    if !unchecked.is_empty() {
+        tell!(
+            "error: {} objects could not be checked (see above); run `pipeline verify --remote` again when the remote answers",
+            unchecked.len()
         );
         return Err(Failure::Reported);
     }

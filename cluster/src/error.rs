@@ -49,6 +49,15 @@ pub enum ClusterError {
         /// Why.
         source: std::io::Error,
     },
+    /// `--emit DIR` names something that is not a folder.
+    #[error("`--emit {}`: it is a file, and `--emit` writes its manifests into a folder: name a folder (made if missing)", .0.display())]
+    EmitNotAFolder(PathBuf),
+    /// A person's file has the name of a manifest `--emit` would write.
+    #[error(
+        "`{}` is in the way of an emitted manifest, and the pipeline did not put it there: it is left as it is\n  help: move it elsewhere (or delete it), or emit into another folder",
+        .0.display()
+    )]
+    EmitForeign(PathBuf),
     /// Interrupted (Ctrl-C): the jobs were cancelled.
     #[error("interrupted; the cluster jobs were cancelled")]
     Interrupted,

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use pipeline_api::Progress;
 use pipeline_engine::SharedError;
 use pipeline_engine::cluster::{ClusterJob, Dispatched, Executor};
+use pipeline_engine::fsio::Area;
 use pipeline_engine::spec::{ExecutorKind, ExecutorSpec, Resources};
 use serde_json::{Value, json};
 
@@ -272,23 +273,48 @@ impl Kubernetes {
         })
     }
 
-    /// Writes the manifest of `job` into `dir` as `<name>.yaml`; its path.
+    /// Writes the manifest of `job` into `dir` as `<name>.yaml`; its path. A file of that name
+    /// is replaced only when an earlier `--emit` wrote it (listed in [`EMITTED_FILE`] beside
+    /// it) or already holds these bytes: a person's file is never written over.
     pub fn emit(
         &self,
         job: &ClusterJob<'_>,
         dir: &Path,
     ) -> Result<std::path::PathBuf, ClusterError> {
+        if std::fs::metadata(dir).is_ok_and(|m| !m.is_dir()) {
+            return Err(ClusterError::EmitNotAFolder(dir.to_path_buf()));
+        }
         let manifest = self.manifest(job);
-        let path = dir.join(format!("{}.yaml", manifest.name));
+        let name = format!("{}.yaml", manifest.name);
+        let path = dir.join(&name);
         let write = |source| ClusterError::Write {
             path: path.clone(),
             source,
         };
+        let record_path = dir.join(EMITTED_FILE);
+        let mut ours: BTreeSet<String> = std::fs::read(&record_path)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default();
+        if std::fs::symlink_metadata(&path).is_ok()
+            && !ours.contains(&name)
+            && std::fs::read(&path).ok().as_deref() != Some(manifest.yaml.as_bytes())
+        {
+            return Err(ClusterError::EmitForeign(path));
+        }
         std::fs::create_dir_all(dir).map_err(write)?;
-        std::fs::write(&path, manifest.yaml).map_err(write)?;
+        pipeline_engine::fsio::write_atomic(&path, manifest.yaml.as_bytes(), Area::Published)
+            .map_err(|e| write(e.source))?;
+        ours.insert(name);
+        let listed = serde_json::to_vec_pretty(&ours).expect("names serialise");
+        pipeline_engine::fsio::write_atomic(&record_path, &listed, Area::Published)
+            .map_err(|e| write(e.source))?;
         Ok(path)
     }
 }
+
+/// The file in an `--emit` folder that lists the manifests the pipeline wrote there.
+pub const EMITTED_FILE: &str = ".pipeline-emitted.json";
 
 impl Executor for Kubernetes {
     fn kind(&self) -> ExecutorKind {

@@ -58,31 +58,43 @@ impl Slurm {
         ids
     }
 
-    /// The batch script of `job`: the task's command in a scratch cache removed on exit.
+    /// The batch script of `job`: the task's command in a scratch cache removed on exit. Only
+    /// quoted words reach it: the job's options go to `sbatch` as arguments (see
+    /// [`Self::options`]), never as `#SBATCH` lines a newline in a value could break out of.
     fn script(&self, job: &ClusterJob<'_>) -> String {
-        let mut lines = vec![
+        let mut words = vec![self.command.program.display().to_string()];
+        words.extend(self.command.args(job, INDEX_VAR));
+        [
             "#!/bin/bash".to_string(),
-            format!(
-                "# Written by `pipeline run --executor slurm` for stage `{}` (key {}).",
-                job.stage, job.key
-            ),
-            format!("#SBATCH --job-name=pipeline-{}", job.stage),
-            format!(
-                "#SBATCH --output={}",
-                job.dir
-                    .join(if job.shards.is_some() {
-                        "task-%A_%a.log"
-                    } else {
-                        "job-%j.log"
-                    })
-                    .display()
-            ),
-            format!("#SBATCH --chdir={}", self.command.project.display()),
+            "# Written by `pipeline run --executor slurm`; its options are on sbatch's command line."
+                .to_string(),
+            "set -u".to_string(),
+            // Node-local scratch: the task's own cache, gone when it ends (its work is pushed).
+            r#"scratch=$(mktemp -d "${TMPDIR:-/tmp}/pipeline-task.XXXXXX") || exit 1"#.into(),
+            r#"trap 'rm -rf "$scratch"' EXIT"#.into(),
+            format!(r#"{} --cache-dir "$scratch""#, shell_line(&words)),
+            String::new(),
+        ]
+        .join("\n")
+    }
+
+    /// `sbatch`'s options for `job`: name, log, working directory and resources, each one
+    /// argument (a path with a space or a newline stays one value).
+    fn options(&self, job: &ClusterJob<'_>) -> Vec<std::ffi::OsString> {
+        let log = job.dir.join(if job.shards.is_some() {
+            "task-%A_%a.log"
+        } else {
+            "job-%j.log"
+        });
+        let mut options: Vec<std::ffi::OsString> = vec![
+            format!("--job-name=pipeline-{}", job.stage).into(),
+            joined("--output=", log.as_os_str()),
+            joined("--chdir=", self.command.project.as_os_str()),
         ];
         if let Some(res) = job.resources {
             let mut option = |name: &str, value: Option<String>| {
                 if let Some(value) = value {
-                    lines.push(format!("#SBATCH --{name}={value}"));
+                    options.push(format!("--{name}={value}").into());
                 }
             };
             option("cpus-per-task", res.cpus.map(|c| c.to_string()));
@@ -91,17 +103,7 @@ impl Slurm {
             option("partition", res.partition.clone());
             option("gres", res.gpus.map(|g| format!("gpu:{g}")));
         }
-        let mut words = vec![self.command.program.display().to_string()];
-        words.extend(self.command.args(job, INDEX_VAR));
-        lines.extend([
-            "set -u".to_string(),
-            // Node-local scratch: the task's own cache, gone when it ends (its work is pushed).
-            r#"scratch=$(mktemp -d "${TMPDIR:-/tmp}/pipeline-task.XXXXXX") || exit 1"#.into(),
-            r#"trap 'rm -rf "$scratch"' EXIT"#.into(),
-            format!(r#"{} --cache-dir "$scratch""#, shell_line(&words)),
-            String::new(),
-        ]);
-        lines.join("\n")
+        options
     }
 
     /// `sbatch` of the script for the tasks `indices` (all of an array, or those to retry);
@@ -113,7 +115,7 @@ impl Slurm {
         indices: &[u32],
     ) -> Result<String, ClusterError> {
         let mut sbatch = Command::new("sbatch");
-        sbatch.arg("--parsable");
+        sbatch.arg("--parsable").args(self.options(job));
         if job.shards.is_some() {
             sbatch.arg(format!("--array={}", index_list(indices)));
         }
@@ -475,4 +477,11 @@ fn run(command: &mut Command, program: &str) -> Result<String, ClusterError> {
         });
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `--option=` and a path as one argument, whatever bytes the path has.
+fn joined(option: &str, path: &std::ffi::OsStr) -> std::ffi::OsString {
+    let mut arg = std::ffi::OsString::from(option);
+    arg.push(path);
+    arg
 }

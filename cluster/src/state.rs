@@ -46,7 +46,7 @@ impl JobState {
             path: path.clone(),
             source,
         };
-        let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(write)?;
+        let mut tmp = pipeline_engine::fsio::temp_file_in(dir, ".tmp").map_err(write)?;
         serde_json::to_writer_pretty(&mut tmp, self)
             .map_err(|e| write(std::io::Error::other(e)))?;
         tmp.persist(&path).map_err(|e| write(e.error))?;

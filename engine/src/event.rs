@@ -146,6 +146,9 @@ pub enum Event<'a> {
         stage: &'a str,
         /// The directory.
         dir: &'a Path,
+        /// When the stage did not run but its cached output replaced what the directory showed
+        /// (a run with `-S` published another): the run id it was showing, or `""` if unknown.
+        replaced: Option<&'a str>,
     },
 }
 

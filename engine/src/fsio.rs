@@ -77,11 +77,78 @@ impl FsError {
     }
 }
 
+/// Reads a file a person named, as text, only when it is a regular file of at most `cap`
+/// bytes: a FIFO would block the read forever and `/dev/zero` would grow it without end, so
+/// both are refused by what they are before a byte is read.
+pub fn read_regular(path: &Path, cap: u64) -> io::Result<String> {
+    use std::io::Read;
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "it is {}, not a regular file",
+                pipeline_api::odd_file_type(&meta).unwrap_or("a directory")
+            ),
+        ));
+    }
+    if meta.len() > cap {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "it is {} bytes, more than the {cap} this file may be",
+                meta.len()
+            ),
+        ));
+    }
+    let mut text = String::new();
+    // The cap holds even for a file that grows while it is read.
+    std::fs::File::open(path)?
+        .take(cap + 1)
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > cap {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("it grew past the {cap} bytes this file may be"),
+        ));
+    }
+    Ok(text)
+}
+
+/// Files from this size up are published as hard links to the cache's copy (a model of 20 MB per
+/// run adds up); smaller ones are copied, and a link that cannot be made is a copy too.
+pub const LINK_FROM_BYTES: u64 = 1 << 20;
+
+/// Makes `to` (which must not exist) hold the bytes of `from`: a hard link when the file is
+/// large, a copy otherwise. A linked file shares its bytes with the cache, so everything that
+/// rewrites a published file replaces it (write beside, rename) instead of writing into it.
+pub fn link_or_copy(from: &Path, to: &Path) -> io::Result<()> {
+    let large = std::fs::metadata(from)?.len() >= LINK_FROM_BYTES;
+    if large && std::fs::hard_link(from, to).is_ok() {
+        return Ok(());
+    }
+    std::fs::copy(from, to).map(drop)
+}
+
 /// Writes a file and flushes it to disk before returning.
 pub fn write_synced(path: &Path, bytes: &[u8], area: Area) -> Result<(), FsError> {
     let mut file = fs::File::create(path).map_err(area.err())?;
     file.write_all(bytes).map_err(area.err())?;
     file.sync_all().map_err(area.err())
+}
+
+/// A temporary file in `dir` whose mode is what `File::create` would give (0666 less the
+/// umask), not tempfile's 0600: it is renamed into place as a file people share, and a cache
+/// or report only its owner can read surprises everyone else on the machine.
+pub fn temp_file_in(dir: &Path, prefix: &str) -> io::Result<tempfile::NamedTempFile> {
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(prefix);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    builder.tempfile_in(dir)
 }
 
 /// Writes a file atomically: a flushed temporary sibling (tempfile), persisted over the target,
@@ -91,9 +158,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8], area: Area) -> Result<(), FsError
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .tempfile_in(dir)
+    let mut tmp = temp_file_in(dir, ".tmp-")
         .map_err(|e| FsError::at(area, "create a temporary file beside", path, e))?;
     tmp.write_all(bytes)
         .and_then(|()| tmp.as_file().sync_all())

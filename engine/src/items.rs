@@ -81,10 +81,7 @@ impl ItemCache for ItemStore {
         std::fs::create_dir_all(parent).map_err(write_err)?;
         // A temporary sibling renamed into place: a reader never sees half an item. (A run that
         // dies leaves `.tmp*` files, which `gc` removes as unused.)
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".tmp")
-            .tempfile_in(parent)
-            .map_err(write_err)?;
+        let mut tmp = crate::fsio::temp_file_in(parent, ".tmp").map_err(write_err)?;
         tmp.write_all(bytes).map_err(write_err)?;
         tmp.persist(&path).map_err(|e| write_err(e.error))?;
         Ok(())
@@ -111,10 +108,7 @@ impl ItemCache for ItemStore {
             // No hard links here: a copy, written beside and renamed, so no reader sees half.
             Err(_) => {
                 let parent = dest.parent().unwrap_or(Path::new("."));
-                let mut tmp = tempfile::Builder::new()
-                    .prefix(".tmp")
-                    .tempfile_in(parent)
-                    .map_err(write_err)?;
+                let mut tmp = crate::fsio::temp_file_in(parent, ".tmp").map_err(write_err)?;
                 let mut from = std::fs::File::open(&path).map_err(write_err)?;
                 std::io::copy(&mut from, &mut tmp).map_err(write_err)?;
                 tmp.persist(dest).map_err(|e| write_err(e.error))?;

@@ -34,6 +34,7 @@ pub mod fsio;
 pub mod items;
 pub mod lock;
 pub mod maintain;
+pub mod names;
 pub mod plan;
 pub mod publish;
 pub mod record;

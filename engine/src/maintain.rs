@@ -47,6 +47,10 @@ pub struct GcReport {
     pub items_kept: usize,
     /// Entries written before item lists existed keep every item.
     pub items_skipped: bool,
+    /// Recorded runs whose entries were kept.
+    pub runs_kept: usize,
+    /// Recorded runs in all.
+    pub runs: usize,
 }
 
 impl Engine<'_> {
@@ -97,7 +101,9 @@ impl Engine<'_> {
     }
 
     /// Removes every entry that neither the lock file nor the last `keep` runs reference.
-    pub fn gc(&self, keep: usize) -> Result<GcReport, EngineError> {
+    /// Keeps what `pipeline.lock` names and what the last `keep` recorded runs used (every
+    /// recorded run when `keep` is `None`: an experiment run with `-S` is one of them).
+    pub fn gc(&self, keep: Option<usize>) -> Result<GcReport, EngineError> {
         let _lock = self.acquire_run_lock(&QuietReporter, false)?;
         let mut referenced: BTreeSet<String> = LockFile::load(&self.lock_path)
             .stages
@@ -105,10 +111,15 @@ impl Engine<'_> {
             .map(|s| s.key)
             .collect();
         let runs = self.runs();
+        let keep = keep.unwrap_or(runs.len()).min(runs.len());
         for run in runs.iter().rev().take(keep) {
             referenced.extend(run.stages.iter().filter_map(|s| s.key.clone()));
         }
-        let mut report = GcReport::default();
+        let mut report = GcReport {
+            runs_kept: keep,
+            runs: runs.len(),
+            ..GcReport::default()
+        };
         for key in self.store.keys() {
             if referenced.contains(&key) {
                 report.kept += 1;

@@ -91,9 +91,18 @@ impl Plan {
             .values()
             .flat_map(|s| s.files.values().map(String::as_str))
             .collect();
+        if let Some(executor) = &spec.spec.executor {
+            crate::names::check_executor(spec, executor)?;
+        }
         for name in &spec.order {
             let stage_spec = &spec.spec.stages[name];
             let key = format!("stages.{name}");
+            if let Some(problem) = crate::names::stage_name_problem(name) {
+                return Err(spec.error(&key, problem, Some(crate::names::STAGE_NAME_HELP.into())));
+            }
+            if let Some(resources) = &stage_spec.resources {
+                crate::names::check_resources(spec, name, resources)?;
+            }
             let Some(stage) = registry.get(&stage_spec.kind) else {
                 let suggestion = closest(&stage_spec.kind, registry.names());
                 let known: Vec<_> = registry.names().collect();

@@ -58,7 +58,8 @@ pub fn copy_tree(from: &Path, to: &Path) -> Result<(), PublishError> {
         if let Some(parent) = dest.parent() {
             fs::create_dir_all(parent).map_err(Area::Published.err())?;
         }
-        fs::copy(&file, &dest).map_err(Area::Published.err())?;
+        crate::fsio::link_or_copy(&file, &dest)
+            .map_err(|e| FsError::at(Area::Published, "copy", &dest, e))?;
     }
     if to.exists() {
         fs::remove_dir_all(to).map_err(Area::Published.err())?;
@@ -87,6 +88,8 @@ pub fn run_folders(to: &Path) -> Vec<(String, PathBuf)> {
         .into_iter()
         .flatten()
         .flatten()
+        // A hidden folder is a run's copy still being made (or one a failed publish left).
+        .filter(|entry| !entry.file_name().to_string_lossy().starts_with('.'))
         .filter(|entry| entry.path().join(RUN_FILE).is_file())
         .filter_map(|entry| Some((entry.file_name().into_string().ok()?, entry.path())))
         .collect();
@@ -165,7 +168,9 @@ impl Store {
                 fs::create_dir_all(parent).map_err(Area::Published.err())?;
             }
             let staging = dest.with_extension("publishing");
-            fs::copy(file, &staging).map_err(Area::Published.err())?;
+            let _ = fs::remove_file(&staging);
+            crate::fsio::link_or_copy(file, &staging)
+                .map_err(|e| FsError::at(Area::Published, "copy", &staging, e))?;
             fs::rename(&staging, &dest).map_err(Area::Published.err())?;
             let meta = fs::metadata(&dest).map_err(Area::Published.err())?;
             files.insert(rel, Stamp::of(&meta));
@@ -188,15 +193,16 @@ impl Store {
         Ok(true)
     }
 
-    /// Copies the output of `key` into `to/<run id>/` with the run's `run.json`; returns the
-    /// folder.
-    pub fn publish_run_copy(
+    /// Copies the output of `key` into a hidden `to/.<run id>.staged/` with the run's
+    /// `run.json`; returns the folder, which [`finish_run_copy`] names `to/<run id>/` once the
+    /// latest copy is published from it (no command ever reads a hidden one).
+    pub fn stage_run_copy(
         &self,
         key: &str,
         to: &Path,
         run: &RunContext,
     ) -> Result<PathBuf, PublishError> {
-        let folder = to.join(&run.id);
+        let folder = to.join(format!(".{}.staged", run.id));
         copy_tree(&self.out_dir(key), &folder)?;
         write_atomic(
             &folder.join(RUN_FILE),
@@ -205,6 +211,23 @@ impl Store {
         )?;
         Ok(folder)
     }
+}
+
+/// Gives a run's staged copy its name, `to/<run id>/`; returns it.
+pub fn finish_run_copy(
+    staged: &Path,
+    to: &Path,
+    run: &RunContext,
+) -> Result<PathBuf, PublishError> {
+    let folder = to.join(&run.id);
+    if fs::symlink_metadata(&folder).is_ok() && !folder.join(RUN_FILE).is_file() {
+        return Err(PublishError::Foreign(folder));
+    }
+    if folder.exists() {
+        fs::remove_dir_all(&folder).map_err(Area::Published.err())?;
+    }
+    fs::rename(staged, &folder).map_err(Area::Published.err())?;
+    Ok(folder)
 }
 
 #[cfg(test)]
@@ -263,9 +286,10 @@ mod tests {
                 id: id.into(),
                 ..RunContext::default()
             };
-            let folder = store.publish_run_copy("k1", &target, &run).unwrap();
-            store.publish_latest("k1", &folder, &target, true).unwrap();
-            folders.push(folder);
+            let staged = store.stage_run_copy("k1", &target, &run).unwrap();
+            assert!(run_folders(&target).iter().all(|(id, _)| id != &run.id));
+            store.publish_latest("k1", &staged, &target, true).unwrap();
+            folders.push(finish_run_copy(&staged, &target, &run).unwrap());
         }
         fs::write(target.join("notes.txt"), b"mine").unwrap();
         let listed: Vec<String> = run_folders(&target).into_iter().map(|(id, _)| id).collect();

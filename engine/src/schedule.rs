@@ -277,30 +277,46 @@ impl Engine<'_> {
         key: &str,
         ran: bool,
         run: &RunContext,
-    ) -> Result<Option<&'s Path>, EngineError> {
+    ) -> Result<Option<(&'s Path, Option<String>)>, EngineError> {
         let Some(dir) = &stage.publish else {
             return Ok(None);
         };
         let to = self.plan.root.join(dir);
         let shown = self.store.shown(&to);
         let shows_key = shown.as_ref().is_some_and(|(shown, _)| shown == key);
+        // A fresh output that is not what the folder shows replaces another run's report: the
+        // person is told which (it is read before the copy replaces the top's run.json).
+        let replaced = (!ran && !shows_key && shown.is_some()).then(|| {
+            std::fs::read(to.join(crate::publish::RUN_FILE))
+                .ok()
+                .and_then(|bytes| serde_json::from_slice::<RunContext>(&bytes).ok())
+                .map(|run| run.id)
+                .unwrap_or_default()
+        });
         if ran || !shows_key {
             let previous = run_folders(&to)
                 .into_iter()
                 .rfind(|(id, _)| id.as_str() < run.id.as_str())
                 .map(|(_, folder)| folder);
-            let folder = self.store.publish_run_copy(key, &to, run)?;
-            stage
+            // Made hidden and named only once the latest copy is out: a publish refused (a
+            // person's file in the way) leaves no run folder that `metrics diff` would read.
+            let staged = self.store.stage_run_copy(key, &to, run)?;
+            let published = stage
                 .stage
-                .present(&folder, run, previous.as_deref())
+                .present(&staged, run, previous.as_deref())
                 .map_err(|err| {
                     EngineError::Publish(format!(
                         "`{}` could not finish its report in `{}`: {err}",
                         stage.name,
-                        folder.display()
+                        to.join(&run.id).display()
                     ))
-                })?;
-            self.store.publish_latest(key, &folder, &to, true)?;
+                })
+                .and_then(|()| Ok(self.store.publish_latest(key, &staged, &to, true)?))
+                .and_then(|_| Ok(crate::publish::finish_run_copy(&staged, &to, run)?));
+            if published.is_err() {
+                let _ = std::fs::remove_dir_all(&staged);
+            }
+            published?;
         } else if !shown.is_some_and(|(_, intact)| intact) {
             // Touched: restore it from the newest run folder, the dressed copy of this same key.
             // (An intact top, the no-op case, lists no run folders: they only grow.)
@@ -309,7 +325,7 @@ impl Engine<'_> {
                 .map_or_else(|| self.store.out_dir(key), |(_, folder)| folder);
             self.store.publish_latest(key, &from, &to, true)?;
         }
-        Ok(Some(Path::new(dir)))
+        Ok(Some((Path::new(dir), replaced)))
     }
 }
 
@@ -641,10 +657,11 @@ impl<'e, 'p> Scheduler<'e, 'p> {
             timings: self.log.timings(),
             ..self.context.clone()
         };
-        if let Some(dir) = self.engine.publish(stage, key, ran, &run)? {
+        if let Some((dir, replaced)) = self.engine.publish(stage, key, ran, &run)? {
             self.emit(Event::Published {
                 stage: &stage.name,
                 dir,
+                replaced: replaced.as_deref(),
             });
         }
         Ok(())

@@ -245,7 +245,8 @@ fn key_suffix(key: &str, help: &Option<String>) -> String {
 impl SpecFile {
     /// Reads and parses the pipeline file.
     pub fn load(path: &Path) -> Result<Self, SpecError> {
-        let text = std::fs::read_to_string(path).map_err(|err| SpecError {
+        // A pipeline file is text a person writes: 16 MiB is far past any real one.
+        let text = crate::fsio::read_regular(path, 16 << 20).map_err(|err| SpecError {
             path: path.to_path_buf(),
             line: None,
             key: String::new(),
@@ -257,6 +258,15 @@ impl SpecFile {
 
     /// Parses pipeline text that was read from `path`.
     pub fn parse(path: &Path, text: String) -> Result<Self, SpecError> {
+        if let Some(line) = too_deep(&text) {
+            return Err(SpecError {
+                path: path.to_path_buf(),
+                line: Some(line),
+                key: String::new(),
+                message: format!("`[` and `{{` nest more than {MAX_FLOW_DEPTH} deep here"),
+                help: Some("a pipeline file needs a few levels: close the brackets".into()),
+            });
+        }
         if let Some(duplicate) = duplicate_key(&text) {
             let what = match duplicate.key.strip_prefix("stages.") {
                 Some(stage) if !stage.contains('.') => format!("stage `{stage}` is declared twice"),
@@ -290,7 +300,10 @@ impl SpecFile {
                 if let Some(number) = too_large(&message) {
                     message = number;
                 }
-                let help = message.contains("unknown field").then(|| {
+                let message = clipped(&message);
+                // serde names the fields that were expected; a stage's are said in full.
+                let in_stage = key.starts_with("stages.") && key.matches('.').count() <= 1;
+                let help = (message.contains("unknown field") && in_stage).then(|| {
                     "a stage takes `kind`, `inputs`, `files`, `params`, `publish`, `executor` and `resources`".into()
                 });
                 return Err(SpecError {
@@ -431,6 +444,67 @@ struct DuplicateKey {
     second: usize,
 }
 
+/// A message of at most 300 characters: serde quotes the value it refused, and a value can be
+/// a whole file.
+fn clipped(message: &str) -> String {
+    const HEAD: usize = 200;
+    const TAIL: usize = 80;
+    let chars: Vec<char> = message.chars().collect();
+    if chars.len() <= HEAD + TAIL + 20 {
+        return message.to_string();
+    }
+    let head: String = chars[..HEAD].iter().collect();
+    let tail: String = chars[chars.len() - TAIL..].iter().collect();
+    format!(
+        "{head} [... {} characters ...] {tail}",
+        chars.len() - HEAD - TAIL
+    )
+}
+
+/// A line without its comment: from the first ` #` that is outside quotes (`"fy #1":` is a
+/// key with a `#` in it, not a comment).
+fn without_comment(line: &str) -> &str {
+    let mut quote = None;
+    let mut previous = ' ';
+    for (at, c) in line.char_indices() {
+        match (quote, c) {
+            (None, '"' | '\'') => quote = Some(c),
+            (Some(q), c) if c == q => quote = None,
+            (None, '#') if previous == ' ' || previous == '\t' => return &line[..at],
+            _ => {}
+        }
+        previous = c;
+    }
+    line
+}
+
+/// Flow collections (`[`, `{`) nested deeper than a pipeline file has any use for: the YAML
+/// parser takes minutes to refuse 200,000 of them, so they are counted before it sees the text.
+const MAX_FLOW_DEPTH: usize = 64;
+
+/// The 1-based line where flow collections first nest past [`MAX_FLOW_DEPTH`], if they do.
+fn too_deep(text: &str) -> Option<usize> {
+    let mut depth = 0usize;
+    for (index, raw) in text.lines().enumerate() {
+        let mut quote = None;
+        for c in without_comment(raw).chars() {
+            match (quote, c) {
+                (None, '"' | '\'') => quote = Some(c),
+                (Some(q), c) if c == q => quote = None,
+                (None, '[' | '{') => {
+                    depth += 1;
+                    if depth > MAX_FLOW_DEPTH {
+                        return Some(index + 1);
+                    }
+                }
+                (None, ']' | '}') => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+    }
+    None
+}
+
 /// The first key given twice in one block-style map (two `resize:` blocks, two `width:` lines),
 /// which serde would resolve silently by keeping the last. List items open a scope of their own,
 /// and the lines of a block scalar (`|`, `>`) are text, not keys.
@@ -440,7 +514,7 @@ fn duplicate_key(text: &str) -> Option<DuplicateKey> {
     let mut scalar_above: Option<usize> = None;
     for (index, raw) in text.lines().enumerate() {
         let line_no = index + 1;
-        let content = raw.split(" #").next().unwrap_or("");
+        let content = without_comment(raw);
         let mut trimmed = content.trim_start();
         if trimmed.is_empty() || trimmed.starts_with('#') {
             continue;
@@ -511,7 +585,7 @@ pub fn line_of(text: &str, key: &str) -> Option<usize> {
     let mut best: Option<(usize, usize)> = None; // (depth matched, line)
     for (index, raw) in text.lines().enumerate() {
         let line_no = index + 1;
-        let content = raw.split(" #").next().unwrap_or("");
+        let content = without_comment(raw);
         let trimmed = content.trim_start();
         if trimmed.is_empty() || trimmed.starts_with('#') || trimmed.starts_with("- ") {
             continue;

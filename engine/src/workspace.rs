@@ -49,6 +49,19 @@ pub fn check_workspace_file(
     } else {
         "a regular file"
     };
+    if meta.is_dir()
+        && let (Ok(dir), Ok(project)) = (full.canonicalize(), root.canonicalize())
+        && project.starts_with(&dir)
+    {
+        return Err(PathProblem::new(
+            format!(
+                "`{path}` holds the project itself, with its `cache/`, `pipeline.lock` and published reports, which every run changes"
+            ),
+            format!(
+                "point `{role}` at a folder inside the project that holds only its inputs, e.g. `data/posters`"
+            ),
+        ));
+    }
     let found = match odd_file_type(&meta) {
         Some(kind) => kind,
         None if meta.is_dir() == wants_directory => return Ok(()),

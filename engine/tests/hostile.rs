@@ -62,7 +62,7 @@ fn stray_files_and_folders_anywhere_in_the_cache_break_no_command() {
     assert!(report.damaged.is_empty(), "{:?}", report.damaged);
     assert_eq!(report.checked, 4, "stray files are not entries");
     engine.verify(true).expect("verify --repair");
-    engine.gc(5).expect("gc");
+    engine.gc(Some(5)).expect("gc");
     let (outcome, lines) = p.run();
     assert!(outcome.failed.is_empty(), "{lines:?}");
     assert_eq!(

@@ -35,9 +35,22 @@ pub struct RemoteProblem {
     pub referred_by: String,
     /// What is wrong.
     pub problem: String,
+    /// Whether its bytes were read and do not match (damage, which `--repair` deletes), or it
+    /// could not be checked at all (no answer, a format this version does not read), which is
+    /// reported and never deleted.
+    pub damaged: bool,
     /// Records that name it (deleted with it on repair, so their stages run and push again).
     #[serde(skip)]
     pub entries: Vec<String>,
+}
+
+/// What rehashing one blob found.
+enum Finding {
+    Sound,
+    /// Read, and wrong (or definitely not there).
+    Damaged(String),
+    /// Not read: the server did not answer, or the read broke off.
+    Unchecked(String),
 }
 
 impl Remote {
@@ -79,6 +92,7 @@ impl Remote {
                     report.problems.push(RemoteProblem {
                         object: self.location.path(&entry_name(&key)).to_string(),
                         referred_by: "itself".into(),
+                        damaged: matches!(err, RemoteError::BadRecord { .. }),
                         problem: err.to_string(),
                         entries: vec![key.clone()],
                     });
@@ -115,7 +129,7 @@ impl Remote {
             .transfers
             .bar("verify", report.blobs as u64, report.bytes);
         let bar = bar.as_ref();
-        let checked: Vec<(String, Option<String>)> = self.runtime.block_on(async {
+        let checked: Vec<(String, Finding)> = self.runtime.block_on(async {
             futures::stream::iter(blobs.iter())
                 .map(|(hash, (size, ..))| async move {
                     let problem = self.rehash(hash, *size, bar).await;
@@ -125,23 +139,27 @@ impl Remote {
                 .collect()
                 .await
         });
-        for (hash, problem) in checked {
-            if let Some(problem) = problem {
-                let (_, what, entries) = &blobs[&hash];
-                report.problems.push(RemoteProblem {
-                    object: self.location.path(&blob_name(&hash)).to_string(),
-                    referred_by: what.clone(),
-                    problem,
-                    entries: entries.clone(),
-                });
-            }
+        for (hash, finding) in checked {
+            let (damaged, problem) = match finding {
+                Finding::Sound => continue,
+                Finding::Damaged(problem) => (true, problem),
+                Finding::Unchecked(problem) => (false, problem),
+            };
+            let (_, what, entries) = &blobs[&hash];
+            report.problems.push(RemoteProblem {
+                object: self.location.path(&blob_name(&hash)).to_string(),
+                referred_by: what.clone(),
+                damaged,
+                problem,
+                entries: entries.clone(),
+            });
         }
         report.problems.sort_by(|a, b| a.object.cmp(&b.object));
         if repair {
             // Records first: a record must never name a blob that is gone.
             let mut records: Vec<String> = Vec::new();
             let mut damaged_blobs: Vec<String> = Vec::new();
-            for problem in &report.problems {
+            for problem in report.problems.iter().filter(|p| p.damaged) {
                 records.extend(problem.entries.iter().map(|k| entry_name(k)));
                 if problem.referred_by != "itself" {
                     damaged_blobs.push(problem.object.clone());
@@ -149,6 +167,8 @@ impl Remote {
             }
             records.sort();
             records.dedup();
+            damaged_blobs.sort();
+            damaged_blobs.dedup();
             let doomed = records.iter().map(|name| self.location.path(name)).chain(
                 damaged_blobs
                     .iter()
@@ -167,13 +187,15 @@ impl Remote {
     }
 
     /// What is wrong with the blob `hash`, if anything.
-    async fn rehash(&self, hash: &str, size: u64, bar: &dyn TransferBar) -> Option<String> {
+    async fn rehash(&self, hash: &str, size: u64, bar: &dyn TransferBar) -> Finding {
         let path = self.location.path(&blob_name(hash));
-        let got = match self.location.store.get(&path).await {
+        let got = match self.location.get(&path).await {
             Ok(got) => got,
-            Err(object_store::Error::NotFound { .. }) => return Some("missing".into()),
+            Err(object_store::Error::NotFound { .. }) => return Finding::Damaged("missing".into()),
             Err(e) => {
-                return Some(RemoteError::from_store(self.url(), path.as_ref(), e).to_string());
+                return Finding::Unchecked(
+                    RemoteError::from_store(self.url(), path.as_ref(), e).to_string(),
+                );
             }
         };
         let mut hasher = blake3::Hasher::new();
@@ -186,15 +208,15 @@ impl Remote {
                     hasher.update(&chunk);
                     bar.advance(chunk.len() as u64);
                 }
-                Err(e) => return Some(e.to_string()),
+                Err(e) => return Finding::Unchecked(format!("the read broke off: {e}")),
             }
         }
         if seen != size {
-            Some(format!("{seen} bytes where the record says {size}"))
+            Finding::Damaged(format!("{seen} bytes where the record says {size}"))
         } else if hasher.finalize().to_hex().as_str() != hash {
-            Some("does not match its blake3".into())
+            Finding::Damaged("does not match its blake3".into())
         } else {
-            None
+            Finding::Sound
         }
     }
 }

@@ -17,21 +17,47 @@ pub enum RemoteError {
         /// The store's complaint.
         detail: String,
     },
-    /// No credentials anywhere.
+    /// A directory remote that is not there (only `push` makes one).
     #[error(
-        "no credentials for `{url}`: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (with AWS_ENDPOINT for a server other than AWS), or AWS_PROFILE naming a profile with keys in ~/.aws/credentials (profile `{profile}` has none)"
+        "the remote directory `{url}` does not exist: fix the path, or `pipeline push --remote {url}` to start a shared cache there"
     )]
+    NoDirectory {
+        /// The URL.
+        url: String,
+    },
+    /// Credentials written into the URL.
+    #[error(
+        "`{url}` has credentials in it, which would end up in logs, shell history and emitted manifests: remove them from the URL and set {variables}"
+    )]
+    CredentialsInUrl {
+        /// The URL with its userinfo masked.
+        url: String,
+        /// Where credentials go instead.
+        variables: &'static str,
+    },
+    /// PIPELINE_REMOTE_TIMEOUT is not a number of seconds in its range.
+    #[error(
+        "PIPELINE_REMOTE_TIMEOUT is `{value}`: it takes seconds from 0.1 to 86400 (a day), e.g. PIPELINE_REMOTE_TIMEOUT=120"
+    )]
+    BadTimeout {
+        /// The value (its first 40 characters).
+        value: String,
+    },
+    /// No credentials anywhere.
+    #[error("no credentials for `{url}`: set {variables}{profile_note}")]
     NoCredentials {
         /// The URL.
         url: String,
-        /// The profile looked at.
-        profile: String,
+        /// Where this scheme's credentials come from.
+        variables: &'static str,
+        /// For S3: which profile was looked at.
+        profile_note: String,
     },
     /// The server refused the credentials.
-    #[error(
-        "the remote `{url}` refused the credentials ({detail}): check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or the profile AWS_PROFILE names"
-    )]
+    #[error("the remote `{url}` refused the credentials ({detail}): check {variables}")]
     Refused {
+        /// Where this scheme's credentials come from.
+        variables: &'static str,
         /// The URL.
         url: String,
         /// What the server said.
@@ -69,6 +95,14 @@ pub enum RemoteError {
         /// The object.
         object: String,
         /// Why.
+        detail: String,
+    },
+    /// A record another version of the pipeline wrote: not damage, and never deleted.
+    #[error("`{object}` is a record this version does not read ({detail}); it is left as it is")]
+    OtherFormat {
+        /// The object.
+        object: String,
+        /// Which formats.
         detail: String,
     },
     /// A local file to send does not match the local cache's manifest.
@@ -111,6 +145,9 @@ impl RemoteError {
         matches!(
             self,
             Self::BadUrl(_)
+                | Self::NoDirectory { .. }
+                | Self::CredentialsInUrl { .. }
+                | Self::BadTimeout { .. }
                 | Self::Config { .. }
                 | Self::NoCredentials { .. }
                 | Self::Refused { .. }
@@ -138,8 +175,11 @@ impl RemoteError {
         ) || has("InvalidAccessKeyId")
             || has("SignatureDoesNotMatch")
             || has("403 Forbidden")
+            || has("token request")
+            || has("Error getting credential")
         {
             Self::Refused {
+                variables: crate::location::credential_hint(url.split("://").next().unwrap_or("")),
                 url,
                 detail: short(&detail),
             }

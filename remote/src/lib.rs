@@ -39,7 +39,7 @@ pub mod transfer;
 
 pub use check::{RemoteProblem, RemoteVerify};
 pub use error::RemoteError;
-pub use location::{Location, REMOTE_VAR, TIMEOUT_VAR};
+pub use location::{Location, Missing, REMOTE_VAR, TIMEOUT_VAR, redacted};
 pub use progress::{Quiet, TransferBar, Transfers};
 pub use push::PushReport;
 pub use remote::Remote;

@@ -10,7 +10,7 @@ use object_store::azure::MicrosoftAzureBuilder;
 use object_store::gcp::GoogleCloudStorageBuilder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
-use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
+use object_store::{BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, RetryConfig};
 
 use crate::error::RemoteError;
 use crate::profile::AwsProfile;
@@ -26,15 +26,38 @@ pub struct Location {
     pub store: Arc<dyn ObjectStore>,
     /// Every object of this cache lives below it.
     pub prefix: ObjectPath,
-    /// The URL as given, for messages.
+    /// The URL as given, for messages (never with a userinfo part: those are refused).
     pub url: String,
+    /// The directory, for a directory remote: its objects are read only when they are regular
+    /// files (a FIFO there would hang a read past any timeout).
+    dir: Option<std::path::PathBuf>,
+}
+
+/// Whether opening a directory remote may create it: only `push` does (and says so); every
+/// other command treats a missing directory as a typo in the path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Missing {
+    /// A missing directory is an error.
+    Refuse,
+    /// A missing directory is made.
+    Create,
 }
 
 impl Location {
     /// Opens `url`. Nothing is contacted yet (see [`crate::Remote::check`]); what is checked here
     /// is the URL and that credentials are there at all.
-    pub fn open(url: &str) -> Result<Self, RemoteError> {
+    pub fn open(url: &str, missing: Missing) -> Result<Self, RemoteError> {
         let parsed = url::Url::parse(url).ok();
+        if let Some(parsed) = &parsed
+            && (!parsed.username().is_empty() || parsed.password().is_some())
+        {
+            return Err(RemoteError::CredentialsInUrl {
+                url: redacted(url),
+                variables: credential_hint(parsed.scheme()),
+            });
+        }
+        timeout()?;
+        let mut dir = None;
         let scheme = parsed.as_ref().map(|u| u.scheme()).unwrap_or("");
         let (store, prefix): (Arc<dyn ObjectStore>, String) = match (scheme, &parsed) {
             ("s3" | "s3a", Some(parsed)) => (Arc::new(s3(url)?), path_of(parsed)),
@@ -61,22 +84,43 @@ impl Location {
                 path_of(parsed),
             ),
             ("file", Some(parsed)) => {
-                let dir = parsed
+                let path = parsed
                     .to_file_path()
                     .map_err(|()| RemoteError::BadUrl(url.to_string()))?;
-                (Arc::new(local(url, &dir)?), String::new())
+                dir = Some(path.clone());
+                (Arc::new(local(url, &path, missing)?), String::new())
             }
-            _ if url.starts_with('/') || url.starts_with('.') => (
-                Arc::new(local(url, std::path::Path::new(url))?),
-                String::new(),
-            ),
+            _ if !url.contains("://") && !url.is_empty() => {
+                let path = std::path::PathBuf::from(url);
+                let store = local(url, &path, missing)?;
+                dir = Some(path);
+                (Arc::new(store), String::new())
+            }
             _ => return Err(RemoteError::BadUrl(url.to_string())),
         };
         Ok(Self {
             store,
             prefix: ObjectPath::from(prefix.trim_matches('/')),
             url: url.to_string(),
+            dir,
         })
+    }
+
+    /// Reads an object, as the store would; in a directory remote only a regular file is read
+    /// (anything else there is refused by name instead of read forever).
+    pub async fn get(&self, path: &ObjectPath) -> object_store::Result<object_store::GetResult> {
+        if let Some(dir) = &self.dir {
+            let file = dir.join(path.as_ref());
+            if let Ok(meta) = std::fs::symlink_metadata(&file)
+                && !meta.file_type().is_file()
+            {
+                return Err(object_store::Error::Generic {
+                    store: "directory",
+                    source: format!("`{}` is not a regular file", file.display()).into(),
+                });
+            }
+        }
+        self.store.get(path).await
     }
 
     /// The path of `name` (`cas/<hash>`, `entries/<key>`) below the prefix.
@@ -89,14 +133,73 @@ impl Location {
     }
 }
 
+/// The prefix a URL's path names, decoded (`my%20cache` is the folder `my cache`, as boto3 and
+/// the AWS CLI store it; object_store encodes it again on the wire).
 fn path_of(url: &url::Url) -> String {
-    url.path().to_string()
+    percent_encoding::percent_decode_str(url.path())
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
-/// A directory as a remote (a shared file system, or tests): created if missing.
-fn local(url: &str, dir: &std::path::Path) -> Result<LocalFileSystem, RemoteError> {
-    std::fs::create_dir_all(dir).map_err(|e| RemoteError::config(url, e))?;
+/// A directory as a remote (a shared file system, or tests): made only when `missing` says so.
+fn local(
+    url: &str,
+    dir: &std::path::Path,
+    missing: Missing,
+) -> Result<LocalFileSystem, RemoteError> {
+    match std::fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => {
+            return Err(RemoteError::config(url, "it is not a directory"));
+        }
+        Err(_) if missing == Missing::Create => {
+            std::fs::create_dir_all(dir).map_err(|e| RemoteError::config(url, e))?;
+        }
+        Err(_) => {
+            return Err(RemoteError::NoDirectory {
+                url: url.to_string(),
+            });
+        }
+    }
     LocalFileSystem::new_with_prefix(dir).map_err(|e| RemoteError::config(url, e))
+}
+
+/// The directory a URL names, for a directory remote (`file:///DIR`, or a path: anything
+/// without `scheme://`).
+pub fn directory_of(url: &str) -> Option<std::path::PathBuf> {
+    if let Ok(parsed) = url::Url::parse(url)
+        && parsed.scheme() == "file"
+    {
+        return parsed.to_file_path().ok();
+    }
+    (!url.contains("://") && !url.is_empty()).then(|| std::path::PathBuf::from(url))
+}
+
+/// `url` with any userinfo (`user:secret@`) replaced by `***@`, for messages.
+pub fn redacted(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if !parsed.username().is_empty() || parsed.password().is_some() => {
+            let _ = parsed.set_username("***");
+            let _ = parsed.set_password(None);
+            parsed.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Where credentials for a scheme come from, for messages.
+pub fn credential_hint(scheme: &str) -> &'static str {
+    match scheme {
+        "gs" => {
+            "GOOGLE_SERVICE_ACCOUNT (a service account key file) or GOOGLE_APPLICATION_CREDENTIALS"
+        }
+        "az" | "abfs" | "abfss" => {
+            "AZURE_STORAGE_ACCOUNT_NAME with AZURE_STORAGE_ACCOUNT_KEY (or AZURE_STORAGE_SAS_KEY)"
+        }
+        _ => {
+            "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (with AWS_ENDPOINT for a server other than AWS), or AWS_PROFILE"
+        }
+    }
 }
 
 /// S3 from the `AWS_*` variables, or else the profile in `AWS_PROFILE` (or `default`) of the
@@ -121,7 +224,11 @@ fn s3(url: &str) -> Result<object_store::aws::AmazonS3, RemoteError> {
             None if !has_other_credential_source() => {
                 return Err(RemoteError::NoCredentials {
                     url: url.to_string(),
-                    profile: AwsProfile::name(),
+                    variables: credential_hint("s3"),
+                    profile_note: format!(
+                        " naming a profile with keys in ~/.aws/credentials (profile `{}` has none)",
+                        AwsProfile::name()
+                    ),
                 });
             }
             None => {}
@@ -167,18 +274,31 @@ fn has_other_credential_source() -> bool {
     .any(|v| std::env::var_os(v).is_some())
 }
 
-/// How long one request may take: [`TIMEOUT_VAR`] seconds (default 60); connecting, 10 s at most.
-fn timeout() -> Duration {
-    let secs = std::env::var(TIMEOUT_VAR)
-        .ok()
-        .and_then(|s| s.parse::<f64>().ok())
-        .filter(|s| *s > 0.0)
-        .unwrap_or(60.0);
-    Duration::from_secs_f64(secs)
+/// The range [`TIMEOUT_VAR`] may take, in seconds.
+pub const TIMEOUT_RANGE: (f64, f64) = (0.1, 86_400.0);
+
+/// How long one request may take: [`TIMEOUT_VAR`] seconds (default 60, from 0.1 to a day);
+/// connecting, 10 s at most.
+pub fn timeout() -> Result<Duration, RemoteError> {
+    let Ok(text) = std::env::var(TIMEOUT_VAR) else {
+        return Ok(Duration::from_secs(60));
+    };
+    let (low, high) = TIMEOUT_RANGE;
+    match text.trim().parse::<f64>() {
+        Ok(secs) if (low..=high).contains(&secs) => Ok(Duration::from_secs_f64(secs)),
+        _ => Err(RemoteError::BadTimeout {
+            value: text.chars().take(40).collect(),
+        }),
+    }
+}
+
+/// The timeout, already checked by [`Location::open`].
+fn checked_timeout() -> Duration {
+    timeout().unwrap_or(Duration::from_secs(60))
 }
 
 fn client_options() -> ClientOptions {
-    let timeout = timeout();
+    let timeout = checked_timeout();
     ClientOptions::new()
         .with_timeout(timeout)
         .with_connect_timeout(timeout.min(Duration::from_secs(10)))
@@ -193,6 +313,6 @@ fn retry_config() -> RetryConfig {
             base: 2.0,
         },
         max_retries: 4,
-        retry_timeout: timeout() * 3,
+        retry_timeout: checked_timeout() * 3,
     }
 }

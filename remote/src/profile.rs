@@ -39,7 +39,10 @@ impl AwsProfile {
         ];
         let mut found = false;
         for (path, section) in sections {
-            let Some(text) = path.and_then(|p| std::fs::read_to_string(p).ok()) else {
+            // A FIFO or `/dev/zero` named here is skipped, not read forever.
+            let Some(text) =
+                path.and_then(|p| pipeline_engine::fsio::read_regular(&p, 1 << 20).ok())
+            else {
                 continue;
             };
             if let Some(values) = ini_section(&text, &section) {

@@ -26,13 +26,33 @@ impl Remote {
             object: self.location.path(&name).to_string(),
             detail,
         };
-        let record: EntryRecord = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
-        if record.format != RECORD_FORMAT || record.manifest.format != CACHE_FORMAT {
-            return Err(bad(format!(
-                "record format {} with cache format {}, this pipeline reads {RECORD_FORMAT} with {CACHE_FORMAT}",
-                record.format, record.manifest.format
-            )));
+        // The format first, from a reading that asks for nothing else: a record a newer
+        // version wrote is not damage, only not ours to read.
+        #[derive(serde::Deserialize)]
+        struct Versions {
+            format: Option<u32>,
+            manifest: Option<ManifestVersion>,
         }
+        #[derive(serde::Deserialize)]
+        struct ManifestVersion {
+            format: Option<u32>,
+        }
+        if let Ok(versions) = serde_json::from_slice::<Versions>(&bytes) {
+            let cache = versions.manifest.and_then(|m| m.format);
+            if versions.format.is_some_and(|f| f != RECORD_FORMAT)
+                || cache.is_some_and(|f| f != CACHE_FORMAT)
+            {
+                return Err(RemoteError::OtherFormat {
+                    object: self.location.path(&name).to_string(),
+                    detail: format!(
+                        "record format {} with cache format {}, this pipeline reads {RECORD_FORMAT} with {CACHE_FORMAT}",
+                        versions.format.map_or("?".into(), |f| f.to_string()),
+                        cache.map_or("?".into(), |f| f.to_string()),
+                    ),
+                });
+            }
+        }
+        let record: EntryRecord = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
         if record.manifest.key != key {
             return Err(bad(format!("it is the record of {}", record.manifest.key)));
         }
@@ -51,6 +71,25 @@ impl Remote {
             .find(|(_, f)| !is_hash(&f.blake3))
         {
             return Err(bad(format!("`{}` is not a blake3 hash", file.blake3)));
+        }
+        // Every per-item result is checked here, before any is written: a record with one bad
+        // item is refused whole, so none of its others (a forged decode verdict) gets in.
+        for (item, found) in &record.items {
+            if !is_hash(&found.blake3) {
+                return Err(bad(format!(
+                    "item {item} names `{}`, which is not a blake3 hash",
+                    found.blake3
+                )));
+            }
+            if let Some(text) = &found.text
+                && (text.len() as u64 != found.size
+                    || blake3::hash(text.as_bytes()).to_hex().as_str() != found.blake3)
+            {
+                return Err(RemoteError::Corrupt {
+                    object: self.location.path(&name).to_string(),
+                    what: format!("item {item} inside it"),
+                });
+            }
         }
         Ok(Some(record))
     }
@@ -88,7 +127,7 @@ impl Remote {
         let mut item_blobs = Vec::new();
         let mut item_texts: Vec<(&str, &ItemRef)> = Vec::new();
         for (item, found) in &record.items {
-            if items.file(item).is_some() || !is_hash(&found.blake3) {
+            if items.file(item).is_some() {
                 continue;
             }
             if found.text.is_some() {
@@ -108,21 +147,15 @@ impl Remote {
             };
             item_blobs.push((item.as_str(), source));
         }
-        let fetched = plan.incoming.len();
+        // Every file the pull writes: outputs (some copies of one blob) and per-item results.
+        let fetched = record.manifest.files.len() + item_texts.len() + item_blobs.len();
         let taken = self
             .download("pull", std::mem::take(&mut plan.incoming))
             .and_then(|bytes| {
                 plan.copy_the_rest()?;
+                // Checked against their hashes when the record was read (see `record`).
                 for (item, found) in item_texts {
                     let text = found.text.as_deref().unwrap_or_default();
-                    if text.len() as u64 != found.size
-                        || blake3::hash(text.as_bytes()).to_hex().as_str() != found.blake3
-                    {
-                        return Err(RemoteError::Corrupt {
-                            object: self.location.path(&entry_name(key)).to_string(),
-                            what: format!("item {item} inside it"),
-                        });
-                    }
                     items
                         .put(item, text.as_bytes())
                         .map_err(|e| local(Path::new(item), &e))?;

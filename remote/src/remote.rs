@@ -7,7 +7,7 @@ use pipeline_engine::store::Store;
 use pipeline_engine::{Pulled, Pushed, SharedCache, SharedError};
 
 use crate::error::RemoteError;
-use crate::location::Location;
+use crate::location::{Location, Missing};
 use crate::progress::Transfers;
 use crate::record;
 
@@ -20,9 +20,11 @@ pub struct Remote {
 }
 
 impl Remote {
-    /// Opens the remote at `url`; `jobs` transfers run at once, and `transfers` shows them.
+    /// Opens the remote at `url`; `jobs` transfers run at once, and `transfers` shows them; a
+    /// directory remote that is not there is made only when `missing` says so.
     pub fn open(
         url: &str,
+        missing: Missing,
         jobs: usize,
         transfers: Arc<dyn Transfers + Send>,
     ) -> Result<Self, RemoteError> {
@@ -32,7 +34,7 @@ impl Remote {
             .build()
             .map_err(|e| RemoteError::config(url, e))?;
         // The store's HTTP client must be made inside the runtime it will run on.
-        let location = runtime.block_on(async { Location::open(url) })?;
+        let location = runtime.block_on(async { Location::open(url, missing) })?;
         Ok(Self {
             location,
             runtime,

@@ -15,7 +15,7 @@ use crate::record::{blob_name, entry_name};
 use crate::{Quiet, Remote, RemoteError};
 
 fn open(url: &str) -> Remote {
-    Remote::open(url, 4, Arc::new(Quiet)).unwrap()
+    Remote::open(url, crate::Missing::Create, 4, Arc::new(Quiet)).unwrap()
 }
 
 /// A store with one entry: two files of the same content in nested directories, a third file,

@@ -122,9 +122,8 @@ impl Remote {
     /// The object `name`, or `None` if there is none.
     pub(crate) fn get_small(&self, name: &str) -> Result<Option<Vec<u8>>, RemoteError> {
         let path = self.location.path(name);
-        let store = &self.location.store;
         let result = self.runtime.block_on(async {
-            let got = store.get(&path).await?;
+            let got = self.location.get(&path).await?;
             if got.meta.size > RECORD_MAX {
                 return Ok(Err(got.meta.size));
             }
@@ -221,12 +220,11 @@ impl Remote {
         };
         let got = self
             .location
-            .store
             .get(&self.location.path(&name))
             .await
             .map_err(failed)?;
         let dir = blob.dest.parent().unwrap_or(Path::new("."));
-        let mut file = tempfile::NamedTempFile::new_in(dir).map_err(local)?;
+        let mut file = pipeline_engine::fsio::temp_file_in(dir, ".tmp").map_err(local)?;
         let mut hasher = blake3::Hasher::new();
         let mut size = 0u64;
         let mut stream = got.into_stream();

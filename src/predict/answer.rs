@@ -154,5 +154,11 @@ pub fn render(prediction: &Prediction) -> String {
             out.push_str(&format!("\n  top {}: {top}", answer.top.len()));
         }
     }
+    if prediction.posters.iter().any(|a| !a.top.is_empty()) {
+        out.push_str(&format!(
+            "\n(* in a top list: a genre the decision rule `{}` predicts; the others are only probable)",
+            m.rule
+        ));
+    }
     out
 }

@@ -47,7 +47,7 @@ pub fn predict(plan: &Plan, options: &PredictOptions<'_>) -> anyhow::Result<Pred
     let key = keys.of(&stage).with_context(|| {
         format!("no trained model yet: `{stage}` has not run; `pipeline run {stage}` trains it")
     })?;
-    check_entry(&store, &stage, &key)?;
+    check_entry(&store, &stage, &key, &keys)?;
     let out = store.out_dir(&key);
     let (device, _) = stage_train::select_device()?;
     let model = TrainedModel::load(&out, &device)?;

@@ -15,9 +15,30 @@ use pipeline_engine::store::Store;
 pub struct Keys {
     pub lock: LockFile,
     run: Option<Vec<(String, String)>>,
+    /// The recorded run's `-S` overrides, when the keys are a run's.
+    overrides: Vec<String>,
 }
 
 impl Keys {
+    fn of_lock(lock: LockFile) -> Self {
+        Self {
+            lock,
+            run: None,
+            overrides: Vec::new(),
+        }
+    }
+
+    /// The command that makes `stage`'s entry under these keys again: a run's own overrides
+    /// with it, so that it trains what that run trained and not the file's params.
+    pub fn remake(&self, stage: &str) -> String {
+        let mut words = vec!["pipeline".to_string(), "run".into(), stage.to_string()];
+        for set in &self.overrides {
+            words.push("-S".into());
+            words.push(set.clone());
+        }
+        shlex::try_join(words.iter().map(String::as_str)).unwrap_or_else(|_| words.join(" "))
+    }
+
     pub fn of(&self, stage: &str) -> Option<String> {
         match &self.run {
             Some(keys) => keys
@@ -57,8 +78,8 @@ pub fn choose(plan: &Plan, wanted: Option<&str>) -> anyhow::Result<(String, Keys
         default_model_stage(plan).context("the pipeline has no `train` stage, so no model to ask")
     };
     match wanted {
-        None => Ok((default()?, Keys { lock, run: None })),
-        Some(name) if trains.contains(&name) => Ok((name.to_string(), Keys { lock, run: None })),
+        None => Ok((default()?, Keys::of_lock(lock))),
+        Some(name) if trains.contains(&name) => Ok((name.to_string(), Keys::of_lock(lock))),
         Some(name) if plan.stage(name).is_some() => bail!(
             "`{name}` is a `{}` stage, not a model; `--model` takes a train stage ({}) or a run id from `pipeline log`",
             plan.stage(name).map_or("", |s| s.stage.info().kind),
@@ -95,6 +116,7 @@ pub fn choose(plan: &Plan, wanted: Option<&str>) -> anyhow::Result<(String, Keys
                 Keys {
                     lock,
                     run: Some(keys),
+                    overrides: run.overrides.clone(),
                 },
             ))
         }
@@ -103,17 +125,16 @@ pub fn choose(plan: &Plan, wanted: Option<&str>) -> anyhow::Result<(String, Keys
 
 /// Checks the model's cache entry against its manifest, as a stage checks its inputs before it
 /// reads them: a damaged model answers nothing rather than NaN.
-pub fn check_entry(store: &Store, stage: &str, key: &str) -> anyhow::Result<()> {
+pub fn check_entry(store: &Store, stage: &str, key: &str, keys: &Keys) -> anyhow::Result<()> {
     let short = &key[..key.len().min(16)];
+    let remake = keys.remake(stage);
     if store.manifest(key).is_none() {
-        bail!(
-            "no trained model in the cache for `{stage}` (key {short}); `pipeline run {stage}` trains it"
-        );
+        bail!("no trained model in the cache for `{stage}` (key {short}); `{remake}` trains it");
     }
     let problems = store.verify(key);
     if !problems.is_empty() {
         bail!(
-            "the cached model of `{stage}` (entry {short}) is damaged: {}\n  help: `pipeline verify --repair` removes damaged entries, then `pipeline run {stage}` trains it again",
+            "the cached model of `{stage}` (entry {short}) is damaged: {}\n  help: `pipeline verify --repair` removes damaged entries, then `{remake}` trains it again",
             problems.join(", ")
         );
     }

@@ -449,7 +449,13 @@ fn gc_removes_unreferenced_entries_and_log_records_runs() {
         p.ok(&["gc", "--keep", "2"])
             .starts_with("Removed 0 entries")
     );
-    let gc = p.ok(&["gc"]);
+    // By default every recorded run keeps what it used, and gc says so.
+    let kept = p.ok(&["gc"]);
+    assert!(
+        kept.starts_with("Removed 0 entries") && kept.contains("2 of the 2 recorded runs"),
+        "{kept}"
+    );
+    let gc = p.ok(&["gc", "--keep", "0"]);
     assert!(gc.starts_with("Removed 4 entries"), "{gc}");
     assert_eq!(entries(), 7);
     assert!(p.status().iter().all(|s| s["state"] == "fresh"));
@@ -491,9 +497,9 @@ fn gc_removes_unreferenced_entries_and_log_records_runs() {
     );
 }
 
-/// `Removed N entries and M items ...` -> M.
+/// `Removed N entries and M per-item results ...` -> M.
 fn items_removed(gc: &str) -> usize {
-    gc.split(" entries and ")
+    gc.split(" and ")
         .nth(1)
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|n| n.parse().ok())
@@ -511,7 +517,7 @@ fn gc_collects_the_items_only_collected_entries_used() {
     let lines: Vec<&[u8]> = full.split_inclusive(|&b| b == b'\n').collect();
     std::fs::write(&csv_path, lines[..21].concat()).unwrap();
     p.ok(&["run", "filter"]);
-    let gc = p.ok(&["gc"]);
+    let gc = p.ok(&["gc", "--keep", "1"]);
     let removed = items_removed(&gc);
     assert!(removed > 10, "{gc}");
     // Each collected verdict must be recomputed, and nothing else.

@@ -74,6 +74,7 @@ fn default_pipeline_runs_offline_and_beats_the_baseline() {
     assert!(left_out.contains("ingest: unusable CSV rows ("));
     // A real browser: no console error, no failed request, every thumbnail decodes, no script,
     // and the hostile title is on the page as text. The screenshot is for a person to look at.
+    debian_packages(&["chromium"], &["chromium"]);
     let python = python_with(&["playwright"], "playwright");
     let screenshot = Path::new(REPO).join("target/report-screenshot.png");
     let out = Command::new(&python)

@@ -240,7 +240,9 @@ impl Reporter for Recorder {
             Event::Skipped { stage, reasons, .. } => {
                 format!("skipped {stage} ({})", describe(reasons))
             }
-            Event::Published { stage, dir } => format!("published {stage} to {}", dir.display()),
+            Event::Published { stage, dir, .. } => {
+                format!("published {stage} to {}", dir.display())
+            }
             Event::WaitingForLock { .. } => "waiting".to_string(),
             Event::Pulled { stage, .. } => format!("pulled {stage}"),
             Event::NotShared { stage, .. } => format!("not shared {stage}"),

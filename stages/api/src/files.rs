@@ -55,10 +55,23 @@ pub fn file_digest(path: &Path) -> Result<String, StageError> {
 
 /// Writes a file, naming it in the error.
 pub fn write_file(path: &Path, bytes: impl AsRef<[u8]>) -> Result<(), StageError> {
-    std::fs::write(path, bytes).map_err(|source| StageError::Write {
+    // Written beside and renamed over: a published file may be a hard link to the cache's
+    // copy, and writing into it would change the cache (and a reader never sees half a file).
+    let err = |source| StageError::Write {
         path: path.to_path_buf(),
         source,
-    })
+    };
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let staging = parent.join(format!(".{name}.writing"));
+    std::fs::write(&staging, bytes).map_err(err)?;
+    std::fs::rename(&staging, path).map_err(err)
 }
 
 /// Writes `value` as pretty JSON.

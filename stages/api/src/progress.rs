@@ -13,6 +13,11 @@ pub trait Progress: Sync {
     fn note(&self, line: &str) {
         self.message(line);
     }
+    /// A line for whoever asked for detail (`-v`; an epoch's losses): otherwise it only
+    /// becomes the bar's status, so a default run prints one line per stage.
+    fn detail(&self, line: &str) {
+        self.message(line);
+    }
 }
 
 /// Progress that goes nowhere (tests, non-interactive runs).

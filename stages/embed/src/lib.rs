@@ -257,7 +257,8 @@ fn report(
     counts: &[usize],
     device_name: &str,
 ) -> RunSummary {
-    let rate = if work.compute_seconds > 0.0 {
+    // No rate for nothing computed: "computed 0 at 0.0 images/s" says nothing true.
+    let rate = if work.compute_seconds > 0.0 && work.computed > 0 {
         format!(
             " at {:.1} images/s on {device_name}",
             work.computed as f64 / work.compute_seconds

@@ -138,7 +138,7 @@ pub fn fit<T: Task>(
         net = trained;
         let train_seconds = started.elapsed().as_secs_f64();
         let scored = validate(task, &net, params, labels, &pos_weight, train_loss)?;
-        ctx.progress.note(&format!(
+        ctx.progress.detail(&format!(
             "epoch {epoch}/{}: train loss {train_loss:.4}, val loss {:.4}, val macro-F1 {:.3}, lr {learning_rate:.2e}, {:.1}s",
             params.epochs,
             scored.val_loss,

@@ -109,7 +109,7 @@ fn train_ensemble(
         let net = noise::initialise(task.autodiff, member_params.seed, || {
             HeadNet::new(architecture, &spec, task.dim, task.autodiff)
         });
-        ctx.progress.note(&format!(
+        ctx.progress.detail(&format!(
             "ensemble member {}/{} (seed {})",
             member + 1,
             params.ensemble,

@@ -79,7 +79,7 @@ pub fn announce(
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))
         .unwrap_or_default();
-    ctx.progress.note(&format!(
+    ctx.progress.detail(&format!(
         "{} ({parameters} parameters) on {device_name}: {train_rows} train / {val_rows} val posters, batch {}, up to {} epochs, lr {} ({decay} schedule){augment}",
         spec.describe(),
         params.batch_size,

@@ -3,12 +3,14 @@
 
 #![allow(dead_code)]
 
+mod debian;
 mod http;
 mod posters;
 mod python;
 mod s3;
 mod slurm;
 
+pub use debian::*;
 pub use http::*;
 pub use posters::*;
 pub use python::*;

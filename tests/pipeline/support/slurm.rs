@@ -19,6 +19,10 @@ pub struct Slurm {
 impl Slurm {
     /// Starts the cluster; fails with how to install Slurm when it is missing.
     pub fn start() -> Self {
+        super::debian_packages(
+            &["slurmctld", "slurmd", "munged", "sbatch"],
+            &["slurmctld", "slurmd", "slurm-client", "munge"],
+        );
         let turn = ONE_CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
         let dir = tempfile::tempdir().unwrap();
         let out = Command::new("bash")

@@ -178,6 +178,20 @@ pub fn genre_f1_bars(
                     Some(bar)
                 }))
                 .map_err(err)?;
+            // An F1 of 0 has no bar to see: it is written, so it does not read as a genre the
+            // model was never scored on.
+            chart
+                .draw_series(f1[m].iter().enumerate().filter_map(|(g, value)| {
+                    let zero = value.is_some_and(|v| v < 0.005);
+                    zero.then(|| {
+                        Text::new(
+                            "0",
+                            (0.006, SegmentValue::Exact(g * per + m)),
+                            (FONT, 10).into_font().color(&colour),
+                        )
+                    })
+                }))
+                .map_err(err)?;
         }
         Ok(())
     })
