@@ -152,11 +152,11 @@ pub fn gc(engine: &Engine<'_>, keep: Option<usize>) -> Result<(), Failure> {
     let report = engine.gc(keep).map_err(engine_failure)?;
     say!(
         "Removed {} and {} ({} freed); kept {} and {}: what pipeline.lock and {} of the {} recorded runs use",
-        count(report.removed, "entry", "entries"),
-        count(report.items_removed, "per-item result", "per-item results"),
+        crate::console::count(report.removed, "entry", "entries"),
+        crate::console::count(report.items_removed, "per-item result", "per-item results"),
         crate::console::megabytes(report.freed_bytes),
-        count(report.kept, "entry", "entries"),
-        count(report.items_kept, "item", "items"),
+        crate::console::count(report.kept, "entry", "entries"),
+        crate::console::count(report.items_kept, "item", "items"),
         report.runs_kept,
         report.runs,
     );
@@ -255,9 +255,4 @@ pub fn predict(plan: &Plan, options: &PredictOptions<'_>, json: bool) -> Result<
         return Err(Failure::Reported);
     }
     Ok(())
-}
-
-/// `1 entry`, `3 entries`.
-pub fn count(n: usize, one: &str, many: &str) -> String {
-    format!("{n} {}", if n == 1 { one } else { many })
 }

@@ -217,10 +217,15 @@ fn written(files: usize, bytes: u64) -> String {
     } else {
         format!(
             "{}, {} fetched",
-            crate::commands::count(files, "file", "files"),
+            count(files, "file", "files"),
             megabytes(bytes)
         )
     }
+}
+
+/// `1 entry`, `3 entries`.
+pub fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 /// `12.3 MB`.

@@ -313,8 +313,9 @@ impl Kubernetes {
     }
 }
 
-/// The file in an `--emit` folder that lists the manifests the pipeline wrote there.
-pub const EMITTED_FILE: &str = ".pipeline-emitted.json";
+/// The file in an `--emit` folder that lists the manifests the pipeline wrote there (JSON, but
+/// not named `.json`: `kubectl apply -f DIR` would take it for a manifest).
+pub const EMITTED_FILE: &str = ".pipeline-emitted";
 
 impl Executor for Kubernetes {
     fn kind(&self) -> ExecutorKind {

@@ -201,7 +201,7 @@ impl Plan {
                 spec.error(
                     &param_key,
                     format!("invalid params for `{}`: {}", stage_spec.kind, err.message),
-                    None,
+                    did_you_mean(&err.message),
                 )
             })?;
             planned.push(PlannedStage {
@@ -471,6 +471,15 @@ fn yaml_to_json(value: &serde_yaml_ng::Value) -> Result<serde_json::Value, Strin
 }
 
 /// The candidate closest to `word` by edit distance, if it is close enough to be a typo.
+/// For serde's `unknown field `learnig_rate`, expected one of `epochs`, `learning_rate`, ...`:
+/// `did you mean `learning_rate`?`, as a kind typo gets.
+fn did_you_mean(message: &str) -> Option<String> {
+    let rest = message.split("unknown field `").nth(1)?;
+    let (typo, expected) = rest.split_once('`')?;
+    let known = expected.split('`').skip(1).step_by(2);
+    closest(typo, known).map(|name| format!("did you mean `{name}`?"))
+}
+
 pub fn closest<'a>(word: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
     candidates
         .map(|c| (edit_distance(word, c), c))

@@ -50,7 +50,11 @@ pub fn check_workspace_file(
         "a regular file"
     };
     if meta.is_dir()
-        && let (Ok(dir), Ok(project)) = (full.canonicalize(), root.canonicalize())
+        && let (Ok(dir), Ok(project)) = (
+            full.canonicalize(),
+            // `pipeline.yaml` in the current directory has the root "".
+            Path::new(".").join(root).canonicalize(),
+        )
         && project.starts_with(&dir)
     {
         return Err(PathProblem::new(
@@ -239,8 +243,12 @@ mod tests {
     fn workspace_files_are_regular_files_or_directories_as_their_role_asks() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("movies.csv"), "x").unwrap();
-        assert!(check_workspace_file(dir.path(), "root", ".", true).is_ok());
+        std::fs::create_dir(dir.path().join("posters")).unwrap();
+        assert!(check_workspace_file(dir.path(), "root", "posters", true).is_ok());
         assert!(check_workspace_file(dir.path(), "csv", "movies.csv", false).is_ok());
+        // The project itself (and so its cache) is never an input.
+        let err = check_workspace_file(dir.path(), "root", ".", true).unwrap_err();
+        assert!(err.message.contains("holds the project itself"), "{err:?}");
         let fifo = dir.path().join("pipe");
         let made = std::process::Command::new("mkfifo")
             .arg(&fifo)

@@ -179,7 +179,7 @@ impl RemoteError {
             || has("Error getting credential")
         {
             Self::Refused {
-                variables: crate::location::credential_hint(url.split("://").next().unwrap_or("")),
+                variables: credential_hint(url.split("://").next().unwrap_or("")),
                 url,
                 detail: short(&detail),
             }
@@ -215,4 +215,19 @@ fn short(detail: &str) -> String {
         start += 1;
     }
     format!("...{}", &detail[start..])
+}
+
+/// Where credentials for a scheme come from, for messages.
+pub fn credential_hint(scheme: &str) -> &'static str {
+    match scheme {
+        "gs" => {
+            "GOOGLE_SERVICE_ACCOUNT (a service account key file) or GOOGLE_APPLICATION_CREDENTIALS"
+        }
+        "az" | "abfs" | "abfss" => {
+            "AZURE_STORAGE_ACCOUNT_NAME with AZURE_STORAGE_ACCOUNT_KEY (or AZURE_STORAGE_SAS_KEY)"
+        }
+        _ => {
+            "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (with AWS_ENDPOINT for a server other than AWS), or AWS_PROFILE"
+        }
+    }
 }

@@ -12,7 +12,7 @@ use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
 use object_store::{BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, RetryConfig};
 
-use crate::error::RemoteError;
+use crate::error::{RemoteError, credential_hint};
 use crate::profile::AwsProfile;
 
 /// The variable that names the remote when neither `--remote` nor `pipeline.yaml` does.
@@ -184,21 +184,6 @@ pub fn redacted(url: &str) -> String {
             parsed.to_string()
         }
         _ => url.to_string(),
-    }
-}
-
-/// Where credentials for a scheme come from, for messages.
-pub fn credential_hint(scheme: &str) -> &'static str {
-    match scheme {
-        "gs" => {
-            "GOOGLE_SERVICE_ACCOUNT (a service account key file) or GOOGLE_APPLICATION_CREDENTIALS"
-        }
-        "az" | "abfs" | "abfss" => {
-            "AZURE_STORAGE_ACCOUNT_NAME with AZURE_STORAGE_ACCOUNT_KEY (or AZURE_STORAGE_SAS_KEY)"
-        }
-        _ => {
-            "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (with AWS_ENDPOINT for a server other than AWS), or AWS_PROFILE"
-        }
     }
 }
 

@@ -317,8 +317,38 @@ fn kubernetes_indexed_jobs_validate_and_take_their_shard_from_the_completion_ind
         .unwrap()
         .flatten()
         .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
         .collect();
     assert_eq!(files.len(), 2, "{files:?}");
+    // A person's file with a manifest's name is never written over.
+    let theirs = &files[0];
+    std::fs::write(theirs, "mine\n").unwrap();
+    let again = p.pipeline(&[
+        "run",
+        "--executor",
+        "k8s",
+        "--emit",
+        &dir,
+        "--remote",
+        &remote_arg,
+    ]);
+    assert_eq!(again.status.code(), Some(1), "{again:?}");
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("is in the way of an emitted manifest"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert_eq!(std::fs::read(theirs).unwrap(), b"mine\n");
+    std::fs::remove_file(theirs).unwrap();
+    p.ok(&[
+        "run",
+        "--executor",
+        "k8s",
+        "--emit",
+        &dir,
+        "--remote",
+        &remote_arg,
+    ]);
     // The API's own schemas (strict: unknown fields are errors), offline.
     for file in &files {
         let check = Command::new(python.parent().unwrap().join("kubernetes-validate"))

@@ -418,3 +418,236 @@ fn run_folders_someone_emptied_are_named_in_metrics_show_and_diff() {
     let show = p.ok(&["metrics", "show", "20261201-100000"]);
     assert!(show.contains("holds no metrics"), "{show}");
 }
+
+/// Runs the binary in `root` with `env` set, under the same watchdog as [`bounded`].
+fn bounded_env(root: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(BIN);
+    command
+        .args(args)
+        .current_dir(root)
+        .env_remove("PIPELINE_THREADS")
+        .env_remove("PIPELINE_REMOTE")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let mut child = command.spawn().unwrap();
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > Duration::from_secs(60) {
+            child.kill().unwrap();
+            panic!("`pipeline {}` hung", args.join(" "));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn read_only_commands_create_nothing_and_a_missing_remote_directory_is_an_error() {
+    let p = Project::small(10, SMALL_PIPELINE);
+    let gone = p.root.join("no/such/remote");
+    let url = gone.display().to_string();
+    for args in [
+        &["status", "--remote", &url][..],
+        &["pull", "--remote", &url],
+        &["verify", "--remote", &url],
+        &["run", "--pull", "--remote", &url],
+    ] {
+        let out = bounded(&p.root, args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("does not exist") && stderr(&out).contains("pipeline push"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+        assert!(!gone.exists(), "{args:?} made the remote directory");
+    }
+    for args in [
+        &["status"][..],
+        &["status", "--json"],
+        &["log"],
+        &["dag"],
+        &["metrics"],
+        &["verify"],
+        &["run", "--dry-run"],
+    ] {
+        bounded(&p.root, args);
+        assert!(
+            !p.root.join("cache").exists() && !p.root.join("reports").exists(),
+            "{args:?} wrote into the project"
+        );
+    }
+    // `push` is the one that starts a directory remote, and says so.
+    let out = bounded(&p.root, &["push", "--remote", &url]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("Created the shared cache directory"),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(&out)
+    );
+    assert!(gone.is_dir());
+}
+
+#[test]
+fn credentials_in_a_remote_url_and_a_bad_timeout_are_refused_without_echoing_secrets() {
+    let p = Project::small(10, SMALL_PIPELINE);
+    let out = bounded(
+        &p.root,
+        &["status", "--remote", "s3://AKID:SECRET@bucket/p"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        !err.contains("SECRET") && !err.contains("AKID") && err.contains("AWS_ACCESS_KEY_ID"),
+        "{err}"
+    );
+    let remote = p.root.join("remote");
+    std::fs::create_dir(&remote).unwrap();
+    let url = remote.display().to_string();
+    for value in ["inf", "1e19", "7e18", "abc", "-5", "0"] {
+        let out = bounded_env(
+            &p.root,
+            &["status", "--remote", &url],
+            &[("PIPELINE_REMOTE_TIMEOUT", value)],
+        );
+        assert_eq!(out.status.code(), Some(2), "{value}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("PIPELINE_REMOTE_TIMEOUT is")
+                && !stderr(&out).contains("panicked"),
+            "{value}: {}",
+            stderr(&out)
+        );
+    }
+}
+
+#[test]
+fn files_the_tool_reads_are_regular_and_bounded_and_deep_nesting_is_refused_at_once() {
+    let p = Project::small(10, SMALL_PIPELINE);
+    let out = bounded(&p.root, &["-f", "/dev/zero", "status"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("character device"),
+        "{}",
+        stderr(&out)
+    );
+    let fifo = p.root.join("fifo.yaml");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = bounded(&p.root, &["-f", "fifo.yaml", "status"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("FIFO"), "{}", stderr(&out));
+    // An AWS config that is a FIFO or /dev/zero is passed over, not read forever.
+    let remote = p.root.join("remote");
+    std::fs::create_dir(&remote).unwrap();
+    let fifo = fifo.display().to_string();
+    let out = bounded_env(
+        &p.root,
+        &["status", "--remote", "s3://bucket/p"],
+        &[
+            ("AWS_CONFIG_FILE", "/dev/zero"),
+            ("AWS_SHARED_CREDENTIALS_FILE", &fifo),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    std::fs::write(
+        p.root.join("deep.yaml"),
+        format!("stages: {}", "[".repeat(200_000)),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let out = bounded(&p.root, &["-f", "deep.yaml", "status"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("nest more than 64 deep"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn stage_names_and_cluster_values_that_would_reach_a_script_are_refused_with_the_line() {
+    let p = Project::small(10, SMALL_PIPELINE);
+    for name in [
+        "fy\\ntouch pwned\\nx",
+        "../../../../../tmp/escjob",
+        "a/b",
+        "",
+    ] {
+        std::fs::write(
+            p.root.join("pipeline.yaml"),
+            format!(
+                "{SMALL_PIPELINE}  \"{name}\":\n    kind: stats\n    inputs: {{data: split}}\n"
+            ),
+        )
+        .unwrap();
+        let out = bounded(&p.root, &["status"]);
+        assert_eq!(out.status.code(), Some(2), "{name}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("pipeline.yaml:") && stderr(&out).contains("stage names take"),
+            "{name}: {}",
+            stderr(&out)
+        );
+    }
+    for (field, value) in [
+        ("partition", "\"debug\\ntouch pwned\""),
+        ("mem", "\"4G\\n#SBATCH --wrap=touch pwned\""),
+        ("time", "\"1:00:00 ; touch pwned\""),
+    ] {
+        std::fs::write(
+            p.root.join("pipeline.yaml"),
+            SMALL_PIPELINE.replace(
+                "    params: {epochs: 2, batch_size: 16}\n",
+                &format!("    params: {{epochs: 2, batch_size: 16}}\n    resources: {{{field}: {value}}}\n"),
+            ),
+        )
+        .unwrap();
+        let out = bounded(&p.root, &["status"]);
+        assert_eq!(out.status.code(), Some(2), "{field}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(&format!("stages.train.resources.{field}")),
+            "{field}: {}",
+            stderr(&out)
+        );
+    }
+    for shards in ["0", "100000"] {
+        std::fs::write(
+            p.root.join("pipeline.yaml"),
+            format!("executor: {{kind: slurm, shards: {shards}}}\n{SMALL_PIPELINE}"),
+        )
+        .unwrap();
+        let out = bounded(&p.root, &["status"]);
+        assert_eq!(out.status.code(), Some(2), "{shards}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("outside 1 to 10000"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    assert!(!p.root.join("cache").exists());
+}
+
+#[test]
+fn a_files_root_that_holds_the_project_is_refused_with_the_reason() {
+    let p = Project::small(10, SMALL_PIPELINE);
+    p.edit("files: {root: data}", "files: {root: .}");
+    let out = bounded(&p.root, &["status"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("holds the project itself")
+            && stderr(&out).contains("stages.download.files.root"),
+        "{}",
+        stderr(&out)
+    );
+}
