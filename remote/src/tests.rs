@@ -65,7 +65,10 @@ fn an_entry_pushed_to_a_directory_is_pulled_complete_with_its_items() {
     let b = Store::new(dir.path().join("b"));
     b.init().unwrap();
     let pulled = remote.pull_entry(&b, KEY).unwrap().unwrap();
-    assert_eq!(pulled.files, 3, "two output blobs and the binary item");
+    assert_eq!(
+        pulled.files, 5,
+        "every file written: three outputs (two of one blob) and both per-item results"
+    );
     let entry = b.fresh(KEY).expect("the pulled entry is complete");
     assert_eq!(entry.output_digest, a.fresh(KEY).unwrap().output_digest);
     assert!(b.verify(KEY).is_empty());

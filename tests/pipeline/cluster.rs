@@ -320,15 +320,18 @@ fn kubernetes_indexed_jobs_validate_and_take_their_shard_from_the_completion_ind
         .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
         .collect();
     assert_eq!(files.len(), 2, "{files:?}");
-    // A person's file with a manifest's name is never written over.
-    let theirs = &files[0];
-    std::fs::write(theirs, "mine\n").unwrap();
+    // A person's file with a manifest's name, in a folder the pipeline never wrote to, is
+    // never written over.
+    let other = tempfile::tempdir().unwrap();
+    let theirs = other.path().join(files[0].file_name().unwrap());
+    std::fs::write(&theirs, "mine\n").unwrap();
+    let other_dir = other.path().display().to_string();
     let again = p.pipeline(&[
         "run",
         "--executor",
         "k8s",
         "--emit",
-        &dir,
+        &other_dir,
         "--remote",
         &remote_arg,
     ]);
@@ -338,17 +341,7 @@ fn kubernetes_indexed_jobs_validate_and_take_their_shard_from_the_completion_ind
         "{}",
         String::from_utf8_lossy(&again.stderr)
     );
-    assert_eq!(std::fs::read(theirs).unwrap(), b"mine\n");
-    std::fs::remove_file(theirs).unwrap();
-    p.ok(&[
-        "run",
-        "--executor",
-        "k8s",
-        "--emit",
-        &dir,
-        "--remote",
-        &remote_arg,
-    ]);
+    assert_eq!(std::fs::read(&theirs).unwrap(), b"mine\n");
     // The API's own schemas (strict: unknown fields are errors), offline.
     for file in &files {
         let check = Command::new(python.parent().unwrap().join("kubernetes-validate"))
