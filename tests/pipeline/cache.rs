@@ -431,8 +431,26 @@ fn verify_finds_corruption_that_a_run_refuses_to_use_and_repair_evicts_it() {
 
 #[test]
 fn gc_removes_unreferenced_entries_and_log_records_runs() {
+    // Under umask 022 every file the run writes is readable by all, as `cp` would make it (the
+    // test processes share one umask, and 022 is what they run under anyway).
+    // SAFETY: umask only sets the process's file-mode mask.
+    unsafe { libc::umask(0o022) };
     let p = Project::small(60, SMALL_PIPELINE);
     p.ok(&["run"]);
+    for dir in ["cache", "reports"] {
+        for (rel, _) in tree(&p.root.join(dir)) {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(p.root.join(dir).join(&rel))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(
+                mode & 0o044,
+                0o044,
+                "{dir}/{rel} is {mode:o} under umask 022"
+            );
+        }
+    }
     p.edit("width: 24", "width: 16");
     p.ok(&["run"]);
     let entries = || {
