@@ -50,6 +50,7 @@ pub fn check_workspace_file(
         "a regular file"
     };
     if meta.is_dir()
+        && wants_directory
         && let (Ok(dir), Ok(project)) = (
             full.canonicalize(),
             // `pipeline.yaml` in the current directory has the root "".

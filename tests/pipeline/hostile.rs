@@ -12,23 +12,7 @@ use std::time::{Duration, Instant};
 /// Runs the binary in `root`, killed (and the test failed) if it takes over 60 s: a hang is a
 /// failure of its own, not a stuck test run.
 fn bounded(root: &Path, args: &[&str]) -> Output {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .current_dir(root)
-        .env_remove("PIPELINE_THREADS")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if started.elapsed() > Duration::from_secs(60) {
-            child.kill().unwrap();
-            panic!("`pipeline {}` hung", args.join(" "));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().unwrap()
+    bounded_env(root, args, &[])
 }
 
 fn stderr(out: &Output) -> String {
@@ -419,7 +403,8 @@ fn run_folders_someone_emptied_are_named_in_metrics_show_and_diff() {
     assert!(show.contains("holds no metrics"), "{show}");
 }
 
-/// Runs the binary in `root` with `env` set, under the same watchdog as [`bounded`].
+/// Runs the binary in `root` with `env` set (and no remote from the outer environment), under
+/// the watchdog of [`bounded`].
 fn bounded_env(root: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = Command::new(BIN);
     command
