@@ -57,9 +57,14 @@ impl Location {
             });
         }
         timeout()?;
-        let mut dir = None;
+        // `file:///DIR` and plain paths: one reading of what names a directory (`directory_of`).
+        let dir = directory_of(url);
         let scheme = parsed.as_ref().map(|u| u.scheme()).unwrap_or("");
         let (store, prefix): (Arc<dyn ObjectStore>, String) = match (scheme, &parsed) {
+            _ if dir.is_some() => {
+                let path = dir.as_deref().expect("matched");
+                (Arc::new(local(url, path, missing)?), String::new())
+            }
             ("s3" | "s3a", Some(parsed)) => (Arc::new(s3(url)?), path_of(parsed)),
             ("gs", Some(parsed)) => (
                 Arc::new(
@@ -83,19 +88,6 @@ impl Location {
                 ),
                 path_of(parsed),
             ),
-            ("file", Some(parsed)) => {
-                let path = parsed
-                    .to_file_path()
-                    .map_err(|()| RemoteError::BadUrl(url.to_string()))?;
-                dir = Some(path.clone());
-                (Arc::new(local(url, &path, missing)?), String::new())
-            }
-            _ if !url.contains("://") && !url.is_empty() => {
-                let path = std::path::PathBuf::from(url);
-                let store = local(url, &path, missing)?;
-                dir = Some(path);
-                (Arc::new(store), String::new())
-            }
             _ => return Err(RemoteError::BadUrl(url.to_string())),
         };
         Ok(Self {
