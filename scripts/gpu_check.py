@@ -329,7 +329,7 @@ def predict_on_flex(check):
         for device in (check.device, "flex"):
             status, _, out = check.pipeline(
                 f"predict-{model}-{device}",
-                ["--device", device, "predict", "--json", "--model", model, *map(str, posters)], root, 120,
+                ["predict", "--device", device, "--json", "--model", model, *map(str, posters)], root, 120,
                 capture=True)
             if status != 0:
                 raise RuntimeError(f"predict --model {model} on {device} exited {status}: {out[-2000:]}")

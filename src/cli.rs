@@ -66,22 +66,6 @@ pub struct Cli {
     /// key.
     #[arg(long, global = true, env = "PIPELINE_THREADS", value_parser = at_most::<1024>)]
     pub threads: Option<usize>,
-    /// Where `embed`, `train` and `evaluate` compute: `flex` (or `cpu`; Burn's pure-Rust CPU
-    /// backend, the default), and in a binary built with libtorch (`scripts/build-tch.sh`)
-    /// `tch-cpu`, `cuda` or `cuda:N`. Checked before anything runs; never part of a cache key.
-    #[arg(long, global = true, env = "PIPELINE_DEVICE", value_name = "DEVICE")]
-    pub device: Option<String>,
-    /// Set a stage param for this run only, as if `pipeline.yaml` said so (repeatable):
-    /// `-S train.learning_rate=0.01 -S resize.width=64`. The value is read as YAML (`0.01` a
-    /// number, `pad` a string, `null`), validated like the file, keyed like an edit of it, and
-    /// kept in the run record; the file is never written.
-    #[arg(
-        short = 'S',
-        long = "set",
-        global = true,
-        value_name = "STAGE.PARAM=VALUE"
-    )]
-    pub set: Vec<String>,
     /// Say more: progress lines when not on a terminal and published outputs; debug logs with -vv.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -156,6 +140,10 @@ pub enum Command {
         /// DIR and run nothing (apply them with `kubectl apply -f DIR`).
         #[arg(long, value_name = "DIR")]
         emit: Option<PathBuf>,
+        #[command(flatten)]
+        params: ParamsArg,
+        #[command(flatten)]
+        device: DeviceArg,
     },
     /// Run one task of a stage sent to a cluster (what each Slurm array task or Kubernetes pod
     /// runs; `pipeline run --executor` writes the command). It pulls the stage's inputs from
@@ -183,6 +171,10 @@ pub enum Command {
         cache_dir: PathBuf,
         #[command(flatten)]
         remote: RemoteArg,
+        #[command(flatten)]
+        params: ParamsArg,
+        #[command(flatten)]
+        device: DeviceArg,
     },
     /// Send cache entries to the shared cache (`--remote`).
     ///
@@ -211,6 +203,8 @@ pub enum Command {
         stages: Vec<String>,
         #[command(flatten)]
         remote: RemoteArg,
+        #[command(flatten)]
+        params: ParamsArg,
         /// Transfers at a time, 1 to 64.
         #[arg(short = 'j', long, value_name = "N", default_value_t = 8, value_parser = at_most::<64>)]
         jobs: usize,
@@ -252,6 +246,8 @@ pub enum Command {
         /// Also say, per stage, whether the shared cache has its entry.
         #[command(flatten)]
         remote: RemoteArg,
+        #[command(flatten)]
+        params: ParamsArg,
     },
     /// Ask a trained model about posters: the genres its decision rule predicts, with
     /// probabilities. Posters go through the pipeline's own download limits, decoder limits,
@@ -271,6 +267,10 @@ pub enum Command {
         /// Print JSON: the model, and per poster genres, top, probabilities, input digest, error.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        params: ParamsArg,
+        #[command(flatten)]
+        device: DeviceArg,
     },
     /// Headline metrics of the published runs (`reports/<run-id>/metrics.json`) and their deltas.
     Metrics {
@@ -286,7 +286,30 @@ pub enum Command {
     },
 }
 
-/// Which shared cache.
+impl Command {
+    /// The `-S` overrides, for the commands that take them.
+    fn overrides(&self) -> &[String] {
+        match self {
+            Command::Run { params, .. }
+            | Command::Task { params, .. }
+            | Command::Pull { params, .. }
+            | Command::Status { params, .. }
+            | Command::Predict { params, .. } => &params.set,
+            _ => &[],
+        }
+    }
+
+    /// `--device`, for the commands that compute with a model.
+    fn device(&self) -> Option<&str> {
+        match self {
+            Command::Run { device, .. }
+            | Command::Task { device, .. }
+            | Command::Predict { device, .. } => device.device.as_deref(),
+            _ => None,
+        }
+    }
+}
+
 /// `--executor`.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum ExecutorArg {
@@ -306,6 +329,27 @@ impl From<ExecutorArg> for ExecutorKind {
             ExecutorArg::K8s => ExecutorKind::K8s,
         }
     }
+}
+
+/// `-S`: for the commands that key stages (run, pull, status, predict, task).
+#[derive(Debug, Default, clap::Args)]
+pub struct ParamsArg {
+    /// Set a stage param for this run only, as if `pipeline.yaml` said so (repeatable):
+    /// `-S train.learning_rate=0.01 -S resize.width=64`. The value is read as YAML (`0.01` a
+    /// number, `pad` a string, `null`), validated like the file, keyed like an edit of it, and
+    /// kept in the run record; the file is never written.
+    #[arg(short = 'S', long = "set", value_name = "STAGE.PARAM=VALUE")]
+    pub set: Vec<String>,
+}
+
+/// `--device`: for the commands that compute with a model (run, predict, task).
+#[derive(Debug, Default, clap::Args)]
+pub struct DeviceArg {
+    /// Where `embed`, `train` and `evaluate` compute: `flex` (or `cpu`; Burn's pure-Rust CPU
+    /// backend, the default), and in a binary built with libtorch (`scripts/build-tch.sh`)
+    /// `tch-cpu`, `cuda` or `cuda:N`. Checked before anything runs; never part of a cache key.
+    #[arg(long, env = "PIPELINE_DEVICE", value_name = "DEVICE")]
+    pub device: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -397,11 +441,12 @@ fn cores() -> usize {
 }
 
 fn execute(cli: &Cli, threads: usize) -> Result<(), Failure> {
-    if let Some(device) = &cli.device {
+    if let Some(device) = cli.command.device() {
         stage_train::choose_device(device).map_err(|e| Failure::Usage(e.into()))?;
     }
+    let overrides = cli.command.overrides();
     let mut spec = SpecFile::load(&cli.file).map_err(|e| Failure::Usage(e.into()))?;
-    spec.apply_overrides(&cli.set)
+    spec.apply_overrides(overrides)
         .map_err(|e| Failure::Usage(e.into()))?;
     let registry = kinds::registry();
     let plan = Plan::build(&spec, &registry).map_err(|e| Failure::Usage(e.into()))?;
@@ -425,6 +470,7 @@ fn execute(cli: &Cli, threads: usize) -> Result<(), Failure> {
             executor,
             shards,
             emit,
+            ..
         } => {
             let options = RunOptions {
                 targets: stages.clone(),
@@ -438,7 +484,7 @@ fn execute(cli: &Cli, threads: usize) -> Result<(), Failure> {
                 jobs: jobs.unwrap_or_else(cores),
                 retry_failed: *retry_failed,
                 no_reuse: *no_reuse,
-                overrides: cli.set.clone(),
+                overrides: overrides.to_vec(),
                 pull: *pull,
                 push: *push,
                 pull_only: false,
@@ -450,7 +496,7 @@ fn execute(cli: &Cli, threads: usize) -> Result<(), Failure> {
                 emit: emit.as_deref(),
                 remote: remote.remote.as_deref(),
                 transfers: *transfers,
-                overrides: &cli.set,
+                overrides,
             };
             if cluster::kind_of(&cluster_args, &plan) != ExecutorKind::Local {
                 return cluster::run(engine, &plan, &options, &cluster_args, &console);
@@ -489,6 +535,7 @@ fn execute(cli: &Cli, threads: usize) -> Result<(), Failure> {
             shard_index_from,
             cache_dir,
             remote,
+            ..
         } => {
             let console = Arc::new(Console::new(cli.verbose > 0));
             let args = cluster::TaskArgs {
@@ -522,6 +569,7 @@ fn execute(cli: &Cli, threads: usize) -> Result<(), Failure> {
             stages,
             remote,
             jobs,
+            ..
         } => {
             let console = Arc::new(Console::new(cli.verbose > 0));
             let shared = shared::open(
@@ -536,12 +584,12 @@ fn execute(cli: &Cli, threads: usize) -> Result<(), Failure> {
                 threads,
                 jobs: cores(),
                 pull_only: true,
-                overrides: cli.set.clone(),
+                overrides: overrides.to_vec(),
                 ..RunOptions::default()
             };
             shared::pull(&engine.with_shared(&shared), &console, &options)
         }
-        Command::Status { json, remote } => match &remote.remote {
+        Command::Status { json, remote, .. } => match &remote.remote {
             None => {
                 commands::status(&engine, *json)?;
                 if !*json {
@@ -572,6 +620,7 @@ fn execute(cli: &Cli, threads: usize) -> Result<(), Failure> {
             model,
             top,
             json,
+            ..
         } => {
             let options = PredictOptions {
                 posters,

@@ -26,19 +26,20 @@ impl TaskCommand {
     /// a shard's index is read from the environment variable `index_var`
     /// (`SLURM_ARRAY_TASK_ID`, `JOB_COMPLETION_INDEX`).
     pub fn args(&self, job: &ClusterJob<'_>, index_var: &str) -> Vec<String> {
-        let mut args = vec!["--file".to_string(), self.file.display().to_string()];
-        for set in &self.overrides {
-            args.push("-S".into());
-            args.push(set.clone());
-        }
-        args.extend([
-            "task".to_string(),
+        let mut args = vec![
+            "--file".to_string(),
+            self.file.display().to_string(),
+            "task".into(),
             job.stage.to_string(),
             "--key".into(),
             job.key.to_string(),
             "--remote".into(),
             self.remote.clone(),
-        ]);
+        ];
+        for set in &self.overrides {
+            args.push("-S".into());
+            args.push(set.clone());
+        }
         if let Some(shards) = job.shards {
             args.extend([
                 "--shards".into(),

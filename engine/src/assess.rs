@@ -106,17 +106,23 @@ impl Engine<'_> {
         Ok(statuses)
     }
 
-    /// What `stage` would run with now, given the output digests of the stages before it.
-    /// `None` when an input's output is not known yet.
-    pub(crate) fn fingerprint(
+    /// What `stage` would run with now, given the output digests of the stages before it: the
+    /// fingerprint with the inputs known so far, and the upstream stages whose outputs are
+    /// not known yet: enough for a dry run to say what else changed (a param, a file) beside
+    /// "upstream will rerun", as the run will once those outputs are there.
+    fn known_fingerprint(
         &self,
         stage: &PlannedStage,
         digests: &BTreeMap<String, String>,
-    ) -> Result<Option<Fingerprint>, EngineError> {
+    ) -> Result<(Fingerprint, Vec<String>), EngineError> {
         let mut inputs = BTreeMap::new();
+        let mut pending = Vec::new();
         for (role, up) in &stage.inputs {
             let Some(digest) = digests.get(up) else {
-                return Ok(None);
+                if !pending.contains(up) {
+                    pending.push(up.clone());
+                }
+                continue;
             };
             inputs.insert(
                 role.clone(),
@@ -137,7 +143,7 @@ impl Engine<'_> {
                 },
             );
         }
-        Ok(Some(Fingerprint {
+        let fingerprint = Fingerprint {
             kind: stage.stage.info().kind.to_string(),
             version: stage.stage.info().version,
             params: sorted_json(&keyed_params(&stage.params, stage.stage.info().knob_params)),
@@ -150,7 +156,8 @@ impl Engine<'_> {
                 .collect(),
             inputs,
             files,
-        }))
+        };
+        Ok((fingerprint, pending))
     }
 
     /// Fingerprints the stage (if its inputs are known) and compares with the cache and the lock.
@@ -161,22 +168,25 @@ impl Engine<'_> {
         lock: &LockFile,
         forced: bool,
     ) -> Result<Assessment, EngineError> {
-        let Some(fingerprint) = self.fingerprint(stage, digests)? else {
-            let pending: Vec<String> = stage
-                .inputs
-                .values()
-                .filter(|up| !digests.contains_key(*up))
-                .cloned()
-                .collect();
-            let mut reasons = vec![Reason::UpstreamDirty(pending)];
-            if forced {
-                reasons.insert(0, Reason::Forced);
-            }
+        let (fingerprint, pending) = self.known_fingerprint(stage, digests)?;
+        if !pending.is_empty() {
+            let mut reasons = match lock.stages.get(&stage.name) {
+                _ if forced => vec![Reason::Forced],
+                // What the run will also say once the upstream outputs are known: the known
+                // inputs, params, files and code compared with the last run.
+                Some(old) => fingerprint
+                    .compare(&stage.name, &old.fingerprint)
+                    .into_iter()
+                    .filter(|reason| !matches!(reason, Reason::KeyChanged))
+                    .collect(),
+                None => Vec::new(),
+            };
+            reasons.push(Reason::UpstreamDirty(pending));
             return Ok(Assessment::Dirty {
                 reasons,
                 known: None,
             });
-        };
+        }
         let key = fingerprint.key();
         let cached = if forced { None } else { self.store.fresh(&key) };
         // An output past the expiry its stage set is not fresh, whatever its key.

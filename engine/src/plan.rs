@@ -204,6 +204,16 @@ impl Plan {
                     did_you_mean(&err.message),
                 )
             })?;
+            // A role these params need is as missing as one the kind always needs.
+            for needed in stage.required_files(&params) {
+                if !stage_spec.files.contains_key(needed.role) {
+                    return Err(spec.error(
+                        &format!("{key}.files"),
+                        format!("missing file role `{}`", needed.role),
+                        Some(needed.why),
+                    ));
+                }
+            }
             planned.push(PlannedStage {
                 name: name.clone(),
                 stage: stage.clone(),

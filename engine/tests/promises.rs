@@ -112,7 +112,11 @@ fn every_reason_names_what_changed() {
         [
             ("source", State::Dirty, "file changed: `data.txt`"),
             ("transform", State::Dirty, "upstream will rerun: source"),
-            ("final", State::Dirty, "upstream will rerun: transform"),
+            (
+                "final",
+                State::Dirty,
+                "params changed: final.suffix \"-f\" -> \"-F\"; upstream will rerun: transform"
+            ),
             ("side", State::Dirty, "file changed: `data.txt`"),
         ]
     );

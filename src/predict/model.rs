@@ -36,7 +36,21 @@ impl Keys {
             words.push("-S".into());
             words.push(set.clone());
         }
-        shlex::try_join(words.iter().map(String::as_str)).unwrap_or_else(|_| words.join(" "))
+        // shlex quotes any `=`; a word of only these characters reads the same to every shell.
+        let plain = |w: &str| {
+            !w.is_empty()
+                && w.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_-./=:,+@%".contains(&b))
+        };
+        words
+            .iter()
+            .map(|w| match shlex::try_quote(w) {
+                _ if plain(w) => w.clone(),
+                Ok(quoted) => quoted.into_owned(),
+                Err(_) => w.clone(),
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 
     pub fn of(&self, stage: &str) -> Option<String> {

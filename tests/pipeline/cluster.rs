@@ -342,6 +342,24 @@ fn kubernetes_indexed_jobs_validate_and_take_their_shard_from_the_completion_ind
         String::from_utf8_lossy(&again.stderr)
     );
     assert_eq!(std::fs::read(&theirs).unwrap(), b"mine\n");
+    // `--emit` of a regular file says it wants a folder, and leaves the file as it is.
+    let file_arg = theirs.display().to_string();
+    let out = p.pipeline(&[
+        "run",
+        "--executor",
+        "k8s",
+        "--emit",
+        &file_arg,
+        "--remote",
+        &remote_arg,
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("writes its manifests into a folder"),
+        "{err}"
+    );
+    assert!(!err.contains("File exists"), "{err}");
+    assert_eq!(std::fs::read(&theirs).unwrap(), b"mine\n");
     // The API's own schemas (strict: unknown fields are errors), offline.
     for file in &files {
         let check = Command::new(python.parent().unwrap().join("kubernetes-validate"))

@@ -6,18 +6,8 @@
 
 use crate::support::*;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-/// Runs the binary in `root`, killed (and the test failed) if it takes over 60 s: a hang is a
-/// failure of its own, not a stuck test run.
-fn bounded(root: &Path, args: &[&str]) -> Output {
-    bounded_env(root, args, &[])
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
 
 /// Every numeric param of the small pipeline's stages with its documented range.
 const INTEGER_PARAMS: &[(&str, u64, u64)] = &[
@@ -82,7 +72,7 @@ fn every_numeric_param_is_accepted_exactly_within_its_documented_range() {
         }
         for value in values {
             let set = format!("{param}={value}");
-            let out = bounded(&p.root, &["dag", "-S", &set]);
+            let out = bounded(&p.root, &["status", "-S", &set]);
             let accepted = (min..=max).contains(&value);
             if accepted {
                 assert!(out.status.success(), "-S {set}: {}", stderr(&out));
@@ -106,16 +96,16 @@ fn every_numeric_param_is_accepted_exactly_within_its_documented_range() {
         // Never a whole number past 64 bits, never a fraction or text where a count is asked.
         for bad in ["18446744073709551616", "-1", "2.5", "ten"] {
             let set = format!("{param}={bad}");
-            let out = bounded(&p.root, &["dag", "-S", &set]);
+            let out = bounded(&p.root, &["status", "-S", &set]);
             assert_eq!(out.status.code(), Some(2), "-S {set}: {}", stderr(&out));
         }
     }
     for &(param, fine) in FLOAT_PARAMS {
-        let out = bounded(&p.root, &["dag", "-S", &format!("{param}={fine}")]);
+        let out = bounded(&p.root, &["status", "-S", &format!("{param}={fine}")]);
         assert!(out.status.success(), "{param}={fine}: {}", stderr(&out));
         for bad in [".nan", ".inf", "-.inf", "-1", "1e300"] {
             let set = format!("{param}={bad}");
-            let out = bounded(&p.root, &["dag", "-S", &set]);
+            let out = bounded(&p.root, &["status", "-S", &set]);
             assert_eq!(out.status.code(), Some(2), "-S {set}: {}", stderr(&out));
             let err = stderr(&out);
             if bad.contains("inf") || bad.contains("nan") {
@@ -128,7 +118,7 @@ fn every_numeric_param_is_accepted_exactly_within_its_documented_range() {
     }
     let out = bounded(
         &p.root,
-        &["dag", "-S", "download.timeout_secs=18446744073709551616"],
+        &["status", "-S", "download.timeout_secs=18446744073709551616"],
     );
     assert!(
         stderr(&out).contains("the number 18446744073709551616 is out of range"),
@@ -401,32 +391,6 @@ fn run_folders_someone_emptied_are_named_in_metrics_show_and_diff() {
     assert_eq!(json["problems"].as_array().unwrap().len(), 2, "{json}");
     let show = p.ok(&["metrics", "show", "20261201-100000"]);
     assert!(show.contains("holds no metrics"), "{show}");
-}
-
-/// Runs the binary in `root` with `env` set (and no remote from the outer environment), under
-/// the watchdog of [`bounded`].
-fn bounded_env(root: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut command = Command::new(BIN);
-    command
-        .args(args)
-        .current_dir(root)
-        .env_remove("PIPELINE_THREADS")
-        .env_remove("PIPELINE_REMOTE")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (name, value) in env {
-        command.env(name, value);
-    }
-    let mut child = command.spawn().unwrap();
-    let started = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if started.elapsed() > Duration::from_secs(60) {
-            child.kill().unwrap();
-            panic!("`pipeline {}` hung", args.join(" "));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().unwrap()
 }
 
 #[test]

@@ -7,6 +7,8 @@ mod cache;
 mod cluster;
 mod commands;
 mod data;
+mod experiments;
 mod hostile;
 mod model;
 mod remote;
+mod remote_damage;

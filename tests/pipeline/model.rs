@@ -222,7 +222,7 @@ fn a_model_trained_on_libtorch_is_read_by_flex_with_the_same_probabilities() {
     posters.sort();
     posters.truncate(6);
     let answer = |device: &str| -> Vec<serde_json::Value> {
-        let mut args = vec!["--device", device, "predict", "--json", "--model", "train"];
+        let mut args = vec!["predict", "--device", device, "--json", "--model", "train"];
         args.extend(posters.iter().map(String::as_str));
         let json: serde_json::Value = serde_json::from_str(&p.ok(&args)).unwrap();
         json["posters"].as_array().unwrap().clone()

@@ -93,6 +93,13 @@ pub trait Stage: Send + Sync {
     /// Validates raw params and returns them in canonical form: every field, defaults filled in.
     /// The canonical form, less [`KindInfo::knob_params`], is what enters the cache key.
     fn canonical_params(&self, raw: &serde_json::Value) -> Result<serde_json::Value, ParamError>;
+    /// The optional file roles that these canonical params make required, each with why
+    /// (`weights` for an architecture that starts from pretrained weights). The plan checks them
+    /// with the file's own roles, so a missing one fails before anything runs. Default: none.
+    fn required_files(&self, params: &serde_json::Value) -> Vec<RequiredFile> {
+        let _ = params;
+        Vec::new()
+    }
     /// Does the work, writing outputs below `ctx.out_dir`.
     fn run(&self, ctx: &StageContext<'_>) -> Result<RunSummary, StageError>;
     /// Dresses a run's published copy of the output (`published`, a folder of its own) with what
@@ -108,6 +115,15 @@ pub trait Stage: Send + Sync {
         let _ = (published, run, previous);
         Ok(())
     }
+}
+
+/// An optional file role that a stage's params make required.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequiredFile {
+    /// The role, one of [`KindInfo::optional_files`].
+    pub role: &'static str,
+    /// Why these params need it, and what to give: shown with the missing role.
+    pub why: String,
 }
 
 /// A kind of stage with typed params: the one trait a stage crate implements.
@@ -129,6 +145,11 @@ pub trait Kind: Send + Sync {
         let _ = params;
         Ok(())
     }
+    /// See [`Stage::required_files`].
+    fn required_files(params: &Self::Params) -> Vec<RequiredFile> {
+        let _ = params;
+        Vec::new()
+    }
     /// Does the work with the checked params, writing outputs below `ctx.out_dir`.
     fn run(&self, ctx: &StageContext<'_>, params: Self::Params) -> Result<RunSummary, StageError>;
     /// See [`Stage::present`].
@@ -149,6 +170,12 @@ impl<K: Kind> Stage for K {
     }
     fn canonical_params(&self, raw: &serde_json::Value) -> Result<serde_json::Value, ParamError> {
         canonicalize_checked::<K::Params>(raw, K::check)
+    }
+    fn required_files(&self, params: &serde_json::Value) -> Vec<RequiredFile> {
+        // Canonical params always read back; ones that do not need nothing the plan can check.
+        serde_json::from_value::<K::Params>(params.clone())
+            .map(|typed| K::required_files(&typed))
+            .unwrap_or_default()
     }
     fn run(&self, ctx: &StageContext<'_>) -> Result<RunSummary, StageError> {
         let params = ctx.params::<K::Params>()?;

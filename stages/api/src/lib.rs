@@ -27,7 +27,7 @@ pub use error::{ResultExt, StageError};
 pub use files::{
     create_dir, file_digest, odd_file_type, read_file, read_json, write_file, write_json,
 };
-pub use kind::{Kind, KindInfo, Stage};
+pub use kind::{Kind, KindInfo, RequiredFile, Stage};
 pub use params::{ParamError, canonicalize, canonicalize_checked, check_range};
 pub use progress::{NoProgress, Progress};
 pub use run::{Expiry, RunContext, RunSummary, StageParams, StageTiming, unix_now};

@@ -13,6 +13,9 @@ use crate::outcome::{Trained, announce, empty_training_split, fit_and_save};
 use crate::spec::{ImageArchitecture, ModelSpec};
 use crate::task::{Labels, Task, TrainingRun};
 
+/// What a fine-tuned efficientnet-lite0 needs, said by the plan before anything runs.
+pub(crate) const LITE0_WEIGHTS: &str = "architecture `efficientnet-lite0` starts from ImageNet weights: add `files: {weights: models/efficientnet-lite0/efficientnet-lite0-57934424.pth}` to the stage";
+
 /// Trains an image network on the shards of a `split` output, streaming them.
 pub fn train_images(
     architecture: ImageArchitecture,
@@ -44,11 +47,10 @@ pub fn train_images(
     };
     let autodiff = device.clone().autodiff();
     let (net, frozen) = if architecture == ImageArchitecture::EfficientnetLite0 {
-        let weights = ctx.files.get("weights").ok_or_else(|| {
-            StageError::invalid(
-                "architecture `efficientnet-lite0` starts from ImageNet weights: add `files: {weights: models/efficientnet-lite0/efficientnet-lite0-57934424.pth}` to the stage",
-            )
-        })?;
+        let weights = ctx
+            .files
+            .get("weights")
+            .ok_or_else(|| StageError::invalid(LITE0_WEIGHTS))?;
         let backbone = stage_backbone::load(weights, stage_backbone::Variant::Lite0, &autodiff)
             .map_err(|e| StageError::invalid(e.to_string()))?;
         let net = noise::initialise(&autodiff, params.seed, || {

@@ -39,7 +39,9 @@ pub mod spec;
 pub mod task;
 pub mod trained;
 
-use pipeline_api::{Kind, KindInfo, ParamError, RunSummary, StageContext, StageError, write_json};
+use pipeline_api::{
+    Kind, KindInfo, ParamError, RequiredFile, RunSummary, StageContext, StageError, write_json,
+};
 
 /// The compute device type and its selection, for stages that run a trained model.
 pub use burn::prelude::Device;
@@ -80,6 +82,15 @@ impl Kind for Train {
     };
     fn check(params: &TrainParams) -> Result<(), ParamError> {
         params.check()
+    }
+    fn required_files(params: &TrainParams) -> Vec<RequiredFile> {
+        match params.architecture.family() {
+            Family::Images(ImageArchitecture::EfficientnetLite0) => vec![RequiredFile {
+                role: "weights",
+                why: image_task::LITE0_WEIGHTS.into(),
+            }],
+            _ => Vec::new(),
+        }
     }
     fn run(&self, ctx: &StageContext<'_>, params: TrainParams) -> Result<RunSummary, StageError> {
         let data = ctx.input("data")?;

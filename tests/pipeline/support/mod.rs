@@ -9,6 +9,7 @@ mod posters;
 mod python;
 mod s3;
 mod slurm;
+mod watchdog;
 
 pub use debian::*;
 pub use http::*;
@@ -16,6 +17,7 @@ pub use posters::*;
 pub use python::*;
 pub use s3::*;
 pub use slurm::*;
+pub use watchdog::*;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
