@@ -1,390 +1,27 @@
-//! Command-line interface: arguments, commands, exit codes.
+//! The command line's edge: logging, one [`Session`] per invocation, one function per
+//! subcommand (as just keeps its), and exit codes. The arguments are [`crate::args`]'s; what a
+//! command prints is `commands`', `shared`'s and `cluster`'s.
 //!
 //! Exit codes: 0 success, 1 a stage (or the cache) failed, 2 a bad pipeline file or bad usage.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-use pipeline_engine::plan::Plan;
-use pipeline_engine::spec::{ExecutorKind, SpecFile};
-use pipeline_engine::{Engine, RunOptions};
+use clap::Parser;
+use pipeline_engine::RunOptions;
+use pipeline_engine::spec::ExecutorKind;
 use pipeline_remote::Missing;
 
-use std::sync::Arc;
-
+use crate::args::{
+    Cli, Command, GcArgs, LogArgs, MetricsArgs, MetricsCommand, PredictArgs, PullArgs, PushArgs,
+    RunArgs, StatusArgs, TaskArgs, VerifyArgs,
+};
 use crate::commands::{self, Failure};
-use crate::console::Console;
-use crate::graph::DagFormat;
-use crate::kinds;
 use crate::predict::PredictOptions;
-use crate::{cluster, shared};
+use crate::session::Session;
+use crate::{cluster, experiments, graph, shared};
 
-const AFTER_HELP: &str = "\
-Examples:
-  pipeline run                  bring every stage up to date
-  pipeline run train            bring `train` and what it needs up to date, nothing downstream
-  pipeline run --dry-run        say what would run and why, touching nothing
-  pipeline run --force resize   rerun `resize` even though it is fresh
-  pipeline run -j 1             run one stage at a time (default: independent stages in parallel)
-  pipeline status               each stage fresh or dirty, with the reason
-  pipeline status --json        the same, one JSON object per stage
-  pipeline run -S train.learning_rate=0.01
-                                one run with a param changed, the file left as it is
-  pipeline dag                  the stages in dependency order
-  pipeline dag --format dot     the graph for Graphviz (or `mermaid` for Markdown)
-  pipeline log                  what the last runs did, and why
-  pipeline metrics diff         headline metrics of the previous and the latest run, with deltas
-  pipeline predict poster.jpg --top 5
-                                the genres the trained model sees in a poster
-  pipeline verify --repair      rehash the cache and evict damaged entries
-  pipeline gc --keep 3          drop cache entries not used by the lock or the last 3 runs
-  pipeline push                 send the locked entries to the shared cache (`--remote URL`)
-  pipeline run --pull           take what the shared cache has instead of running it
-  pipeline status --remote      which entries are here, which on the shared cache
-  pipeline run --executor slurm --remote /shared/cache --shards 8
-                                download, resize and embed as Slurm job arrays of 8 tasks
-  pipeline run --executor k8s --emit k8s/
-                                write the Kubernetes Indexed Jobs instead of running them
-
-Outputs live in `cache/` (content-addressed by stage key), `pipeline.lock` records what each stage
-last ran with, and published reports land in `reports/`.";
-
-/// A declarative, content-cached pipeline that trains a movie-poster genre classifier.
-#[derive(Debug, Parser)]
-#[command(name = "pipeline", version, after_help = AFTER_HELP)]
-pub struct Cli {
-    /// The pipeline file; its directory is the project root (cache, lock, reports).
-    #[arg(
-        short = 'f',
-        long = "file",
-        global = true,
-        default_value = "pipeline.yaml"
-    )]
-    pub file: PathBuf,
-    /// Worker threads per stage, 1 to 1024 [default: number of cores]. Never part of a cache
-    /// key.
-    #[arg(long, global = true, env = "PIPELINE_THREADS", value_parser = at_most::<1024>)]
-    pub threads: Option<usize>,
-    /// Say more: progress lines when not on a terminal and published outputs; debug logs with -vv.
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
-    pub verbose: u8,
-    /// What to do.
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-/// The commands.
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Bring stages up to date, running only what changed and what depends on it.
-    Run {
-        /// Stages to bring up to date, with everything they need [default: all].
-        stages: Vec<String>,
-        /// Rerun this stage even if it is fresh (repeatable).
-        #[arg(long, value_name = "STAGE")]
-        force: Vec<String>,
-        /// Print what would run and why; run nothing, write nothing.
-        #[arg(long)]
-        dry_run: bool,
-        /// Also bring everything downstream of the named stages up to date.
-        #[arg(long)]
-        downstream: bool,
-        /// Rerun the dependents of `--force`d stages even if the forced output comes out identical.
-        #[arg(long)]
-        force_downstream: bool,
-        /// After a stage fails, keep running stages that do not depend on it; exit 1 at the end.
-        #[arg(long)]
-        keep_going: bool,
-        /// Fail at once instead of waiting when another run holds this project.
-        #[arg(long)]
-        no_wait: bool,
-        /// Independent stages to run at the same time, 1 to 256 [default: number of cores]. Each
-        /// stage still gets `--threads` workers; `-j 1` runs stages one after another.
-        #[arg(short = 'j', long, value_name = "N", env = "PIPELINE_JOBS", value_parser = at_most::<256>)]
-        jobs: Option<usize>,
-        /// Attempt again the posters whose download failed in earlier runs (failures are
-        /// otherwise remembered for the download stage's `retry_failed_after_hours`).
-        #[arg(long)]
-        retry_failed: bool,
-        /// Recompute every item from scratch: ignore fetched posters, decoded and resized images
-        /// and earlier outputs kept in the cache. With `--force STAGE`, times a stage cold or rules
-        /// the cache out when a result looks wrong.
-        #[arg(long)]
-        no_reuse: bool,
-        /// Before running a dirty stage, take its entry from the shared cache when it has one
-        /// (checked against its blake3; a damaged one is refused and the stage runs).
-        #[arg(long)]
-        pull: bool,
-        /// Send each entry to the shared cache as soon as it is committed, and the fresh ones
-        /// the run used at the end.
-        #[arg(long)]
-        push: bool,
-        #[command(flatten)]
-        remote: RemoteArg,
-        /// Transfers with the shared cache at a time, 1 to 64.
-        #[arg(long, value_name = "N", default_value_t = 8, value_parser = at_most::<64>)]
-        transfers: usize,
-        /// Where stages run [default: `executor:` in the pipeline file, else local]. With `slurm`
-        /// or `k8s`, per-item stages (download, resize, embed) are split into `--shards` tasks
-        /// of a job array (a Slurm array, a Kubernetes Indexed Job), and stages with
-        /// `resources:` go as one job each; everything moves through the shared cache
-        /// (`--remote`), which every node must reach. Ctrl-C cancels the jobs.
-        #[arg(long, value_enum, value_name = "EXECUTOR")]
-        executor: Option<ExecutorArg>,
-        /// Tasks per per-item stage on a cluster, 1 to 10000 [default: `executor: {shards}`,
-        /// else 4].
-        #[arg(long, value_name = "N", value_parser = at_most::<10000>)]
-        shards: Option<usize>,
-        /// With `--executor k8s`: write the Job manifests of the stages that would be sent into
-        /// DIR and run nothing (apply them with `kubectl apply -f DIR`).
-        #[arg(long, value_name = "DIR")]
-        emit: Option<PathBuf>,
-        #[command(flatten)]
-        params: ParamsArg,
-        #[command(flatten)]
-        device: DeviceArg,
-    },
-    /// Run one task of a stage sent to a cluster (what each Slurm array task or Kubernetes pod
-    /// runs; `pipeline run --executor` writes the command). It pulls the stage's inputs from
-    /// the shared cache into its own `--cache-dir`, checks that it computes the driver's key,
-    /// makes the stage (or the shard of its items) and pushes it.
-    #[command(hide = true)]
-    Task {
-        /// The stage.
-        stage: String,
-        /// The key the driver computed; the task refuses to run under any other.
-        #[arg(long)]
-        key: String,
-        /// Split the stage's items into N shards (1 to 10000) and make one of them.
-        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000))]
-        shards: Option<u32>,
-        /// Which shard, from 0.
-        #[arg(long, value_name = "I", conflicts_with = "shard_index_from")]
-        shard_index: Option<u32>,
-        /// Read the shard's index from this environment variable (`SLURM_ARRAY_TASK_ID`,
-        /// `JOB_COMPLETION_INDEX`).
-        #[arg(long, value_name = "VAR")]
-        shard_index_from: Option<String>,
-        /// The task's own cache (scratch): never the project's, which the driver holds.
-        #[arg(long, value_name = "DIR")]
-        cache_dir: PathBuf,
-        #[command(flatten)]
-        remote: RemoteArg,
-        #[command(flatten)]
-        params: ParamsArg,
-        #[command(flatten)]
-        device: DeviceArg,
-    },
-    /// Send cache entries to the shared cache (`--remote`).
-    ///
-    /// Those of the named stages [default: every stage] that `pipeline.lock` records or the last
-    /// run used, or with `--all` every complete entry. Blobs the remote has are skipped; each
-    /// entry's record goes last, created only if absent.
-    Push {
-        /// Stages whose entries to send [default: all].
-        stages: Vec<String>,
-        /// Every complete entry in the local cache, not only the locked ones.
-        #[arg(long, conflicts_with = "stages")]
-        all: bool,
-        #[command(flatten)]
-        remote: RemoteArg,
-        /// Transfers at a time, 1 to 64.
-        #[arg(short = 'j', long, value_name = "N", default_value_t = 8, value_parser = at_most::<64>)]
-        jobs: usize,
-    },
-    /// Take entries from the shared cache instead of running their stages.
-    ///
-    /// The entries the named stages (and what they need) would run under, each checked against
-    /// its blake3. Nothing runs and `pipeline.lock` is not touched: the next `pipeline run` finds
-    /// them fresh.
-    Pull {
-        /// Stages to pull, with what they need [default: all].
-        stages: Vec<String>,
-        #[command(flatten)]
-        remote: RemoteArg,
-        #[command(flatten)]
-        params: ParamsArg,
-        /// Transfers at a time, 1 to 64.
-        #[arg(short = 'j', long, value_name = "N", default_value_t = 8, value_parser = at_most::<64>)]
-        jobs: usize,
-    },
-    /// Rehash every cache entry and report the ones whose files no longer match their manifest.
-    Verify {
-        /// Evict the damaged entries so the next run rebuilds them (with `--remote`: delete the
-        /// damaged blobs and the records that name them).
-        #[arg(long)]
-        repair: bool,
-        /// Check the shared cache instead: read every record and rehash every blob it names.
-        #[command(flatten)]
-        remote: RemoteArg,
-    },
-    /// Remove cache entries that neither pipeline.lock nor the recorded runs use.
-    ///
-    /// By default every recorded run (`pipeline log` lists them, and gc says how many it kept)
-    /// keeps its entries, so a model an experiment (`-S`) trained stays askable with `predict
-    /// --model RUN`. `--keep N` keeps only the last N runs' entries.
-    Gc {
-        /// Keep what only the last N recorded runs used [default: every recorded run].
-        #[arg(long, value_name = "N")]
-        keep: Option<usize>,
-    },
-    /// Show the recorded runs: when, what ran or was fresh and why, how long, the outcome.
-    Log {
-        /// How many of the most recent runs to show.
-        #[arg(short = 'n', long, default_value_t = 10)]
-        limit: usize,
-        /// Print the records as JSON lines.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Show whether each stage is fresh or dirty, and why.
-    Status {
-        /// One JSON object per stage: name, kind, state, reason, reasons, key.
-        #[arg(long)]
-        json: bool,
-        /// Also say, per stage, whether the shared cache has its entry.
-        #[command(flatten)]
-        remote: RemoteArg,
-        #[command(flatten)]
-        params: ParamsArg,
-    },
-    /// Ask a trained model about posters: the genres its decision rule predicts, with
-    /// probabilities. Posters go through the pipeline's own download limits, decoder limits,
-    /// resizing and backbone, fitted as the model's training posters were.
-    Predict {
-        /// Poster files or http(s) URLs.
-        #[arg(required = true, value_name = "POSTER")]
-        posters: Vec<String>,
-        /// The model: a `train` stage [default: `evaluate`'s primary model], or a run id from
-        /// `pipeline log` (a prefix, `latest` or `previous`) to ask the model that run had.
-        #[arg(long, value_name = "STAGE|RUN")]
-        model: Option<String>,
-        /// Also list the K most probable genres; those the decision rule predicts are marked `*`
-        /// (a legend line says so), the rest are probable but below their threshold.
-        #[arg(long, value_name = "K", default_value_t = 0)]
-        top: usize,
-        /// Print JSON: the model, and per poster genres, top, probabilities, input digest, error.
-        #[arg(long)]
-        json: bool,
-        #[command(flatten)]
-        params: ParamsArg,
-        #[command(flatten)]
-        device: DeviceArg,
-    },
-    /// Headline metrics of the published runs (`reports/<run-id>/metrics.json`) and their deltas.
-    Metrics {
-        /// `show` (the default) or `diff`.
-        #[command(subcommand)]
-        what: Option<MetricsCommand>,
-    },
-    /// Show the stages in dependency order with their inputs, or the graph for Graphviz or Mermaid.
-    Dag {
-        /// `text`, `dot` (`pipeline dag --format dot | dot -Tsvg > dag.svg`) or `mermaid`.
-        #[arg(long, value_enum, default_value_t = DagFormat::Text)]
-        format: DagFormat,
-    },
-}
-
-impl Command {
-    /// The `-S` overrides, for the commands that take them.
-    fn overrides(&self) -> &[String] {
-        match self {
-            Command::Run { params, .. }
-            | Command::Task { params, .. }
-            | Command::Pull { params, .. }
-            | Command::Status { params, .. }
-            | Command::Predict { params, .. } => &params.set,
-            _ => &[],
-        }
-    }
-
-    /// `--device`, for the commands that compute with a model.
-    fn device(&self) -> Option<&str> {
-        match self {
-            Command::Run { device, .. }
-            | Command::Task { device, .. }
-            | Command::Predict { device, .. } => device.device.as_deref(),
-            _ => None,
-        }
-    }
-}
-
-/// `--executor`.
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum ExecutorArg {
-    /// Here, in this process.
-    Local,
-    /// Slurm: `sbatch` job arrays.
-    Slurm,
-    /// Kubernetes: Indexed Jobs.
-    K8s,
-}
-
-impl From<ExecutorArg> for ExecutorKind {
-    fn from(arg: ExecutorArg) -> Self {
-        match arg {
-            ExecutorArg::Local => ExecutorKind::Local,
-            ExecutorArg::Slurm => ExecutorKind::Slurm,
-            ExecutorArg::K8s => ExecutorKind::K8s,
-        }
-    }
-}
-
-/// `-S`: for the commands that key stages (run, pull, status, predict, task).
-#[derive(Debug, Default, clap::Args)]
-pub struct ParamsArg {
-    /// Set a stage param for this run only, as if `pipeline.yaml` said so (repeatable):
-    /// `-S train.learning_rate=0.01 -S resize.width=64`. The value is read as YAML (`0.01` a
-    /// number, `pad` a string, `null`), validated like the file, keyed like an edit of it, and
-    /// kept in the run record; the file is never written.
-    #[arg(short = 'S', long = "set", value_name = "STAGE.PARAM=VALUE")]
-    pub set: Vec<String>,
-}
-
-/// `--device`: for the commands that compute with a model (run, predict, task).
-#[derive(Debug, Default, clap::Args)]
-pub struct DeviceArg {
-    /// Where `embed`, `train` and `evaluate` compute: `flex` (or `cpu`; Burn's pure-Rust CPU
-    /// backend, the default), and in a binary built with libtorch (`scripts/build-tch.sh`)
-    /// `tch-cpu`, `cuda` or `cuda:N`. Checked before anything runs; never part of a cache key.
-    #[arg(long, env = "PIPELINE_DEVICE", value_name = "DEVICE")]
-    pub device: Option<String>,
-}
-
-#[derive(Debug, clap::Args)]
-pub struct RemoteArg {
-    /// The shared cache: s3://BUCKET/PREFIX, gs://, az://, file:///DIR or a directory path
-    /// [default: $PIPELINE_REMOTE, else `cache: {remote: URL}` in the pipeline file]. Credentials
-    /// come from the environment, never the file: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY
-    /// (AWS_ENDPOINT for a server other than AWS), or AWS_PROFILE.
-    #[arg(long, value_name = "URL", num_args = 0..=1, default_missing_value = "")]
-    pub remote: Option<String>,
-}
-
-/// `pipeline metrics ...`. RUN is a run id (`pipeline log` shows them), a unique prefix of one,
-/// `latest` or `previous`.
-#[derive(Debug, Subcommand)]
-pub enum MetricsCommand {
-    /// One run's headline metrics [default: the latest].
-    Show {
-        /// The run.
-        run: Option<String>,
-        /// Print JSON: run, folder, overrides, metrics.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Two runs' headline metrics side by side with the change [default: previous and latest].
-    Diff {
-        /// The older run [default: previous].
-        old: Option<String>,
-        /// The newer run [default: latest].
-        new: Option<String>,
-        /// Print JSON: old, new, and per metric old, new, change.
-        #[arg(long)]
-        json: bool,
-    },
-}
+/// Records and blobs `status --remote` and `verify --remote` ask about at a time.
+const CHECKS_AT_A_TIME: usize = 8;
 
 /// Parses arguments, runs the command and returns the exit code.
 pub fn main() -> ExitCode {
@@ -406,7 +43,8 @@ pub fn main() -> ExitCode {
     let _ = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build_global();
-    match execute(&cli, threads) {
+    let outcome = Session::open(&cli, threads).and_then(|session| execute(&session));
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Usage(err)) => {
             tell!("error: {err:#}");
@@ -420,232 +58,169 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// A count from 1 to `MAX`: a thread per unit, so an unbounded one (`--threads 100000`) would
-/// stall the machine before the first stage ran.
-fn at_most<const MAX: usize>(text: &str) -> Result<usize, String> {
-    let n: usize = text
-        .trim()
-        .parse()
-        .map_err(|_| format!("`{text}` is not a whole number"))?;
-    if (1..=MAX).contains(&n) {
-        Ok(n)
-    } else {
-        Err(format!("{n} is outside 1 to {MAX}"))
-    }
-}
-
 fn cores() -> usize {
     std::thread::available_parallelism()
         .map(usize::from)
         .unwrap_or(1)
 }
 
-fn execute(cli: &Cli, threads: usize) -> Result<(), Failure> {
-    if let Some(device) = cli.command.device() {
-        stage_train::choose_device(device).map_err(|e| Failure::Usage(e.into()))?;
-    }
-    let overrides = cli.command.overrides();
-    let mut spec = SpecFile::load(&cli.file).map_err(|e| Failure::Usage(e.into()))?;
-    spec.apply_overrides(overrides)
-        .map_err(|e| Failure::Usage(e.into()))?;
-    let registry = kinds::registry();
-    let plan = Plan::build(&spec, &registry).map_err(|e| Failure::Usage(e.into()))?;
-    let engine = Engine::new(&plan);
-    match &cli.command {
-        Command::Run {
-            stages,
-            force,
-            dry_run,
-            downstream,
-            force_downstream,
-            keep_going,
-            no_wait,
-            jobs,
-            retry_failed,
-            no_reuse,
-            pull,
-            push,
-            remote,
-            transfers,
-            executor,
-            shards,
-            emit,
-            ..
-        } => {
-            let options = RunOptions {
-                targets: stages.clone(),
-                force: force.clone(),
-                dry_run: *dry_run,
-                threads,
-                downstream: *downstream,
-                force_downstream: *force_downstream,
-                keep_going: *keep_going,
-                no_wait: *no_wait,
-                jobs: jobs.unwrap_or_else(cores),
-                retry_failed: *retry_failed,
-                no_reuse: *no_reuse,
-                overrides: overrides.to_vec(),
-                pull: *pull,
-                push: *push,
-                pull_only: false,
-            };
-            let console = Arc::new(Console::new(cli.verbose > 0));
-            let cluster_args = cluster::ClusterArgs {
-                executor: executor.map(ExecutorKind::from),
-                shards: shards.map(|n| n as u32),
-                emit: emit.as_deref(),
-                remote: remote.remote.as_deref(),
-                transfers: *transfers,
-                overrides,
-            };
-            if cluster::kind_of(&cluster_args, &plan) != ExecutorKind::Local {
-                return cluster::run(engine, &plan, &options, &cluster_args, &console);
-            }
-            if emit.is_some() {
-                return Err(Failure::Usage(anyhow::anyhow!(
-                    "`--emit` writes Kubernetes manifests: use it with `--executor k8s`"
-                )));
-            }
-            if !(*pull || *push) {
-                return commands::run(&engine, &plan, &options, &console);
-            }
-            let shared = shared::open(
-                remote.remote.as_deref(),
-                &plan,
-                if *push {
-                    Missing::Create
-                } else {
-                    Missing::Refuse
-                },
-                *transfers,
-                &console,
-            )?;
-            let engine = engine.with_shared(&shared);
-            commands::run(&engine, &plan, &options, &console)?;
-            if *push {
-                shared::push_fresh(&engine, &shared)?;
-            }
-            Ok(())
-        }
-        Command::Task {
-            stage,
-            key,
-            shards,
-            shard_index,
-            shard_index_from,
-            cache_dir,
-            remote,
-            ..
-        } => {
-            let console = Arc::new(Console::new(cli.verbose > 0));
-            let args = cluster::TaskArgs {
-                stage,
-                key,
-                shards: *shards,
-                shard_index: *shard_index,
-                shard_index_from: shard_index_from.as_deref(),
-                cache_dir,
-                remote: remote.remote.as_deref(),
-            };
-            cluster::task(engine, &plan, &args, threads, &console)
-        }
-        Command::Push {
-            stages,
-            all,
-            remote,
-            jobs,
-        } => {
-            let console = Arc::new(Console::new(cli.verbose > 0));
-            let shared = shared::open(
-                remote.remote.as_deref(),
-                &plan,
-                Missing::Create,
-                *jobs,
-                &console,
-            )?;
-            shared::push(&engine, &shared, stages, *all)
-        }
-        Command::Pull {
-            stages,
-            remote,
-            jobs,
-            ..
-        } => {
-            let console = Arc::new(Console::new(cli.verbose > 0));
-            let shared = shared::open(
-                remote.remote.as_deref(),
-                &plan,
-                Missing::Refuse,
-                *jobs,
-                &console,
-            )?;
-            let options = RunOptions {
-                targets: stages.clone(),
-                threads,
-                jobs: cores(),
-                pull_only: true,
-                overrides: overrides.to_vec(),
-                ..RunOptions::default()
-            };
-            shared::pull(&engine.with_shared(&shared), &console, &options)
-        }
-        Command::Status { json, remote, .. } => match &remote.remote {
-            None => {
-                commands::status(&engine, *json)?;
-                if !*json {
-                    for line in cluster::active_job_lines(&engine) {
-                        say!("{line}");
-                    }
-                }
-                Ok(())
-            }
-            Some(url) => {
-                let console = Arc::new(Console::new(cli.verbose > 0));
-                let shared = shared::open(Some(url), &plan, Missing::Refuse, 8, &console)?;
-                shared::status(&engine, &shared, *json)
-            }
-        },
-        Command::Verify { repair, remote } => match &remote.remote {
-            None => commands::verify(&engine, *repair),
-            Some(url) => {
-                let console = Arc::new(Console::new(cli.verbose > 0));
-                let shared = shared::open(Some(url), &plan, Missing::Refuse, 8, &console)?;
-                shared::verify(&shared, *repair)
-            }
-        },
-        Command::Gc { keep } => commands::gc(&engine, *keep),
-        Command::Log { limit, json } => commands::log(&engine, *limit, *json),
-        Command::Predict {
-            posters,
-            model,
-            top,
-            json,
-            ..
-        } => {
-            let options = PredictOptions {
-                posters,
-                model: model.as_deref(),
-                top: *top,
-            };
-            commands::predict(&plan, &options, *json)
-        }
-        Command::Metrics { what } => {
-            let text = match what {
-                None => crate::experiments::show(&plan, None, false),
-                Some(MetricsCommand::Show { run, json }) => {
-                    crate::experiments::show(&plan, run.as_deref(), *json)
-                }
-                Some(MetricsCommand::Diff { old, new, json }) => {
-                    crate::experiments::diff(&plan, old.as_deref(), new.as_deref(), *json)
-                }
-            }
-            .map_err(Failure::Usage)?;
-            say!("{text}");
-            Ok(())
-        }
-        Command::Dag { format } => {
-            say!("{}", crate::graph::render(&plan, *format).trim_end());
+fn execute(session: &Session<'_>) -> Result<(), Failure> {
+    match &session.cli.command {
+        Command::Run(args) => run(session, args),
+        Command::Task(args) => task(session, args),
+        Command::Push(args) => push(session, args),
+        Command::Pull(args) => pull(session, args),
+        Command::Status(args) => status(session, args),
+        Command::Verify(args) => verify(session, args),
+        Command::Gc(GcArgs { keep }) => commands::gc(&session.engine(), *keep),
+        Command::Log(LogArgs { limit, json }) => commands::log(&session.engine(), *limit, *json),
+        Command::Predict(args) => predict(session, args),
+        Command::Metrics(MetricsArgs { what }) => metrics(session, what.as_ref()),
+        Command::Dag(args) => {
+            say!("{}", graph::render(&session.plan, args.format).trim_end());
             Ok(())
         }
     }
+}
+
+/// `pipeline run`: here, with the shared cache when asked, or on a cluster.
+fn run(session: &Session<'_>, args: &RunArgs) -> Result<(), Failure> {
+    let options = RunOptions {
+        targets: args.stages.clone(),
+        force: args.force.clone(),
+        dry_run: args.dry_run,
+        threads: session.threads,
+        downstream: args.downstream,
+        force_downstream: args.force_downstream,
+        keep_going: args.keep_going,
+        no_wait: args.no_wait,
+        jobs: args.jobs.unwrap_or_else(cores),
+        retry_failed: args.retry_failed,
+        no_reuse: args.no_reuse,
+        overrides: session.overrides().to_vec(),
+        pull: args.pull,
+        push: args.push,
+        pull_only: false,
+    };
+    let (plan, console) = (&session.plan, &session.console);
+    let cluster_args = cluster::ClusterArgs {
+        executor: args.executor.map(ExecutorKind::from),
+        shards: args.shards.map(|n| n as u32),
+        emit: args.emit.as_deref(),
+        remote: args.remote.remote.as_deref(),
+        transfers: args.transfers,
+        overrides: session.overrides(),
+    };
+    if cluster::kind_of(&cluster_args, plan) != ExecutorKind::Local {
+        return cluster::run(session.engine(), plan, &options, &cluster_args, console);
+    }
+    if args.emit.is_some() {
+        return Err(Failure::Usage(anyhow::anyhow!(
+            "`--emit` writes Kubernetes manifests: use it with `--executor k8s`"
+        )));
+    }
+    if !(args.pull || args.push) {
+        return commands::run(&session.engine(), plan, &options, console);
+    }
+    // Only a run that sends may start a directory remote.
+    let missing = if args.push {
+        Missing::Create
+    } else {
+        Missing::Refuse
+    };
+    let remote = session.shared(&args.remote, missing, args.transfers)?;
+    let engine = session.engine().with_shared(&remote);
+    commands::run(&engine, plan, &options, console)?;
+    if args.push {
+        shared::push_fresh(&engine, &remote)?;
+    }
+    Ok(())
+}
+
+/// `pipeline task`: one task of a stage a driver sent to a cluster.
+fn task(session: &Session<'_>, args: &TaskArgs) -> Result<(), Failure> {
+    let task = cluster::TaskArgs {
+        stage: &args.stage,
+        key: &args.key,
+        shards: args.shards,
+        shard_index: args.shard_index,
+        shard_index_from: args.shard_index_from.as_deref(),
+        cache_dir: &args.cache_dir,
+        remote: args.remote.remote.as_deref(),
+    };
+    cluster::task(
+        session.engine(),
+        &session.plan,
+        &task,
+        session.threads,
+        &session.console,
+    )
+}
+
+fn push(session: &Session<'_>, args: &PushArgs) -> Result<(), Failure> {
+    let remote = session.shared(&args.remote, Missing::Create, args.jobs)?;
+    shared::push(&session.engine(), &remote, &args.stages, args.all)
+}
+
+fn pull(session: &Session<'_>, args: &PullArgs) -> Result<(), Failure> {
+    let remote = session.shared(&args.remote, Missing::Refuse, args.jobs)?;
+    let options = RunOptions {
+        targets: args.stages.clone(),
+        threads: session.threads,
+        jobs: cores(),
+        pull_only: true,
+        overrides: session.overrides().to_vec(),
+        ..RunOptions::default()
+    };
+    shared::pull(
+        &session.engine().with_shared(&remote),
+        &session.console,
+        &options,
+    )
+}
+
+fn status(session: &Session<'_>, args: &StatusArgs) -> Result<(), Failure> {
+    let engine = session.engine();
+    if args.remote.remote.is_none() {
+        commands::status(&engine, args.json)?;
+        if !args.json {
+            for line in cluster::active_job_lines(&engine) {
+                say!("{line}");
+            }
+        }
+        return Ok(());
+    }
+    let remote = session.shared(&args.remote, Missing::Refuse, CHECKS_AT_A_TIME)?;
+    shared::status(&engine, &remote, args.json)
+}
+
+fn verify(session: &Session<'_>, args: &VerifyArgs) -> Result<(), Failure> {
+    if args.remote.remote.is_none() {
+        return commands::verify(&session.engine(), args.repair);
+    }
+    let remote = session.shared(&args.remote, Missing::Refuse, CHECKS_AT_A_TIME)?;
+    shared::verify(&remote, args.repair)
+}
+
+fn predict(session: &Session<'_>, args: &PredictArgs) -> Result<(), Failure> {
+    let options = PredictOptions {
+        posters: &args.posters,
+        model: args.model.as_deref(),
+        top: args.top,
+    };
+    commands::predict(&session.plan, &options, args.json)
+}
+
+fn metrics(session: &Session<'_>, what: Option<&MetricsCommand>) -> Result<(), Failure> {
+    let plan = &session.plan;
+    let text = match what {
+        None => experiments::show(plan, None, false),
+        Some(MetricsCommand::Show { run, json }) => experiments::show(plan, run.as_deref(), *json),
+        Some(MetricsCommand::Diff { old, new, json }) => {
+            experiments::diff(plan, old.as_deref(), new.as_deref(), *json)
+        }
+    }
+    .map_err(Failure::Usage)?;
+    say!("{text}");
+    Ok(())
 }

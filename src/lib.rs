@@ -1,9 +1,11 @@
 //! `pipeline`: a declarative, content-cached data pipeline that builds a movie-poster genre classifier.
 //!
 //! [`pipeline_engine`] is generic (spec, plan, cache, runner); [`kinds`] wires in the poster stages;
-//! [`cli`] (arguments and dispatch), `commands` (one function per subcommand) and [`console`]
-//! (progress and output) are the command-line edge, `shared` the commands of the shared cache; `predict`, `experiments` and `graph` answer
-//! the subcommands of the same names.
+//! The command-line edge: [`args`] (what clap reads), `session` (the plan and console, built
+//! once), [`cli`] (one function per subcommand, exit codes), `commands` (what the local
+//! commands print), `shared` and `cluster` (the shared cache's and the clusters' commands) and
+//! [`console`] (progress and output); `predict`, `experiments` and `graph` answer the
+//! subcommands of the same names.
 
 /// `println!` that drops the line when stdout is a closed pipe instead of panicking.
 macro_rules! say {
@@ -16,6 +18,7 @@ macro_rules! tell {
     ($($arg:tt)*) => { $crate::console::tell(&format!($($arg)*)) };
 }
 
+pub mod args;
 pub mod cli;
 mod cluster;
 mod commands;
@@ -24,4 +27,5 @@ pub mod experiments;
 pub mod graph;
 pub mod kinds;
 pub mod predict;
+mod session;
 mod shared;

@@ -594,11 +594,13 @@ fn fine_tuning_the_backbone_needs_its_weights_and_runs_from_the_pipeline() {
     let p = Project::small(60, &pipeline);
     let out = p.pipeline(&["run"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    // The plan refuses it, before any stage runs.
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
         stderr.contains("add `files: {weights: models/efficientnet-lite0/"),
         "the error says what to bind: {stderr}"
     );
+    assert!(!p.root.join("cache").exists(), "nothing ran");
 
     std::fs::copy(Path::new(REPO).join(WEIGHTS), p.root.join("weights.pth")).unwrap();
     p.edit(
