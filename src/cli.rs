@@ -7,8 +7,8 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use pipeline_engine::RunOptions;
 use pipeline_engine::spec::ExecutorKind;
+use pipeline_engine::{RunOptions, SharedPolicy};
 use pipeline_remote::Missing;
 
 use crate::args::{
@@ -98,9 +98,7 @@ fn run(session: &Session<'_>, args: &RunArgs) -> Result<(), Failure> {
         retry_failed: args.retry_failed,
         no_reuse: args.no_reuse,
         overrides: session.overrides().to_vec(),
-        pull: args.pull,
-        push: args.push,
-        pull_only: false,
+        shared: SharedPolicy::of_flags(args.pull, args.push),
     };
     let (plan, console) = (&session.plan, &session.console);
     let cluster_args = cluster::ClusterArgs {
@@ -168,7 +166,7 @@ fn pull(session: &Session<'_>, args: &PullArgs) -> Result<(), Failure> {
         targets: args.stages.clone(),
         threads: session.threads,
         jobs: cores(),
-        pull_only: true,
+        shared: SharedPolicy::PullOnly,
         overrides: session.overrides().to_vec(),
         ..RunOptions::default()
     };

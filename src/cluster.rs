@@ -11,7 +11,7 @@ use pipeline_cluster::{Kubernetes, Slurm, TaskCommand};
 use pipeline_engine::cluster::{ClusterJob, Executor, Placement, placement};
 use pipeline_engine::plan::Plan;
 use pipeline_engine::spec::ExecutorKind;
-use pipeline_engine::{Engine, RunOptions, State};
+use pipeline_engine::{Engine, RunOptions, SharedPolicy, State};
 use pipeline_remote::{Missing, Remote};
 
 use crate::commands::{self, Failure, engine_failure};
@@ -79,8 +79,7 @@ pub fn run(
         return emit(&engine, &shared, &k8s, shards, dir, &options.force);
     }
     let options = RunOptions {
-        pull: true,
-        push: true,
+        shared: SharedPolicy::PullAndPush,
         ..options.clone()
     };
     let slurm;

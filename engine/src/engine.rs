@@ -66,13 +66,59 @@ pub struct RunOptions {
     pub no_reuse: bool,
     /// The `-S` overrides already applied to the plan, kept in the run record.
     pub overrides: Vec<String>,
-    /// Before running a dirty stage, take its entry from the shared cache when it has one.
-    pub pull: bool,
-    /// Send every entry this run commits to the shared cache.
-    pub push: bool,
+    /// What the run does with the shared cache, when the engine has one.
+    pub shared: SharedPolicy,
+}
+
+/// What a run does with the shared cache: one value, read through the questions the engine
+/// asks of it, instead of flags each read under its own guard.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum SharedPolicy {
+    /// Neither look there nor send there.
+    #[default]
+    Off,
+    /// `run --pull`: before running a dirty stage, take its entry when the shared cache has it.
+    Pull,
+    /// `run --push`: send every entry this run commits.
+    Push,
+    /// `run --pull --push`, a cluster driver and its tasks: both.
+    PullAndPush,
     /// `pipeline pull`: take what the shared cache has and run nothing; stages it lacks are
     /// left as they are. The lock file and published copies are not touched.
-    pub pull_only: bool,
+    PullOnly,
+}
+
+impl SharedPolicy {
+    /// The policy of `run --pull` / `--push`.
+    pub fn of_flags(pull: bool, push: bool) -> Self {
+        match (pull, push) {
+            (false, false) => Self::Off,
+            (true, false) => Self::Pull,
+            (false, true) => Self::Push,
+            (true, true) => Self::PullAndPush,
+        }
+    }
+
+    /// Whether a dirty stage's entry is looked up on the shared cache under its key.
+    pub fn pulls(self) -> bool {
+        matches!(self, Self::Pull | Self::PullAndPush | Self::PullOnly)
+    }
+
+    /// Whether a stage may start from the newest entry of its name another machine pushed
+    /// (items reused from it); only a run that goes on to run the stage does.
+    pub fn pulls_latest(self) -> bool {
+        matches!(self, Self::Pull | Self::PullAndPush)
+    }
+
+    /// Whether committed entries are sent.
+    pub fn pushes(self) -> bool {
+        matches!(self, Self::Push | Self::PullAndPush)
+    }
+
+    /// Whether stages the shared cache lacks are run (all but `pipeline pull`).
+    pub fn runs_stages(self) -> bool {
+        self != Self::PullOnly
+    }
 }
 
 /// The engine bound to one plan and its project directory.

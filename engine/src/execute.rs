@@ -31,6 +31,26 @@ fn trouble(reporter: &dyn Reporter, stage: &PlannedStage, during: &'static str, 
     });
 }
 
+/// Why an entry that must come from the shared cache did not.
+pub(crate) enum RequiredPull {
+    /// The transfer failed.
+    Failed(String),
+    /// The shared cache has no complete entry under the key (or there is none).
+    Incomplete,
+}
+
+impl RequiredPull {
+    /// As a cluster failure of `what` (`the job of `x` ended, but its entry KEY`).
+    fn into_failure(self, what: std::fmt::Arguments<'_>) -> StageFailure {
+        match self {
+            RequiredPull::Failed(err) => StageFailure::Cluster(format!("{what}: {err}")),
+            RequiredPull::Incomplete => {
+                StageFailure::Cluster(format!("{what} is not complete in the shared cache"))
+            }
+        }
+    }
+}
+
 /// What came of a dirty stage.
 pub(crate) enum Executed {
     /// It ran, and its entry is committed.
@@ -64,7 +84,7 @@ impl Engine<'_> {
         if let Some(pulled) = self.try_pull(stage, key, reasons, options, reporter) {
             return Ok(pulled);
         }
-        if options.pull_only {
+        if !options.shared.runs_stages() {
             return Ok(Executed::NotShared);
         }
         // A corrupted input is never used silently: rehash what this stage is about to read.
@@ -233,25 +253,38 @@ impl Engine<'_> {
         Ok(())
     }
 
+    /// The complete entry under `key`: this cache's, else pulled from the shared cache. What a
+    /// driver needs of the jobs it sent and a task of its inputs; no pull (`Ok(None)` pulled)
+    /// when it is here already.
+    pub(crate) fn pull_required(
+        &self,
+        key: &str,
+    ) -> Result<(Committed, Option<Pulled>), RequiredPull> {
+        if let Some(entry) = self.store.fresh(key) {
+            return Ok((entry, None));
+        }
+        let shared = self.shared.ok_or(RequiredPull::Incomplete)?;
+        let pulled = shared
+            .pull(&self.store, key)
+            .map_err(|err| RequiredPull::Failed(err.to_string()))?
+            .ok_or(RequiredPull::Incomplete)?;
+        let entry = self.store.fresh(key).ok_or(RequiredPull::Incomplete)?;
+        Ok((entry, Some(pulled)))
+    }
+
     /// Brings in the entry a cluster job made for the whole stage.
     fn pull_made_elsewhere(
         &self,
         stage: &PlannedStage,
         key: &str,
     ) -> Result<Executed, StageFailure> {
-        let shared = self.shared.expect("dispatch checked the shared cache");
-        let missing = || {
-            StageFailure::Cluster(format!(
-                "the job of `{}` ended, but its entry {key} is not complete in the shared cache",
+        let (entry, pulled) = self.pull_required(key).map_err(|why| {
+            why.into_failure(format_args!(
+                "the job of `{}` ended, but its entry {key}",
                 stage.name
             ))
-        };
-        let pulled = shared
-            .pull(&self.store, key)
-            .map_err(|err| StageFailure::Cluster(err.to_string()))?
-            .ok_or_else(missing)?;
-        let entry = self.store.fresh(key).ok_or_else(missing)?;
-        Ok(Executed::Pulled(entry, pulled))
+        })?;
+        Ok(Executed::Pulled(entry, pulled.unwrap_or_default()))
     }
 
     /// Brings in the entries of a fanned-out stage's `count` shards; their output directories.
@@ -261,24 +294,15 @@ impl Engine<'_> {
         key: &str,
         count: u32,
     ) -> Result<Vec<PathBuf>, StageFailure> {
-        let shared = self.shared.expect("dispatch checked the shared cache");
         (0..count)
             .map(|index| {
-                let shard = ItemShard { index, count };
-                let at = shard_key(key, shard);
-                let missing = || {
-                    StageFailure::Cluster(format!(
-                        "task {index} of `{}` ended, but its entry {at} is not complete in the shared cache",
+                let at = shard_key(key, ItemShard { index, count });
+                self.pull_required(&at).map_err(|why| {
+                    why.into_failure(format_args!(
+                        "task {index} of `{}` ended, but its entry {at}",
                         stage.name
                     ))
-                };
-                if self.store.fresh(&at).is_none() {
-                    shared
-                        .pull(&self.store, &at)
-                        .map_err(|err| StageFailure::Cluster(err.to_string()))?
-                        .ok_or_else(missing)?;
-                }
-                self.store.fresh(&at).ok_or_else(missing)?;
+                })?;
                 Ok(self.store.out_dir(&at))
             })
             .collect()
@@ -294,7 +318,7 @@ impl Engine<'_> {
         options: &RunOptions,
         reporter: &dyn Reporter,
     ) -> Option<Executed> {
-        let shared = self.shared.filter(|_| options.pull || options.pull_only)?;
+        let shared = self.shared.filter(|_| options.shared.pulls())?;
         // `--force` and `--no-reuse` ask for the stage's own work, not anyone's entry.
         if reasons.contains(&Reason::Forced) || options.no_reuse {
             return None;
@@ -327,7 +351,7 @@ impl Engine<'_> {
         options: &RunOptions,
         reporter: &dyn Reporter,
     ) -> Option<PathBuf> {
-        let shared = self.shared.filter(|_| options.pull)?;
+        let shared = self.shared.filter(|_| options.shared.pulls_latest())?;
         if reasons.contains(&Reason::Forced) {
             return None;
         }
@@ -358,7 +382,7 @@ impl Engine<'_> {
         options: &RunOptions,
         reporter: &dyn Reporter,
     ) {
-        let Some(shared) = self.shared.filter(|_| options.push) else {
+        let Some(shared) = self.shared.filter(|_| options.shared.pushes()) else {
             return;
         };
         match shared.push(&self.store, key) {

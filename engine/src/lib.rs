@@ -47,7 +47,7 @@ pub mod task;
 pub mod workspace;
 
 pub use assess::{StageStatus, State};
-pub use engine::{Engine, EngineError, RunOptions};
+pub use engine::{Engine, EngineError, RunOptions, SharedPolicy};
 pub use event::{Event, Reporter, RunOutcome, SharedTrouble, Span};
 pub use failure::{StageFailure, error_chain};
 pub use fingerprint::{Reason, describe};

@@ -478,7 +478,7 @@ impl<'e, 'p> Scheduler<'e, 'p> {
                 self.slots.insert(&stage.name, Slot::Unknown);
                 Ok(Settled::Done)
             }
-            Assessment::Dirty { known: None, .. } if self.options.pull_only => {
+            Assessment::Dirty { known: None, .. } if !self.options.shared.runs_stages() => {
                 // An input the shared cache lacked: this stage's key cannot be known.
                 self.emit(Event::NotShared {
                     stage: &stage.name,
@@ -544,7 +544,7 @@ impl<'e, 'p> Scheduler<'e, 'p> {
         self.entry_keys
             .insert(stage.name.clone(), entry.key.clone());
         self.slots.insert(&stage.name, Slot::Fresh);
-        if !self.options.dry_run && !self.options.pull_only {
+        if !self.options.dry_run && self.options.shared.runs_stages() {
             if self.lock.stages.get(&stage.name) != Some(&locked) {
                 self.lock.stages.insert(stage.name.clone(), locked);
                 self.lock.save(&self.engine.lock_path)?;
@@ -589,7 +589,7 @@ impl<'e, 'p> Scheduler<'e, 'p> {
                     span,
                 });
                 self.known(stage, &job.key, &entry.output_digest, Slot::Pulled);
-                if !self.options.pull_only {
+                if self.options.shared.runs_stages() {
                     let mut locked = job.locked;
                     locked.outputs = outputs_of(&entry);
                     self.lock.stages.insert(stage.name.clone(), locked);

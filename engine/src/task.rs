@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use pipeline_api::ItemShard;
 
 use crate::cluster::shard_key;
-use crate::engine::{Engine, EngineError, RunOptions};
+use crate::engine::{Engine, EngineError, RunOptions, SharedPolicy};
 use crate::event::Reporter;
-use crate::execute::Executed;
+use crate::execute::{Executed, RequiredPull};
 use crate::failure::error_chain;
 
 /// What a task did.
@@ -69,23 +69,20 @@ impl Engine<'_> {
         let mut entry_keys = BTreeMap::new();
         for up in planned.inputs.values() {
             let key = &keys[up];
-            if self.store.fresh(key).is_none() {
-                let pulled = shared
-                    .pull(&self.store, key)
-                    .map_err(|err| EngineError::Task(format!("pulling `{up}` ({key}): {err}")))?;
-                if pulled.is_none() || self.store.fresh(key).is_none() {
-                    return Err(EngineError::Task(format!(
-                        "the shared cache has no complete entry of `{up}` ({key}), which `{stage}` reads"
-                    )));
+            self.pull_required(key).map_err(|why| match why {
+                RequiredPull::Failed(err) => {
+                    EngineError::Task(format!("pulling `{up}` ({key}): {err}"))
                 }
-            }
+                RequiredPull::Incomplete => EngineError::Task(format!(
+                    "the shared cache has no complete entry of `{up}` ({key}), which `{stage}` reads"
+                )),
+            })?;
             entry_keys.insert(up.clone(), key.clone());
         }
         let key = shard.map_or_else(|| expected_key.to_string(), |s| shard_key(expected_key, s));
         let options = RunOptions {
             threads,
-            pull: true,
-            push: true,
+            shared: SharedPolicy::PullAndPush,
             ..RunOptions::default()
         };
         match self.execute(planned, &key, &entry_keys, &[], &options, reporter, shard) {

@@ -7,7 +7,7 @@ mod support;
 use std::collections::BTreeSet;
 
 use pipeline_engine::store::Store;
-use pipeline_engine::{Engine, Pulled, Pushed, RunOptions, SharedCache, SharedError};
+use pipeline_engine::{Engine, Pulled, Pushed, RunOptions, SharedCache, SharedError, SharedPolicy};
 use support::{CHAIN, Project, Recorder};
 
 /// A shared cache that is a plain store on the same disk.
@@ -81,7 +81,7 @@ fn a_pull_takes_every_entry_another_machine_pushed_and_runs_nothing() {
         &a,
         &shared,
         RunOptions {
-            push: true,
+            shared: SharedPolicy::Push,
             ..RunOptions::default()
         },
     );
@@ -94,7 +94,7 @@ fn a_pull_takes_every_entry_another_machine_pushed_and_runs_nothing() {
         &b,
         &shared,
         RunOptions {
-            pull_only: true,
+            shared: SharedPolicy::PullOnly,
             ..RunOptions::default()
         },
     );
@@ -116,7 +116,7 @@ fn a_pull_takes_every_entry_another_machine_pushed_and_runs_nothing() {
         &c,
         &shared,
         RunOptions {
-            pull: true,
+            shared: SharedPolicy::Pull,
             ..RunOptions::default()
         },
     );
@@ -130,7 +130,7 @@ fn a_pull_takes_every_entry_another_machine_pushed_and_runs_nothing() {
         &d,
         &shared,
         RunOptions {
-            pull: true,
+            shared: SharedPolicy::Pull,
             ..RunOptions::default()
         },
     );
@@ -141,7 +141,7 @@ fn a_pull_takes_every_entry_another_machine_pushed_and_runs_nothing() {
         &e,
         &shared,
         RunOptions {
-            pull_only: true,
+            shared: SharedPolicy::PullOnly,
             ..RunOptions::default()
         },
     );
@@ -162,7 +162,7 @@ fn a_forced_stage_is_never_pulled_and_a_failing_shared_cache_only_costs_the_work
         &a,
         &shared,
         RunOptions {
-            push: true,
+            shared: SharedPolicy::Push,
             ..RunOptions::default()
         },
     );
@@ -172,7 +172,7 @@ fn a_forced_stage_is_never_pulled_and_a_failing_shared_cache_only_costs_the_work
         &b,
         &shared,
         RunOptions {
-            pull: true,
+            shared: SharedPolicy::Pull,
             force: vec!["transform".into()],
             ..RunOptions::default()
         },
@@ -185,8 +185,7 @@ fn a_forced_stage_is_never_pulled_and_a_failing_shared_cache_only_costs_the_work
         &c,
         &Broken,
         RunOptions {
-            pull: true,
-            push: true,
+            shared: SharedPolicy::PullAndPush,
             ..RunOptions::default()
         },
     );

@@ -83,13 +83,7 @@ fn verify_remote_repair_deletes_only_read_damage_and_a_fifo_hangs_nothing() {
     let out = bounded(&p.root, &["status", "--remote", &url]);
     assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
     let out = bounded(&p.root, &["verify", "--remote", &url]);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    exits(&out, 1);
     assert!(
         stdout(&out).contains("1 damaged, 2 not checked"),
         "{}",
@@ -133,13 +127,7 @@ fn verify_remote_repair_deletes_only_read_damage_and_a_fifo_hangs_nothing() {
     // which stages it could not take.
     let b = Project::small(20, SMALL_PIPELINE);
     let out = bounded(&b.root, &["pull", "--remote", &url]);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    exits(&out, 1);
     assert!(
         stderr(&out).contains("could not be pulled"),
         "{}",
@@ -183,13 +171,7 @@ fn a_record_with_one_bad_item_writes_none_of_its_items() {
 
     let b = Project::small(20, SMALL_PIPELINE);
     let out = bounded(&b.root, &["pull", "--remote", &url]);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    exits(&out, 1);
     assert!(
         stderr(&out).contains(&stage),
         "the refused stage is named: {}",

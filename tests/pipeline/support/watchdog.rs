@@ -16,6 +16,17 @@ pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// Asserts the exit code, showing both streams when it differs.
+pub fn exits(out: &Output, code: i32) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(out)
+    );
+}
+
 /// Runs the binary in `root` with `env` set (and no remote from the outer environment), under
 /// the watchdog of [`bounded`].
 pub fn bounded_env(root: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
