@@ -45,9 +45,8 @@ impl Keys {
         words
             .iter()
             .map(|w| match shlex::try_quote(w) {
-                _ if plain(w) => w.clone(),
-                Ok(quoted) => quoted.into_owned(),
-                Err(_) => w.clone(),
+                Ok(quoted) if !plain(w) => quoted.into_owned(),
+                _ => w.clone(),
             })
             .collect::<Vec<_>>()
             .join(" ")
